@@ -1,0 +1,57 @@
+"""Framework-free taps on a torch model: forward hooks on modules chosen by name globs and gradient
+hooks on parameters chosen by name globs, feeding a ``bridge.Recorder`` at a given step."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from bridge.runs import Recorder
+
+
+def match_names(names: Iterable[str], patterns: Sequence[str]) -> list[str]:
+    """Names (in their order) that match any of the fnmatch ``patterns``."""
+    return [name for name in names if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)]
+
+
+class ModelTaps:
+    """Record activations of chosen modules and gradients of chosen parameters while ``active()``.
+
+    ``step_of`` returns the current step, or None when nothing should be recorded now.
+    """
+
+    def __init__(self, model: nn.Module, recorder: Recorder, step_of: Callable[[], int | None], *,
+                 activations: Sequence[str] = (), grads: Sequence[str] = ()) -> None:
+        self._recorder = recorder
+        self._step_of = step_of
+        self._handles: list = []
+        modules = dict(model.named_modules())
+        for name in match_names(modules, activations):
+            self._handles.append(modules[name].register_forward_hook(self._activation_hook(name)))
+        parameters = dict(model.named_parameters())
+        for name in match_names(parameters, grads):
+            if parameters[name].requires_grad:
+                self._handles.append(parameters[name].register_hook(self._grad_hook(name)))
+
+    def _activation_hook(self, name: str) -> Callable:
+        def hook(_module: nn.Module, _inputs: tuple, output: object) -> None:
+            step = self._step_of()
+            if step is not None:
+                self._recorder.record(name, output, step=step, kind="activation")
+        return hook
+
+    def _grad_hook(self, name: str) -> Callable:
+        def hook(grad: torch.Tensor) -> None:
+            step = self._step_of()
+            if step is not None:
+                self._recorder.record(name, grad, step=step, kind="grad")
+        return hook
+
+    def remove(self) -> None:
+        """Detach every hook from the model."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
