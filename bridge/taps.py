@@ -28,6 +28,7 @@ class ModelTaps:
         self._recorder = recorder
         self._step_of = step_of
         self._handles: list = []
+        self._calls: dict[tuple[str, int, str], int] = {}
         modules = dict(model.named_modules())
         for name in match_names(modules, activations):
             self._handles.append(modules[name].register_forward_hook(self._activation_hook(name)))
@@ -36,18 +37,24 @@ class ModelTaps:
             if parameters[name].requires_grad:
                 self._handles.append(parameters[name].register_hook(self._grad_hook(name)))
 
+    def _unique(self, name: str, step: int, kind: str) -> str:
+        """``name`` on the first call in a step, ``name#1``, ``name#2``... on later calls (shared heads)."""
+        count = self._calls.get((name, step, kind), 0)
+        self._calls[(name, step, kind)] = count + 1
+        return name if count == 0 else f"{name}#{count}"
+
     def _activation_hook(self, name: str) -> Callable:
         def hook(_module: nn.Module, _inputs: tuple, output: object) -> None:
             step = self._step_of()
             if step is not None:
-                self._recorder.record(name, output, step=step, kind="activation")
+                self._recorder.record(self._unique(name, step, "activation"), output, step=step, kind="activation")
         return hook
 
     def _grad_hook(self, name: str) -> Callable:
         def hook(grad: torch.Tensor) -> None:
             step = self._step_of()
             if step is not None:
-                self._recorder.record(name, grad, step=step, kind="grad")
+                self._recorder.record(self._unique(name, step, "grad"), grad, step=step, kind="grad")
         return hook
 
     def remove(self) -> None:

@@ -1,0 +1,1 @@
+"""detectron2 adapters: one-sample dataset registration and the record hook."""

@@ -1,0 +1,9 @@
+"""mmdet/mmengine adapters: config pieces for the one-sample subsets and the record hook.
+
+Importing this package (e.g. ``custom_imports=dict(imports=['mmdet_side'])``) registers
+``BridgeRecordHook`` in mmdet's ``HOOKS``.
+"""
+
+from mmdet_side.hooks import BridgeRecordHook
+
+__all__ = ["BridgeRecordHook"]

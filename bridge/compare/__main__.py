@@ -1,0 +1,75 @@
+"""CLI: ``python -m bridge.compare RUN_A RUN_B [options]``; exit 0 pass, 1 diverges/unpaired, 2 bad input."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from bridge.errors import BridgeError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser."""
+    p = argparse.ArgumentParser(prog="python -m bridge.compare", description="Compare two recorded runs leaf by leaf.")
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.add_argument("--map", dest="map_file", help="YAML/JSON rename rules applied to RUN_A's keys")
+    p.add_argument("--atol", type=float, help="absolute tolerance for every float leaf")
+    p.add_argument("--rtol", type=float, help="relative tolerance for every float leaf")
+    p.add_argument("--tol", action="append", default=[], metavar="GLOB=ATOL,RTOL", help="per-key override; last match wins")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--json", dest="json_out", help="write the JSON report here")
+    p.add_argument("--html", dest="html_out", help="write the HTML report here")
+    p.add_argument("--kinds", help="comma-separated kinds to compare (default: all)")
+    p.add_argument("--quiet", action="store_true", help="no table or progress bar; only the summary line")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return the exit code."""
+    args = build_parser().parse_args(argv)
+    from rich.console import Console
+
+    from .engine import compare_runs
+    from .report_html import write_html
+    from .report_json import write_json
+    from .report_terminal import print_report, summary_line
+
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    kinds = [k for k in args.kinds.split(",") if k] if args.kinds else None
+    show_progress = not args.quiet and sys.stdout.isatty()
+    try:
+        if show_progress:
+            from rich.progress import Progress
+
+            with Progress(console=console, transient=True) as bar:
+                task = bar.add_task("comparing", total=None)
+
+                def tick(done: int, total: int) -> None:
+                    bar.update(task, completed=done, total=total)
+
+                result = compare_runs(args.run_a, args.run_b, name_map=args.map_file, atol=args.atol, rtol=args.rtol,
+                                      tolerances=args.tol, device=args.device, kinds=kinds, progress=tick)
+        else:
+            result = compare_runs(args.run_a, args.run_b, name_map=args.map_file, atol=args.atol, rtol=args.rtol,
+                                  tolerances=args.tol, device=args.device, kinds=kinds)
+        if args.json_out:
+            write_json(result, args.json_out)
+        if args.html_out:
+            write_html(result, args.html_out)
+    except BridgeError as exc:
+        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    if args.quiet:
+        print(summary_line(result))
+    else:
+        print_report(result, console)
+    return 0 if result.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

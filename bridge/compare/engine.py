@@ -1,0 +1,282 @@
+"""Compare two recorded runs: pair leaves, compute statistics, find the first divergence."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bridge import Entry, Run, open_run
+from bridge.errors import BridgeError
+
+from .pairing import Pair, RenameRule, load_rules, pair_entries, parse_rules
+from .stats import READ_ELEMS, NumericStats, tensor_stats
+from .tolerance import TolerancePolicy, ToleranceRule, is_exact_dtype, parse_tol_spec
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class ItemResult:
+    """The comparison of one pair of leaves (one JSON ``items`` element)."""
+
+    name: str
+    key: str
+    key_a: str
+    step: int
+    rank: int
+    kind: str
+    dtype_a: str
+    dtype_b: str
+    shape_a: list[int]
+    shape_b: list[int]
+    passed: bool
+    reason: str
+    atol: float
+    rtol: float
+    numel: int | None = None
+    max_abs: float | None = None
+    mean_abs: float | None = None
+    max_rel: float | None = None
+    rel_l2: float | None = None
+    cosine: float | None = None
+    mismatched: int | None = None
+    mismatched_share: float | None = None
+    nan_a: int | None = None
+    nan_b: int | None = None
+    inf_a: int | None = None
+    inf_b: int | None = None
+    min_atol: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict; non-finite floats become None (JSON null)."""
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where something happened: one leaf of run A (or B, for leaves only B has)."""
+
+    step: int
+    rank: int
+    kind: str
+    name: str
+    key: str
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON."""
+        return asdict(self)
+
+
+def _loc(entry: Entry, reason: str = "", key: str | None = None) -> Location:
+    return Location(entry.step, entry.rank, entry.kind, entry.name, key if key is not None else entry.key, reason)
+
+
+@dataclass
+class ComparisonResult:
+    """Everything a report needs: per-pair items, unpaired leaves, verdict, first divergence."""
+
+    run_a: str
+    run_b: str
+    items: list[ItemResult]
+    a_only: list[Location]
+    b_only: list[Location]
+    first_divergence: Location | None
+    last_passing_before: Location | None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """True when every pair passes and no leaf is unpaired."""
+        return not self.a_only and not self.b_only and all(i.passed for i in self.items)
+
+    @property
+    def n_failed(self) -> int:
+        """Number of failing pairs."""
+        return sum(not i.passed for i in self.items)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda when available else cpu; ``cuda`` without a GPU is a BridgeError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BridgeError("--device cuda asked for, but torch sees no CUDA device")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise BridgeError(f"unknown device {device!r} (auto, cpu or cuda)")
+    return torch.device(device)
+
+
+@contextlib.contextmanager
+def cpu_threads(device: torch.device, n: int = 1) -> Iterator[None]:
+    """On CPU, run torch with ``n`` intra-op threads (cache-sized pieces gain nothing from
+    OpenMP and lose badly when cores are shared); the previous setting is restored."""
+    if device.type != "cpu":
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _rules(name_map: Any) -> list[RenameRule]:
+    if name_map is None:
+        return []
+    if isinstance(name_map, (str, os.PathLike)):
+        return load_rules(name_map)
+    items = list(name_map)
+    if all(isinstance(r, RenameRule) for r in items):
+        return items
+    return parse_rules(items)
+
+
+def _rows_for(shape: Sequence[int]) -> int:
+    row = math.prod(shape[1:]) if len(shape) > 1 else 1
+    return max(1, READ_ELEMS // max(1, row))
+
+
+def _fill(item: ItemResult, st: NumericStats) -> None:
+    for k in ("numel", "max_abs", "mean_abs", "max_rel", "rel_l2", "cosine", "mismatched",
+              "nan_a", "nan_b", "inf_a", "inf_b", "min_atol"):
+        setattr(item, k, getattr(st, k))
+    item.mismatched_share = st.mismatched_share
+
+
+def _fail_reason(st: NumericStats, exact: bool) -> str:
+    nonfinite = st.nan_a != st.nan_b or st.inf_a != st.inf_b or math.isinf(st.min_atol)
+    what = "differ" if exact else "out of tolerance"
+    msg = f"{st.mismatched} of {st.numel} elements {what}"
+    if nonfinite:
+        msg += f" (NaN a/b {st.nan_a}/{st.nan_b}, Inf a/b {st.inf_a}/{st.inf_b})"
+    elif not exact:
+        msg += f" (max_abs {st.max_abs:.3g}, needs atol >= {st.min_atol:.3g})"
+    return msg
+
+
+def compare_pair(run_a: Run, run_b: Run, pair: Pair, policy: TolerancePolicy, device: torch.device) -> ItemResult:
+    """Compare one pair of leaves and return its :class:`ItemResult`."""
+    a, b = pair.a, pair.b
+    atol, rtol = policy.resolve(pair.key, a.dtype)
+    item = ItemResult(
+        name=a.name, key=pair.key, key_a=a.key, step=a.step, rank=a.rank, kind=a.kind,
+        dtype_a=a.dtype, dtype_b=b.dtype, shape_a=list(a.shape), shape_b=list(b.shape),
+        passed=False, reason="", atol=atol, rtol=rtol,
+    )
+    if a.is_tensor != b.is_tensor or a.dtype != b.dtype:
+        item.reason = f"dtype mismatch: {a.dtype}{'' if a.is_tensor else ' value'} vs {b.dtype}{'' if b.is_tensor else ' value'}"
+        return item
+    if tuple(a.shape) != tuple(b.shape):
+        item.reason = f"shape mismatch: {list(a.shape)} vs {list(b.shape)}"
+        return item
+    exact = is_exact_dtype(a.dtype)
+    if a.is_tensor:
+        rows = _rows_for(a.shape)
+        st = tensor_stats(run_a.tensor_slices(a, rows), run_b.tensor_slices(b, rows),
+                          atol=atol, rtol=rtol, exact=exact, device=device)
+        _fill(item, st)
+        item.passed = st.mismatched == 0
+        item.reason = "" if item.passed else _fail_reason(st, exact)
+        return item
+    return _compare_values(item, a.value, b.value, atol, rtol, exact)
+
+
+def _compare_values(item: ItemResult, va: Any, vb: Any, atol: float, rtol: float, exact: bool) -> ItemResult:
+    numeric = isinstance(va, (int, float)) and isinstance(vb, (int, float))
+    if numeric:
+        st = tensor_stats([torch.tensor([float(va)], dtype=torch.float64)],
+                          [torch.tensor([float(vb)], dtype=torch.float64)],
+                          atol=atol, rtol=rtol, exact=exact)
+        if exact:  # ints/bools: exact, without float rounding
+            st.mismatched = int(va != vb)
+        _fill(item, st)
+        item.passed = st.mismatched == 0
+    else:
+        item.numel, item.mismatched = 1, int(va != vb)
+        item.mismatched_share = float(item.mismatched)
+        item.passed = va == vb
+    if not item.passed:
+        item.reason = f"value differs: {va!r} vs {vb!r}"
+    return item
+
+
+def _open(run: Run | str | os.PathLike[str]) -> Run:
+    return run if isinstance(run, Run) else open_run(run)
+
+
+def compare_runs(
+    a: Run | str | os.PathLike[str],
+    b: Run | str | os.PathLike[str],
+    *,
+    name_map: str | os.PathLike[str] | Iterable[Any] | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    tolerances: Iterable[str | ToleranceRule] = (),
+    device: str = "auto",
+    kinds: Iterable[str] | None = None,
+    progress: ProgressFn | None = None,
+) -> ComparisonResult:
+    """Compare run ``a`` against run ``b`` leaf by leaf.
+
+    ``name_map`` is a rule file (YAML/JSON) or a list of rules renaming run A's keys;
+    ``atol``/``rtol`` override the dtype defaults; ``tolerances`` holds per-key
+    ``'GLOB=ATOL,RTOL'`` overrides (last match wins); ``kinds`` keeps only those kinds;
+    ``progress(done, total)`` is called after each pair. Raises BridgeError on bad input.
+    """
+    dev = resolve_device(device)
+    run_a, run_b = _open(a), _open(b)
+    rules = _rules(name_map)
+    policy = TolerancePolicy(atol, rtol, tuple(t if isinstance(t, ToleranceRule) else parse_tol_spec(t) for t in tolerances))
+    kind_set = set(kinds) if kinds else None
+    ea = [e for e in run_a.entries() if kind_set is None or e.kind in kind_set]
+    eb = [e for e in run_b.entries() if kind_set is None or e.kind in kind_set]
+    pairing = pair_entries(ea, eb, rules)
+    items: list[ItemResult] = []
+    total = len(pairing.pairs)
+    with cpu_threads(dev):
+        for n, pair in enumerate(pairing.pairs, 1):
+            items.append(compare_pair(run_a, run_b, pair, policy, dev))
+            if progress is not None:
+                progress(n, total)
+    first, last_ok = _first_divergence(pairing.pairs, items, pairing.a_only, pairing.b_only)
+    settings = {
+        "run_a": str(run_a.path), "run_b": str(run_b.path), "device": str(dev),
+        "kinds": sorted(kind_set) if kind_set else None,
+        "name_map": str(name_map) if isinstance(name_map, (str, os.PathLike)) else (len(rules) or None),
+        "tolerance": policy.describe(),
+    }
+    return ComparisonResult(
+        run_a=str(run_a.path), run_b=str(run_b.path), items=items,
+        a_only=[_loc(e, "only in run A") for e in pairing.a_only],
+        b_only=[_loc(e, "only in run B") for e in pairing.b_only],
+        first_divergence=first, last_passing_before=last_ok, settings=settings,
+    )
+
+
+def _first_divergence(pairs: list[Pair], items: list[ItemResult], a_only: list[Entry], b_only: list[Entry]) -> tuple[Location | None, Location | None]:
+    """First failing pair or A-only leaf in A's order (step, rank, index); then the last pass before it."""
+    events: list[tuple[tuple, bool, Location]] = []
+    for pair, item in zip(pairs, items):
+        events.append(((pair.a.step, pair.a.rank, pair.a.index), item.passed, _loc(pair.a, item.reason, pair.key)))
+    for e in a_only:
+        events.append(((e.step, e.rank, e.index), False, _loc(e, "only in run A")))
+    events.sort(key=lambda ev: ev[0])
+    last_ok = None
+    for _, ok, loc in events:
+        if not ok:
+            return loc, last_ok
+        last_ok = loc
+    if b_only:
+        e = min(b_only, key=lambda e: (e.step, e.rank, e.index))
+        before = [ev for ev in events if ev[0][:2] <= (e.step, e.rank)]
+        return _loc(e, "only in run B"), (before[-1][2] if before else None)
+    return None, None

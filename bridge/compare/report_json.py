@@ -1,0 +1,45 @@
+"""The ``--json`` report (schema in docs/COMPARE_JSON.md), written atomically."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import orjson
+
+from bridge.atomic import atomic_open
+
+from .engine import ComparisonResult
+
+SCHEMA_VERSION = 1
+
+
+def to_dict(result: ComparisonResult) -> dict[str, Any]:
+    """Return the JSON-ready report; non-finite floats are null."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "passed": result.passed,
+        "run_a": result.run_a,
+        "run_b": result.run_b,
+        "counts": {
+            "pairs": len(result.items),
+            "failed": result.n_failed,
+            "a_only": len(result.a_only),
+            "b_only": len(result.b_only),
+        },
+        "first_divergence": result.first_divergence.to_dict() if result.first_divergence else None,
+        "last_passing_before": result.last_passing_before.to_dict() if result.last_passing_before else None,
+        "unpaired": {
+            "a_only": [loc.to_dict() for loc in result.a_only],
+            "b_only": [loc.to_dict() for loc in result.b_only],
+        },
+        "settings": result.settings,
+        "items": [item.to_dict() for item in result.items],
+    }
+
+
+def write_json(result: ComparisonResult, path: str | os.PathLike[str]) -> None:
+    """Write the report to ``path`` atomically."""
+    data = orjson.dumps(to_dict(result), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)

@@ -1,0 +1,83 @@
+"""``python -m bridge.convert SRC -o DST (--preset NAME | --rules FILE) [--target T] [--report R.json]``.
+
+Exit status: 0 fully matched (or no target), 1 missing/unexpected/mismatched keys, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from bridge.atomic import atomic_write_bytes
+from bridge.convert.engine import convert_state_dict
+from bridge.convert.loading import load_checkpoint, load_target_shapes, save_checkpoint
+from bridge.convert.report import compare_to_target, render_report, report_without_target
+from bridge.convert.rules import load_rules
+from bridge.errors import BridgeError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser of the converter."""
+    p = argparse.ArgumentParser(prog="python -m bridge.convert", description=__doc__.splitlines()[0])
+    p.add_argument("src", help="source checkpoint (.pkl, .pth, .pt, .safetensors)")
+    p.add_argument("-o", "--output", required=True, help="output checkpoint (.pth or .safetensors)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--preset", help="name of a shipped rule set")
+    g.add_argument("--rules", help="YAML rule file")
+    p.add_argument("--target", help="key manifest TSV or checkpoint to compare against")
+    p.add_argument("--report", help="write the report as JSON here")
+    p.add_argument("--names-dir", help="write source/target/converted names as sorted JSON lists here")
+    p.add_argument("--unsafe-pickle", action="store_true", help="allow arbitrary pickled objects (trusted files)")
+    return p
+
+
+def _dump_json(path: Path, data: object) -> None:
+    atomic_write_bytes(path, (json.dumps(data, indent=1, sort_keys=False) + "\n").encode())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the converter; return the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        rules = load_rules(args.preset or args.rules)
+        state = load_checkpoint(args.src, unsafe_pickle=args.unsafe_pickle)
+        target = load_target_shapes(args.target, unsafe_pickle=args.unsafe_pickle) if args.target else None
+        started = time.perf_counter()
+        result = convert_state_dict(state, rules, target_names=list(target) if target else None)
+        report = compare_to_target(result, target) if target is not None else report_without_target(result)
+        meta = {
+            "converted_by": "bridge.convert",
+            "source": str(Path(args.src).resolve()),
+            "rules": rules.source,
+            "target": str(args.target) if args.target else None,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "counts": result.counts(),
+            "report_ok": report.ok,
+        }
+        save_checkpoint(result.state_dict, args.output, meta)
+        elapsed = time.perf_counter() - started
+        if args.names_dir:
+            out = Path(args.names_dir)
+            _dump_json(out / "source_names.json", sorted(result.source_keys))
+            _dump_json(out / "converted_names.json", sorted(result.state_dict))
+            if target is not None:
+                _dump_json(out / "target_names.json", sorted(target))
+        if args.report:
+            data = report.to_json()
+            data["meta"] = meta
+            _dump_json(Path(args.report), data)
+    except BridgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    render_report(report, title=f"{Path(args.src).name} -> {Path(args.output).name} ({elapsed:.2f}s)")
+    return report.exit_code()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

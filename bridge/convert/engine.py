@@ -1,0 +1,207 @@
+"""Apply a compiled rule set to a state dict.  Renames never copy tensors: the same objects move."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bridge.convert.rules import NAME_KINDS, VALUE_KINDS, Rule, RuleSet, load_rules
+from bridge.errors import ConversionError
+
+_DTYPE_MAP = {
+    "int64": torch.int64, "int32": torch.int32, "float32": torch.float32, "float16": torch.float16,
+    "bfloat16": torch.bfloat16, "float64": torch.float64, "bool": torch.bool, "uint8": torch.uint8,
+}
+
+
+@dataclass
+class ConversionResult:
+    """What a conversion produced: the new state dict and the bookkeeping for the report."""
+
+    state_dict: dict[str, torch.Tensor]
+    source_keys: list[str]
+    converted: list[tuple[str, str]] = field(default_factory=list)  # (source key, target key)
+    dropped: list[tuple[str, str]] = field(default_factory=list)  # (source-stage key, rule label)
+    added: list[str] = field(default_factory=list)
+    origin: dict[str, str] = field(default_factory=dict)  # target key -> source key(s)
+    rules_source: str = "<inline>"
+    rule_hits: dict[str, int] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        """Numbers of source, converted, dropped and added keys."""
+        return {"source": len(self.source_keys), "converted": len(self.converted),
+                "dropped": len(self.dropped), "added": len(self.added), "output": len(self.state_dict)}
+
+
+def _claims(rules: list[Rule], keys: list[str], stage: str) -> dict[str, tuple[Rule, re.Match[str]]]:
+    """Map each key to the one rule (of ``rules``) matching it; two rules on one key is an error."""
+    claims: dict[str, tuple[Rule, re.Match[str]]] = {}
+    for key in keys:
+        for rule in rules:
+            m = rule.match(key)
+            if m is None:
+                continue
+            if key in claims:
+                raise ConversionError(
+                    f"key {key!r} claimed by two rules of stage {stage!r}: {claims[key][0].label} and {rule.label}"
+                )
+            claims[key] = (rule, m)
+    return claims
+
+
+def _value_transform(rule: Rule, key: str, tensor: torch.Tensor) -> torch.Tensor:
+    opts = rule.options
+    if rule.kind == "class_rows":
+        dim, keep = opts["dim"], opts["keep_trailing"]
+        if tensor.dim() <= dim:
+            raise ConversionError(f"rule {rule.label}: {key!r} has {tensor.dim()} dims, no dim {dim}")
+        n = tensor.shape[dim]
+        index = list(opts["index"])
+        if index and (max(index) >= n - keep or min(index) < 0):
+            raise ConversionError(
+                f"rule {rule.label}: {key!r} has {n} rows along dim {dim}; index needs {max(index) + 1 + keep}"
+            )
+        index += list(range(n - keep, n))
+        return tensor.index_select(dim, torch.tensor(index, dtype=torch.long))
+    if rule.kind == "reshape":
+        try:
+            return tensor.reshape(opts["shape"])
+        except RuntimeError as exc:
+            raise ConversionError(f"rule {rule.label}: cannot reshape {key!r} {list(tensor.shape)}: {exc}") from None
+    if rule.kind == "transpose":
+        a, b = opts["dims"]
+        if max(a, b) >= tensor.dim():
+            raise ConversionError(f"rule {rule.label}: {key!r} has {tensor.dim()} dims, cannot swap {a},{b}")
+        return tensor.transpose(a, b)
+    raise AssertionError(rule.kind)
+
+
+def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """torch.equal, short-cut when both are views of the same memory (aliases restored as shared)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.data_ptr() == b.data_ptr() and a.stride() == b.stride():
+        return True
+    return torch.equal(a, b)
+
+
+def _put(out: dict[str, torch.Tensor], origin: dict[str, str], key: str, tensor: torch.Tensor, src: str) -> None:
+    if key in out:
+        raise ConversionError(f"two source keys land on {key!r}: {origin[key]!r} and {src!r}")
+    out[key] = tensor
+    origin[key] = src
+
+
+def convert_state_dict(
+    state_dict: dict[str, torch.Tensor],
+    rules: RuleSet | str | Path | list[dict[str, Any]],
+    *,
+    target_names: list[str] | None = None,
+) -> ConversionResult:
+    """Convert ``state_dict`` with ``rules`` (RuleSet, preset name, YAML path or list of dicts).
+
+    ``target_names`` feeds ``add`` rules with ``on: target``.  The input dict is not modified;
+    renamed tensors are the same objects as in the input (no copies).
+    """
+    ruleset = load_rules(rules)
+    current: dict[str, torch.Tensor] = dict(state_dict)
+    origin: dict[str, str] = {k: k for k in current}
+    result = ConversionResult(state_dict={}, source_keys=list(state_dict), rules_source=ruleset.source)
+    hits: dict[str, int] = {}
+    for stage in ruleset.stages:
+        stage_rules = ruleset.stage_rules(stage)
+        keys = list(current)
+        value_claims = _claims([r for r in stage_rules if r.kind in VALUE_KINDS], keys, stage)
+        name_claims = _claims([r for r in stage_rules if r.kind in NAME_KINDS], keys, stage)
+        # concat claims its other parts too
+        members: dict[str, str] = {}
+        for key, (rule, m) in list(name_claims.items()):
+            if rule.kind != "concat":
+                continue
+            for tmpl in rule.with_list:
+                other = rule.apply(tmpl, key, m)
+                if other not in current:
+                    raise ConversionError(f"rule {rule.label}: {key!r} needs {other!r}, which is absent")
+                if other in name_claims and name_claims[other][0] is not rule or other in members:
+                    claimer = name_claims[other][0].label if other in name_claims else rule.label
+                    raise ConversionError(
+                        f"key {other!r} claimed by two rules of stage {stage!r}: {rule.label} and {claimer}"
+                    )
+                members[other] = key
+        for key, (rule, _m) in value_claims.items():
+            current[key] = _value_transform(rule, key, current[key])
+            hits[rule.label] = hits.get(rule.label, 0) + 1
+        out: dict[str, torch.Tensor] = {}
+        new_origin: dict[str, str] = {}
+        for key in keys:
+            tensor = current[key]
+            if key in members:
+                continue
+            claim = name_claims.get(key)
+            if claim is None:
+                _put(out, new_origin, key, tensor, origin[key])
+                continue
+            rule, m = claim
+            hits[rule.label] = hits.get(rule.label, 0) + 1
+            if rule.kind == "drop":
+                result.dropped.append((origin[key], rule.label))
+            elif rule.kind == "drop_alias":
+                kept = rule.apply(rule.of, key, m)  # type: ignore[arg-type]
+                if kept not in current:
+                    raise ConversionError(f"rule {rule.label}: alias {key!r} names kept key {kept!r}, which is absent")
+                other = current[kept]
+                if not _same_values(other, tensor):
+                    raise ConversionError(
+                        f"rule {rule.label}: alias {key!r} differs from kept key {kept!r}; refusing to drop it"
+                    )
+                result.dropped.append((origin[key], rule.label))
+            elif rule.kind == "rename":
+                _put(out, new_origin, rule.apply(rule.to, key, m), tensor, origin[key])  # type: ignore[arg-type]
+            elif rule.kind == "split":
+                dim, sizes = rule.options["dim"], rule.options["sizes"]
+                n = len(rule.to_list)
+                try:
+                    pieces = torch.split(tensor, sizes, dim) if sizes else torch.chunk(tensor, n, dim)
+                except RuntimeError as exc:
+                    raise ConversionError(f"rule {rule.label}: cannot split {key!r}: {exc}") from None
+                if len(pieces) != n or (sizes is None and tensor.shape[dim] % n):
+                    raise ConversionError(
+                        f"rule {rule.label}: {key!r} dim {dim} of size {tensor.shape[dim]} does not split into {n}"
+                    )
+                for tmpl, piece in zip(rule.to_list, pieces):
+                    _put(out, new_origin, rule.apply(tmpl, key, m), piece, origin[key])
+            elif rule.kind == "concat":
+                parts_keys = [key] + [rule.apply(t, key, m) for t in rule.with_list]
+                try:
+                    merged = torch.cat([current[k] for k in parts_keys], rule.options["dim"])
+                except RuntimeError as exc:
+                    raise ConversionError(f"rule {rule.label}: cannot concat {parts_keys}: {exc}") from None
+                _put(out, new_origin, rule.apply(rule.to, key, m), merged,  # type: ignore[arg-type]
+                     "+".join(origin[k] for k in parts_keys))
+        for rule in (r for r in stage_rules if r.kind == "add"):
+            opts = rule.options
+            if rule.pattern is None:
+                names = [rule.to.render(None, rule.label)]  # type: ignore[union-attr]
+            else:
+                pool = {"converted": list(out), "source": list(state_dict),
+                        "target": list(target_names) if target_names is not None else list(out)}[opts["on"]]
+                names = [rule.apply(rule.to, k, m) for k in pool if (m := rule.match(k))]  # type: ignore[arg-type]
+            for name in names:
+                if name in out:
+                    continue
+                dtype = _DTYPE_MAP[opts["dtype"]]
+                out[name] = torch.full(opts["shape"], opts["value"], dtype=dtype)
+                new_origin[name] = f"<added by {rule.label}>"
+                result.added.append(name)
+                hits[rule.label] = hits.get(rule.label, 0) + 1
+        current, origin = out, new_origin
+    result.state_dict = current
+    result.origin = origin
+    added = set(result.added)
+    result.converted = [(origin[k], k) for k in current if k not in added]
+    result.rule_hits = hits
+    return result

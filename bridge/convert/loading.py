@@ -1,0 +1,174 @@
+"""Load checkpoints safely (.safetensors, .pth/.pt, detectron2 .pkl) and save converted ones atomically."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bridge.atomic import atomic_path
+from bridge.convert.unpickler import restricted_load, unsafe_load
+from bridge.errors import ConversionError
+
+_WRAPPERS = ("state_dict", "model", "module")
+
+
+def _to_tensor(key: str, value: Any) -> torch.Tensor | None:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            raise ConversionError(f"key {key!r} holds an object array, not numbers")
+        return torch.from_numpy(np.ascontiguousarray(value) if not value.flags.writeable else value)
+    if isinstance(value, (np.generic, int, float, bool)):
+        return torch.as_tensor(np.asarray(value))
+    return None
+
+
+def unwrap_state_dict(obj: Any, where: str = "<checkpoint>") -> dict[str, torch.Tensor]:
+    """Find the state dict inside common wrappers and return it as ``{name: Tensor}``.
+
+    Unwraps ``{'state_dict': ...}``, ``{'model': ...}`` and ``{'module': ...}`` (repeatedly), strips a
+    ``module.`` prefix shared by every key, converts numpy arrays without copying, and skips non-tensor
+    entries only at the wrapper level (e.g. detectron2's ``__author__``).
+    """
+    for _ in range(4):
+        if isinstance(obj, dict):
+            inner = next((obj[w] for w in _WRAPPERS if isinstance(obj.get(w), dict)), None)
+            if inner is not None:
+                obj = inner
+                continue
+        break
+    if not isinstance(obj, dict) or not obj:
+        raise ConversionError(f"{where}: no state dict found (expected a mapping of names to tensors)")
+    out: dict[str, torch.Tensor] = {}
+    for key, value in obj.items():
+        if not isinstance(key, str):
+            raise ConversionError(f"{where}: non-string key {key!r}")
+        tensor = _to_tensor(key, value)
+        if tensor is None:
+            raise ConversionError(f"{where}: key {key!r} holds {type(value).__name__}, not a tensor")
+        out[key] = tensor
+    if out and all(k.startswith("module.") for k in out):
+        out = {k[len("module."):]: v for k, v in out.items()}
+    return out
+
+
+def _torch_load(path: Path, weights_only: bool) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+    except RuntimeError as exc:
+        if "mmap" not in str(exc) and "zip" not in str(exc):
+            raise
+    return torch.load(path, map_location="cpu", weights_only=weights_only)
+
+
+def load_raw(path: str | Path, *, unsafe_pickle: bool = False) -> Any:
+    """Load the object stored in a checkpoint file, safely unless ``unsafe_pickle``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"checkpoint not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ConversionError(f"corrupt safetensors file {path}: {exc}") from None
+    if suffix in (".pkl", ".pickle"):
+        return unsafe_load(path) if unsafe_pickle else restricted_load(path)
+    try:
+        return _torch_load(path, weights_only=not unsafe_pickle)
+    except Exception as exc:  # noqa: BLE001 - every failure is reported as bad input
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise ConversionError(
+                f"{path} needs objects the safe loader refuses ({text}); "
+                "pass --unsafe-pickle only if you trust this file"
+            ) from None
+        raise ConversionError(f"cannot load {path}: {type(exc).__name__}: {text}") from None
+
+
+def load_checkpoint(path: str | Path, *, unsafe_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """Load a checkpoint (.safetensors, .pth/.pt, detectron2 .pkl) as a flat ``{name: Tensor}`` dict.
+
+    Safe by default: torch files load with ``weights_only=True`` (memory-mapped where possible),
+    pickles with a restricted unpickler.  ``unsafe_pickle=True`` allows arbitrary pickled objects.
+    """
+    return unwrap_state_dict(load_raw(path, unsafe_pickle=unsafe_pickle), str(path))
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """Parse a manifest shape: ``64x3x7x7``, ``[256, 3, 3, 3]``, ``256,3``, ``[]`` or '' (scalar)."""
+    cleaned = text.strip().strip("[]()").strip()
+    if not cleaned:
+        return ()
+    parts = [p for p in re.split(r"[x,\s]+", cleaned) if p]
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        raise ConversionError(f"bad shape {text!r}") from None
+
+
+def load_manifest(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Read a key manifest TSV (``key<TAB>shape<TAB>kind``, optional header) into ``{key: shape}``."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ConversionError(f"manifest not found: {path}") from None
+    except UnicodeDecodeError:
+        raise ConversionError(f"manifest {path} is not UTF-8 text") from None
+    shapes: dict[str, tuple[int, ...]] = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        cols = line.split("\t")
+        if number == 1 and cols[0] == "key":
+            continue
+        if len(cols) < 2:
+            raise ConversionError(f"{path}:{number}: expected key<TAB>shape[<TAB>kind]")
+        try:
+            shapes[cols[0]] = parse_shape(cols[1])
+        except ConversionError as exc:
+            raise ConversionError(f"{path}:{number}: {exc}") from None
+    if not shapes:
+        raise ConversionError(f"manifest {path} lists no keys")
+    return shapes
+
+
+def load_target_shapes(path: str | Path, *, unsafe_pickle: bool = False) -> dict[str, tuple[int, ...]]:
+    """Target key shapes from a manifest TSV (``.tsv``) or from a checkpoint file."""
+    if Path(path).suffix.lower() in (".tsv", ".txt"):
+        return load_manifest(path)
+    return {k: tuple(v.shape) for k, v in load_checkpoint(path, unsafe_pickle=unsafe_pickle).items()}
+
+
+def save_checkpoint(state_dict: dict[str, torch.Tensor], path: str | Path, meta: dict[str, Any]) -> None:
+    """Write ``{'state_dict', 'meta'}`` with torch.save, or a .safetensors file, atomically."""
+    path = Path(path)
+    meta = dict(meta)
+    meta.setdefault("time", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    with atomic_path(path) as tmp:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import save_file
+
+            tensors: dict[str, torch.Tensor] = {}
+            seen: set[int] = set()
+            for k, v in state_dict.items():
+                v = v.contiguous()
+                ident = v.untyped_storage().data_ptr()
+                if v.numel() and ident in seen:  # safetensors refuses shared storage: copy later aliases
+                    v = v.clone()
+                seen.add(ident)
+                tensors[k] = v
+            save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta, sort_keys=True)})
+        else:
+            torch.save({"state_dict": state_dict, "meta": meta}, tmp)

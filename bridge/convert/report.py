@@ -1,0 +1,190 @@
+"""Compare a conversion to the target's keys/shapes; suggest renames for unmatched keys; render tables."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.convert.engine import ConversionResult
+
+
+@dataclass
+class Report:
+    """Result of comparing converted keys to a target: every list is sorted."""
+
+    converted: list[tuple[str, str]] = field(default_factory=list)
+    dropped: list[tuple[str, str]] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    shape_mismatch: list[tuple[str, list[int], list[int]]] = field(default_factory=list)
+    suggestions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    has_target: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is missing, unexpected or of the wrong shape."""
+        return not (self.missing or self.unexpected or self.shape_mismatch)
+
+    def exit_code(self) -> int:
+        """0 when fully matched (or no target given), 1 otherwise."""
+        return 0 if self.ok else 1
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of the report."""
+        return {
+            "ok": self.ok,
+            "has_target": self.has_target,
+            "counts": {k: len(getattr(self, k)) for k in
+                       ("converted", "dropped", "added", "missing", "unexpected", "shape_mismatch")},
+            "converted": [{"source": s, "target": t} for s, t in self.converted],
+            "dropped": [{"key": k, "rule": r} for k, r in self.dropped],
+            "added": self.added,
+            "missing": self.missing,
+            "unexpected": self.unexpected,
+            "shape_mismatch": [{"key": k, "got": g, "expected": e} for k, g, e in self.shape_mismatch],
+            "suggestions": self.suggestions,
+        }
+
+
+_TOKEN_RE = re.compile(r"[A-Za-z]+|\d+")
+
+
+def _tokens(key: str) -> set[str]:
+    return set(_TOKEN_RE.findall(key))
+
+
+def suggest_counterparts(
+    key: str, shape: tuple[int, ...] | None, candidates: dict[str, tuple[int, ...] | None],
+    *, position: float | None = None, positions: dict[str, float] | None = None, top: int = 3,
+) -> list[dict[str, Any]]:
+    """Rank ``candidates`` as counterparts of ``key``: same shape, shared name tokens, similar position.
+
+    Each suggestion carries a ready-to-paste rename rule (``from`` = the escaped key, ``to`` = candidate).
+    """
+    mine = _tokens(key)
+    last = key.rsplit(".", 1)[-1]
+    scored: list[tuple[float, str]] = []
+    for cand, cshape in candidates.items():
+        theirs = _tokens(cand)
+        score = len(mine & theirs) / max(1, len(mine | theirs))
+        if shape is not None and cshape is not None:
+            score += 1.0 if tuple(cshape) == tuple(shape) else -0.5
+        if cand.rsplit(".", 1)[-1] == last:
+            score += 0.3
+        if position is not None and positions and cand in positions:
+            score += 0.3 * (1.0 - min(1.0, abs(positions[cand] - position)))
+        scored.append((score, cand))
+    scored.sort(key=lambda x: (-x[0], x[1]))
+    return [
+        {"key": cand, "score": round(score, 3),
+         "rule": {"kind": "rename", "from": "^" + re.escape(key) + "$", "to": cand.replace("{", "{{").replace("}", "}}")}}
+        for score, cand in scored[:top]
+    ]
+
+
+def compare_to_target(result: ConversionResult, target_shapes: dict[str, tuple[int, ...]]) -> Report:
+    """Compare the converted state dict to ``target_shapes`` and build a Report with suggestions."""
+    got = {k: tuple(v.shape) for k, v in result.state_dict.items()}
+    report = Report(converted=sorted(result.converted, key=lambda x: x[1]), dropped=sorted(result.dropped),
+                    added=sorted(result.added), has_target=True)
+    target = {k: tuple(v) for k, v in target_shapes.items()}
+    report.missing = sorted(k for k in target if k not in got)
+    report.unexpected = sorted(k for k in got if k not in target)
+    report.shape_mismatch = sorted(
+        (k, list(got[k]), list(target[k])) for k in got if k in target and got[k] != target[k]
+    )
+    got_pos = {k: i / max(1, len(got) - 1) for i, k in enumerate(got)}
+    tgt_pos = {k: i / max(1, len(target) - 1) for i, k in enumerate(target)}
+    missing_c = {k: target[k] for k in report.missing}
+    unexp_c = {k: got[k] for k in report.unexpected}
+    if missing_c:
+        for key in report.unexpected:
+            report.suggestions[key] = suggest_counterparts(key, got[key], missing_c, position=got_pos[key],
+                                                           positions=tgt_pos)
+    if unexp_c:
+        for key in report.missing:
+            report.suggestions[key] = suggest_counterparts(key, target[key], unexp_c, position=tgt_pos[key],
+                                                           positions=got_pos)
+    return report
+
+
+def report_without_target(result: ConversionResult) -> Report:
+    """A report of a conversion that has no target to compare to."""
+    return Report(converted=sorted(result.converted, key=lambda x: x[1]), dropped=sorted(result.dropped),
+                  added=sorted(result.added))
+
+
+def _fmt_range(nums: list[int]) -> str:
+    nums = sorted(set(nums))
+    if len(nums) > 2 and nums == list(range(nums[0], nums[-1] + 1)):
+        return "{%d..%d}" % (nums[0], nums[-1])
+    return "{" + ",".join(str(n) for n in nums) + "}"
+
+
+def fold_keys(keys: list[str]) -> list[str]:
+    """Fold keys that differ only in numeric components: ``layers.{0..8}.norm1.weight``."""
+    rows: list[list[str]] = [k.split(".") for k in keys]
+    max_len = max((len(r) for r in rows), default=0)
+    for pos in range(max_len - 1, -1, -1):
+        groups: dict[tuple, list[int]] = {}
+        order: list[tuple] = []
+        passthrough: list[list[str]] = []
+        for r in rows:
+            if pos < len(r) and r[pos].isdigit():
+                sig = tuple(r[:pos]) + ("\0",) + tuple(r[pos + 1:])
+                if sig not in groups:
+                    groups[sig] = []
+                    order.append(sig)
+                groups[sig].append(int(r[pos]))
+            else:
+                passthrough.append(r)
+        folded = []
+        for sig in order:
+            nums = groups[sig]
+            token = str(nums[0]) if len(nums) == 1 else _fmt_range(nums)
+            idx = sig.index("\0")
+            folded.append(list(sig[:idx]) + [token] + list(sig[idx + 1:]))
+        rows = passthrough + folded
+    return sorted(".".join(r) for r in rows)
+
+
+def render_report(report: Report, console: Any = None, *, title: str = "conversion") -> None:
+    """Print the report as rich tables (layer indices folded) to ``console`` (default: stdout)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(width=max(160, Console().width))
+    summary = Table(title=f"{title}: {'fully matched' if report.ok else 'NOT matched'}"
+                    if report.has_target else f"{title} (no target given)")
+    summary.add_column("category")
+    summary.add_column("count", justify="right")
+    for name in ("converted", "dropped", "added", "missing", "unexpected", "shape_mismatch"):
+        summary.add_row(name, str(len(getattr(report, name))))
+    console.print(summary)
+    for name in ("missing", "unexpected"):
+        keys = getattr(report, name)
+        if not keys:
+            continue
+        table = Table(title=name)
+        table.add_column("key (folded)", overflow="fold")
+        table.add_column("best counterpart", overflow="fold")
+        for folded in fold_keys(keys):
+            first = next((k for k in keys if _matches_folded(k, folded)), None)
+            sug = report.suggestions.get(first or "", [])
+            table.add_row(folded, sug[0]["key"] if sug else "")
+        console.print(table)
+    if report.shape_mismatch:
+        table = Table(title="shape_mismatch")
+        for col in ("key", "got", "expected"):
+            table.add_column(col)
+        for key, got, exp in report.shape_mismatch:
+            table.add_row(key, str(got), str(exp))
+        console.print(table)
+
+
+def _matches_folded(key: str, folded: str) -> bool:
+    pattern = re.escape(folded)
+    pattern = re.sub(r"\\\{[^}]*\\\}", r"\\d+", pattern)
+    return re.fullmatch(pattern, key) is not None

@@ -1,0 +1,333 @@
+r"""Conversion rule sets: plain data (YAML or a list of dicts) compiled once into rule objects.
+
+A rule set is an ordered list of rules.  Each rule belongs to a *stage* (``stage:``, default
+``main``); stages run in the order they first appear, each on the names the previous stage
+produced.  Inside one stage a key may be claimed by at most one *name* rule (rename, drop,
+drop_alias, split, concat) and at most one *value* rule (class_rows, reshape, transpose);
+value rules run before name rules of the same stage; ``add`` rules run at the end of their stage.
+
+Templates (``to``, ``of``) are safe string templates, no eval:
+``{1}`` / ``{name}`` insert a regex group (an unmatched optional group inserts ''),
+``{S-1}`` / ``{S+2}`` insert an integer group plus or minus a constant, ``{{`` / ``}}`` are braces.
+Regexes use ``re.search``; a rendered template replaces the *matched part* of the key, so
+``{from: '^sem_seg_head\.', to: 'panoptic_head.'}`` is a prefix rename and an anchored
+``^...$`` regex rewrites the whole key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bridge.errors import ConversionError
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
+
+NAME_KINDS = ("rename", "drop", "drop_alias", "split", "concat")
+VALUE_KINDS = ("class_rows", "reshape", "transpose")
+ALL_KINDS = NAME_KINDS + VALUE_KINDS + ("add",)
+
+_FIELD_RE = re.compile(r"\{(\w+)(?:([+-])(\d+))?\}")
+_DTYPES = {"int64", "int32", "float32", "float16", "bfloat16", "float64", "bool", "uint8"}
+
+
+@dataclass(frozen=True)
+class Template:
+    """A compiled name template: literal text and group references with optional +/- offsets."""
+
+    source: str
+    parts: tuple[tuple[str, Any, int], ...]  # ("lit", text, 0) or ("ref", group, offset)
+
+    def render(self, match: re.Match[str] | None, rule: str) -> str:
+        """Fill the template from ``match``; raise ConversionError when arithmetic hits a non-integer."""
+        out: list[str] = []
+        for kind, value, offset in self.parts:
+            if kind == "lit":
+                out.append(value)
+                continue
+            if match is None:
+                raise ConversionError(f"rule {rule}: template {self.source!r} needs a regex match")
+            text = match.group(value)
+            if offset:
+                if text is None or not text.lstrip("-").isdigit():
+                    raise ConversionError(
+                        f"rule {rule}: group {value!r} = {text!r} is not an integer in {self.source!r}"
+                    )
+                text = str(int(text) + offset)
+            out.append(text or "")
+        return "".join(out)
+
+
+def compile_template(text: str, pattern: re.Pattern[str] | None, rule: str) -> Template:
+    """Parse ``text`` into a Template, checking every group it names exists in ``pattern``."""
+    if not isinstance(text, str):
+        raise ConversionError(f"rule {rule}: template must be a string, got {text!r}")
+    parts: list[tuple[str, Any, int]] = []
+    pos = 0
+    lit: list[str] = []
+    while pos < len(text):
+        if text.startswith("{{", pos):
+            lit.append("{")
+            pos += 2
+            continue
+        if text.startswith("}}", pos):
+            lit.append("}")
+            pos += 2
+            continue
+        if text[pos] == "{":
+            m = _FIELD_RE.match(text, pos)
+            if not m:
+                raise ConversionError(f"rule {rule}: bad template field at {text[pos:]!r} in {text!r}")
+            if lit:
+                parts.append(("lit", "".join(lit), 0))
+                lit = []
+            name, sign, num = m.group(1), m.group(2), m.group(3)
+            group: int | str = int(name) if name.isdigit() else name
+            if pattern is None:
+                raise ConversionError(f"rule {rule}: template {text!r} refers to a group but has no regex")
+            if isinstance(group, int) and not 0 <= group <= pattern.groups:
+                raise ConversionError(f"rule {rule}: template {text!r} uses group {group}, regex has {pattern.groups}")
+            if isinstance(group, str) and group not in pattern.groupindex:
+                raise ConversionError(f"rule {rule}: template {text!r} uses unknown group {group!r}")
+            offset = int(num) * (-1 if sign == "-" else 1) if sign else 0
+            parts.append(("ref", group, offset))
+            pos = m.end()
+            continue
+        if text[pos] == "}":
+            raise ConversionError(f"rule {rule}: unbalanced '}}' in template {text!r}")
+        lit.append(text[pos])
+        pos += 1
+    if lit:
+        parts.append(("lit", "".join(lit), 0))
+    return Template(text, tuple(parts))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One compiled rule; ``spec`` keeps the original data for reports and provenance."""
+
+    index: int
+    kind: str
+    stage: str
+    pattern: re.Pattern[str] | None
+    spec: dict[str, Any]
+    to: Template | None = None
+    to_list: tuple[Template, ...] = ()
+    of: Template | None = None
+    with_list: tuple[Template, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """Short human name of the rule: ``#index kind 'regex'`` (or its ``name:``)."""
+        name = self.spec.get("name")
+        ident = name or (self.pattern.pattern if self.pattern is not None else self.spec.get("key", ""))
+        return f"#{self.index} {self.kind} {ident!r}"
+
+    def apply(self, template: Template, key: str, m: re.Match[str]) -> str:
+        """Replace the matched part of ``key`` with ``template`` rendered from ``m``."""
+        return key[: m.start()] + template.render(m, self.label) + key[m.end():]
+
+    def match(self, key: str) -> re.Match[str] | None:
+        """Return the full match of this rule's regex on ``key`` (``re.search`` semantics)."""
+        return self.pattern.search(key) if self.pattern is not None else None
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """An ordered, compiled rule set with its provenance (preset name or file path)."""
+
+    rules: tuple[Rule, ...]
+    source: str = "<inline>"
+
+    @property
+    def stages(self) -> list[str]:
+        """Stage names in execution order."""
+        seen: list[str] = []
+        for rule in self.rules:
+            if rule.stage not in seen:
+                seen.append(rule.stage)
+        return seen
+
+    def stage_rules(self, stage: str) -> list[Rule]:
+        """Rules of ``stage`` in file order."""
+        return [r for r in self.rules if r.stage == stage]
+
+
+def _regex(spec: dict[str, Any], field_name: str, label: str) -> re.Pattern[str]:
+    raw = spec.get(field_name)
+    if not isinstance(raw, str) or not raw:
+        raise ConversionError(f"rule {label}: needs a regex string in {field_name!r}")
+    try:
+        return re.compile(raw)
+    except re.error as exc:
+        raise ConversionError(f"rule {label}: bad regex {raw!r}: {exc}") from None
+
+
+def compile_rule(index: int, spec: dict[str, Any]) -> Rule:
+    """Compile one rule dict; raise ConversionError naming the rule when it is malformed."""
+    if not isinstance(spec, dict):
+        raise ConversionError(f"rule #{index}: must be a mapping, got {type(spec).__name__}")
+    kind = spec.get("kind")
+    label = f"#{index} {kind}"
+    if kind not in ALL_KINDS:
+        raise ConversionError(f"rule #{index}: unknown kind {kind!r} (known: {', '.join(ALL_KINDS)})")
+    stage = str(spec.get("stage", "main"))
+    opts: dict[str, Any] = {}
+    if kind == "add":
+        if "key" in spec and "to" in spec:
+            pattern = _regex(spec, "key", label)
+            to = compile_template(spec["to"], pattern, label)
+        elif "key" in spec:
+            pattern, to = None, compile_template(str(spec["key"]).replace("{", "{{").replace("}", "}}"), None, label)
+        else:
+            raise ConversionError(f"rule {label}: needs 'key' (fixed name, or regex with 'to')")
+        dtype = str(spec.get("dtype", "float32"))
+        if dtype not in _DTYPES:
+            raise ConversionError(f"rule {label}: unknown dtype {dtype!r}")
+        on = str(spec.get("on", "converted"))
+        if on not in ("converted", "target", "source"):
+            raise ConversionError(f"rule {label}: 'on' must be converted, target or source")
+        opts = {"value": spec.get("value", 0), "dtype": dtype, "shape": list(spec.get("shape", [])), "on": on}
+        return Rule(index, kind, stage, pattern, dict(spec), to=to, options=opts)
+    pattern = _regex(spec, "from", label)
+    to = of = None
+    to_list: tuple[Template, ...] = ()
+    with_list: tuple[Template, ...] = ()
+    if kind == "rename":
+        to = compile_template(spec.get("to"), pattern, label)
+    elif kind == "drop_alias":
+        of = compile_template(spec.get("of"), pattern, label)
+    elif kind == "split":
+        targets = spec.get("to")
+        if not isinstance(targets, list) or len(targets) < 2:
+            raise ConversionError(f"rule {label}: 'to' must list at least two templates")
+        to_list = tuple(compile_template(t, pattern, label) for t in targets)
+        sizes = spec.get("sizes")
+        if sizes is not None and (not isinstance(sizes, list) or len(sizes) != len(targets)):
+            raise ConversionError(f"rule {label}: 'sizes' must have one entry per target")
+        opts = {"dim": int(spec.get("dim", 0)), "sizes": sizes}
+    elif kind == "concat":
+        others = spec.get("with")
+        if not isinstance(others, list) or not others:
+            raise ConversionError(f"rule {label}: 'with' must list the other parts' templates")
+        with_list = tuple(compile_template(t, pattern, label) for t in others)
+        to = compile_template(spec.get("to"), pattern, label)
+        opts = {"dim": int(spec.get("dim", 0))}
+    elif kind == "class_rows":
+        rows = spec.get("index")
+        if isinstance(rows, str):
+            from bridge.coco91 import INDEX_LISTS
+
+            if rows not in INDEX_LISTS:
+                raise ConversionError(f"rule {label}: unknown index list {rows!r} (known: {', '.join(INDEX_LISTS)})")
+            rows = list(INDEX_LISTS[rows])
+        if not isinstance(rows, list) or not all(isinstance(i, int) for i in rows):
+            raise ConversionError(f"rule {label}: 'index' must be a list of ints or a known list name")
+        opts = {"index": rows, "dim": int(spec.get("dim", 0)), "keep_trailing": int(spec.get("keep_trailing", 0))}
+    elif kind == "reshape":
+        shape = spec.get("shape")
+        if not isinstance(shape, list) or not all(isinstance(i, int) for i in shape):
+            raise ConversionError(f"rule {label}: 'shape' must be a list of ints")
+        opts = {"shape": shape}
+    elif kind == "transpose":
+        dims = spec.get("dims", [0, 1])
+        if not isinstance(dims, list) or len(dims) != 2:
+            raise ConversionError(f"rule {label}: 'dims' must be two ints")
+        opts = {"dims": [int(d) for d in dims]}
+    return Rule(index, kind, stage, pattern, dict(spec), to=to, to_list=to_list, of=of, with_list=with_list,
+                options=opts)
+
+
+def list_presets() -> list[str]:
+    """Names of the presets shipped in ``bridge/presets``."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConversionError(f"rules file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConversionError(f"bad YAML in {path}: {str(exc).splitlines()[0]}") from None
+
+
+def _expand(data: Any, where: str, seen: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Flatten ``include:`` of presets into one list of rule dicts."""
+    if isinstance(data, list):
+        return list(data)
+    if not isinstance(data, dict):
+        raise ConversionError(f"{where}: a rule set must be a list of rules or a mapping with 'rules'")
+    out: list[dict[str, Any]] = []
+    for name in data.get("include", []) or []:
+        if name in seen:
+            raise ConversionError(f"{where}: include cycle through {name!r}")
+        path = PRESET_DIR / f"{name}.yaml"
+        if not path.is_file():
+            raise ConversionError(f"{where}: unknown included preset {name!r}")
+        out.extend(_expand(_read_yaml(path), str(path), seen + (name,)))
+    rules = data.get("rules", [])
+    if not isinstance(rules, list):
+        raise ConversionError(f"{where}: 'rules' must be a list")
+    return out + list(rules)
+
+
+def compile_rules(specs: list[dict[str, Any]], source: str = "<inline>") -> RuleSet:
+    """Compile a list of rule dicts (already expanded) into a RuleSet."""
+    if not isinstance(specs, list):
+        raise ConversionError(f"{source}: rules must be a list")
+    return RuleSet(tuple(compile_rule(i, s) for i, s in enumerate(specs)), source)
+
+
+def load_rules(preset_or_path: str | Path | list[dict[str, Any]] | RuleSet) -> RuleSet:
+    """Load a rule set from a preset name, a YAML file path, a list of rule dicts or a RuleSet."""
+    if isinstance(preset_or_path, RuleSet):
+        return preset_or_path
+    if isinstance(preset_or_path, list):
+        return compile_rules(_expand(preset_or_path, "<inline>", ()), "<inline>")
+    text = str(preset_or_path)
+    path = Path(text)
+    if path.suffix in (".yaml", ".yml") or path.exists() or "/" in text:
+        if not path.is_file():
+            raise ConversionError(f"rules file not found: {path}")
+        return compile_rules(_expand(_read_yaml(path), str(path), ()), str(path))
+    preset = PRESET_DIR / f"{text}.yaml"
+    if not preset.is_file():
+        raise ConversionError(f"unknown preset {text!r} (known: {', '.join(list_presets())})")
+    return compile_rules(_expand(_read_yaml(preset), str(preset), (text,)), f"preset:{text}")
+
+
+def _rename_once(name: str, rules: RuleSet) -> tuple[str, bool]:
+    matched = False
+    for stage in rules.stages:
+        hits = [(r, m) for r in rules.stage_rules(stage) if r.kind == "rename" and (m := r.match(name))]
+        if len(hits) > 1:
+            raise ConversionError(
+                f"key {name!r} claimed by two rules of stage {stage!r}: {hits[0][0].label} and {hits[1][0].label}"
+            )
+        if hits:
+            rule, m = hits[0]
+            name = rule.apply(rule.to, name, m)  # type: ignore[arg-type]
+            matched = True
+    return name, matched
+
+
+def translate_name(name: str, rules: RuleSet | str | Path | list[dict[str, Any]]) -> str:
+    """Apply only the rename rules to a module/activation name.
+
+    Tries ``name`` itself first; when no rename rule matches it, tries ``name + '.weight'`` and strips
+    the suffix again, so module names translate like their parameters.  Unmatched names come back unchanged.
+    """
+    ruleset = load_rules(rules)
+    out, matched = _rename_once(name, ruleset)
+    if matched:
+        return out
+    out, matched = _rename_once(name + ".weight", ruleset)
+    if matched and out.endswith(".weight"):
+        return out[: -len(".weight")]
+    return name

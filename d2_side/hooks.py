@@ -1,0 +1,96 @@
+"""detectron2 side of recording: a trainer hook and an inference helper writing bridge runs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from detectron2.engine import HookBase
+from torch import nn
+
+from bridge.runs import Recorder
+from bridge.taps import ModelTaps
+from d2_side.recordable import to_recordable
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DistributedDataParallel / DataParallel wrappers."""
+    return model.module if hasattr(model, "module") else model
+
+
+class RecordHook(HookBase):
+    """Record, for chosen iterations, the batch as the model receives it (the mapper's ``list[dict]``),
+    the loss dict, and optionally activations (module-name globs) and gradients (parameter-name globs).
+
+    Usage: ``trainer.register_hooks([RecordHook("runs/d2", iterations=[0, 1], activations=["backbone.*"])])``.
+    Works with any detectron2 trainer whose ``run_step`` calls ``self.model(data)`` (SimpleTrainer,
+    AMPTrainer, DefaultTrainer, Mask DINO-style trainers). Each rank writes its own files.
+    """
+
+    def __init__(self, run_dir: str, *, iterations: Iterable[int] = (0,), activations: Sequence[str] = (),
+                 grads: Sequence[str] = (), record_batch: bool = True, record_losses: bool = True) -> None:
+        self._run_dir = run_dir
+        self._iterations = set(iterations)
+        self._activations = tuple(activations)
+        self._grads = tuple(grads)
+        self._record_batch = record_batch
+        self._record_losses = record_losses
+        self.recorder: Recorder | None = None
+        self._taps: ModelTaps | None = None
+        self._handles: list = []
+
+    def _current_step(self) -> int | None:
+        step = self.trainer.iter
+        return step if step in self._iterations else None
+
+    def before_train(self) -> None:
+        """Open the run and attach the hooks to the trainer's model."""
+        self.recorder = Recorder(self._run_dir, framework="detectron2")
+        model = self.trainer.model
+        self._taps = ModelTaps(unwrap(model), self.recorder, self._current_step,
+                               activations=self._activations, grads=self._grads)
+        self._handles.append(model.register_forward_pre_hook(self._on_batch))
+        self._handles.append(model.register_forward_hook(self._on_losses))
+
+    def _on_batch(self, _model: nn.Module, inputs: tuple) -> None:
+        step = self._current_step()
+        if step is not None and self._record_batch and inputs:
+            self.recorder.record("batch", to_recordable(inputs[0]), step=step, kind="batch")
+
+    def _on_losses(self, _model: nn.Module, _inputs: tuple, output: object) -> None:
+        step = self._current_step()
+        if step is not None and self._record_losses and isinstance(output, dict):
+            self.recorder.record("losses", to_recordable(output), step=step, kind="loss")
+
+    def after_train(self) -> None:
+        """Detach every hook and close the run."""
+        for handle in self._handles:
+            handle.remove()
+        if self._taps is not None:
+            self._taps.remove()
+        if self.recorder is not None:
+            self.recorder.close()
+
+
+@torch.no_grad()
+def record_inference(model: nn.Module, batches: Iterable[list[dict]], recorder: Recorder, *,
+                     activations: Sequence[str] = (), max_batches: int | None = None) -> int:
+    """Run ``model`` in eval mode on ``batches`` (e.g. ``build_detection_test_loader``) and record, per
+    batch index as step, the inputs (kind ``batch``), the outputs (``panoptic_seg``, ``instances``,
+    ``sem_seg``; kind ``output``) and chosen activations. Returns the number of batches recorded."""
+    model.eval()
+    step_box: list[int | None] = [None]
+    taps = ModelTaps(unwrap(model), recorder, lambda: step_box[0], activations=activations)
+    count = 0
+    try:
+        for step, inputs in enumerate(batches):
+            if max_batches is not None and step >= max_batches:
+                break
+            step_box[0] = step
+            recorder.record("batch", to_recordable(inputs), step=step, kind="batch")
+            outputs = model(inputs)
+            recorder.record("outputs", to_recordable(outputs), step=step, kind="output")
+            count += 1
+    finally:
+        taps.remove()
+    return count

@@ -1,0 +1,112 @@
+"""mmengine hook that records an mmdet run in the bridge format; registered in mmdet's HOOKS.
+
+Switch it on from a config, nothing in mmdet is edited::
+
+    custom_imports = dict(imports=['mmdet_side'], allow_failed_imports=False)
+    custom_hooks = [dict(type='BridgeRecordHook', run_dir='runs/mmdet', iterations=[0],
+                         activations=['backbone.layer1', 'neck.fpn_convs.*'], grads=['backbone.conv1.*'])]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mmdet.registry import HOOKS
+from mmengine.hooks import Hook
+from torch import nn
+
+from bridge.runs import Recorder
+from bridge.taps import ModelTaps
+from mmdet_side.recordable import to_recordable
+
+
+@HOOKS.register_module()
+class BridgeRecordHook(Hook):
+    """Record, for chosen training iterations, the batch after the data preprocessor (kind ``batch``),
+    the losses (kind ``loss``), activations of modules matching ``activations`` and gradients of
+    parameters matching ``grads``; with ``eval_run_dir``, the batches and predictions of val/test too."""
+
+    priority = "LOW"
+
+    def __init__(self, run_dir: str, iterations: Sequence[int] = (0,), activations: Sequence[str] = (),
+                 grads: Sequence[str] = (), record_batch: bool = True, eval_run_dir: str | None = None) -> None:
+        self.run_dir = run_dir
+        self.iterations = set(iterations)
+        self.activations = tuple(activations)
+        self.grads = tuple(grads)
+        self.record_batch = record_batch
+        self.eval_run_dir = eval_run_dir
+        self.recorder: Recorder | None = None
+        self.eval_recorder: Recorder | None = None
+        self._step: int | None = None
+        self._active: Recorder | None = None
+        self._taps: list[ModelTaps] = []
+        self._handles: list = []
+
+    def before_run(self, runner) -> None:
+        """Open the runs and attach hooks to the model and its data preprocessor."""
+        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        # Runs are created on first use: tools/test.py with the same config records no training run.
+        self.recorder = Recorder(self.run_dir, framework="mmdet", lazy=True)
+        self._taps.append(ModelTaps(model, self.recorder, self._train_step, activations=self.activations,
+                                    grads=self.grads))
+        if self.eval_run_dir:
+            self.eval_recorder = Recorder(self.eval_run_dir, framework="mmdet", lazy=True)
+            self._taps.append(ModelTaps(model, self.eval_recorder, self._eval_step, activations=self.activations))
+        self._handles.append(model.data_preprocessor.register_forward_hook(self._on_preprocessed))
+
+    def _train_step(self) -> int | None:
+        return self._step if self._active is self.recorder else None
+
+    def _eval_step(self) -> int | None:
+        return self._step if self._active is self.eval_recorder and self._active is not None else None
+
+    def _on_preprocessed(self, _module: nn.Module, _inputs: tuple, output: object) -> None:
+        if self._step is not None and self._active is not None and self.record_batch:
+            self._active.record("batch", to_recordable(output), step=self._step, kind="batch")
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        """Arm recording when this iteration is one of ``iterations``."""
+        self._step = runner.iter if runner.iter in self.iterations else None
+        self._active = self.recorder if self._step is not None else None
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        """Record the iteration's losses, then disarm."""
+        if self._step is not None and outputs is not None:
+            self.recorder.record("losses", to_recordable(dict(outputs)), step=self._step, kind="loss")
+        self._step, self._active = None, None
+
+    def _before_eval_iter(self, batch_idx: int) -> None:
+        if self.eval_recorder is not None:
+            self._step, self._active = batch_idx, self.eval_recorder
+
+    def _after_eval_iter(self, batch_idx: int, outputs) -> None:
+        if self.eval_recorder is not None and outputs is not None:
+            self.eval_recorder.record("outputs", to_recordable(list(outputs)), step=batch_idx, kind="output")
+        self._step, self._active = None, None
+
+    def before_val_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        """Arm eval recording (``eval_run_dir``) for this validation batch."""
+        self._before_eval_iter(batch_idx)
+
+    def after_val_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        """Record this validation batch's predictions."""
+        self._after_eval_iter(batch_idx, outputs)
+
+    def before_test_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        """Arm eval recording (``eval_run_dir``) for this test batch."""
+        self._before_eval_iter(batch_idx)
+
+    def after_test_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        """Record this test batch's predictions."""
+        self._after_eval_iter(batch_idx, outputs)
+
+    def after_run(self, runner) -> None:
+        """Detach every hook and close the runs."""
+        for handle in self._handles:
+            handle.remove()
+        for taps in self._taps:
+            taps.remove()
+        for recorder in (self.recorder, self.eval_recorder):
+            if recorder is not None:
+                recorder.close()

@@ -1,0 +1,137 @@
+"""``python -m bridge.convert`` and ``python -m bridge.initcheck`` through subprocesses: exit codes,
+reports, names-dir, error lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bridge.convert import load_checkpoint
+from test_convert_presets import EMBEDDED_D2, EMBEDDED_PORT, synthetic_d2
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m <args>`` from the repo root."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="200")
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def _manifest(path: Path, shapes: dict[str, tuple[int, ...]]) -> Path:
+    lines = ["key\tshape\tkind"] + [f"{k}\t{'x'.join(map(str, s))}\tparam" for k, s in shapes.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_cli_full_match_pkl_with_report_and_names(tmp_path: Path) -> None:
+    sd = {k: v.numpy() for k, v in synthetic_d2(EMBEDDED_D2).items()}
+    src = tmp_path / "model_final.pkl"
+    src.write_bytes(pickle.dumps({"model": sd, "__author__": "Detectron2 Model Zoo"}))
+    target = _manifest(tmp_path / "port.tsv", EMBEDDED_PORT)
+    out, rep, names = tmp_path / "out.pth", tmp_path / "rep.json", tmp_path / "names"
+    proc = run("bridge.convert", str(src), "-o", str(out), "--preset", "maskdino-d2-to-mmdet",
+               "--target", str(target), "--report", str(rep), "--names-dir", str(names))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(rep.read_text())
+    assert data["ok"] and data["counts"]["missing"] == 0 and data["counts"]["added"] == 4
+    assert data["meta"]["rules"] == "preset:maskdino-d2-to-mmdet"
+    ckpt = torch.load(out, weights_only=True)
+    assert set(ckpt["state_dict"]) == set(EMBEDDED_PORT) and ckpt["meta"]["source"].endswith("model_final.pkl")
+    assert ckpt["meta"]["counts"]["source"] == len(EMBEDDED_D2)
+    for fname, expected in (("source_names.json", EMBEDDED_D2), ("target_names.json", EMBEDDED_PORT),
+                            ("converted_names.json", EMBEDDED_PORT)):
+        assert json.loads((names / fname).read_text()) == sorted(expected)
+
+
+def test_cli_mismatch_exit_1_with_suggestions(tmp_path: Path) -> None:
+    src = tmp_path / "m.pth"
+    torch.save({"model": {f"enc.layers.{i}.linear1.weight": torch.zeros(4, 2) for i in range(3)}}, src)
+    target = _manifest(tmp_path / "t.tsv", {f"enc.layers.{i}.ffn.0.weight": (4, 2) for i in range(3)})
+    rules = tmp_path / "r.yaml"
+    rules.write_text("- {kind: drop, from: '^nothing$'}\n")
+    rep = tmp_path / "r.json"
+    proc = run("bridge.convert", str(src), "-o", str(tmp_path / "o.safetensors"), "--rules", str(rules),
+               "--target", str(target), "--report", str(rep))
+    assert proc.returncode == 1, proc.stderr
+    assert "enc.layers.{0..2}.linear1.weight" in proc.stdout
+    data = json.loads(rep.read_text())
+    assert data["counts"]["unexpected"] == 3 and data["counts"]["missing"] == 3
+    assert data["suggestions"]["enc.layers.1.linear1.weight"][0]["key"] == "enc.layers.1.ffn.0.weight"
+    assert set(load_checkpoint(tmp_path / "o.safetensors")) == {f"enc.layers.{i}.linear1.weight" for i in range(3)}
+
+
+def test_cli_bad_inputs_exit_2(tmp_path: Path) -> None:
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(b"cos\nsystem\n(S'echo hi'\ntR.")
+    good = tmp_path / "g.pkl"
+    good.write_bytes(pickle.dumps({"model": {"a": np.zeros(2)}}))
+    cases = [
+        (str(tmp_path / "missing.pth"), ["--preset", "d2-resnet-to-mmdet"], "not found"),
+        (str(evil), ["--preset", "d2-resnet-to-mmdet"], "--unsafe-pickle"),
+        (str(good), ["--preset", "no-such"], "unknown preset"),
+    ]
+    for src, extra, needle in cases:
+        proc = run("bridge.convert", src, "-o", str(tmp_path / "o.pth"), *extra)
+        assert proc.returncode == 2, (src, proc.stdout, proc.stderr)
+        assert proc.stderr.startswith("error: ") and needle in proc.stderr
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o.pth").exists()
+    proc = run("bridge.convert", str(good), "-o", str(tmp_path / "o.pth"), "--preset", "d2-resnet-to-mmdet",
+               "--unsafe-pickle")
+    assert proc.returncode == 0 and (tmp_path / "o.pth").exists()
+
+
+def test_initcheck_verdicts(tmp_path: Path) -> None:
+    def init(seed: int, fn) -> dict[str, torch.Tensor]:  # noqa: ANN001
+        torch.manual_seed(seed)
+        sd = {}
+        for i in range(3):
+            w = torch.empty(256, 256)
+            fn(w)
+            sd[f"layers.{i}.weight"] = w
+            sd[f"layers.{i}.bias"] = torch.zeros(256)
+        return sd
+
+    torch.save(init(0, torch.nn.init.xavier_uniform_), tmp_path / "a.pth")
+    torch.save(init(0, torch.nn.init.xavier_uniform_), tmp_path / "a2.pth")
+    torch.save(init(1, torch.nn.init.xavier_uniform_), tmp_path / "b.pth")
+    torch.save(init(1, torch.nn.init.kaiming_normal_), tmp_path / "k.pth")
+    from bridge.initcheck import main as initcheck_main
+
+    rep = tmp_path / "ic.json"
+    assert initcheck_main([str(tmp_path / "a.pth"), str(tmp_path / "a2.pth"), "--report", str(rep)]) == 0
+    assert {r["verdict"] for r in json.loads(rep.read_text())["rows"]} == {"equal"}
+    assert initcheck_main([str(tmp_path / "a.pth"), str(tmp_path / "b.pth"), "--report", str(rep)]) == 0
+    verdicts = {r["key"]: r["verdict"] for r in json.loads(rep.read_text())["rows"]}
+    assert verdicts["layers.0.weight"] == "same-distribution" and verdicts["layers.0.bias"] == "equal"
+    row = next(r for r in json.loads(rep.read_text())["rows"] if r["key"] == "layers.1.weight")
+    assert set(row["a"]) == {"mean", "std", "min", "max", "zeros"} and abs(row["a"]["std"] - row["b"]["std"]) < 1e-3
+    # exit codes through the real CLI
+    proc = run("bridge.initcheck", str(tmp_path / "a.pth"), str(tmp_path / "k.pth"), "--report", str(rep))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    verdicts = {r["key"]: r["verdict"] for r in json.loads(rep.read_text())["rows"]}
+    assert verdicts["layers.2.weight"] == "different-distribution" and verdicts["layers.2.bias"] == "equal"
+    assert initcheck_main([str(tmp_path / "a.pth"), str(tmp_path / "nope.pth")]) == 2
+
+
+def test_initcheck_with_preset_and_missing_keys(tmp_path: Path) -> None:
+    from bridge.initcheck import main as initcheck_main
+
+    w = torch.randn(8, 4, 1, 1)
+    torch.save({"model": {"backbone.res2.0.conv1.weight": w}}, tmp_path / "d2.pth")
+    torch.save({"state_dict": {"backbone.layer1.0.conv1.weight": w.clone()}}, tmp_path / "mm.pth")
+    rep = tmp_path / "r.json"
+    assert initcheck_main([str(tmp_path / "d2.pth"), str(tmp_path / "mm.pth"), "--preset", "d2-resnet-to-mmdet",
+                           "--report", str(rep)]) == 0
+    torch.save({"state_dict": {"backbone.other": w}}, tmp_path / "mm2.pth")
+    assert initcheck_main([str(tmp_path / "d2.pth"), str(tmp_path / "mm2.pth"), "--report", str(rep)]) == 1
+    assert {r["verdict"] for r in json.loads(rep.read_text())["rows"]} == {"missing-in-a", "missing-in-b"}
