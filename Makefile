@@ -15,7 +15,7 @@ test: setup
 	BRIDGE_SHARED_DATA=$(abspath $(SHARED_DATA)) $(PY) -m pytest -q tests
 
 demo: setup
-	$(PY) -m bridge.demo --out $(DEMO_OUT) $(if $(COCO_ROOT),--coco-root $(COCO_ROOT),)
+	$(PY) examples/panoptic_fpn_demo.py --out $(DEMO_OUT) $(if $(COCO_ROOT),--coco-root $(COCO_ROOT),)
 
 bench: setup
 	$(PY) benchmarks/bench_subset.py --scale 0.25

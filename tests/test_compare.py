@@ -139,6 +139,12 @@ def test_rename_map(run_a: Path, tmp_path: Path) -> None:
     res = compare_runs(run_a, b, name_map=rules, device="cpu")
     assert res.passed, res.a_only
     assert main([str(run_a), str(b), "--map", str(rules), "--quiet"]) == 0
+    conv = tmp_path / "conv.yaml"  # the checkpoint converter's own rule syntax works too
+    conv.write_text(
+        "- {kind: rename, from: '^decoder\\.layers\\.(\\d+)\\.out$', to: 'transformer.decoder.layer{1+1}.output'}\n"
+        "- {kind: rename, from: '^backbone\\.res2', to: 'backbone.stage1'}\n"
+    )
+    assert compare_runs(run_a, b, name_map=conv, device="cpu").passed
     jrules = tmp_path / "map.json"
     jrules.write_text(json.dumps([{"rename": {"from": r"backbone\.res(\d)", "to": "backbone.stage{1-1}"}}]))
     res = compare_runs(run_a, b, name_map=jrules, device="cpu")
@@ -244,3 +250,12 @@ def test_cli_bad_input(run_a: Path, tmp_path: Path) -> None:
     assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
     proc = _cli(str(run_a), str(run_a), "--tol", "nonsense")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_cli_bad_map(run_a: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(run_a), str(run_a), "--map", str(tmp_path / "nope.yaml")]) == 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- {rename: {from: '(', to: x}}\n")
+    assert main([str(run_a), str(run_a), "--map", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error: ") == 2 and "Traceback" not in err

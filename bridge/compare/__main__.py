@@ -8,6 +8,9 @@ from collections.abc import Sequence
 
 from bridge.errors import BridgeError
 
+#: The progress bar shows only for at least this many pairs (and never under --quiet or without a TTY).
+PROGRESS_MIN_PAIRS = 20
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser."""
@@ -44,10 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from rich.progress import Progress
 
             with Progress(console=console, transient=True) as bar:
-                task = bar.add_task("comparing", total=None)
+                task = bar.add_task("comparing", total=None, visible=False)
 
                 def tick(done: int, total: int) -> None:
-                    bar.update(task, completed=done, total=total)
+                    bar.update(task, completed=done, total=total, visible=total >= PROGRESS_MIN_PAIRS)
 
                 result = compare_runs(args.run_a, args.run_b, name_map=args.map_file, atol=args.atol, rtol=args.rtol,
                                       tolerances=args.tol, device=args.device, kinds=kinds, progress=tick)

@@ -15,7 +15,7 @@ import torch
 from bridge import Entry, Run, open_run
 from bridge.errors import BridgeError
 
-from .pairing import Pair, RenameRule, load_rules, pair_entries, parse_rules
+from .pairing import Pair, name_mapper, pair_entries
 from .stats import READ_ELEMS, NumericStats, tensor_stats
 from .tolerance import TolerancePolicy, ToleranceRule, is_exact_dtype, parse_tol_spec
 
@@ -129,17 +129,6 @@ def cpu_threads(device: torch.device, n: int = 1) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def _rules(name_map: Any) -> list[RenameRule]:
-    if name_map is None:
-        return []
-    if isinstance(name_map, (str, os.PathLike)):
-        return load_rules(name_map)
-    items = list(name_map)
-    if all(isinstance(r, RenameRule) for r in items):
-        return items
-    return parse_rules(items)
-
-
 def _rows_for(shape: Sequence[int]) -> int:
     row = math.prod(shape[1:]) if len(shape) > 1 else 1
     return max(1, READ_ELEMS // max(1, row))
@@ -234,12 +223,12 @@ def compare_runs(
     """
     dev = resolve_device(device)
     run_a, run_b = _open(a), _open(b)
-    rules = _rules(name_map)
+    mapper = name_mapper(Path(name_map) if isinstance(name_map, os.PathLike) else name_map if name_map is None or isinstance(name_map, str) else list(name_map))
     policy = TolerancePolicy(atol, rtol, tuple(t if isinstance(t, ToleranceRule) else parse_tol_spec(t) for t in tolerances))
     kind_set = set(kinds) if kinds else None
     ea = [e for e in run_a.entries() if kind_set is None or e.kind in kind_set]
     eb = [e for e in run_b.entries() if kind_set is None or e.kind in kind_set]
-    pairing = pair_entries(ea, eb, rules)
+    pairing = pair_entries(ea, eb, mapper)
     items: list[ItemResult] = []
     total = len(pairing.pairs)
     with cpu_threads(dev):
@@ -251,7 +240,7 @@ def compare_runs(
     settings = {
         "run_a": str(run_a.path), "run_b": str(run_b.path), "device": str(dev),
         "kinds": sorted(kind_set) if kind_set else None,
-        "name_map": str(name_map) if isinstance(name_map, (str, os.PathLike)) else (len(rules) or None),
+        "name_map": str(name_map) if isinstance(name_map, (str, os.PathLike)) else (None if name_map is None else "<inline>"),
         "tolerance": policy.describe(),
     }
     return ComparisonResult(

@@ -6,14 +6,17 @@ each to the result of the previous one; a rule applies when its regex matches th
 key (``re.fullmatch``). Templates refer to groups as ``{1}`` or ``{name}`` and may do index
 arithmetic, ``{S-1}`` or ``{2+1}``; ``{{`` and ``}}`` are literal braces.
 
-The template function is local until ``bridge.convert.rules`` exists; unify them then.
+:func:`name_mapper` uses the checkpoint converter's rule engine (``bridge.convert.rules``:
+``re.search``, the template replaces the matched part, stages, presets) when it is
+importable, so one rule file serves both tools; the small local engine below
+(``re.fullmatch``, rules chained in order) is the fallback.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,19 +90,7 @@ def parse_rules(data: Any, source: str = "<rules>") -> list[RenameRule]:
 def load_rules(path: str | Path) -> list[RenameRule]:
     """Read a YAML or JSON rule file; raises FormatError when missing or malformed."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise FormatError(f"cannot read map file {path}: {exc.strerror}") from None
-    try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except Exception as exc:  # yaml.YAMLError / json.JSONDecodeError
-        raise FormatError(f"map file {path} does not parse: {exc}".splitlines()[0]) from None
+    data = _read_rule_file(path)
     return parse_rules(data, str(path))
 
 
@@ -108,6 +99,60 @@ def rename(key: str, rules: Sequence[RenameRule]) -> str:
     for rule in rules:
         key = rule.apply(key)
     return key
+
+
+def name_mapper(source: str | Path | Sequence[Any] | None) -> Callable[[str], str] | None:
+    """Return a function renaming run A's keys, from a rule file / preset name / list of rule dicts.
+
+    Uses ``bridge.convert.rules`` (renames only) when available, else the local rules.
+    """
+    if source is None:
+        return None
+    if not isinstance(source, (str, Path)) and all(isinstance(r, RenameRule) for r in source):
+        local = list(source)
+        return lambda key: rename(key, local)
+    try:
+        from bridge.convert.rules import load_rules as convert_load_rules
+        from bridge.convert.rules import translate_name
+    except ImportError:
+        local = load_rules(source) if isinstance(source, (str, Path)) else parse_rules(list(source))
+        return lambda key: rename(key, local)
+    spec: Any = source
+    if not isinstance(source, (str, Path)):
+        spec = _as_convert_specs(list(source))
+    elif Path(source).is_file():
+        data = _read_rule_file(Path(source))
+        if isinstance(data, dict) and not data.get("include") and isinstance(data.get("rules"), list):
+            data = data["rules"]
+        if isinstance(data, list):
+            spec = _as_convert_specs(data)
+    ruleset = convert_load_rules(spec)  # a preset name or a file with includes goes as is
+    return lambda key: translate_name(key, ruleset)
+
+
+def _as_convert_specs(items: list[Any]) -> list[Any]:
+    """``{rename: {from, to}}`` items -> the converter's ``{kind: rename, from, to}``; others unchanged."""
+    return [
+        {"kind": "rename", **it["rename"]} if isinstance(it, dict) and set(it) == {"rename"} and isinstance(it["rename"], dict)
+        else it
+        for it in items
+    ]
+
+
+def _read_rule_file(path: Path) -> Any:
+    """Parse a YAML/JSON rule file; FormatError when unreadable."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise FormatError(f"cannot read map file {path}: {exc.strerror}") from None
+    try:
+        if path.suffix.lower() == ".json":
+            return json.loads(text)
+        import yaml
+
+        return yaml.safe_load(text)
+    except Exception as exc:  # yaml.YAMLError / json.JSONDecodeError
+        raise FormatError(f"map file {path} does not parse: {exc}".splitlines()[0]) from None
 
 
 @dataclass(frozen=True)
@@ -143,9 +188,19 @@ def _index(entries: Iterable[Any], keyfn) -> dict[tuple, Any]:
     return table
 
 
-def pair_entries(a_entries: Iterable[Any], b_entries: Iterable[Any], rules: Sequence[RenameRule] = ()) -> Pairing:
-    """Pair leaves on (step, rank, kind, key, occurrence); run A's keys go through ``rules`` first."""
-    a_table = _index(a_entries, lambda e: rename(e.key, rules))
+def pair_entries(
+    a_entries: Iterable[Any],
+    b_entries: Iterable[Any],
+    rules: Sequence[RenameRule] | Callable[[str], str] | None = (),
+) -> Pairing:
+    """Pair leaves on (step, rank, kind, key, occurrence); run A's keys go through ``rules`` first
+    (a list of :class:`RenameRule` or a key -> key function, see :func:`name_mapper`)."""
+    if callable(rules):
+        mapper = rules
+    else:
+        local = list(rules or ())
+        mapper = lambda key: rename(key, local)  # noqa: E731
+    a_table = _index(a_entries, lambda e: mapper(e.key))
     b_table = _index(b_entries, lambda e: e.key)
     pairs, a_only = [], []
     for k, ea in a_table.items():  # insertion order = A's recording order

@@ -128,7 +128,7 @@ def print_report(result: ComparisonResult, console: Console | None = None) -> No
     console.print(build_table(result))
     failed = [i for i in result.items if not i.passed]
     for it in failed[:20]:
-        console.print(f"FAIL step {it.step} rank {it.rank} {it.kind} {it.key}: {it.reason}", style="red", markup=False)
+        console.print(f"FAIL step {it.step} rank {it.rank} {it.kind} {it.key}: {it.reason}", style="red", markup=False, highlight=False)
     if len(failed) > 20:
         console.print(f"... and {len(failed) - 20} more failing pairs", style="red")
     for title, locs in (("only in run A", result.a_only), ("only in run B", result.b_only)):
@@ -138,4 +138,4 @@ def print_report(result: ComparisonResult, console: Console | None = None) -> No
                 console.print(f"  step {loc.step} rank {loc.rank} {loc.kind} {loc.key}", markup=False)
             if len(locs) > 50:
                 console.print(f"  ... and {len(locs) - 50} more")
-    console.print(summary_line(result), style="bold green" if result.passed else "bold red", markup=False)
+    console.print(summary_line(result), style="bold green" if result.passed else "bold red", markup=False, highlight=False)

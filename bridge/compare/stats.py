@@ -103,13 +103,13 @@ class _Accumulator:
         a.copy_(ca, non_blocking=True)  # transfer + cast to float64 into a reused buffer
         b.copy_(cb, non_blocking=True)
         torch.sub(a, b, out=ad).abs_()
-        m = ad.max()
+        m = torch.amax(ad)
         if not self.exact and not bool(torch.isfinite(m)):
             a, b, ad = self._split_nonfinite(a, b)
             if a.numel() == 0:
                 return
             t = torch.empty_like(ad)
-            m = ad.max()
+            m = torch.amax(ad)
         self.finite_n += a.numel()
         self._reduce(a, b, ad, t, m)
 
@@ -138,12 +138,12 @@ class _Accumulator:
         self.dot += torch.dot(a, b)
         abs_b = b.abs_()
         excess = torch.add(ad, abs_b, alpha=-self.rtol, out=t)  # |a-b| - rtol*|b|
-        emax = excess.max()
+        emax = torch.amax(excess)
         torch.maximum(self.min_atol, emax, out=self.min_atol)
         if not self.exact and bool(emax > self.atol):  # only count when something fails
             self.mismatched += (excess > self.atol).sum()
         norm = a.abs_().add_(abs_b).clamp_(min=2 * EPS)  # 2 * max((|a|+|b|)/2, eps)
-        torch.maximum(self.max_rel, torch.div(ad, norm, out=t).max() * 2, out=self.max_rel)
+        torch.maximum(self.max_rel, torch.amax(torch.div(ad, norm, out=t)) * 2, out=self.max_rel)
 
     def result(self) -> NumericStats:
         """Finish: one host synchronisation, then plain Python numbers."""
