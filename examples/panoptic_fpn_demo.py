@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=320, help="shorter image side at test time")
     args = parser.parse_args(argv)
-    return run(args.out, args.coco_root, args.seed, args.size, Console())
+    return run(args.out, args.coco_root, args.seed, args.size, Console(width=150))
 
 
 if __name__ == "__main__":

@@ -127,7 +127,18 @@ def name_mapper(source: str | Path | Sequence[Any] | None) -> Callable[[str], st
         if isinstance(data, list):
             spec = _as_convert_specs(data)
     ruleset = convert_load_rules(spec)  # a preset name or a file with includes goes as is
-    return lambda key: translate_name(key, ruleset)
+
+    def translate(key: str) -> str:
+        # `name#N` marks the N-th call of a shared module in one step (bridge.taps): keep the mark
+        occurrence = _OCCURRENCE.match(key)
+        if occurrence:
+            return translate_name(occurrence["name"], ruleset) + occurrence["mark"] + (occurrence["path"] or "")
+        return translate_name(key, ruleset)
+
+    return translate
+
+
+_OCCURRENCE = re.compile(r"^(?P<name>[^#]+)(?P<mark>#\d+)(?P<path>\..*)?$")
 
 
 def _as_convert_specs(items: list[Any]) -> list[Any]:

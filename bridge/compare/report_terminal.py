@@ -93,6 +93,7 @@ def build_table(result: ComparisonResult) -> Table:
             justify="right" if col in ("step", "rank", "max_abs", "max_rel", "cosine", "mismatch") else "left",
             no_wrap=col != "key",
             overflow="fold",
+            min_width=24 if col == "key" else None,
         )
     for row in fold_rows(result.items):
         it = row.items[0]
