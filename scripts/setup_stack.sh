@@ -26,8 +26,8 @@ fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 PY="$VENV/bin/python"
 
-step "build tools (setuptools<70 keeps pkg_resources for the mmcv build and mmengine's mmdet:: configs)"
-"${PIP[@]}" install -q -c "$ROOT/requirements/constraints.txt" pip setuptools wheel ninja
+step "build tools (setuptools<81 keeps pkg_resources for mmengine's mmdet:: configs)"
+"${PIP[@]}" install -q -c "$ROOT/requirements/constraints.txt" setuptools wheel ninja
 
 step "torch $TORCH_VERSION + torchvision $TORCHVISION_VERSION"
 if ! "$PY" -c "import torch, torchvision; assert torch.__version__.startswith('$TORCH_VERSION') and torchvision.__version__.startswith('$TORCHVISION_VERSION')" 2>/dev/null; then
@@ -40,7 +40,7 @@ if ! "$PY" -c "import mmcv, mmcv.ops; from mmcv import _ext; assert mmcv.__versi
   if ! ls "$MMCV_WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
     echo "no cached mmcv wheel: building it from the sdist (about 25 minutes on 2 cores)"
     BUILD_DIR="$(mktemp -d)"
-    "${PIP[@]}" install -q -c "$ROOT/requirements/constraints.txt" -r "$ROOT/requirements/mmcv-build.txt"
+    "${PIP[@]}" install -q -r "$ROOT/requirements/mmcv-build.txt"
     "${PIP[@]}" download -q --no-deps --no-binary :all: -d "$BUILD_DIR" "mmcv==$MMCV_VERSION"
     tar -xzf "$BUILD_DIR"/mmcv-$MMCV_VERSION.tar.gz -C "$BUILD_DIR"
     # torch >= 2.10 ATen headers require C++20; mmcv 2.1.0 asks for C++17.
