@@ -5,5 +5,6 @@ Importing this package (e.g. ``custom_imports=dict(imports=['mmdet_side'])``) re
 """
 
 from mmdet_side.hooks import BridgeRecordHook
+from mmdet_side import coco91  # registers CocoDataset91 / CocoMetric91
 
 __all__ = ["BridgeRecordHook"]

@@ -1,0 +1,183 @@
+"""91-slot COCO labels in real mmdet: CocoDataset91, CocoMetric91, apply_coco91 and the label-space check."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from pycocotools import mask as mask_util
+
+import mmdet_side  # noqa: F401  (registers the modules)
+from bridge.coco91 import COCO91_SLOT_NAMES
+from bridge.errors import BridgeError
+from bridge.synthetic_coco import SyntheticCoco, write_synthetic_coco
+from mmdet_side.coco91 import (CocoDataset91, CocoMetric91, LabelSpaceCheckHook, apply_coco91,
+                               check_label_space, coco91_config_overrides, head_num_classes)
+
+DETR_CFG = "mmdet::detr/detr_r50_8xb2-150e_coco.py"
+
+
+@pytest.fixture(scope="module")
+def coco(tmp_path_factory: pytest.TempPathFactory) -> SyntheticCoco:
+    return write_synthetic_coco(tmp_path_factory.mktemp("coco91"), num_images=2)
+
+
+def _anns_by_image(path: Path) -> tuple[dict, dict[int, list[dict]]]:
+    data = json.loads(path.read_text())
+    by_image: dict[int, list[dict]] = {img["id"]: [] for img in data["images"]}
+    for ann in data["annotations"]:
+        by_image[ann["image_id"]].append(ann)
+    return {img["id"]: img for img in data["images"]}, by_image
+
+
+def _gt_as_predictions(path: Path, keep=lambda ann: True) -> list[dict]:
+    """Ground truth of ``path`` as mmdet data samples: xyxy boxes, label = category id, score 1, RLE masks."""
+    images, by_image = _anns_by_image(path)
+    samples = []
+    for img_id, anns in by_image.items():
+        anns = [a for a in anns if keep(a)]
+        h, w = images[img_id]["height"], images[img_id]["width"]
+        masks = [mask_util.merge(mask_util.frPyObjects(a["segmentation"], h, w)) for a in anns]
+        boxes = [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns]
+        samples.append(dict(img_id=img_id, ori_shape=(h, w), pred_instances=dict(
+            bboxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            scores=torch.ones(len(anns)),
+            labels=torch.tensor([a["category_id"] for a in anns], dtype=torch.int64),
+            masks=masks)))
+    return samples
+
+
+def _evaluate(metric, samples: list[dict]) -> dict[str, float]:
+    metric.dataset_meta = {"classes": tuple(COCO91_SLOT_NAMES)}
+    metric.process({}, samples)
+    return metric.evaluate(len(samples))
+
+
+def test_synthetic_file_has_ids_above_80(coco: SyntheticCoco) -> None:
+    ids = {a["category_id"] for split in ("val2017", "train2017")
+           for a in json.loads(coco.instances_json(split).read_text())["annotations"]}
+    assert any(i >= 81 for i in ids) and any(i < 80 for i in ids)
+
+
+@pytest.mark.parametrize("split", ["val2017", "train2017"])
+def test_dataset91_labels_are_category_ids(coco: SyntheticCoco, split: str) -> None:
+    ds = CocoDataset91(ann_file=str(coco.instances_json(split)), data_prefix=dict(img=str(coco.images_dir(split))),
+                       pipeline=[], test_mode=True)
+    assert ds.metainfo["classes"] == tuple(COCO91_SLOT_NAMES) and len(ds.metainfo["palette"]) == 91
+    assert ds.cat2label == {c: c for c in ds.cat_ids} and len(ds.cat_ids) == 80 and max(ds.cat_ids) == 90
+    _, by_image = _anns_by_image(coco.instances_json(split))
+    for i in range(len(ds)):
+        info = ds.get_data_info(i)
+        got = sorted(inst["bbox_label"] for inst in info["instances"])
+        assert got == sorted(a["category_id"] for a in by_image[info["img_id"]])
+        assert got  # every synthetic image has instances
+
+
+def test_metric91_gt_as_predictions_scores_one(coco: SyntheticCoco) -> None:
+    ann = coco.instances_json("val2017")
+    res = _evaluate(CocoMetric91(ann_file=str(ann), metric=["bbox", "segm"], classwise=True), _gt_as_predictions(ann))
+    assert res["coco/bbox_mAP"] == pytest.approx(1.0) and res["coco/segm_mAP"] == pytest.approx(1.0)
+    assert res["coco/person_precision"] == pytest.approx(1.0)
+
+
+def test_metric91_without_ann_file_uses_converted_gt(coco: SyntheticCoco) -> None:
+    ann = coco.instances_json("val2017")
+    samples = _gt_as_predictions(ann)
+    _, by_image = _anns_by_image(ann)
+    for s in samples:  # ground truth as the dataset pipeline gives it (labels = category ids)
+        s["instances"] = [dict(bbox=[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
+                                     a["bbox"][1] + a["bbox"][3]], bbox_label=a["category_id"], ignore_flag=0)
+                          for a in by_image[s["img_id"]]]
+    res = _evaluate(CocoMetric91(metric="bbox"), samples)
+    assert res["coco/bbox_mAP"] == pytest.approx(1.0)
+
+
+def test_metric91_rejects_out_of_range_label(coco: SyntheticCoco) -> None:
+    ann = coco.instances_json("val2017")
+    samples = _gt_as_predictions(ann)
+    samples[0]["pred_instances"]["labels"][0] = 91
+    with pytest.raises(BridgeError, match="outside the 91 label slots"):
+        _evaluate(CocoMetric91(ann_file=str(ann), metric="bbox"), samples)
+
+
+def test_stock_metric_with_91_names_breaks(coco: SyntheticCoco) -> None:
+    """Finding: stock CocoMetric maps labels through cat_ids looked up by name (80 ids, 'N/A' dropped), so a
+    label >= 80 raises IndexError and labels < 80 are written as the wrong category (AP 0 here)."""
+    from mmdet.evaluation import CocoMetric
+    ann = coco.instances_json("val2017")
+    with pytest.raises(IndexError):
+        _evaluate(CocoMetric(ann_file=str(ann), metric="bbox"), _gt_as_predictions(ann))
+    low = lambda a: a["category_id"] < 80  # noqa: E731
+    stock = _evaluate(CocoMetric(ann_file=str(ann), metric="bbox"), _gt_as_predictions(ann, low))
+    ours = _evaluate(CocoMetric91(ann_file=str(ann), metric="bbox"), _gt_as_predictions(ann, low))
+    # the category >= 80 has no prediction left: 2 of the 3 ground-truth categories are perfect
+    assert ours["coco/bbox_mAP"] == pytest.approx(2 / 3, abs=1e-3)
+    assert stock["coco/bbox_mAP"] < ours["coco/bbox_mAP"]
+    assert stock["coco/bbox_mAP"] == pytest.approx(0.0)  # label 1 -> cat_ids[1] == 2 ('bicycle'), etc.
+
+
+def test_check_label_space() -> None:
+    from mmdet.datasets import CocoDataset
+    check_label_space(91, CocoDataset91.METAINFO, max_label=90)
+    check_label_space(80, CocoDataset.METAINFO, max_label=79)
+    with pytest.raises(BridgeError, match="num_classes=91 but the dataset has 80 classes.*apply_coco91"):
+        check_label_space(91, CocoDataset.METAINFO)
+    with pytest.raises(BridgeError, match="label 90"):
+        check_label_space(80, {"classes": tuple(range(80))}, max_label=90)
+
+
+def _detr_cfg():
+    from mmengine.config import Config
+    cfg = Config.fromstring(f"_base_ = '{DETR_CFG}'\n", ".py")  # mmdet:: resolves through _base_
+    cfg.model.backbone.init_cfg = None
+    return cfg
+
+
+def test_apply_coco91_on_detr_config() -> None:
+    cfg = _detr_cfg()
+    assert cfg.model.bbox_head.num_classes == 80
+    over = coco91_config_overrides()
+    out = apply_coco91(cfg)
+    assert out is cfg and cfg.model.bbox_head.num_classes == over["num_classes"] == 91
+    for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        assert cfg[name].dataset.type == over["dataset_type"] == "CocoDataset91"
+    for name in ("val_evaluator", "test_evaluator"):
+        assert cfg[name].type == over["metric_type"] == "CocoMetric91"
+    # a dataset wrapper is followed to the inner dataset; a non-COCO dataset is refused
+    cfg.train_dataloader.dataset = dict(type="RepeatDataset", times=2, dataset=dict(type="CocoDataset"))
+    apply_coco91(cfg)
+    assert cfg.train_dataloader.dataset.dataset.type == "CocoDataset91"
+    cfg.train_dataloader.dataset = dict(type="LVISV1Dataset")
+    with pytest.raises(BridgeError, match="only CocoDataset"):
+        apply_coco91(cfg)
+
+
+def _runner(cfg, coco: SyntheticCoco, dataset_type: str, work_dir: Path):
+    from mmengine.runner import Runner
+    dataset = dict(type=dataset_type, ann_file=str(coco.instances_json("train2017")),
+                   data_prefix=dict(img=str(coco.images_dir("train2017"))),
+                   pipeline=[dict(type="LoadImageFromFile"), dict(type="LoadAnnotations", with_bbox=True),
+                             dict(type="PackDetInputs")])
+    return Runner(model=cfg.model, work_dir=str(work_dir), default_scope="mmdet",
+                  train_dataloader=dict(batch_size=1, num_workers=0, dataset=dataset,
+                                        sampler=dict(type="DefaultSampler", shuffle=False)),
+                  train_cfg=dict(type="IterBasedTrainLoop", max_iters=1),
+                  optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.0)),
+                  custom_hooks=[dict(type="LabelSpaceCheckHook")],
+                  default_hooks=dict(logger=None, checkpoint=None), log_level="WARNING")
+
+
+def test_hook_stops_91_head_with_80_class_dataset_before_training(coco: SyntheticCoco, tmp_path: Path) -> None:
+    cfg = apply_coco91(_detr_cfg())
+    runner = _runner(cfg, coco, "CocoDataset", tmp_path)
+    with pytest.raises(BridgeError, match="bbox_head: label space mismatch: the model head has num_classes=91"):
+        runner.train()
+    assert runner.iter == 0
+    # the matching pair passes the same check
+    model = runner.model.module if hasattr(runner.model, "module") else runner.model
+    assert head_num_classes(model) == {"bbox_head": 91}
+    ds = CocoDataset91(ann_file=str(coco.instances_json("train2017")),
+                       data_prefix=dict(img=str(coco.images_dir("train2017"))), pipeline=[], test_mode=True)
+    check_label_space(91, ds.metainfo, max(ds.cat2label.values()))
+    assert isinstance(LabelSpaceCheckHook(), LabelSpaceCheckHook)
