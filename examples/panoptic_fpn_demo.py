@@ -17,7 +17,7 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 
-from bridge import Recorder
+from bridge import Recorder, open_run
 from bridge.compare import compare_runs
 from bridge.compare.report_html import write_html
 from bridge.compare.report_json import write_json
@@ -94,7 +94,7 @@ def run(out: Path, coco_root: Path | None, seed: int, size: int, console: Consol
         converted = convert_state_dict(d2_model.state_dict(), rules)
         progress.update(task, advance=1, description="mmdet PanopticFPN R50")
         mm_model = build_mmdet_like_d2()
-        load = mm_model.load_state_dict(converted.state_dict, strict=False)
+        mm_model.load_state_dict(converted.state_dict, strict=True)
         progress.update(task, advance=1, description="replay detectron2's batch in mmdet")
         with Recorder(runs / "mmdet", framework="mmdet") as recorder, torch.no_grad():
             data = mm_model.data_preprocessor(d2_inputs_to_mmdet(batch), False)
@@ -103,14 +103,25 @@ def run(out: Path, coco_root: Path | None, seed: int, size: int, console: Consol
             mm_model.predict(data["inputs"], data["data_samples"])
             taps.remove()
         progress.update(task, advance=1, description="compare")
-    console.print(f"image {prepared['val'].image_ids[0]}: {len(load.missing_keys)} mmdet keys without a detectron2 "
-                  f"weight, {len(load.unexpected_keys)} converted keys mmdet does not have")
+    console.print(f"image {prepared['val'].image_ids[0]}: converted weights loaded into mmdet with strict=True")
     result = compare_runs(runs / "detectron2", runs / "mmdet", name_map=PRESET, kinds=("activation",))
     print_report(result, console=console)
     write_json(result, out / "compare.json")
     write_html(result, out / "compare.html")
     console.print(f"reports: {out / 'compare.json'}, {out / 'compare.html'}")
+    report_semantic_rows(runs, console)
     return 0
+
+
+def report_semantic_rows(runs: Path, console: Console) -> float:
+    """Say whether the semantic logits agree once detectron2's rows are put in mmdet's class order
+    (detectron2: 'things' first, stuff 1..53; mmdet: stuff first, 'things' last); return the max abs error."""
+    d2_logits = open_run(runs / "detectron2").get("sem_seg_head.predictor", step=0, kind="activation")
+    mm_logits = open_run(runs / "mmdet").get("semantic_head.conv_logits", step=0, kind="activation")
+    reordered = torch.cat([d2_logits[:, 1:], d2_logits[:, :1]], dim=1)
+    error = float((reordered - mm_logits).abs().max())
+    console.print(f"semantic logits with detectron2's rows in mmdet's order (things last): max abs error {error:.3g}")
+    return error
 
 
 def main(argv: list[str] | None = None) -> int:
