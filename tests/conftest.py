@@ -42,3 +42,30 @@ def detectron2_tools_dir() -> Path:
     tools = Path(sys.prefix) / "share" / "detectron2-0.6-tools"
     assert (tools / "train_net.py").exists(), f"{tools}/train_net.py is missing: run `make setup`"
     return tools
+
+
+def record_d2_mask_rcnn(onesample_config: OneSampleConfig, run_dir: Path) -> None:
+    """Train detectron2's Mask R-CNN 2 iterations (SimpleTrainer, CPU, small images) on the one-sample
+    train split with RecordHook on: batch, losses, res2 activations and one gradient at steps 0 and 1."""
+    import torch
+    from detectron2 import model_zoo
+    from detectron2.config import get_cfg
+    from detectron2.data import build_detection_train_loader
+    from detectron2.engine import SimpleTrainer
+    from detectron2.modeling import build_model
+
+    from d2_side.datasets import register_onesample
+    from d2_side.hooks import RecordHook
+
+    register_onesample(onesample_config)
+    cfg = get_cfg()
+    cfg.merge_from_file(model_zoo.get_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TRAIN", "(96,)",
+                         "INPUT.MAX_SIZE_TRAIN", "160", "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "1",
+                         "DATASETS.TRAIN", "('coco_2017_train_onesample',)"])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    trainer = SimpleTrainer(model, build_detection_train_loader(cfg), torch.optim.SGD(model.parameters(), lr=1e-4))
+    trainer.register_hooks([RecordHook(str(run_dir), iterations=[0, 1], activations=["backbone.bottom_up.res2"],
+                                       grads=["backbone.bottom_up.res5.2.conv3.weight"])])
+    trainer.train(0, 2)

@@ -12,33 +12,12 @@ import torch
 
 from bridge import open_run
 from bridge.onesample import OneSampleConfig
-from tests.conftest import REPO
+from tests.conftest import REPO, record_d2_mask_rcnn
 
 
 def test_detectron2_record_hook_records_batch_losses_activations_grads(onesample_config: OneSampleConfig,
                                                                        tmp_path: Path) -> None:
-    from detectron2 import model_zoo
-    from detectron2.config import get_cfg
-    from detectron2.data import build_detection_train_loader
-    from detectron2.engine import SimpleTrainer
-    from detectron2.modeling import build_model
-    from d2_side.datasets import register_onesample
-    from d2_side.hooks import RecordHook
-
-    register_onesample(onesample_config)
-    cfg = get_cfg()
-    cfg.merge_from_file(model_zoo.get_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TRAIN", "(96,)",
-                         "INPUT.MAX_SIZE_TRAIN", "160", "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "1",
-                         "DATASETS.TRAIN", "('coco_2017_train_onesample',)"])
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    trainer = SimpleTrainer(model, build_detection_train_loader(cfg),
-                            torch.optim.SGD(model.parameters(), lr=1e-4))
-    trainer.register_hooks([RecordHook(str(tmp_path / "run"), iterations=[0, 1],
-                                       activations=["backbone.bottom_up.res2"],
-                                       grads=["backbone.bottom_up.res5.2.conv3.weight"])])
-    trainer.train(0, 2)
+    record_d2_mask_rcnn(onesample_config, tmp_path / "run")
     run = open_run(tmp_path / "run")
     assert run.steps() == [0, 1] and run.meta["framework"] == "detectron2"
     for step in (0, 1):

@@ -1,0 +1,490 @@
+"""Framework-free panoptic outputs: one canonical encoding, comparison (PQ/SQ/RQ), pictures and a CLI.
+
+detectron2 (``output["panoptic_seg"]``) and mmdet 3.x (``pred_panoptic_seg.sem_seg``) encode panoptic
+predictions differently; ``d2_side.panoptic`` and ``mmdet_side.panoptic`` convert both into
+:class:`CanonicalPanoptic`: a dataset-category map, a segment-id map and the segment list, 0 = void.
+
+CLI: ``python -m bridge.panoptic A B [--min-pq X] [--html OUT] [--json OUT]`` where A and B are run
+directories (every record named ``panoptic.*`` of kind ``output`` at every step) or ``.npz`` files
+written by :func:`save_npz`. Exit 0 identical (or every PQ >= ``--min-pq``), 1 differ, 2 bad input.
+
+This module never imports detectron2, mmdet, mmengine or mmcv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from bridge.atomic import atomic_open
+from bridge.errors import BridgeError
+
+RECORD_PREFIX = "panoptic."
+MATCH_IOU = 0.5
+SPLIT_MIN_SHARE = 0.1
+
+
+@dataclass
+class CanonicalPanoptic:
+    """One image's panoptic result: ``category`` (dataset ids) and ``segment`` maps, 0 = void, plus segments.
+
+    ``segments`` holds ``{"id", "category_id", "isthing", "area"}`` dicts, one per non-void segment id.
+    """
+
+    category: np.ndarray
+    segment: np.ndarray
+    segments: list[dict[str, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        """Check shapes and that every segment id in the map is listed with a consistent category."""
+        self.category = np.asarray(self.category, dtype=np.int64)
+        self.segment = np.asarray(self.segment, dtype=np.int64)
+        if self.category.ndim != 2 or self.category.shape != self.segment.shape:
+            raise BridgeError(f"panoptic maps must be two H×W arrays of one shape, got {self.category.shape} "
+                              f"and {self.segment.shape}")
+        listed = {int(s["id"]) for s in self.segments}
+        if 0 in listed or len(listed) != len(self.segments):
+            raise BridgeError("panoptic segments must have unique non-zero ids")
+        present = set(np.unique(self.segment).tolist()) - {0}
+        if present - listed:
+            raise BridgeError(f"segment ids {sorted(present - listed)[:5]} appear in the map but not in segments")
+        if np.any((self.segment == 0) != (self.category == 0)):
+            raise BridgeError("category and segment maps disagree on which pixels are void")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) of the maps."""
+        return (int(self.segment.shape[0]), int(self.segment.shape[1]))
+
+    def segment_by_id(self) -> dict[int, dict[str, int]]:
+        """The segments keyed by their id."""
+        return {int(s["id"]): s for s in self.segments}
+
+
+def canonical_from_segment_map(ids: np.ndarray, segments_info: Sequence[dict[str, Any]],
+                               void_ids: Sequence[int] = (0,)) -> CanonicalPanoptic:
+    """Build a canonical result from a segment-id map and segments carrying *dataset* category ids.
+
+    Segment ids are renumbered 1..N in the order of ``segments_info``; pixels whose id is in ``void_ids``
+    or not listed become void. Each segment needs ``id``, ``category_id`` and ``isthing``.
+    """
+    ids = np.asarray(ids)
+    if ids.ndim != 2:
+        raise BridgeError(f"segment-id map must be H×W, got shape {ids.shape}")
+    category = np.zeros(ids.shape, dtype=np.int64)
+    segment = np.zeros(ids.shape, dtype=np.int64)
+    segments: list[dict[str, int]] = []
+    void = {int(v) for v in void_ids}
+    for info in segments_info:
+        seg_id = int(info["id"])
+        if seg_id in void:
+            continue
+        mask = ids == seg_id
+        area = int(mask.sum())
+        if area == 0:
+            continue
+        category_id = int(info["category_id"])
+        if category_id <= 0:
+            raise BridgeError(f"segment {seg_id}: dataset category id must be > 0, got {category_id}")
+        new_id = len(segments) + 1
+        segment[mask] = new_id
+        category[mask] = category_id
+        segments.append({"id": new_id, "category_id": category_id, "isthing": int(bool(info["isthing"])),
+                         "area": area})
+    return CanonicalPanoptic(category, segment, segments)
+
+
+def canonical_from_panoptic_png(png_path: str | os.PathLike[str], segments_info: Sequence[dict[str, Any]],
+                                categories: Sequence[dict[str, Any]] | None = None) -> CanonicalPanoptic:
+    """Ground truth from a COCO-panoptic RGB id PNG and its ``segments_info`` (dataset category ids).
+
+    ``isthing`` comes from the segment, else from ``categories`` (the annotation file's list; default:
+    the COCO panoptic categories).
+    """
+    from bridge.semseg_png import rgb_to_id
+
+    if categories is None:
+        from bridge.synthetic_coco import panoptic_categories
+        categories = panoptic_categories()
+    isthing = {int(c["id"]): int(c.get("isthing", 0)) for c in categories}
+    try:
+        rgb = np.asarray(Image.open(png_path).convert("RGB"))
+    except OSError as exc:
+        raise BridgeError(f"{png_path}: cannot read panoptic PNG: {exc}") from None
+    infos = []
+    for info in segments_info:
+        cat = int(info["category_id"])
+        if "isthing" not in info and cat not in isthing:
+            raise BridgeError(f"{png_path}: segment {info['id']} has category {cat}, not in the categories")
+        infos.append({"id": int(info["id"]), "category_id": cat, "isthing": info.get("isthing", isthing.get(cat))})
+    return canonical_from_segment_map(rgb_to_id(rgb).astype(np.int64), infos)
+
+
+# ---------------------------------------------------------------- storage
+
+
+def to_record(c: CanonicalPanoptic) -> dict[str, Any]:
+    """A value for ``bridge.Recorder.record``: the two maps and an N×4 (id, category_id, isthing, area) table."""
+    import torch
+
+    table = np.array([[s["id"], s["category_id"], s["isthing"], s["area"]] for s in c.segments],
+                     dtype=np.int64).reshape(-1, 4)
+    return {"category": torch.from_numpy(np.ascontiguousarray(c.category)),
+            "segment": torch.from_numpy(np.ascontiguousarray(c.segment)),
+            "segments": torch.from_numpy(table)}
+
+
+def _as_numpy(value: Any, what: str) -> np.ndarray:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    try:
+        return np.asarray(value, dtype=np.int64)
+    except (TypeError, ValueError):
+        raise BridgeError(f"panoptic record: {what} is not an integer array") from None
+
+
+def from_record(d: Any) -> CanonicalPanoptic:
+    """Rebuild a canonical result from :func:`to_record`'s value (as read back by ``Run.get``)."""
+    if not isinstance(d, dict) or not {"category", "segment", "segments"} <= set(d):
+        raise BridgeError("panoptic record must be a dict with 'category', 'segment' and 'segments'")
+    table = _as_numpy(d["segments"], "segments").reshape(-1, 4)
+    segments = [{"id": int(r[0]), "category_id": int(r[1]), "isthing": int(r[2]), "area": int(r[3])} for r in table]
+    return CanonicalPanoptic(_as_numpy(d["category"], "category"), _as_numpy(d["segment"], "segment"), segments)
+
+
+def save_npz(c: CanonicalPanoptic, path: str | os.PathLike[str]) -> None:
+    """Write a canonical result to an ``.npz`` file (atomically)."""
+    table = np.array([[s["id"], s["category_id"], s["isthing"], s["area"]] for s in c.segments],
+                     dtype=np.int64).reshape(-1, 4)
+    with atomic_open(path, "wb") as fh:
+        np.savez_compressed(fh, category=c.category, segment=c.segment, segments=table)
+
+
+def load_npz(path: str | os.PathLike[str]) -> CanonicalPanoptic:
+    """Read a canonical result written by :func:`save_npz`; BridgeError if missing or malformed."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return from_record({k: data[k] for k in data.files})
+    except (OSError, ValueError, KeyError) as exc:
+        raise BridgeError(f"{path}: cannot read panoptic .npz: {exc}") from None
+    except BridgeError as exc:
+        raise BridgeError(f"{path}: {exc}") from None
+
+
+# ---------------------------------------------------------------- comparison
+
+
+@dataclass
+class PanopticComparison:
+    """How B's panoptic result differs from the reference A (PQ/SQ/RQ in percent, shares in 0..1)."""
+
+    category_agreement: float
+    void_agreement: float
+    void_share_a: float
+    void_share_b: float
+    void_grown: int
+    void_shrunk: int
+    pq: float
+    sq: float
+    rq: float
+    things: dict[str, float] | None
+    stuff: dict[str, float] | None
+    per_category: list[dict[str, Any]]
+    matches: list[dict[str, Any]]
+    unmatched_a: list[dict[str, Any]]
+    unmatched_b: list[dict[str, Any]]
+    relabelled: list[dict[str, Any]]
+    split: list[dict[str, Any]]
+    merged: list[dict[str, Any]]
+
+    @property
+    def identical(self) -> bool:
+        """True when every pixel's category, void-ness and segment partition agree."""
+        return (self.category_agreement == 1.0 and self.void_agreement == 1.0 and not self.unmatched_a
+                and not self.unmatched_b and all(m["iou"] == 1.0 for m in self.matches))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["identical"] = self.identical
+        return out
+
+    def summary(self) -> str:
+        """One line: PQ, agreement and the counts of differences."""
+        return (f"PQ {self.pq:.2f} SQ {self.sq:.2f} RQ {self.rq:.2f}, category agreement "
+                f"{self.category_agreement:.4f}, void agreement {self.void_agreement:.4f}, unmatched A/B "
+                f"{len(self.unmatched_a)}/{len(self.unmatched_b)}, relabelled {len(self.relabelled)}, "
+                f"split {len(self.split)}, merged {len(self.merged)}")
+
+
+def _check_pair(a: CanonicalPanoptic, b: CanonicalPanoptic) -> None:
+    if a.shape != b.shape:
+        raise BridgeError(f"panoptic results differ in size: A {a.shape} vs B {b.shape}")
+
+
+def _overlaps(a: CanonicalPanoptic, b: CanonicalPanoptic) -> dict[tuple[int, int], int]:
+    """Pixel counts of every (A segment id, B segment id) pair, void (0) included."""
+    stride = int(max(b.segment.max(initial=0), 0)) + 1
+    joint = a.segment.astype(np.int64) * stride + b.segment
+    values, counts = np.unique(joint, return_counts=True)
+    return {(int(v // stride), int(v % stride)): int(n) for v, n in zip(values, counts)}
+
+
+def _scores(rows: Sequence[dict[str, Any]]) -> dict[str, float] | None:
+    used = [r for r in rows if r["tp"] + r["fp"] + r["fn"] > 0]
+    if not used:
+        return None
+    return {k: float(np.mean([r[k] for r in used])) for k in ("pq", "sq", "rq")} | {"n": len(used)}
+
+
+def compare_panoptic(a: CanonicalPanoptic, b: CanonicalPanoptic) -> PanopticComparison:
+    """Compare B against the reference A for one image, with panopticapi's matching rule.
+
+    Segments match when of the same category with IoU > 0.5 (B pixels that are void in A are left out of
+    the union); unmatched B segments lying more than half in A's void are not false positives. PQ, SQ and
+    RQ average over categories present in either (100 for two empty results).
+    """
+    _check_pair(a, b)
+    n_pix = a.segment.size
+    void_a, void_b = a.segment == 0, b.segment == 0
+    overlap = _overlaps(a, b)
+    segs_a, segs_b = a.segment_by_id(), b.segment_by_id()
+    area_a = {i: sum(n for (x, _), n in overlap.items() if x == i) for i in segs_a}
+    area_b = {j: sum(n for (_, y), n in overlap.items() if y == j) for j in segs_b}
+    b_in_void_a = {j: overlap.get((0, j), 0) for j in segs_b}
+
+    matches: list[dict[str, Any]] = []
+    relabelled: list[dict[str, Any]] = []
+    matched_a: set[int] = set()
+    matched_b: set[int] = set()
+    best_a: dict[int, tuple[int, float]] = {}
+    for (i, j), inter in overlap.items():
+        if i == 0 or j == 0:
+            continue
+        union = area_a[i] + area_b[j] - inter - b_in_void_a[j]
+        iou = inter / union if union else 0.0
+        if iou > best_a.get(i, (0, 0.0))[1]:
+            best_a[i] = (j, iou)
+        if iou <= MATCH_IOU:
+            continue
+        ca, cb = segs_a[i]["category_id"], segs_b[j]["category_id"]
+        if ca == cb:
+            matches.append({"a_id": i, "b_id": j, "category_id": ca, "iou": iou})
+            matched_a.add(i)
+            matched_b.add(j)
+        else:
+            relabelled.append({"a_id": i, "b_id": j, "a_category": ca, "b_category": cb, "iou": iou})
+
+    unmatched_a = [dict(segs_a[i], best_b_id=best_a.get(i, (0, 0.0))[0], best_iou=best_a.get(i, (0, 0.0))[1],
+                        void_in_b=overlap.get((i, 0), 0) / area_a[i]) for i in sorted(segs_a) if i not in matched_a]
+    unmatched_b = []
+    for j in sorted(segs_b):
+        if j in matched_b:
+            continue
+        in_void = b_in_void_a[j] / area_b[j] if area_b[j] else 0.0
+        unmatched_b.append(dict(segs_b[j], void_in_a=in_void, counted_fp=in_void <= 0.5))
+
+    split: list[dict[str, Any]] = []
+    merged: list[dict[str, Any]] = []
+    for i, sa in segs_a.items():
+        parts = [j for (x, j), n in overlap.items() if x == i and j and segs_b[j]["category_id"] == sa["category_id"]
+                 and n >= SPLIT_MIN_SHARE * area_a[i]]
+        if len(parts) >= 2:
+            split.append({"a_id": i, "category_id": sa["category_id"], "b_ids": sorted(parts)})
+    for j, sb in segs_b.items():
+        parts = [i for (i, y), n in overlap.items() if y == j and i and segs_a[i]["category_id"] == sb["category_id"]
+                 and n >= SPLIT_MIN_SHARE * area_a[i]]
+        if len(parts) >= 2:
+            merged.append({"b_id": j, "category_id": sb["category_id"], "a_ids": sorted(parts)})
+
+    isthing = {s["category_id"]: s["isthing"] for s in list(segs_b.values()) + list(segs_a.values())}
+    cats = sorted(isthing)
+    rows: list[dict[str, Any]] = []
+    for cat in cats:
+        tp_ious = [m["iou"] for m in matches if m["category_id"] == cat]
+        tp = len(tp_ious)
+        fn = sum(1 for s in unmatched_a if s["category_id"] == cat)
+        fp = sum(1 for s in unmatched_b if s["category_id"] == cat and s["counted_fp"])
+        denom = tp + 0.5 * fp + 0.5 * fn
+        rows.append({"category_id": cat, "isthing": isthing[cat], "tp": tp, "fp": fp, "fn": fn,
+                     "pq": 100.0 * sum(tp_ious) / denom if denom else 0.0,
+                     "sq": 100.0 * sum(tp_ious) / tp if tp else 0.0,
+                     "rq": 100.0 * tp / denom if denom else 0.0,
+                     "a_pixels": int((a.category == cat).sum()), "b_pixels": int((b.category == cat).sum())})
+    overall = _scores(rows) or {"pq": 100.0, "sq": 100.0, "rq": 100.0}
+    return PanopticComparison(
+        category_agreement=float((a.category == b.category).sum() / n_pix),
+        void_agreement=float((void_a == void_b).sum() / n_pix),
+        void_share_a=float(void_a.sum() / n_pix), void_share_b=float(void_b.sum() / n_pix),
+        void_grown=int((~void_a & void_b).sum()), void_shrunk=int((void_a & ~void_b).sum()),
+        pq=overall["pq"], sq=overall["sq"], rq=overall["rq"],
+        things=_scores([r for r in rows if r["isthing"]]), stuff=_scores([r for r in rows if not r["isthing"]]),
+        per_category=rows, matches=matches, unmatched_a=unmatched_a, unmatched_b=unmatched_b,
+        relabelled=relabelled, split=split, merged=merged)
+
+
+def disagreement_map(a: CanonicalPanoptic, b: CanonicalPanoptic) -> np.ndarray:
+    """Bool H×W: True where category, void-ness or segment membership (after matching) differ."""
+    _check_pair(a, b)
+    comparison = compare_panoptic(a, b)
+    lut = np.full(int(a.segment.max(initial=0)) + 1, -1, dtype=np.int64)
+    lut[0] = 0
+    for m in comparison.matches:
+        lut[m["a_id"]] = m["b_id"]
+    return (a.category != b.category) | (lut[a.segment] != b.segment)
+
+
+# ---------------------------------------------------------------- pictures
+
+
+def _fallback_color(category_id: int) -> tuple[int, int, int]:
+    rng = np.random.default_rng(category_id)
+    return tuple(int(v) for v in rng.integers(40, 216, size=3))
+
+
+def panoptic_color_image(c: CanonicalPanoptic, colors: dict[int, Sequence[int]]) -> np.ndarray:
+    """uint8 H×W×3 picture: each segment in its category's colour, instances shaded apart, void black."""
+    out = np.zeros(c.shape + (3,), dtype=np.uint8)
+    seen: dict[int, int] = {}
+    for s in c.segments:
+        cat = int(s["category_id"])
+        k = seen.get(cat, 0)
+        seen[cat] = k + 1
+        base = np.array(colors.get(cat, _fallback_color(cat)), dtype=np.int64)
+        shade = 0 if k == 0 else (18 * ((k + 1) // 2)) * (1 if k % 2 else -1)
+        out[c.segment == s["id"]] = np.clip(base + shade, 0, 255).astype(np.uint8)
+    return out
+
+
+def _png_data_uri(array: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _img(array: np.ndarray, caption: str) -> str:
+    h, w = array.shape[:2]
+    scale = max(1, 256 // max(w, 1))
+    return (f'<figure style="display:inline-block;margin:4px"><img src="{_png_data_uri(array)}" '
+            f'width="{w * scale}" height="{h * scale}" style="image-rendering:pixelated" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def html_section(a: CanonicalPanoptic, b: CanonicalPanoptic, comparison: PanopticComparison,
+                 colors: dict[int, Sequence[int]], title: str = "") -> str:
+    """HTML fragment: A and B maps side by side, the disagreement map (red), a summary and per-category table.
+
+    Suits ``bridge.compare.report_html.build_html(result, extra_sections=[(title, html)])``.
+    """
+    diff = disagreement_map(a, b)
+    diff_rgb = np.zeros(diff.shape + (3,), dtype=np.uint8)
+    diff_rgb[diff] = (230, 30, 30)
+    diff_rgb[~diff] = (235, 235, 235)
+    head = f"<h3>{html.escape(title)}</h3>" if title else ""
+    table = "".join(
+        f"<tr><td>{r['category_id']}</td><td>{'thing' if r['isthing'] else 'stuff'}</td><td>{r['tp']}</td>"
+        f"<td>{r['fp']}</td><td>{r['fn']}</td><td>{r['pq']:.1f}</td><td>{r['a_pixels']}</td><td>{r['b_pixels']}</td></tr>"
+        for r in comparison.per_category)
+    return (f'<div class="panoptic">{head}<p>{html.escape(comparison.summary())}</p><div>'
+            f"{_img(panoptic_color_image(a, colors), 'A')}{_img(panoptic_color_image(b, colors), 'B')}"
+            f"{_img(diff_rgb, 'disagreement')}</div>"
+            "<table><tr><th>category</th><th>kind</th><th>TP</th><th>FP</th><th>FN</th><th>PQ</th>"
+            f"<th>A px</th><th>B px</th></tr>{table}</table></div>")
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _load_side(path: Path) -> dict[tuple[str, int], CanonicalPanoptic]:
+    if path.is_file():
+        if path.suffix != ".npz":
+            raise BridgeError(f"{path}: expected a run directory or a .npz file")
+        return {(path.stem, 0): load_npz(path)}
+    if not path.is_dir():
+        raise BridgeError(f"{path} does not exist")
+    from bridge.runs import open_run
+
+    run = open_run(path)
+    keys = sorted({(e.name, e.step) for e in run.entries(rank=0, kind="output") if e.name.startswith(RECORD_PREFIX)},
+                  key=lambda k: (k[1], k[0]))
+    if not keys:
+        raise BridgeError(f"{path}: no output record named '{RECORD_PREFIX}*'")
+    out = {}
+    for name, step in keys:
+        try:
+            out[(name, step)] = from_record(run.get(name, step=step, kind="output"))
+        except BridgeError as exc:
+            raise BridgeError(f"{path}: record {name!r} step {step}: {exc}") from None
+    return out
+
+
+def _default_colors() -> dict[int, Sequence[int]]:
+    from bridge.synthetic_coco import panoptic_categories
+
+    return {int(c["id"]): c["color"] for c in panoptic_categories() if "color" in c}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (0 identical / PQ ok, 1 differ, 2 bad input)."""
+    parser = argparse.ArgumentParser(prog="python -m bridge.panoptic", description=__doc__.split("\n")[0])
+    parser.add_argument("a", type=Path, help="reference: run directory or canonical .npz")
+    parser.add_argument("b", type=Path, help="candidate: run directory or canonical .npz")
+    parser.add_argument("--min-pq", type=float, default=None, help="pass when every image's PQ is at least this")
+    parser.add_argument("--html", type=Path, default=None, help="write an HTML report here")
+    parser.add_argument("--json", type=Path, default=None, help="write a JSON summary here")
+    args = parser.parse_args(argv)
+    try:
+        side_a, side_b = _load_side(args.a), _load_side(args.b)
+        if args.a.is_file() and args.b.is_file():
+            side_b = {next(iter(side_a)): next(iter(side_b.values()))}
+        results: dict[str, Any] = {}
+        sections: list[str] = []
+        ok = True
+        colors = _default_colors()
+        for key in sorted(set(side_a) | set(side_b), key=lambda k: (k[1], k[0])):
+            label = f"{key[0]} step {key[1]}"
+            if key not in side_a or key not in side_b:
+                print(f"{label}: only in {'A' if key in side_a else 'B'}")
+                results[label] = {"missing_in": "B" if key in side_a else "A"}
+                ok = False
+                continue
+            comp = compare_panoptic(side_a[key], side_b[key])
+            passed = comp.identical or (args.min_pq is not None and comp.pq >= args.min_pq)
+            ok = ok and passed
+            print(f"{label}: {'identical' if comp.identical else 'DIFFERS'}: {comp.summary()}")
+            results[label] = comp.to_dict()
+            if args.html:
+                sections.append(html_section(side_a[key], side_b[key], comp, colors, title=label))
+        if args.json:
+            with atomic_open(args.json, "wb") as fh:
+                fh.write(json.dumps({"passed": ok, "images": results}, indent=1).encode())
+        if args.html:
+            page = ("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>panoptic</title></head><body>"
+                    f"<h1>{'PASS' if ok else 'FAIL'} {html.escape(str(args.a))} vs {html.escape(str(args.b))}</h1>"
+                    f"{''.join(sections)}</body></html>")
+            with atomic_open(args.html, "wb") as fh:
+                fh.write(page.encode())
+    except BridgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0 if ok else 1
+
+
+__all__ = ["CanonicalPanoptic", "PanopticComparison", "canonical_from_segment_map", "canonical_from_panoptic_png",
+           "to_record", "from_record", "save_npz", "load_npz", "compare_panoptic", "disagreement_map",
+           "panoptic_color_image", "html_section", "main"]
+
+if __name__ == "__main__":
+    sys.exit(main())
