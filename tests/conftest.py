@@ -69,3 +69,47 @@ def record_d2_mask_rcnn(onesample_config: OneSampleConfig, run_dir: Path) -> Non
     trainer.register_hooks([RecordHook(str(run_dir), iterations=[0, 1], activations=["backbone.bottom_up.res2"],
                                        grads=["backbone.bottom_up.res5.2.conv3.weight"])])
     trainer.train(0, 2)
+
+
+SHARED_DATA = os.environ.get("BRIDGE_SHARED_DATA", "").strip()
+
+
+def standard_root_from_shared(shared: Path, root: Path) -> Path:
+    """A standard COCO root (both splits) from the real COCO-panoptic sample in ``../shared/data``.
+
+    The sample has panoptic ground truth only: the instances files are derived from its thing segments
+    (RLE masks cut from the panoptic PNGs, the original bbox / area / iscrowd)."""
+    import json
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+    from pycocotools import mask as mask_util
+
+    from bridge.semseg_png import rgb_to_id
+
+    sample = shared / "coco_panoptic_sample"
+    panoptic = json.loads((sample / "panoptic_examples.json").read_text())
+    things = {c["id"] for c in panoptic["categories"] if c["isthing"]}
+    instance_categories = json.loads((shared / "coco_instances_categories_80.json").read_text())
+    if isinstance(instance_categories, dict):
+        instance_categories = instance_categories["categories"]
+    annotations = []
+    for annotation in panoptic["annotations"]:
+        ids = rgb_to_id(np.asarray(Image.open(sample / "panoptic_examples" / annotation["file_name"]).convert("RGB")))
+        for segment in annotation["segments_info"]:
+            if segment["category_id"] in things:
+                rle = mask_util.encode(np.asfortranarray((ids == segment["id"]).astype(np.uint8)))
+                rle["counts"] = rle["counts"].decode()
+                annotations.append({"id": len(annotations) + 1, "image_id": annotation["image_id"],
+                                    "category_id": segment["category_id"], "segmentation": rle,
+                                    "area": segment["area"], "bbox": segment["bbox"], "iscrowd": segment["iscrowd"]})
+    instances = {key: panoptic[key] for key in ("info", "licenses", "images")}
+    instances.update(annotations=annotations, categories=instance_categories)
+    (root / "annotations").mkdir(parents=True)
+    for split in ("train", "val"):
+        shutil.copytree(sample / "input_images", root / f"{split}2017")
+        shutil.copytree(sample / "panoptic_examples", root / f"panoptic_{split}2017")
+        (root / "annotations" / f"panoptic_{split}2017.json").write_text(json.dumps(panoptic))
+        (root / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(instances))
+    return root

@@ -14,17 +14,31 @@ from PIL import Image
 
 from bridge.onesample import OneSampleConfig
 from bridge.semseg_png import rgb_to_id
-from tests.conftest import bridge_env
+from tests.conftest import SHARED_DATA, bridge_env, standard_root_from_shared
 
 D2_NAMES = ["coco_2017_{}_onesample", "coco_2017_{}_panoptic_onesample",
             "coco_2017_{}_panoptic_onesample_with_sem_seg", "coco_2017_{}_panoptic_onesample_separated"]
 
 
+# The real COCO sample of ../shared/data joins the synthetic set when BRIDGE_SHARED_DATA names it (CI has it).
+ROOTS = ["synthetic"] + (["shared"] if SHARED_DATA else [])
+
+
+@pytest.fixture(scope="module", params=ROOTS)
+def onesample(request: pytest.FixtureRequest, onesample_config: OneSampleConfig,
+              tmp_path_factory: pytest.TempPathFactory) -> OneSampleConfig:
+    """The one-sample configuration over the synthetic root, then over the real COCO sample."""
+    if request.param == "synthetic":
+        return onesample_config
+    root = standard_root_from_shared(Path(SHARED_DATA), tmp_path_factory.mktemp("shared_coco"))
+    return OneSampleConfig.create(root, None, tmp_path_factory.mktemp("shared_cache"))
+
+
 @pytest.fixture(scope="module")
-def registered(onesample_config: OneSampleConfig) -> dict:
+def registered(onesample: OneSampleConfig) -> dict:
     from d2_side.datasets import register_onesample
 
-    return register_onesample(onesample_config)
+    return register_onesample(onesample)
 
 
 @pytest.mark.parametrize("split", ["train", "val"])
@@ -93,12 +107,12 @@ def test_detectron2_panoptic_evaluator_gives_pq_100_on_ground_truth(registered: 
     assert results["panoptic_seg"]["PQ"] == pytest.approx(100.0)
 
 
-def test_mmdet_panoptic_metric_gives_pq_100_on_ground_truth(onesample_config: OneSampleConfig) -> None:
+def test_mmdet_panoptic_metric_gives_pq_100_on_ground_truth(onesample: OneSampleConfig) -> None:
     from mmdet.datasets import CocoPanopticDataset
     from mmdet.evaluation import CocoPanopticMetric
     from mmdet_side.config import onesample_overrides
 
-    overrides = onesample_overrides(onesample_config)
+    overrides = onesample_overrides(onesample)
     evaluator_cfg = dict(overrides["val_evaluator"])
     evaluator_cfg.pop("type")
     metric = CocoPanopticMetric(**evaluator_cfg)
@@ -106,7 +120,7 @@ def test_mmdet_panoptic_metric_gives_pq_100_on_ground_truth(onesample_config: On
     metric.dataset_meta = dict(CocoPanopticDataset.METAINFO)
     from bridge.onesample import prepare_split
 
-    split_files = prepare_split(onesample_config, "val")
+    split_files = prepare_split(onesample, "val")
     panoptic, ids = _ground_truth(split_files)
     names = {c["id"]: c["name"] for c in panoptic["categories"]}
     encoded = np.full(ids.shape, len(classes), dtype=np.int64)
