@@ -196,7 +196,7 @@ def test_panoptic_fpn_preset_maps_known_parts() -> None:
           "backbone.fpn_lateral3.weight": t(2), "backbone.fpn_output5.bias": t(2),
           "proposal_generator.rpn_head.anchor_deltas.weight": t(2), "roi_heads.box_head.fc2.weight": t(2),
           "roi_heads.box_predictor.cls_score.bias": t(81), "roi_heads.mask_head.mask_fcn4.weight": t(2),
-          "roi_heads.mask_head.deconv.bias": t(2), "sem_seg_head.p4.1.norm.weight": t(2)}
+          "roi_heads.mask_head.deconv.bias": t(2), "sem_seg_head.p4.2.norm.weight": t(2)}
     out = convert_state_dict(sd, "d2-panoptic-fpn-to-mmdet").state_dict
     assert set(out) == {"backbone.conv1.weight", "backbone.bn1.running_var", "backbone.bn1.num_batches_tracked",
                         "neck.lateral_convs.1.conv.weight", "neck.fpn_convs.3.conv.bias", "rpn_head.rpn_reg.weight",
