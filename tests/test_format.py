@@ -387,3 +387,16 @@ def test_interrupted_before_manifest_update(tmp_path: Path) -> None:
     assert [e.name for e in run.entries()] == ["first"]
     assert torch.equal(run.get("first", step=0), torch.ones(3))
     assert isinstance(run, Run)
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path: Path) -> None:
+    """Reports and runs written through a temporary file are readable like any other file (not 0600)."""
+    import os
+
+    from bridge.atomic import atomic_write_bytes
+
+    target = tmp_path / "report.json"
+    atomic_write_bytes(target, b"{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
