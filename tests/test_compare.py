@@ -15,7 +15,6 @@ import torch
 from bridge import Recorder
 from bridge.compare import compare_runs, to_dict
 from bridge.compare.__main__ import main
-from bridge.compare.pairing import expand_template, parse_rules, rename
 from bridge.compare.report_html import build_html
 from bridge.compare.report_terminal import fold_rows
 
@@ -152,12 +151,13 @@ def test_rename_map(run_a: Path, tmp_path: Path) -> None:
     assert "backbone.res2" not in {loc.key for loc in res.a_only}
 
 
-def test_template_function() -> None:
-    import re
-    m = re.fullmatch(r"layer(?P<S>\d+)\.(\d+)", "layer3.7")
-    assert expand_template("s{S-1}.b{2}.{{x}}.{2+10}", m) == "s2.b7.{x}.17"
-    rules = parse_rules([{"rename": {"from": r"a\.(\d+)", "to": "b.{1}"}}, {"rename": {"from": r"b\.(.*)", "to": "c.{1}"}}])
-    assert rename("a.4", rules) == "c.4" and rename("z", rules) == "z"
+def test_map_takes_a_converter_preset(tmp_path: Path) -> None:
+    from bridge.compare.pairing import name_mapper
+
+    mapper = name_mapper("d2-panoptic-fpn-to-mmdet")
+    assert mapper("backbone.bottom_up.res3") == "backbone.layer2"
+    assert mapper("proposal_generator.rpn_head.objectness_logits#2") == "rpn_head.rpn_cls#2"
+    assert mapper("unknown.module") == "unknown.module"
 
 
 def test_tol_override(run_a: Path, tmp_path: Path) -> None:

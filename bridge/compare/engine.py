@@ -216,7 +216,7 @@ def compare_runs(
 ) -> ComparisonResult:
     """Compare run ``a`` against run ``b`` leaf by leaf.
 
-    ``name_map`` is a rule file (YAML/JSON) or a list of rules renaming run A's keys;
+    ``name_map`` is a converter preset name, a rule file (YAML/JSON) or a list of rule dicts renaming run A's keys;
     ``atol``/``rtol`` override the dtype defaults; ``tolerances`` holds per-key
     ``'GLOB=ATOL,RTOL'`` overrides (last match wins); ``kinds`` keeps only those kinds;
     ``progress(done, total)`` is called after each pair. Raises BridgeError on bad input.

@@ -1,15 +1,9 @@
 """Pair the leaves of two runs by (step, rank, kind, key), optionally renaming run A's keys.
 
-A rule file (YAML or JSON) is an ordered list of ``{rename: {from: REGEX, to: TEMPLATE}}``
-items, the format of the checkpoint converter's rename rules. Rules are applied in order,
-each to the result of the previous one; a rule applies when its regex matches the whole
-key (``re.fullmatch``). Templates refer to groups as ``{1}`` or ``{name}`` and may do index
-arithmetic, ``{S-1}`` or ``{2+1}``; ``{{`` and ``}}`` are literal braces.
-
-:func:`name_mapper` uses the checkpoint converter's rule engine (``bridge.convert.rules``:
-``re.search``, the template replaces the matched part, stages, presets) when it is
-importable, so one rule file serves both tools; the small local engine below
-(``re.fullmatch``, rules chained in order) is the fallback.
+Names are translated with the checkpoint converter's rule engine (``bridge.convert.rules``), so one
+table serves weights and activations: ``--map`` takes a preset name (e.g. ``d2-panoptic-fpn-to-mmdet``)
+or a YAML/JSON rule file, either in the converter's form (``{kind: rename, from, to}``, stages,
+``include``) or as a plain list of ``{rename: {from: REGEX, to: TEMPLATE}}`` items.
 """
 
 from __future__ import annotations
@@ -21,102 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bridge.convert.rules import load_rules, translate_name
 from bridge.errors import BridgeError, FormatError
 
-_FIELD = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*|\d+)\s*(?:([+-])\s*(\d+))?\}")
-
-
-def expand_template(template: str, match: re.Match[str]) -> str:
-    """Fill ``template`` from ``match``: ``{1}``, ``{name}``, ``{S-1}``, ``{2+1}``; ``{{``/``}}`` escape."""
-
-    def sub(m: re.Match[str]) -> str:
-        text = m.group(0)
-        if text == "{{":
-            return "{"
-        if text == "}}":
-            return "}"
-        ref, op, num = m.group(1), m.group(2), m.group(3)
-        try:
-            value = match.group(int(ref) if ref.isdigit() else ref)
-        except IndexError as exc:
-            raise BridgeError(f"template {template!r} names group {ref!r} that the regex lacks") from exc
-        if value is None:
-            value = ""
-        if op:
-            try:
-                n = int(value)
-            except ValueError:
-                raise BridgeError(f"template {template!r}: group {ref!r} = {value!r} is not an integer") from None
-            value = str(n + int(num) if op == "+" else n - int(num))
-        return value
-
-    return _FIELD.sub(sub, template)
-
-
-@dataclass(frozen=True)
-class RenameRule:
-    """One regex rename: keys fully matching ``pattern`` become ``template`` filled from groups."""
-
-    pattern: re.Pattern[str]
-    template: str
-
-    def apply(self, key: str) -> str:
-        """Return the renamed key, or ``key`` unchanged when the rule does not match."""
-        m = self.pattern.fullmatch(key)
-        return expand_template(self.template, m) if m else key
-
-
-def parse_rules(data: Any, source: str = "<rules>") -> list[RenameRule]:
-    """Build rules from parsed YAML/JSON: a list of ``{rename: {from, to}}`` (or ``{rules: [...]}``)."""
-    if isinstance(data, dict) and "rules" in data:
-        data = data["rules"]
-    if data is None:
-        return []
-    if not isinstance(data, list):
-        raise FormatError(f"{source}: expected a list of {{rename: {{from, to}}}} rules")
-    rules = []
-    for i, item in enumerate(data):
-        body = item.get("rename") if isinstance(item, dict) else None
-        if not isinstance(body, dict) or "from" not in body or "to" not in body:
-            raise FormatError(f"{source}: rule {i} is not {{rename: {{from: REGEX, to: TEMPLATE}}}}")
-        try:
-            pattern = re.compile(str(body["from"]))
-        except re.error as exc:
-            raise FormatError(f"{source}: rule {i} has a bad regex: {exc}") from None
-        rules.append(RenameRule(pattern, str(body["to"])))
-    return rules
-
-
-def load_rules(path: str | Path) -> list[RenameRule]:
-    """Read a YAML or JSON rule file; raises FormatError when missing or malformed."""
-    path = Path(path)
-    data = _read_rule_file(path)
-    return parse_rules(data, str(path))
-
-
-def rename(key: str, rules: Sequence[RenameRule]) -> str:
-    """Apply ``rules`` in order to ``key``."""
-    for rule in rules:
-        key = rule.apply(key)
-    return key
-
-
 def name_mapper(source: str | Path | Sequence[Any] | None) -> Callable[[str], str] | None:
-    """Return a function renaming run A's keys, from a rule file / preset name / list of rule dicts.
-
-    Uses ``bridge.convert.rules`` (renames only) when available, else the local rules.
-    """
+    """Return a function renaming run A's keys, from a preset name, a rule file or a list of rule dicts."""
     if source is None:
         return None
-    if not isinstance(source, (str, Path)) and all(isinstance(r, RenameRule) for r in source):
-        local = list(source)
-        return lambda key: rename(key, local)
-    try:
-        from bridge.convert.rules import load_rules as convert_load_rules
-        from bridge.convert.rules import translate_name
-    except ImportError:
-        local = load_rules(source) if isinstance(source, (str, Path)) else parse_rules(list(source))
-        return lambda key: rename(key, local)
     spec: Any = source
     if not isinstance(source, (str, Path)):
         spec = _as_convert_specs(list(source))
@@ -126,7 +31,10 @@ def name_mapper(source: str | Path | Sequence[Any] | None) -> Callable[[str], st
             data = data["rules"]
         if isinstance(data, list):
             spec = _as_convert_specs(data)
-    ruleset = convert_load_rules(spec)  # a preset name or a file with includes goes as is
+    try:
+        ruleset = load_rules(spec)  # a preset name or a file with includes goes as is
+    except BridgeError as exc:
+        raise FormatError(f"--map {source}: {exc}") from None
 
     def translate(key: str) -> str:
         # `name#N` marks the N-th call of a shared module in one step (bridge.taps): keep the mark
@@ -202,15 +110,11 @@ def _index(entries: Iterable[Any], keyfn) -> dict[tuple, Any]:
 def pair_entries(
     a_entries: Iterable[Any],
     b_entries: Iterable[Any],
-    rules: Sequence[RenameRule] | Callable[[str], str] | None = (),
+    mapper: Callable[[str], str] | None = None,
 ) -> Pairing:
-    """Pair leaves on (step, rank, kind, key, occurrence); run A's keys go through ``rules`` first
-    (a list of :class:`RenameRule` or a key -> key function, see :func:`name_mapper`)."""
-    if callable(rules):
-        mapper = rules
-    else:
-        local = list(rules or ())
-        mapper = lambda key: rename(key, local)  # noqa: E731
+    """Pair leaves on (step, rank, kind, key, occurrence); run A's keys go through ``mapper`` first
+    (see :func:`name_mapper`)."""
+    mapper = mapper or (lambda key: key)
     a_table = _index(a_entries, lambda e: mapper(e.key))
     b_table = _index(b_entries, lambda e: e.key)
     pairs, a_only = [], []
