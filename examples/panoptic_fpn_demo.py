@@ -9,6 +9,7 @@ outputs, replay that batch in mmdet and record the same, then compare the runs.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -24,11 +25,13 @@ from bridge.compare.report_json import write_json
 from bridge.compare.report_terminal import print_report
 from bridge.convert import convert_state_dict, load_rules
 from bridge.onesample import OneSampleConfig
+from bridge.panoptic import compare_panoptic, html_section, to_record
 from bridge.synthetic_coco import write_synthetic_coco
 from bridge.taps import ModelTaps
 
 PRESET = "d2-panoptic-fpn-to-mmdet"
 D2_CONFIG = "COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml"
+D2_DATASET = "coco_2017_val_panoptic_onesample_separated"
 MMDET_CONFIG = "mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py"
 D2_TAPS = ["backbone.bottom_up.res2", "backbone.bottom_up.res3", "backbone.bottom_up.res4", "backbone.bottom_up.res5",
            "backbone.fpn_output5", "backbone.fpn_output4", "backbone.fpn_output3", "backbone.fpn_output2",
@@ -66,7 +69,11 @@ def build_mmdet_like_d2():
 
 def run(out: Path, coco_root: Path | None, seed: int, size: int, console: Console) -> int:
     """Run the whole demo into ``out``; return the comparison's exit code."""
-    from detectron2.data import DatasetCatalog, DatasetMapper
+    from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+    from mmdet.datasets import CocoPanopticDataset
+
+    from d2_side.panoptic import canonical_from_d2
+    from mmdet_side.panoptic import canonical_from_mmdet
     from d2_side.datasets import register_onesample
     from d2_side.hooks import record_inference
     from mmdet_side.replay import d2_inputs_to_mmdet
@@ -83,12 +90,15 @@ def run(out: Path, coco_root: Path | None, seed: int, size: int, console: Consol
         prepared = register_onesample(OneSampleConfig.create(coco_root, None, out / "cache"))
         progress.update(task, advance=1, description="detectron2 PanopticFPN R50")
         d2_cfg, d2_model = build_d2(seed, size)
-        dataset = DatasetCatalog.get("coco_2017_val_panoptic_onesample_separated")
+        dataset = DatasetCatalog.get(D2_DATASET)
         batch = [DatasetMapper(d2_cfg, is_train=False)(dataset[0])]
         progress.update(task, advance=1, description="record detectron2")
         with Recorder(runs / "detectron2", framework="detectron2") as recorder:
             recorder.record("normalized_input", d2_model.preprocess_image(batch).tensor, step=0, kind="activation")
             record_inference(d2_model, [batch], recorder, activations=D2_TAPS)
+            with torch.no_grad():
+                d2_panoptic = canonical_from_d2(d2_model(batch)[0]["panoptic_seg"], MetadataCatalog.get(D2_DATASET))
+            recorder.record(f"panoptic.{dataset[0]['image_id']}", to_record(d2_panoptic), step=0, kind="output")
         progress.update(task, advance=1, description=f"convert weights ({PRESET})")
         rules = load_rules(PRESET)
         converted = convert_state_dict(d2_model.state_dict(), rules)
@@ -100,14 +110,22 @@ def run(out: Path, coco_root: Path | None, seed: int, size: int, console: Consol
             data = mm_model.data_preprocessor(d2_inputs_to_mmdet(batch), False)
             recorder.record("normalized_input", data["inputs"], step=0, kind="activation")
             taps = ModelTaps(mm_model, recorder, lambda: 0, activations=MMDET_TAPS)
-            mm_model.predict(data["inputs"], data["data_samples"])
+            predictions = mm_model.predict(data["inputs"], data["data_samples"])
             taps.remove()
+            categories = json.loads(prepared["val"].panoptic_json.read_bytes())["categories"]
+            mm_panoptic = canonical_from_mmdet(predictions[0].pred_panoptic_seg.sem_seg,
+                                               CocoPanopticDataset.METAINFO["classes"], categories)
+            recorder.record(f"panoptic.{dataset[0]['image_id']}", to_record(mm_panoptic), step=0, kind="output")
         progress.update(task, advance=1, description="compare")
     console.print(f"image {prepared['val'].image_ids[0]}: converted weights loaded into mmdet with strict=True")
     result = compare_runs(runs / "detectron2", runs / "mmdet", name_map=PRESET, kinds=("activation",))
     print_report(result, console=console)
     write_json(result, out / "compare.json")
-    write_html(result, out / "compare.html")
+    panoptic = compare_panoptic(d2_panoptic, mm_panoptic)
+    console.print(f"panoptic results (mmdet against detectron2, canonical form): {panoptic.summary()}")
+    colors = {int(c["id"]): c["color"] for c in categories}
+    write_html(result, out / "compare.html", extra_sections=[
+        ("Panoptic results: detectron2 (A) vs mmdet (B)", html_section(d2_panoptic, mm_panoptic, panoptic, colors))])
     console.print(f"reports: {out / 'compare.json'}, {out / 'compare.html'}")
     report_semantic_rows(runs, console)
     return 0

@@ -24,3 +24,6 @@ def test_demo_pipeline_finds_the_semantic_head_as_first_divergence(tmp_path: Pat
     assert "things last): max abs error 0\n" in result.stdout  # the semantic head differs only by class order
     html = (tmp_path / "demo" / "compare.html").read_text()
     assert "<svg" in html and "semantic_head.conv_logits" in html
+    # both real models' panoptic outputs went through the readers into the canonical form and the report
+    assert "panoptic results (mmdet against detectron2, canonical form): PQ" in result.stdout
+    assert html.count("data:image/png;base64") == 3
