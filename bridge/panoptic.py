@@ -430,7 +430,8 @@ def _load_side(path: Path) -> dict[tuple[str, int], CanonicalPanoptic]:
     return out
 
 
-def _default_colors() -> dict[int, Sequence[int]]:
+def default_colors() -> dict[int, Sequence[int]]:
+    """Category id → RGB colour of the 133 COCO-panoptic categories."""
     from bridge.synthetic_coco import panoptic_categories
 
     return {int(c["id"]): c["color"] for c in panoptic_categories() if "color" in c}
@@ -452,7 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results: dict[str, Any] = {}
         sections: list[str] = []
         ok = True
-        colors = _default_colors()
+        colors = default_colors()
         for key in sorted(set(side_a) | set(side_b), key=lambda k: (k[1], k[0])):
             label = f"{key[0]} step {key[1]}"
             if key not in side_a or key not in side_b:

@@ -25,7 +25,7 @@ from bridge.compare.report_json import write_json
 from bridge.compare.report_terminal import print_report
 from bridge.convert import convert_state_dict, load_rules
 from bridge.onesample import OneSampleConfig
-from bridge.panoptic import compare_panoptic, html_section, to_record
+from bridge.panoptic import to_record
 from bridge.synthetic_coco import write_synthetic_coco
 from bridge.taps import ModelTaps
 
@@ -121,11 +121,9 @@ def run(out: Path, coco_root: Path | None, seed: int, size: int, console: Consol
     result = compare_runs(runs / "detectron2", runs / "mmdet", name_map=PRESET, kinds=("activation",))
     print_report(result, console=console)
     write_json(result, out / "compare.json")
-    panoptic = compare_panoptic(d2_panoptic, mm_panoptic)
-    console.print(f"panoptic results (mmdet against detectron2, canonical form): {panoptic.summary()}")
-    colors = {int(c["id"]): c["color"] for c in categories}
-    write_html(result, out / "compare.html", extra_sections=[
-        ("Panoptic results: detectron2 (A) vs mmdet (B)", html_section(d2_panoptic, mm_panoptic, panoptic, colors))])
+    for pair in result.panoptic:
+        console.print(f"panoptic results (mmdet against detectron2, canonical form): {pair.comparison.summary()}")
+    write_html(result, out / "compare.html")
     console.print(f"reports: {out / 'compare.json'}, {out / 'compare.html'}")
     report_semantic_rows(runs, console)
     return 0

@@ -232,3 +232,19 @@ def test_panoptic_fpn_output_converts() -> None:
     valid = set(metadata.thing_dataset_id_to_contiguous_id) | set(metadata.stuff_dataset_id_to_contiguous_id)
     assert set(np.unique(c.category).tolist()) - {0} <= valid
     assert compare_panoptic(c, c).identical
+
+
+def test_bridge_compare_meets_canonical_panoptic_records(gt: dict, classes: list[str], tmp_path: Path) -> None:
+    """`python -m bridge.compare` compares `panoptic.*` records as panoptic results too: JSON and HTML pictures."""
+    name = f"panoptic.{gt['image_id']}"
+    for run, c in {"a": gt["c"], "relabel": _relabelled(gt, classes)}.items():
+        with Recorder(tmp_path / run, framework="test") as rec:
+            rec.record(name, to_record(c), step=0, kind="output")
+    result = subprocess.run([sys.executable, "-m", "bridge.compare", str(tmp_path / "a"), str(tmp_path / "relabel"),
+                             "--json", str(tmp_path / "c.json"), "--html", str(tmp_path / "c.html")],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"panoptic {name} step 0 rank 0: PQ" in result.stdout and "relabelled 1" in result.stdout
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert report["panoptic"][0]["name"] == name and report["panoptic"][0]["pq"] < 100
+    assert (tmp_path / "c.html").read_text().count("data:image/png;base64,") == 3

@@ -16,6 +16,7 @@ from bridge import Entry, Run, open_run
 from bridge.errors import BridgeError
 
 from .pairing import Pair, name_mapper, pair_entries
+from .panoptic_entries import PanopticPair, compare_panoptic_records
 from .stats import READ_ELEMS, NumericStats, tensor_stats
 from .tolerance import TolerancePolicy, ToleranceRule, is_exact_dtype, parse_tol_spec
 
@@ -91,6 +92,7 @@ class ComparisonResult:
     first_divergence: Location | None
     last_passing_before: Location | None
     settings: dict[str, Any] = field(default_factory=dict)
+    panoptic: list[PanopticPair] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -248,6 +250,7 @@ def compare_runs(
         a_only=[_loc(e, "only in run A") for e in pairing.a_only],
         b_only=[_loc(e, "only in run B") for e in pairing.b_only],
         first_divergence=first, last_passing_before=last_ok, settings=settings,
+        panoptic=compare_panoptic_records(run_a, run_b),  # a view of their own, whatever ``kinds`` keeps
     )
 
 

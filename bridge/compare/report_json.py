@@ -35,6 +35,7 @@ def to_dict(result: ComparisonResult) -> dict[str, Any]:
         },
         "settings": result.settings,
         "items": [item.to_dict() for item in result.items],
+        "panoptic": [pair.to_dict() for pair in result.panoptic],
     }
 
 

@@ -127,6 +127,10 @@ def print_report(result: ComparisonResult, console: Console | None = None) -> No
     """Print the table, unpaired leaves and summary to ``console`` (stdout by default)."""
     console = console or Console()
     console.print(build_table(result))
+    for pair in result.panoptic:
+        style = "green" if pair.comparison.identical else "red"
+        console.print(f"panoptic {pair.name} step {pair.step} rank {pair.rank}: {pair.comparison.summary()}",
+                      style=style, markup=False, highlight=False)
     failed = [i for i in result.items if not i.passed]
     for it in failed[:20]:
         console.print(f"FAIL step {it.step} rank {it.rank} {it.kind} {it.key}: {it.reason}", style="red", markup=False, highlight=False)

@@ -1,0 +1,52 @@
+"""Canonical panoptic records (``panoptic.<image_id>``, kind ``output``, see ``bridge.panoptic``) met by
+``bridge.compare``: besides their tensors, both runs' results are compared as panoptic segmentations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.errors import BridgeError
+from bridge.panoptic import (CanonicalPanoptic, PanopticComparison, compare_panoptic, default_colors, from_record,
+                             html_section)
+from bridge.runs import Run
+
+PREFIX = "panoptic."
+
+
+@dataclass
+class PanopticPair:
+    """One image's panoptic results of both runs and their comparison (B against A)."""
+
+    step: int
+    rank: int
+    name: str
+    a: CanonicalPanoptic
+    b: CanonicalPanoptic
+    comparison: PanopticComparison
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (no pixel maps)."""
+        return {"step": self.step, "rank": self.rank, "name": self.name, **self.comparison.to_dict()}
+
+    def html(self) -> tuple[str, str]:
+        """(title, html) for the HTML report: both maps, the disagreement map and the PQ table."""
+        title = f"Panoptic {self.name} (step {self.step}, rank {self.rank}): {self.comparison.summary()}"
+        return title, html_section(self.a, self.b, self.comparison, default_colors())
+
+
+def _records(run: Run) -> set[tuple[int, int, str]]:
+    return {(e.step, e.rank, e.name) for e in run.entries(kind="output") if e.name.startswith(PREFIX)}
+
+
+def compare_panoptic_records(run_a: Run, run_b: Run) -> list[PanopticPair]:
+    """Compare every canonical panoptic record present in both runs (same step, rank and name)."""
+    pairs = []
+    for step, rank, name in sorted(_records(run_a) & _records(run_b)):
+        try:
+            a = from_record(run_a.get(name, step=step, kind="output", rank=rank))
+            b = from_record(run_b.get(name, step=step, kind="output", rank=rank))
+        except BridgeError as exc:
+            raise BridgeError(f"record {name!r} step {step} rank {rank}: not a canonical panoptic result ({exc})") from None
+        pairs.append(PanopticPair(step, rank, name, a, b, compare_panoptic(a, b)))
+    return pairs
