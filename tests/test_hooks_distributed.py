@@ -144,3 +144,50 @@ def test_record_hook_under_ddp_records_per_rank_and_compare_pairs_ranks(tmp_path
     assert not diff.a_only and not diff.b_only
     # the last passing leaf before it is on rank 1 too (its batch, recorded before the forward)
     assert diff.last_passing_before is not None and diff.last_passing_before.rank == 1
+
+
+def _mmdet_worker(rank: int, port: int, coco_root: str, cache_dir: str, run_dir: str, work_dir: str) -> None:
+    """One rank: gloo process group, then mmengine's Runner (Faster R-CNN, 1 iteration) with BridgeRecordHook.
+
+    mmengine's own 'pytorch' launcher calls torch.cuda.set_device, so on the CPU the process group is made
+    here and the Runner is started with launcher='none'; the hook takes the rank from torch.distributed."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        from mmengine.config import Config
+        from mmengine.runner import Runner
+
+        from bridge.onesample import OneSampleConfig
+        from mmdet_side.config import onesample_overrides
+
+        cfg = Config.fromstring("_base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'\n", ".py")
+        cfg.merge_from_dict(onesample_overrides(OneSampleConfig.create(coco_root, None, cache_dir), task="instances"))
+        for transform in cfg.train_dataloader.dataset.pipeline:
+            if transform["type"] == "Resize":
+                transform["scale"] = (160, 96)
+        cfg.model.backbone.init_cfg = None
+        cfg.train_cfg = dict(type="EpochBasedTrainLoop", max_epochs=1, val_interval=100, val_begin=100)
+        cfg.val_dataloader = cfg.val_evaluator = cfg.val_cfg = None
+        cfg.test_dataloader = cfg.test_evaluator = cfg.test_cfg = None
+        cfg.custom_imports = dict(imports=["mmdet_side"], allow_failed_imports=False)
+        cfg.custom_hooks = [dict(type="BridgeRecordHook", run_dir=run_dir, iterations=[0])]
+        cfg.work_dir = f"{work_dir}/rank{rank}"
+        cfg.default_hooks.checkpoint.interval = 100
+        cfg.randomness = dict(seed=rank)
+        Runner.from_cfg(cfg).train()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_mmdet_record_hook_writes_one_folder_per_rank(tmp_path: Path) -> None:
+    root = tmp_path / "coco"
+    write_synthetic_coco(root, num_images=2)
+    run_dir = tmp_path / "run_mmdet"
+    mp.spawn(_mmdet_worker, args=(_free_port(), str(root), str(tmp_path / "cache"), str(run_dir), str(tmp_path / "w")),
+             nprocs=2, join=True)
+    run = open_run(run_dir)
+    assert run.ranks() == [0, 1] and run.meta["framework"] == "mmdet"
+    for rank in (0, 1):
+        assert run.get("batch", step=0, kind="batch", rank=rank)["inputs"].ndim == 4
+        assert "loss_cls" in run.get("losses", step=0, kind="loss", rank=rank)
+    assert compare_runs(run_dir, run_dir, device="cpu").passed
