@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from bridge.cli import run_reporting_errors
 from bridge.convert import save_checkpoint
 from bridge.errors import BridgeError
 
@@ -44,14 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--out", required=True, help=".safetensors or .pth")
     parser.add_argument("--opts", nargs="*", default=[], help="detectron2 config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
-    try:
+
+    def write() -> str:
         state = init_state_dict(args.config, args.seed, args.opts)
         save_checkpoint(state, args.out, {"source": args.config, "seed": args.seed, "framework": "detectron2"})
-    except BridgeError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(args.out)
-    return 0
+        return args.out
+
+    return run_reporting_errors(write)
 
 
 if __name__ == "__main__":

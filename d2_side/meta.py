@@ -22,6 +22,7 @@ from typing import Any
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
 
+from bridge.cli import run_reporting_errors
 from bridge.errors import BridgeError
 from bridge.meta import make_metadata, write_metadata
 
@@ -119,13 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dataset", help="registered detectron2 dataset name")
     parser.add_argument("-o", "--out", required=True, help="JSON file to write")
     args = parser.parse_args(argv)
-    try:
-        path = write_metadata(export_d2_metadata(args.dataset), args.out)
-    except BridgeError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0
+    return run_reporting_errors(lambda: write_metadata(export_d2_metadata(args.dataset), args.out))
 
 
 if __name__ == "__main__":

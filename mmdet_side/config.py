@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 from bridge.atomic import atomic_open
+from bridge.cli import run_reporting_errors
 from bridge.errors import BridgeError
-from bridge.onesample import OneSampleConfig, OneSampleSplit, prepare_split
+from bridge.onesample import OneSampleConfig, OneSampleSplit, parse_image_ids, prepare_split
 
 TASKS = ("panoptic", "instances")
 
@@ -86,11 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", help="where subsets go (default: $BRIDGE_CACHE_DIR or ~/.cache)")
     parser.add_argument("--record-dir", help="also switch on the record hook, writing into this run dir")
     args = parser.parse_args(argv)
-    try:
+
+    def write() -> Path:
         config = None
         if args.coco_root:
-            from bridge.onesample import parse_image_ids
-
             config = OneSampleConfig.create(args.coco_root, {
                 "train": parse_image_ids(args.train_ids, "--train-ids"),
                 "val": parse_image_ids(args.val_ids, "--val-ids")}, args.cache_dir)
@@ -98,13 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.record_dir:
             extra = ("custom_imports = dict(imports=['mmdet_side'], allow_failed_imports=False)",
                      f"custom_hooks = [dict(type='BridgeRecordHook', run_dir={args.record_dir!r})]")
-        path = write_config(args.base, args.out, config, task=args.task, extra_lines=extra)
-    except BridgeError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0
+        return write_config(args.base, args.out, config, task=args.task, extra_lines=extra)
 
+    return run_reporting_errors(write)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -24,6 +24,7 @@ from typing import Any
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
+from bridge.cli import run_reporting_errors
 from bridge.errors import BridgeError
 from bridge.meta import make_metadata, write_metadata
 
@@ -112,13 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", help="mmdet config file")
     parser.add_argument("-o", "--out", required=True, help="JSON file to write")
     args = parser.parse_args(argv)
-    try:
-        path = write_metadata(export_mmdet_metadata(args.config), args.out)
-    except BridgeError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0
+    return run_reporting_errors(lambda: write_metadata(export_mmdet_metadata(args.config), args.out))
 
 
 if __name__ == "__main__":

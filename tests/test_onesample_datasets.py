@@ -144,3 +144,18 @@ def test_mmdet_config_file_loads_with_mmengine(onesample_config: OneSampleConfig
     assert cfg.train_dataloader.dataset.ann_file.endswith(".json")
     assert Path(cfg.val_evaluator.ann_file).exists() and cfg.val_evaluator.type == "CocoPanopticMetric"
     assert cfg.train_dataloader.dataset.pipeline  # inherited from mmdet's config
+
+
+def test_mmdet_config_cli_writes_a_config_or_names_the_bad_root(coco_root: Path, tmp_path: Path) -> None:
+    base = ["--base", "mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py", "--cache-dir", str(tmp_path / "cache")]
+    out = tmp_path / "cfg.py"
+    good = subprocess.run([sys.executable, "-m", "mmdet_side.config", *base, "-o", str(out), "--coco-root",
+                           str(coco_root), "--val-ids", "102", "--record-dir", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=300)
+    assert good.returncode == 0, good.stderr[-2000:]
+    text = out.read_text()
+    assert "subset_ids_102" in text and "BridgeRecordHook" in text
+    bad = subprocess.run([sys.executable, "-m", "mmdet_side.config", *base, "-o", str(tmp_path / "x.py"),
+                          "--coco-root", str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.startswith("error:") and "nowhere" in bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "x.py").exists()
