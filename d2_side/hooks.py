@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from detectron2.engine import HookBase
 from torch import nn
 
+from bridge.panoptic import to_record
 from bridge.runs import Recorder
 from bridge.taps import ModelTaps
+from d2_side.panoptic import canonical_from_d2
 from d2_side.recordable import to_recordable
+
+PANOPTIC_PREFIX = "panoptic."
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -74,10 +79,13 @@ class RecordHook(HookBase):
 
 @torch.no_grad()
 def record_inference(model: nn.Module, batches: Iterable[list[dict]], recorder: Recorder, *,
-                     activations: Sequence[str] = (), max_batches: int | None = None) -> int:
+                     activations: Sequence[str] = (), max_batches: int | None = None,
+                     metadata: Any = None) -> int:
     """Run ``model`` in eval mode on ``batches`` (e.g. ``build_detection_test_loader``) and record, per
     batch index as step, the inputs (kind ``batch``), the outputs (``panoptic_seg``, ``instances``,
-    ``sem_seg``; kind ``output``) and chosen activations. Returns the number of batches recorded."""
+    ``sem_seg``; kind ``output``) and chosen activations. With the dataset's ``metadata``, each
+    ``panoptic_seg`` is also recorded in the canonical form (``panoptic.<image_id>``, ``bridge.panoptic``).
+    Returns the number of batches recorded."""
     model.eval()
     step_box: list[int | None] = [None]
     taps = ModelTaps(unwrap(model), recorder, lambda: step_box[0], activations=activations)
@@ -90,7 +98,19 @@ def record_inference(model: nn.Module, batches: Iterable[list[dict]], recorder: 
             recorder.record("batch", to_recordable(inputs), step=step, kind="batch")
             outputs = model(inputs)
             recorder.record("outputs", to_recordable(outputs), step=step, kind="output")
+            if metadata is not None:
+                record_canonical_panoptic(recorder, inputs, outputs, metadata, step)
             count += 1
     finally:
         taps.remove()
     return count
+
+
+def record_canonical_panoptic(recorder: Recorder, inputs: list[dict], outputs: list[dict], metadata: Any,
+                              step: int) -> None:
+    """Record each output's ``panoptic_seg`` as ``panoptic.<image_id>`` in the canonical form (kind ``output``)."""
+    for index, (record, output) in enumerate(zip(inputs, outputs)):
+        if "panoptic_seg" in output:
+            canonical = canonical_from_d2(output["panoptic_seg"], metadata)
+            recorder.record(f"{PANOPTIC_PREFIX}{record.get('image_id', index)}", to_record(canonical), step=step,
+                            kind="output")

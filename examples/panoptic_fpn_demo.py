@@ -72,7 +72,6 @@ def run(out: Path, coco_root: Path | None, seed: int, size: int, console: Consol
     from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
     from mmdet.datasets import CocoPanopticDataset
 
-    from d2_side.panoptic import canonical_from_d2
     from mmdet_side.panoptic import canonical_from_mmdet
     from d2_side.datasets import register_onesample
     from d2_side.hooks import record_inference
@@ -95,10 +94,8 @@ def run(out: Path, coco_root: Path | None, seed: int, size: int, console: Consol
         progress.update(task, advance=1, description="record detectron2")
         with Recorder(runs / "detectron2", framework="detectron2") as recorder:
             recorder.record("normalized_input", d2_model.preprocess_image(batch).tensor, step=0, kind="activation")
-            record_inference(d2_model, [batch], recorder, activations=D2_TAPS)
-            with torch.no_grad():
-                d2_panoptic = canonical_from_d2(d2_model(batch)[0]["panoptic_seg"], MetadataCatalog.get(D2_DATASET))
-            recorder.record(f"panoptic.{dataset[0]['image_id']}", to_record(d2_panoptic), step=0, kind="output")
+            record_inference(d2_model, [batch], recorder, activations=D2_TAPS,
+                             metadata=MetadataCatalog.get(D2_DATASET))
         progress.update(task, advance=1, description=f"convert weights ({PRESET})")
         rules = load_rules(PRESET)
         converted = convert_state_dict(d2_model.state_dict(), rules)

@@ -9,14 +9,18 @@ Switch it on from a config, nothing in mmdet is edited::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
 from torch import nn
 
+from bridge.panoptic import to_record
 from bridge.runs import Recorder
 from bridge.taps import ModelTaps
+from mmdet_side.panoptic import canonical_from_mmdet
 from mmdet_side.recordable import to_recordable
 
 
@@ -42,6 +46,7 @@ class BridgeRecordHook(Hook):
         self._active: Recorder | None = None
         self._taps: list[ModelTaps] = []
         self._handles: list = []
+        self._categories: list[dict] | None = None
 
     def before_run(self, runner) -> None:
         """Open the runs and attach hooks to the model and its data preprocessor."""
@@ -80,10 +85,24 @@ class BridgeRecordHook(Hook):
         if self.eval_recorder is not None:
             self._step, self._active = batch_idx, self.eval_recorder
 
-    def _after_eval_iter(self, batch_idx: int, outputs) -> None:
+    def _after_eval_iter(self, dataloader, batch_idx: int, outputs) -> None:
         if self.eval_recorder is not None and outputs is not None:
             self.eval_recorder.record("outputs", to_recordable(list(outputs)), step=batch_idx, kind="output")
+            self._record_canonical_panoptic(dataloader.dataset, batch_idx, outputs)
         self._step, self._active = None, None
+
+    def _record_canonical_panoptic(self, dataset, step: int, outputs) -> None:
+        """Record each ``pred_panoptic_seg`` as ``panoptic.<img_id>`` in the canonical form (bridge.panoptic):
+        labels map to dataset ids by category name, as mmdet's CocoPanopticMetric maps them."""
+        panoptic = [sample for sample in outputs if "pred_panoptic_seg" in sample]
+        if not panoptic:
+            return
+        if self._categories is None:
+            self._categories = json.loads(Path(dataset.ann_file).read_bytes())["categories"]
+        classes = dataset.metainfo["classes"]
+        for sample in panoptic:
+            canonical = canonical_from_mmdet(sample.pred_panoptic_seg.sem_seg, classes, self._categories)
+            self.eval_recorder.record(f"panoptic.{sample.img_id}", to_record(canonical), step=step, kind="output")
 
     def before_val_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         """Arm eval recording (``eval_run_dir``) for this validation batch."""
@@ -91,15 +110,15 @@ class BridgeRecordHook(Hook):
 
     def after_val_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         """Record this validation batch's predictions."""
-        self._after_eval_iter(batch_idx, outputs)
+        self._after_eval_iter(runner.val_dataloader, batch_idx, outputs)
 
     def before_test_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         """Arm eval recording (``eval_run_dir``) for this test batch."""
         self._before_eval_iter(batch_idx)
 
     def after_test_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        """Record this test batch's predictions."""
-        self._after_eval_iter(batch_idx, outputs)
+        """Record this test batch's predictions (and panoptic ones in the canonical form)."""
+        self._after_eval_iter(runner.test_dataloader, batch_idx, outputs)
 
     def after_run(self, runner) -> None:
         """Detach every hook and close the runs."""

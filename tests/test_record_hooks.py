@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from bridge import open_run
+from bridge.panoptic import from_record
 from bridge.onesample import OneSampleConfig
 from tests.conftest import REPO, record_d2_mask_rcnn
 
@@ -91,5 +92,10 @@ def test_mmdet_tools_train_then_test_with_record_hook(small_mmdet_config: Path, 
     output = test.stdout + test.stderr
     assert test.returncode == 0, output[-6000:]
     assert "coco_panoptic/PQ" in output
-    predictions = open_run(small_mmdet_config.parent / "run_eval").get("outputs", step=0, kind="output")
+    eval_run = open_run(small_mmdet_config.parent / "run_eval")
+    predictions = eval_run.get("outputs", step=0, kind="output")
     assert predictions[0]["data"]["pred_panoptic_seg"]["data"]["sem_seg"].ndim == 3
+    # next to the raw tensors, the prediction in the canonical panoptic form (bridge.panoptic)
+    image_id = predictions[0]["metainfo"]["img_id"]
+    canonical = from_record(eval_run.get(f"panoptic.{image_id}", step=0, kind="output"))
+    assert canonical.category.shape == tuple(predictions[0]["metainfo"]["ori_shape"])
