@@ -113,3 +113,27 @@ def standard_root_from_shared(shared: Path, root: Path) -> Path:
         (root / "annotations" / f"panoptic_{split}2017.json").write_text(json.dumps(panoptic))
         (root / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(instances))
     return root
+
+
+def small_mmdet_train_config(base: str, onesample: OneSampleConfig, *, epochs: int, hooks: list[dict],
+                             work_dir: str) -> "mmengine.config.Config":  # noqa: F821
+    """An mmdet instances config (``mmdet::...``) training ``epochs`` iterations on the one-sample split on the
+    CPU: small images, random backbone, no validation/test, ``mmdet_side`` imported, ``hooks`` as custom hooks."""
+    from mmengine.config import Config
+
+    from mmdet_side.config import onesample_overrides
+
+    cfg = Config.fromstring(f"_base_ = {base!r}\n", ".py")
+    cfg.merge_from_dict(onesample_overrides(onesample, task="instances"))
+    for transform in cfg.train_dataloader.dataset.pipeline:
+        if transform["type"] == "Resize":
+            transform["scale"] = (160, 96)
+    cfg.model.backbone.init_cfg = None
+    cfg.train_cfg = dict(type="EpochBasedTrainLoop", max_epochs=epochs, val_interval=100, val_begin=100)
+    cfg.val_dataloader = cfg.val_evaluator = cfg.val_cfg = None
+    cfg.test_dataloader = cfg.test_evaluator = cfg.test_cfg = None
+    cfg.custom_imports = dict(imports=["mmdet_side"], allow_failed_imports=False)
+    cfg.custom_hooks = hooks
+    cfg.work_dir = work_dir
+    cfg.default_hooks.checkpoint.interval = 100
+    return cfg

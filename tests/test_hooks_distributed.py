@@ -17,6 +17,7 @@ import torch.multiprocessing as mp
 from bridge import Recorder, open_run
 from bridge.compare.engine import compare_runs
 from bridge.synthetic_coco import write_synthetic_coco
+from tests.conftest import small_mmdet_train_config
 
 WORLD = 2
 ACT = "backbone.bottom_up.res2"
@@ -154,25 +155,14 @@ def _mmdet_worker(rank: int, port: int, coco_root: str, cache_dir: str, run_dir:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
-        from mmengine.config import Config
         from mmengine.runner import Runner
 
         from bridge.onesample import OneSampleConfig
-        from mmdet_side.config import onesample_overrides
 
-        cfg = Config.fromstring("_base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'\n", ".py")
-        cfg.merge_from_dict(onesample_overrides(OneSampleConfig.create(coco_root, None, cache_dir), task="instances"))
-        for transform in cfg.train_dataloader.dataset.pipeline:
-            if transform["type"] == "Resize":
-                transform["scale"] = (160, 96)
-        cfg.model.backbone.init_cfg = None
-        cfg.train_cfg = dict(type="EpochBasedTrainLoop", max_epochs=1, val_interval=100, val_begin=100)
-        cfg.val_dataloader = cfg.val_evaluator = cfg.val_cfg = None
-        cfg.test_dataloader = cfg.test_evaluator = cfg.test_cfg = None
-        cfg.custom_imports = dict(imports=["mmdet_side"], allow_failed_imports=False)
-        cfg.custom_hooks = [dict(type="BridgeRecordHook", run_dir=run_dir, iterations=[0])]
-        cfg.work_dir = f"{work_dir}/rank{rank}"
-        cfg.default_hooks.checkpoint.interval = 100
+        cfg = small_mmdet_train_config(
+            "mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", OneSampleConfig.create(coco_root, None, cache_dir),
+            epochs=1, work_dir=f"{work_dir}/rank{rank}",
+            hooks=[dict(type="BridgeRecordHook", run_dir=run_dir, iterations=[0])])
         cfg.randomness = dict(seed=rank)
         Runner.from_cfg(cfg).train()
     finally:

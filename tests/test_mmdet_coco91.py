@@ -14,6 +14,7 @@ from bridge.errors import BridgeError
 from bridge.synthetic_coco import SyntheticCoco, write_synthetic_coco
 from mmdet_side.coco91 import (CocoDataset91, CocoMetric91, LabelSpaceCheckHook, apply_coco91,
                                check_label_space, coco91_config_overrides, head_num_classes)
+from tests.conftest import small_mmdet_train_config
 
 DETR_CFG = "mmdet::detr/detr_r50_8xb2-150e_coco.py"
 
@@ -186,35 +187,23 @@ def test_hook_stops_91_head_with_80_class_dataset_before_training(coco: Syntheti
 def test_two_iterations_on_dataset91_train_with_original_ids_as_labels(tmp_path: Path) -> None:
     """mmengine's Runner trains Faster R-CNN (91 classes) 2 iterations on CocoDataset91; the record hook
     shows the packed data samples carry the original COCO ids as labels."""
-    from mmengine.config import Config
     from mmengine.runner import Runner
 
     from bridge import open_run
     from bridge.onesample import OneSampleConfig
     from bridge.synthetic_coco import write_synthetic_coco
     from mmdet_side.coco91 import apply_coco91
-    from mmdet_side.config import onesample_overrides
 
     root = tmp_path / "coco"
     write_synthetic_coco(root, num_images=2)
     annotations = json.loads((root / "annotations" / "instances_train2017.json").read_text())["annotations"]
     image_id = max(annotations, key=lambda a: a["category_id"])["image_id"]  # an image with an id > 80
     onesample = OneSampleConfig.create(root, {"train": [image_id]}, tmp_path / "cache")
-    cfg = Config.fromstring("_base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'\n", ".py")
-    cfg.merge_from_dict(onesample_overrides(onesample, task="instances"))
+    cfg = small_mmdet_train_config(
+        "mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", onesample, epochs=2, work_dir=str(tmp_path / "work"),
+        hooks=[dict(type="LabelSpaceCheckHook"),
+               dict(type="BridgeRecordHook", run_dir=str(tmp_path / "run"), iterations=[0, 1])])
     apply_coco91(cfg)
-    for transform in cfg.train_dataloader.dataset.pipeline:
-        if transform["type"] == "Resize":
-            transform["scale"] = (160, 96)
-    cfg.model.backbone.init_cfg = None
-    cfg.train_cfg = dict(type="EpochBasedTrainLoop", max_epochs=2, val_interval=100, val_begin=100)
-    cfg.val_dataloader = cfg.val_evaluator = cfg.val_cfg = None
-    cfg.test_dataloader = cfg.test_evaluator = cfg.test_cfg = None
-    cfg.custom_imports = dict(imports=["mmdet_side"], allow_failed_imports=False)
-    cfg.custom_hooks = [dict(type="LabelSpaceCheckHook"),
-                         dict(type="BridgeRecordHook", run_dir=str(tmp_path / "run"), iterations=[0, 1])]
-    cfg.work_dir = str(tmp_path / "work")
-    cfg.default_hooks.checkpoint.interval = 100
     Runner.from_cfg(cfg).train()
 
     expected = sorted(a["category_id"] for a in annotations if a["image_id"] == image_id)

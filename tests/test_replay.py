@@ -8,27 +8,17 @@ import torch
 
 from bridge import open_run
 from bridge.onesample import OneSampleConfig
-from tests.conftest import record_d2_mask_rcnn
+from tests.conftest import record_d2_mask_rcnn, small_mmdet_train_config
 
 
 def test_mmdet_trains_on_detectron2_batches(onesample_config: OneSampleConfig, tmp_path: Path) -> None:
-    from mmengine.config import Config
     from mmengine.runner import Runner
 
-    from mmdet_side.config import onesample_overrides
-
     record_d2_mask_rcnn(onesample_config, tmp_path / "d2")
-    cfg = Config.fromstring("_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'\n", ".py")
-    cfg.merge_from_dict(onesample_overrides(onesample_config, task="instances"))
-    cfg.model.backbone.init_cfg = None
-    cfg.train_cfg = dict(type="EpochBasedTrainLoop", max_epochs=2, val_interval=100, val_begin=100)
-    cfg.val_dataloader = cfg.val_evaluator = cfg.val_cfg = None
-    cfg.test_dataloader = cfg.test_evaluator = cfg.test_cfg = None
-    cfg.custom_imports = dict(imports=["mmdet_side"], allow_failed_imports=False)
-    cfg.custom_hooks = [dict(type="BridgeReplayHook", run_dir=str(tmp_path / "d2")),
-                        dict(type="BridgeRecordHook", run_dir=str(tmp_path / "mmdet"), iterations=[0, 1])]
-    cfg.work_dir = str(tmp_path / "work")
-    cfg.default_hooks.checkpoint.interval = 100
+    cfg = small_mmdet_train_config(
+        "mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py", onesample_config, epochs=2, work_dir=str(tmp_path / "work"),
+        hooks=[dict(type="BridgeReplayHook", run_dir=str(tmp_path / "d2")),
+               dict(type="BridgeRecordHook", run_dir=str(tmp_path / "mmdet"), iterations=[0, 1])])
     Runner.from_cfg(cfg).train()
 
     d2_run, mm_run = open_run(tmp_path / "d2"), open_run(tmp_path / "mmdet")
