@@ -29,10 +29,12 @@ def _dataset(split: OneSampleSplit, task: str) -> dict:
 
 
 def _evaluator(split: OneSampleSplit, task: str) -> dict:
+    """The subset's evaluator; ``_delete_`` makes it replace the base config's, a dict or a list (Mask2Former's
+    panoptic configs evaluate with ``[CocoPanopticMetric, CocoMetric]``, which a dict cannot be merged into)."""
     if task == "panoptic":
-        return dict(type="CocoPanopticMetric", ann_file=str(split.panoptic_json),
+        return dict(_delete_=True, type="CocoPanopticMetric", ann_file=str(split.panoptic_json),
                     seg_prefix=f"{split.panoptic_root}/", nproc=1)
-    return dict(type="CocoMetric", ann_file=str(split.instances_json), metric=["bbox", "segm"])
+    return dict(_delete_=True, type="CocoMetric", ann_file=str(split.instances_json), metric=["bbox", "segm"])
 
 
 def onesample_overrides(config: OneSampleConfig | None = None, *, task: str = "panoptic",

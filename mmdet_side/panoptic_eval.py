@@ -44,6 +44,7 @@ def evaluate_mmdet(evaluator_cfg: Mapping[str, Any], predictions: Mapping[int, C
     from mmdet.evaluation import CocoPanopticMetric
 
     cfg = dict(evaluator_cfg)
+    cfg.pop("_delete_", None)  # the config-merge flag of onesample_overrides, not a metric argument
     kind = cfg.pop("type", "CocoPanopticMetric")
     if kind not in ("CocoPanopticMetric", CocoPanopticMetric):
         raise BridgeError(f"evaluator type {kind!r} is not CocoPanopticMetric")

@@ -56,18 +56,96 @@ def _instances_to_mmdet(instances: dict, height: int, width: int, label_map: Seq
     return gt
 
 
-def d2_train_batch_to_mmdet(batch: Sequence[dict], label_map: Sequence[int] | None = None) -> dict:
+def panoptic_fpn_sem_seg_label_map(num_things: int = 80, num_stuff: int = 53) -> list[int]:
+    """``map[d2_label] = mmdet_label`` for PanopticFPN's semantic ground truth.
+
+    detectron2's ``*_panoptic_separated`` data label every thing pixel 0 and stuff 1..``num_stuff``; mmdet's
+    pipeline keeps the panoptic labels (things 0..``num_things``-1, stuff from ``num_things``) and its
+    ``PanopticFPNHead`` merges the things itself, so d2's 0 becomes thing label 0 and stuff ``k`` becomes
+    ``num_things + k - 1``."""
+    return [0] + [num_things + k for k in range(num_stuff)]
+
+
+def _map_sem_seg(sem_seg: torch.Tensor, label_map: Sequence[int], ignore_value: int) -> torch.Tensor:
+    """Relabel a semantic map through ``label_map`` (``ignore_value`` stays); unknown labels are an error."""
+    sem_seg = sem_seg.long()
+    mapped = torch.full_like(sem_seg, ignore_value)
+    lookup = torch.as_tensor(list(label_map), dtype=torch.long)
+    known = (sem_seg >= 0) & (sem_seg < len(lookup))
+    unknown = ~known & (sem_seg != ignore_value)
+    if unknown.any():
+        raise BridgeError(f"sem_seg label {int(sem_seg[unknown][0])} is not in sem_seg_label_map "
+                          f"(0..{len(lookup) - 1}) nor the ignore value {ignore_value}")
+    mapped[known] = lookup[sem_seg[known]]
+    return mapped
+
+
+def _split_panoptic_instances(instances: dict, num_things: int, height: int, width: int,
+                              ignore_value: int) -> tuple[dict, torch.Tensor]:
+    """Mask2Former / Mask DINO panoptic instances (things *and* stuff, bitmasks) → (thing instances, semantic
+    map painted with every segment's label), the two pieces mmdet's MaskFormer heads rebuild them from."""
+    labels, masks = instances["gt_classes"].long(), instances.get("gt_masks")
+    if not isinstance(masks, torch.Tensor) or masks.ndim != 3 or masks.shape[0] != labels.shape[0]:
+        raise BridgeError("panoptic_num_things needs the instances' gt_masks as an N×H×W bitmask tensor "
+                          "(as Mask2Former / Mask DINO mappers give them)")
+    if tuple(masks.shape[1:]) != (height, width):
+        raise BridgeError(f"gt_masks are {tuple(masks.shape[1:])}, the image is {(height, width)}")
+    painted = torch.full((height, width), ignore_value, dtype=torch.long)
+    for label, mask in zip(labels.tolist(), masks.bool()):
+        painted[mask] = label
+    is_thing = labels < num_things
+    things = {name: value[is_thing] if isinstance(value, torch.Tensor) and value.shape[:1] == labels.shape
+              else value for name, value in instances.items()}
+    return things, painted
+
+
+def _boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
+    """Tight x1y1x2y2 boxes of N×H×W bitmasks (detectron2's ``BitMasks.get_bounding_boxes``)."""
+    boxes = torch.zeros(masks.shape[0], 4, dtype=torch.float32)
+    rows, cols = masks.bool().any(dim=2), masks.bool().any(dim=1)
+    for k in range(masks.shape[0]):
+        ys, xs = torch.nonzero(rows[k]).flatten(), torch.nonzero(cols[k]).flatten()
+        if len(ys) and len(xs):
+            boxes[k] = torch.tensor([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1], dtype=torch.float32)
+    return boxes
+
+
+def d2_train_batch_to_mmdet(batch: Sequence[dict], label_map: Sequence[int] | None = None,
+                            sem_seg_label_map: Sequence[int] | None = None, panoptic_num_things: int | None = None,
+                            ignore_value: int = 255) -> dict:
     """Turn a detectron2 *training* batch (the mapper's ``list[dict]`` with ``image`` and ``instances``,
     optionally ``sem_seg``) into mmdet's ``{'inputs', 'data_samples'}`` with ``gt_instances`` (boxes in
-    the resized image, labels, masks) and ``gt_sem_seg``. ``label_map[d2_label] = mmdet_label`` when the
-    two label spaces differ (identity for COCO's 80 thing classes in both frameworks)."""
+    the resized image, labels, masks) and ``gt_sem_seg``.
+
+    ``label_map[d2_label] = mmdet_label`` when the instance label spaces differ (identity for COCO's 80 thing
+    classes in both frameworks); ``sem_seg_label_map`` does the same for ``sem_seg`` (e.g.
+    :func:`panoptic_fpn_sem_seg_label_map`). ``panoptic_num_things`` is for Mask2Former / Mask DINO batches,
+    whose ``instances`` hold every panoptic segment: the things (label < ``panoptic_num_things``) stay
+    instances, and all segments are painted into ``gt_sem_seg`` when the batch has no ``sem_seg`` of its own,
+    as mmdet's ``LoadPanopticAnnotations`` would give them."""
     from mmengine.structures import PixelData
 
     converted = d2_inputs_to_mmdet(batch)
-    for record, sample in zip(batch, converted["data_samples"]):
+    for index, (record, sample) in enumerate(zip(batch, converted["data_samples"])):
         height, width = sample.img_shape
+        sem_seg = record.get("sem_seg") if isinstance(record.get("sem_seg"), torch.Tensor) else None
+        if sem_seg is not None and sem_seg_label_map is not None:
+            try:
+                sem_seg = _map_sem_seg(sem_seg, sem_seg_label_map, ignore_value)
+            except BridgeError as exc:
+                raise BridgeError(f"batch item {index}: {exc}") from None
         if "instances" in record:
-            sample.gt_instances = _instances_to_mmdet(record["instances"], height, width, label_map)
-        if isinstance(record.get("sem_seg"), torch.Tensor):
-            sample.gt_sem_seg = PixelData(sem_seg=record["sem_seg"].long()[None])
+            instances = record["instances"]
+            if panoptic_num_things is not None:
+                try:
+                    instances, painted = _split_panoptic_instances(instances, panoptic_num_things, height, width,
+                                                                   ignore_value)
+                except BridgeError as exc:
+                    raise BridgeError(f"batch item {index}: {exc}") from None
+                sem_seg = painted if sem_seg is None else sem_seg
+                if "gt_boxes" not in instances:
+                    instances = {**instances, "gt_boxes": _boxes_from_masks(instances["gt_masks"])}
+            sample.gt_instances = _instances_to_mmdet(instances, height, width, label_map)
+        if sem_seg is not None:
+            sample.gt_sem_seg = PixelData(sem_seg=sem_seg.long()[None])
     return converted

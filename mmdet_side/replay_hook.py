@@ -4,6 +4,8 @@
     custom_hooks = [dict(type='BridgeReplayHook', run_dir='runs/d2', name='batch')]
 
 mmdet's pipeline still loads its own batch (it is then discarded); the model sees detectron2's tensors.
+Panoptic models: ``sem_seg_label_map='panoptic_fpn'`` for detectron2's PanopticFPN batches (things merged
+into label 0), ``panoptic_num_things=80`` for Mask2Former / Mask DINO batches (stuff segments as instances).
 """
 
 from __future__ import annotations
@@ -12,35 +14,67 @@ from collections.abc import Sequence
 
 from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
 
 from bridge.errors import BridgeError
 from bridge.runs import open_run
-from mmdet_side.replay import d2_train_batch_to_mmdet
+from mmdet_side.replay import d2_train_batch_to_mmdet, panoptic_fpn_sem_seg_label_map
+
+PANOPTIC_FPN = "panoptic_fpn"
+
+
+def _resolve_sem_seg_label_map(runner, sem_seg_label_map: Sequence[int] | str | None) -> list[int] | None:
+    """A list as given, or the PanopticFPN map built from the model's semantic head's class counts."""
+    if sem_seg_label_map is None or not isinstance(sem_seg_label_map, str):
+        return None if sem_seg_label_map is None else list(sem_seg_label_map)
+    if sem_seg_label_map != PANOPTIC_FPN:
+        raise BridgeError(f"BridgeReplayHook: sem_seg_label_map must be a list of labels or "
+                          f"{PANOPTIC_FPN!r}, got {sem_seg_label_map!r}")
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    head = getattr(model, "semantic_head", None)
+    if head is None or not hasattr(head, "num_things_classes"):
+        raise BridgeError(f"BridgeReplayHook: sem_seg_label_map={PANOPTIC_FPN!r} needs a model with a "
+                          f"PanopticFPN semantic_head, {type(model).__name__} has none")
+    return panoptic_fpn_sem_seg_label_map(head.num_things_classes, head.num_stuff_classes)
 
 
 @HOOKS.register_module()
 class BridgeReplayHook(Hook):
     """Feed detectron2's recorded training batch (``run_dir``, record ``name`` of kind ``batch``) into
-    mmdet's ``train_step`` at each iteration; ``label_map`` maps detectron2 labels to mmdet labels."""
+    mmdet's ``train_step`` at each iteration.
+
+    ``label_map`` maps detectron2 instance labels to mmdet labels, ``sem_seg_label_map`` semantic labels
+    (a list, or ``'panoptic_fpn'``); ``panoptic_num_things`` splits Mask2Former / Mask DINO panoptic
+    instances into thing instances and a semantic map (see :func:`mmdet_side.replay.d2_train_batch_to_mmdet`).
+    """
 
     priority = "VERY_HIGH"
 
-    def __init__(self, run_dir: str, name: str = "batch", rank: int = 0,
-                 label_map: Sequence[int] | None = None) -> None:
+    def __init__(self, run_dir: str, name: str = "batch", rank: int = 0, label_map: Sequence[int] | None = None,
+                 sem_seg_label_map: Sequence[int] | str | None = None, panoptic_num_things: int | None = None) -> None:
         self.run_dir = run_dir
         self.name = name
         self.rank = rank
         self.label_map = label_map
+        self.sem_seg_label_map = sem_seg_label_map
+        self.panoptic_num_things = panoptic_num_things
         self._run = None
+        self._sem_seg_map: list[int] | None = None
 
     def before_run(self, runner) -> None:
-        """Open the recorded run (errors name the run dir)."""
+        """Open the recorded run (errors name the run dir) and resolve the semantic label map."""
         self._run = open_run(self.run_dir)
+        self._sem_seg_map = _resolve_sem_seg_label_map(runner, self.sem_seg_label_map)
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         """Replace ``data_batch`` in place by the recorded batch of this iteration."""
         if data_batch is None:
             raise BridgeError("BridgeReplayHook: mmengine passed no data_batch to replace")
         recorded = self._run.get(self.name, step=runner.iter, kind="batch", rank=self.rank)
+        try:
+            converted = d2_train_batch_to_mmdet(recorded, self.label_map, self._sem_seg_map,
+                                                self.panoptic_num_things)
+        except BridgeError as exc:
+            raise BridgeError(f"BridgeReplayHook: {self.run_dir} step {runner.iter}: {exc}") from None
         data_batch.clear()
-        data_batch.update(d2_train_batch_to_mmdet(recorded, self.label_map))
+        data_batch.update(converted)

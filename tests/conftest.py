@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,15 @@ def detectron2_tools_dir() -> Path:
 def record_d2_mask_rcnn(onesample_config: OneSampleConfig, run_dir: Path) -> None:
     """Train detectron2's Mask R-CNN 2 iterations (SimpleTrainer, CPU, small images) on the one-sample
     train split with RecordHook on: batch, losses, res2 activations and one gradient at steps 0 and 1."""
+    record_d2_training(onesample_config, run_dir, "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml",
+                       "coco_2017_train_onesample", iterations=[0, 1], activations=["backbone.bottom_up.res2"],
+                       grads=["backbone.bottom_up.res5.2.conv3.weight"])
+
+
+def record_d2_training(onesample_config: OneSampleConfig, run_dir: Path, config_file: str, dataset: str, *,
+                       iterations: list[int], activations: Sequence[str] = (), grads: Sequence[str] = ()) -> None:
+    """Train a detectron2 model-zoo model (random weights, seed 0, SimpleTrainer, CPU, small images) for
+    ``len(iterations)`` iterations on ``dataset`` with RecordHook on at ``iterations``."""
     import torch
     from detectron2 import model_zoo
     from detectron2.config import get_cfg
@@ -59,16 +69,16 @@ def record_d2_mask_rcnn(onesample_config: OneSampleConfig, run_dir: Path) -> Non
 
     register_onesample(onesample_config)
     cfg = get_cfg()
-    cfg.merge_from_file(model_zoo.get_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"))
+    cfg.merge_from_file(model_zoo.get_config_file(config_file))
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TRAIN", "(96,)",
                          "INPUT.MAX_SIZE_TRAIN", "160", "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "1",
-                         "DATASETS.TRAIN", "('coco_2017_train_onesample',)"])
+                         "DATASETS.TRAIN", f"('{dataset}',)"])
     torch.manual_seed(0)
     model = build_model(cfg)
     trainer = SimpleTrainer(model, build_detection_train_loader(cfg), torch.optim.SGD(model.parameters(), lr=1e-4))
-    trainer.register_hooks([RecordHook(str(run_dir), iterations=[0, 1], activations=["backbone.bottom_up.res2"],
-                                       grads=["backbone.bottom_up.res5.2.conv3.weight"])])
-    trainer.train(0, 2)
+    trainer.register_hooks([RecordHook(str(run_dir), iterations=iterations, activations=list(activations),
+                                       grads=list(grads))])
+    trainer.train(0, len(iterations))
 
 
 SHARED_DATA = os.environ.get("BRIDGE_SHARED_DATA", "").strip()
@@ -116,15 +126,16 @@ def standard_root_from_shared(shared: Path, root: Path) -> Path:
 
 
 def small_mmdet_train_config(base: str, onesample: OneSampleConfig, *, epochs: int, hooks: list[dict],
-                             work_dir: str) -> "mmengine.config.Config":  # noqa: F821
-    """An mmdet instances config (``mmdet::...``) training ``epochs`` iterations on the one-sample split on the
-    CPU: small images, random backbone, no validation/test, ``mmdet_side`` imported, ``hooks`` as custom hooks."""
+                             work_dir: str, task: str = "instances") -> "mmengine.config.Config":  # noqa: F821
+    """An mmdet config (``mmdet::...``, ``task`` 'instances' or 'panoptic') training ``epochs`` iterations on the
+    one-sample split on the CPU: small images, random backbone, no validation/test, ``mmdet_side`` imported,
+    ``hooks`` as custom hooks."""
     from mmengine.config import Config
 
     from mmdet_side.config import onesample_overrides
 
     cfg = Config.fromstring(f"_base_ = {base!r}\n", ".py")
-    cfg.merge_from_dict(onesample_overrides(onesample, task="instances"))
+    cfg.merge_from_dict(onesample_overrides(onesample, task=task))
     for transform in cfg.train_dataloader.dataset.pipeline:
         if transform["type"] == "Resize":
             transform["scale"] = (160, 96)

@@ -114,6 +114,7 @@ def test_mmdet_panoptic_metric_gives_pq_100_on_ground_truth(onesample: OneSample
 
     overrides = onesample_overrides(onesample)
     evaluator_cfg = dict(overrides["val_evaluator"])
+    assert evaluator_cfg.pop("_delete_") is True  # replaces the base's evaluator, dict or list
     evaluator_cfg.pop("type")
     metric = CocoPanopticMetric(**evaluator_cfg)
     classes = list(CocoPanopticDataset.METAINFO["classes"])
@@ -135,14 +136,19 @@ def test_mmdet_panoptic_metric_gives_pq_100_on_ground_truth(onesample: OneSample
     assert results["coco_panoptic/PQ"] == pytest.approx(100.0)
 
 
-def test_mmdet_config_file_loads_with_mmengine(onesample_config: OneSampleConfig, tmp_path: Path) -> None:
+@pytest.mark.parametrize("base", ["mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py",
+                                  "mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco-panoptic.py"])
+def test_mmdet_config_file_loads_with_mmengine(base: str, onesample_config: OneSampleConfig, tmp_path: Path) -> None:
+    """Also on Mask2Former's panoptic config, whose evaluators are a list ([CocoPanopticMetric, CocoMetric])."""
     from mmengine.config import Config
     from mmdet_side.config import write_config
 
-    path = write_config("mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py", tmp_path / "cfg.py", onesample_config)
+    path = write_config(base, tmp_path / "cfg.py", onesample_config)
     cfg = Config.fromfile(str(path))
     assert cfg.train_dataloader.dataset.ann_file.endswith(".json")
-    assert Path(cfg.val_evaluator.ann_file).exists() and cfg.val_evaluator.type == "CocoPanopticMetric"
+    for name in ("val_evaluator", "test_evaluator"):
+        assert Path(cfg[name].ann_file).exists() and cfg[name].type == "CocoPanopticMetric"
+        assert "_delete_" not in cfg[name]
     assert cfg.train_dataloader.dataset.pipeline  # inherited from mmdet's config
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from bridge import open_run
 from bridge.onesample import OneSampleConfig
-from tests.conftest import record_d2_mask_rcnn, small_mmdet_train_config
+from tests.conftest import record_d2_mask_rcnn, record_d2_training, small_mmdet_train_config
 
 
 def test_mmdet_trains_on_detectron2_batches(onesample_config: OneSampleConfig, tmp_path: Path) -> None:
@@ -39,3 +40,122 @@ def test_mmdet_trains_on_detectron2_batches(onesample_config: OneSampleConfig, t
         assert torch.equal(mm_batch["inputs"][0, :, :height, :width], expected)
         assert tuple(sample["metainfo"]["img_shape"]) == (height, width)
     assert set(mm_run.get("losses", step=1, kind="loss")) >= {"loss_rpn_cls", "loss_mask"}
+
+
+def _mmdet_sample(run, step: int) -> dict:
+    """The first data sample mmdet's model received at ``step`` (after its data preprocessor)."""
+    return run.get("batch", step=step, kind="batch")["data_samples"][0]["data"]
+
+
+def test_mmdet_panoptic_fpn_trains_on_detectron2_panoptic_batches(onesample_config: OneSampleConfig,
+                                                                  tmp_path: Path) -> None:
+    """detectron2's PanopticFPN batch (``_separated``: things = 0, stuff 1..53) replayed in mmdet's PanopticFPN:
+    after the head merges things, mmdet's semantic targets are d2's with the things row moved last, which is
+    what the d2-panoptic-fpn-to-mmdet preset does to the semantic classifier's rows."""
+    from mmdet.registry import MODELS
+    from mmengine.runner import Runner
+
+    record_d2_training(onesample_config, tmp_path / "d2", "COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml",
+                       "coco_2017_train_panoptic_onesample_separated", iterations=[0])
+    cfg = small_mmdet_train_config(
+        "mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py", onesample_config, epochs=1, task="panoptic",
+        work_dir=str(tmp_path / "work"),
+        hooks=[dict(type="BridgeReplayHook", run_dir=str(tmp_path / "d2"), sem_seg_label_map="panoptic_fpn"),
+               dict(type="BridgeRecordHook", run_dir=str(tmp_path / "mmdet"), iterations=[0])])
+    Runner.from_cfg(cfg).train()
+
+    d2_item = open_run(tmp_path / "d2").get("batch", step=0, kind="batch")[0]
+    mm_run = open_run(tmp_path / "mmdet")
+    sample = _mmdet_sample(mm_run, 0)
+    d2_sem = d2_item["sem_seg"]
+    height, width = d2_sem.shape
+    assert set(d2_sem.unique().tolist()) - {255} and 0 in d2_sem  # things and stuff on the one image
+    mm_sem = sample["gt_sem_seg"]["data"]["sem_seg"][0, :height, :width]
+    head = MODELS.build(cfg.model.semantic_head)
+    merged = head._set_things_to_void(mm_sem)
+    things_last = torch.where(d2_sem == 0, 53, torch.where(d2_sem == 255, 255, d2_sem - 1))
+    assert torch.equal(merged.long(), things_last)
+    assert torch.equal(sample["gt_instances"]["data"]["labels"], d2_item["instances"]["gt_classes"])
+    assert "loss_seg" in mm_run.get("losses", step=0, kind="loss")
+
+
+def _mask_dino_style_batch(onesample_config: OneSampleConfig) -> list[dict]:
+    """What Mask DINO's / Mask2Former's panoptic mappers give the model, built with detectron2's own readers
+    and structures from the one-sample ``_with_sem_seg`` registration: every non-crowd segment (things and
+    stuff) as an instance with a contiguous label 0..132, a bitmask and its box; no ``sem_seg``."""
+    import numpy as np
+    from detectron2.data import DatasetCatalog
+    from detectron2.data import detection_utils as utils
+    from detectron2.structures import BitMasks, Instances
+    from panopticapi.utils import rgb2id
+
+    from d2_side.datasets import register_onesample
+
+    register_onesample(onesample_config)
+    record = DatasetCatalog.get("coco_2017_train_panoptic_onesample_with_sem_seg")[0]
+    image = utils.read_image(record["file_name"], format="BGR")
+    pan_seg = rgb2id(utils.read_image(record["pan_seg_file_name"], "RGB"))
+    segments = [s for s in record["segments_info"] if not s["iscrowd"]]
+    instances = Instances(image.shape[:2])
+    instances.gt_classes = torch.tensor([s["category_id"] for s in segments], dtype=torch.int64)
+    masks = BitMasks(torch.stack([torch.from_numpy(np.ascontiguousarray(pan_seg == s["id"])) for s in segments]))
+    instances.gt_masks = masks.tensor
+    instances.gt_boxes = masks.get_bounding_boxes()
+    return [{"file_name": record["file_name"], "image_id": record["image_id"], "height": image.shape[0],
+             "width": image.shape[1], "image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))),
+             "instances": instances}]
+
+
+def test_mmdet_mask2former_trains_on_mask_dino_style_panoptic_batches(onesample_config: OneSampleConfig,
+                                                                      tmp_path: Path) -> None:
+    """Mask DINO / Mask2Former batches hold stuff segments as instances; replayed with panoptic_num_things=80,
+    mmdet's Mask2Former head rebuilds exactly d2's (label, mask) targets from gt_instances + gt_sem_seg."""
+    from mmdet.models.utils import preprocess_panoptic_gt
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.runner import Runner
+
+    from bridge import Recorder
+    from d2_side.recordable import to_recordable
+
+    batch = _mask_dino_style_batch(onesample_config)
+    with Recorder(tmp_path / "d2", framework="detectron2") as recorder:
+        recorder.record("batch", to_recordable(batch), step=0, kind="batch")
+    cfg = small_mmdet_train_config(
+        "mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco-panoptic.py", onesample_config, epochs=1,
+        task="panoptic", work_dir=str(tmp_path / "work"),
+        hooks=[dict(type="BridgeReplayHook", run_dir=str(tmp_path / "d2"), panoptic_num_things=80),
+               dict(type="BridgeRecordHook", run_dir=str(tmp_path / "mmdet"), iterations=[0])])
+    cfg.model.data_preprocessor.batch_augments = None  # LSJ pads to 1024²: too slow on the CPU, not needed here
+    Runner.from_cfg(cfg).train()
+
+    mm_run = open_run(tmp_path / "mmdet")
+    sample = _mmdet_sample(mm_run, 0)
+    d2_instances = batch[0]["instances"]
+    height, width = d2_instances.image_size
+    things = d2_instances.gt_classes < 80
+    assert 0 < int(things.sum()) < len(d2_instances)  # the image has things and stuff
+    gt = sample["gt_instances"]["data"]
+    assert torch.equal(gt["labels"], d2_instances.gt_classes[things])
+    assert torch.equal(gt["bboxes"], d2_instances.gt_boxes.tensor[things])
+    sem_seg = sample["gt_sem_seg"]["data"]["sem_seg"][:, :height, :width]
+    masks = BitmapMasks(gt["masks"][:, :height, :width].numpy(), height, width)
+    labels, rebuilt = preprocess_panoptic_gt(gt["labels"], masks, sem_seg, 80, 53)
+    expected = sorted((int(label), mask.numpy().tobytes()) for label, mask in zip(d2_instances.gt_classes,
+                                                                                   d2_instances.gt_masks.long()))
+    assert sorted((int(label), mask.numpy().tobytes()) for label, mask in zip(labels, rebuilt.long())) == expected
+    assert {"loss_cls", "loss_mask", "loss_dice"} <= set(mm_run.get("losses", step=0, kind="loss"))
+
+
+def test_replay_conversion_names_bad_panoptic_input(onesample_config: OneSampleConfig) -> None:
+    """A semantic label outside the map, or polygon masks where bitmasks are needed, name the batch item."""
+    from bridge.errors import BridgeError
+    from mmdet_side.replay import d2_train_batch_to_mmdet, panoptic_fpn_sem_seg_label_map
+
+    image = torch.zeros(3, 8, 8, dtype=torch.uint8)
+    with pytest.raises(BridgeError, match=r"batch item 0: sem_seg label 60 is not in sem_seg_label_map"):
+        d2_train_batch_to_mmdet([{"image": image, "sem_seg": torch.full((8, 8), 60)}],
+                                sem_seg_label_map=panoptic_fpn_sem_seg_label_map())
+    polygons = {"gt_classes": torch.tensor([3]), "gt_boxes": torch.zeros(1, 4),
+                "gt_masks": [[torch.tensor([0.0, 0.0, 4.0, 0.0, 4.0, 4.0])]]}
+    with pytest.raises(BridgeError, match=r"batch item 0: panoptic_num_things needs .* bitmask"):
+        d2_train_batch_to_mmdet([{"image": image, "instances": polygons}], panoptic_num_things=80)
