@@ -4,6 +4,8 @@
     custom_hooks = [dict(type='BridgeReplayHook', run_dir='runs/d2', name='batch')]
 
 mmdet's pipeline still loads its own batch (it is then discarded); the model sees detectron2's tensors.
+With ``eval_run_dir`` (a run written by ``d2_side.hooks.record_inference``), each val/test batch is replaced
+too, by detectron2's inference batch of the same index.
 Panoptic models: ``sem_seg_label_map='panoptic_fpn'`` for detectron2's PanopticFPN batches (things merged
 into label 0), ``panoptic_num_things=80`` for Mask2Former / Mask DINO batches (stuff segments as instances).
 """
@@ -18,7 +20,7 @@ from mmengine.model import is_model_wrapper
 
 from bridge.errors import BridgeError
 from bridge.runs import open_run
-from mmdet_side.replay import d2_train_batch_to_mmdet, panoptic_fpn_sem_seg_label_map
+from mmdet_side.replay import d2_inputs_to_mmdet, d2_train_batch_to_mmdet, panoptic_fpn_sem_seg_label_map
 
 PANOPTIC_FPN = "panoptic_fpn"
 
@@ -46,28 +48,38 @@ class BridgeReplayHook(Hook):
     ``label_map`` maps detectron2 instance labels to mmdet labels, ``sem_seg_label_map`` semantic labels
     (a list, or ``'panoptic_fpn'``); ``panoptic_num_things`` splits Mask2Former / Mask DINO panoptic
     instances into thing instances and a semantic map (see :func:`mmdet_side.replay.d2_train_batch_to_mmdet`).
+    ``eval_run_dir`` (a ``d2_side.hooks.record_inference`` run) replays detectron2's inference batches in
+    validation and test, matched by batch index.
     """
 
     priority = "VERY_HIGH"
 
-    def __init__(self, run_dir: str, name: str = "batch", rank: int = 0, label_map: Sequence[int] | None = None,
-                 sem_seg_label_map: Sequence[int] | str | None = None, panoptic_num_things: int | None = None) -> None:
+    def __init__(self, run_dir: str | None = None, name: str = "batch", rank: int = 0,
+                 label_map: Sequence[int] | None = None, sem_seg_label_map: Sequence[int] | str | None = None,
+                 panoptic_num_things: int | None = None, eval_run_dir: str | None = None) -> None:
+        if not run_dir and not eval_run_dir:
+            raise BridgeError("BridgeReplayHook needs run_dir (training batches) and/or eval_run_dir (val/test)")
         self.run_dir = run_dir
+        self.eval_run_dir = eval_run_dir
         self.name = name
         self.rank = rank
         self.label_map = label_map
         self.sem_seg_label_map = sem_seg_label_map
         self.panoptic_num_things = panoptic_num_things
         self._run = None
+        self._eval_run = None
         self._sem_seg_map: list[int] | None = None
 
     def before_run(self, runner) -> None:
         """Open the recorded run (errors name the run dir) and resolve the semantic label map."""
-        self._run = open_run(self.run_dir)
+        self._run = open_run(self.run_dir) if self.run_dir else None
+        self._eval_run = open_run(self.eval_run_dir) if self.eval_run_dir else None
         self._sem_seg_map = _resolve_sem_seg_label_map(runner, self.sem_seg_label_map)
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        """Replace ``data_batch`` in place by the recorded batch of this iteration."""
+        """Replace ``data_batch`` in place by the recorded batch of this iteration (with ``run_dir``)."""
+        if self._run is None:
+            return
         if data_batch is None:
             raise BridgeError("BridgeReplayHook: mmengine passed no data_batch to replace")
         recorded = self._run.get(self.name, step=runner.iter, kind="batch", rank=self.rank)
@@ -78,3 +90,25 @@ class BridgeReplayHook(Hook):
             raise BridgeError(f"BridgeReplayHook: {self.run_dir} step {runner.iter}: {exc}") from None
         data_batch.clear()
         data_batch.update(converted)
+
+    def _replace_eval_batch(self, batch_idx: int, data_batch) -> None:
+        """Replace a val/test ``data_batch`` in place by detectron2's inference batch number ``batch_idx``."""
+        if self._eval_run is None:
+            return
+        if data_batch is None:
+            raise BridgeError("BridgeReplayHook: mmengine passed no data_batch to replace")
+        recorded = self._eval_run.get(self.name, step=batch_idx, kind="batch", rank=self.rank)
+        try:
+            converted = d2_inputs_to_mmdet(recorded)
+        except BridgeError as exc:
+            raise BridgeError(f"BridgeReplayHook: {self.eval_run_dir} step {batch_idx}: {exc}") from None
+        data_batch.clear()
+        data_batch.update(converted)
+
+    def before_val_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        """With ``eval_run_dir``: replace the validation batch by detectron2's inference batch."""
+        self._replace_eval_batch(batch_idx, data_batch)
+
+    def before_test_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        """With ``eval_run_dir``: replace the test batch by detectron2's inference batch."""
+        self._replace_eval_batch(batch_idx, data_batch)

@@ -159,3 +159,55 @@ def test_replay_conversion_names_bad_panoptic_input(onesample_config: OneSampleC
                 "gt_masks": [[torch.tensor([0.0, 0.0, 4.0, 0.0, 4.0, 4.0])]]}
     with pytest.raises(BridgeError, match=r"batch item 0: panoptic_num_things needs .* bitmask"):
         d2_train_batch_to_mmdet([{"image": image, "instances": polygons}], panoptic_num_things=80)
+
+
+def test_mmdet_tests_on_detectron2_inference_batches(onesample_config: OneSampleConfig, tmp_path: Path) -> None:
+    """Runner.test() with ``eval_run_dir``: mmdet's PanopticFPN evaluates detectron2's recorded inference batch
+    (image tensor for tensor after mmdet's preprocessor), CocoPanopticMetric scores it, predictions come back
+    at the original size and are recorded in the canonical panoptic form beside detectron2's."""
+    from detectron2 import model_zoo
+    from detectron2.config import get_cfg
+    from detectron2.data import MetadataCatalog, build_detection_test_loader
+    from detectron2.modeling import build_model
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    from bridge import Recorder
+    from d2_side.datasets import register_onesample
+    from d2_side.hooks import record_inference
+    from mmdet_side.config import onesample_overrides
+
+    register_onesample(onesample_config)
+    d2_cfg = get_cfg()
+    d2_cfg.merge_from_file(model_zoo.get_config_file("COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml"))
+    d2_cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", "96",
+                            "INPUT.MAX_SIZE_TEST", "160"])
+    torch.manual_seed(0)
+    dataset = "coco_2017_val_panoptic_onesample_separated"
+    with Recorder(tmp_path / "d2_eval", framework="detectron2") as recorder, torch.no_grad():
+        record_inference(build_model(d2_cfg), build_detection_test_loader(d2_cfg, dataset), recorder,
+                         metadata=MetadataCatalog.get(dataset))
+
+    cfg = Config.fromstring("_base_ = 'mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py'\n", ".py")
+    cfg.merge_from_dict(onesample_overrides(onesample_config, task="panoptic"))
+    cfg.model.backbone.init_cfg = None
+    cfg.custom_imports = dict(imports=["mmdet_side"], allow_failed_imports=False)
+    cfg.custom_hooks = [dict(type="BridgeReplayHook", eval_run_dir=str(tmp_path / "d2_eval")),
+                        dict(type="BridgeRecordHook", run_dir=str(tmp_path / "mm"),
+                             eval_run_dir=str(tmp_path / "mm_eval"))]
+    cfg.work_dir = str(tmp_path / "work")
+    metrics = Runner.from_cfg(cfg).test()
+
+    assert "coco_panoptic/PQ" in metrics
+    d2_run, mm_run = open_run(tmp_path / "d2_eval"), open_run(tmp_path / "mm_eval")
+    d2_item = d2_run.get("batch", step=0, kind="batch")[0]
+    image = d2_item["image"].float()
+    height, width = image.shape[1:]
+    preprocessor = cfg.model.data_preprocessor
+    mean, std = torch.tensor(preprocessor.mean).view(3, 1, 1), torch.tensor(preprocessor.std).view(3, 1, 1)
+    assert torch.equal(mm_run.get("batch", step=0, kind="batch")["inputs"][0, :, :height, :width],
+                       (image.flip(0) - mean) / std)
+    panoptic_name = f"panoptic.{d2_item['image_id']}"
+    d2_panoptic = d2_run.get(panoptic_name, step=0, kind="output")
+    mm_panoptic = mm_run.get(panoptic_name, step=0, kind="output")
+    assert mm_panoptic["category"].shape == d2_panoptic["category"].shape == (d2_item["height"], d2_item["width"])
