@@ -4,9 +4,10 @@ detectron2 (``output["panoptic_seg"]``) and mmdet 3.x (``pred_panoptic_seg.sem_s
 predictions differently; ``d2_side.panoptic`` and ``mmdet_side.panoptic`` convert both into
 :class:`CanonicalPanoptic`: a dataset-category map, a segment-id map and the segment list, 0 = void.
 
-CLI: ``python -m bridge.panoptic A B [--min-pq X] [--html OUT] [--json OUT]`` where A and B are run
-directories (every record named ``panoptic.*`` of kind ``output`` at every step) or ``.npz`` files
-written by :func:`save_npz`. Exit 0 identical (or every PQ >= ``--min-pq``), 1 differ, 2 bad input.
+CLI: ``python -m bridge.panoptic A B [--min-pq X] [--html OUT] [--json OUT] [--device auto|cpu|cuda]``
+where A and B are run directories (every record named ``panoptic.*`` of kind ``output`` at every step) or
+``.npz`` files written by :func:`save_npz`. Exit 0 identical (or every PQ >= ``--min-pq``), 1 differ, 2 bad
+input. The per-pixel work runs in torch on the chosen device (CUDA when available), with integer counts.
 
 This module never imports detectron2, mmdet, mmengine or mmcv.
 """
@@ -26,21 +27,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from bridge.atomic import atomic_open
+from bridge.devices import resolve_device
 from bridge.errors import BridgeError
 
 RECORD_PREFIX = "panoptic."
 MATCH_IOU = 0.5
+#: An unmatched B segment lying more than this share on A's void (or A's crowd region of its category)
+#: is no false positive (panopticapi's rule).
+IGNORED_SHARE = 0.5
 SPLIT_MIN_SHARE = 0.1
+#: Columns of the stored segment table; records written before ``iscrowd`` have the first four only.
+SEGMENT_COLUMNS = ("id", "category_id", "isthing", "area", "iscrowd")
 
 
 @dataclass
 class CanonicalPanoptic:
     """One image's panoptic result: ``category`` (dataset ids) and ``segment`` maps, 0 = void, plus segments.
 
-    ``segments`` holds ``{"id", "category_id", "isthing", "area"}`` dicts, one per non-void segment id.
+    ``segments`` holds ``{"id", "category_id", "isthing", "area", "iscrowd"}`` dicts, one per non-void
+    segment id; ``iscrowd`` (COCO's crowd flag, meaningful in ground truth) defaults to 0.
     """
 
     category: np.ndarray
@@ -51,6 +60,7 @@ class CanonicalPanoptic:
         """Check shapes and that every segment id in the map is listed with a consistent category."""
         self.category = np.asarray(self.category, dtype=np.int64)
         self.segment = np.asarray(self.segment, dtype=np.int64)
+        self.segments = [dict(s, iscrowd=int(bool(s.get("iscrowd", 0)))) for s in self.segments]
         if self.category.ndim != 2 or self.category.shape != self.segment.shape:
             raise BridgeError(f"panoptic maps must be two H×W arrays of one shape, got {self.category.shape} "
                               f"and {self.segment.shape}")
@@ -78,7 +88,8 @@ def canonical_from_segment_map(ids: np.ndarray, segments_info: Sequence[dict[str
     """Build a canonical result from a segment-id map and segments carrying *dataset* category ids.
 
     Segment ids are renumbered 1..N in the order of ``segments_info``; pixels whose id is in ``void_ids``
-    or not listed become void. Each segment needs ``id``, ``category_id`` and ``isthing``.
+    or not listed become void. Each segment needs ``id``, ``category_id`` and ``isthing``; ``iscrowd``
+    is kept when given (default 0).
     """
     ids = np.asarray(ids)
     if ids.ndim != 2:
@@ -102,7 +113,7 @@ def canonical_from_segment_map(ids: np.ndarray, segments_info: Sequence[dict[str
         segment[mask] = new_id
         category[mask] = category_id
         segments.append({"id": new_id, "category_id": category_id, "isthing": int(bool(info["isthing"])),
-                         "area": area})
+                         "area": area, "iscrowd": int(bool(info.get("iscrowd", 0)))})
     return CanonicalPanoptic(category, segment, segments)
 
 
@@ -111,7 +122,7 @@ def canonical_from_panoptic_png(png_path: str | os.PathLike[str], segments_info:
     """Ground truth from a COCO-panoptic RGB id PNG and its ``segments_info`` (dataset category ids).
 
     ``isthing`` comes from the segment, else from ``categories`` (the annotation file's list; default:
-    the COCO panoptic categories).
+    the COCO panoptic categories); ``iscrowd`` from the segment (default 0).
     """
     from bridge.semseg_png import rgb_to_id
 
@@ -128,22 +139,25 @@ def canonical_from_panoptic_png(png_path: str | os.PathLike[str], segments_info:
         cat = int(info["category_id"])
         if "isthing" not in info and cat not in isthing:
             raise BridgeError(f"{png_path}: segment {info['id']} has category {cat}, not in the categories")
-        infos.append({"id": int(info["id"]), "category_id": cat, "isthing": info.get("isthing", isthing.get(cat))})
+        infos.append({"id": int(info["id"]), "category_id": cat, "isthing": info.get("isthing", isthing.get(cat)),
+                      "iscrowd": info.get("iscrowd", 0)})
     return canonical_from_segment_map(rgb_to_id(rgb).astype(np.int64), infos)
 
 
 # ---------------------------------------------------------------- storage
 
 
-def to_record(c: CanonicalPanoptic) -> dict[str, Any]:
-    """A value for ``bridge.Recorder.record``: the two maps and an N×4 (id, category_id, isthing, area) table."""
-    import torch
+def _segment_table(c: CanonicalPanoptic) -> np.ndarray:
+    """The segments as an N×5 int64 table, one column per :data:`SEGMENT_COLUMNS`."""
+    return np.array([[s[k] for k in SEGMENT_COLUMNS] for s in c.segments],
+                    dtype=np.int64).reshape(-1, len(SEGMENT_COLUMNS))
 
-    table = np.array([[s["id"], s["category_id"], s["isthing"], s["area"]] for s in c.segments],
-                     dtype=np.int64).reshape(-1, 4)
+
+def to_record(c: CanonicalPanoptic) -> dict[str, Any]:
+    """A value for ``bridge.Recorder.record``: the two maps and an N×5 (:data:`SEGMENT_COLUMNS`) table."""
     return {"category": torch.from_numpy(np.ascontiguousarray(c.category)),
             "segment": torch.from_numpy(np.ascontiguousarray(c.segment)),
-            "segments": torch.from_numpy(table)}
+            "segments": torch.from_numpy(_segment_table(c))}
 
 
 def _as_numpy(value: Any, what: str) -> np.ndarray:
@@ -156,20 +170,24 @@ def _as_numpy(value: Any, what: str) -> np.ndarray:
 
 
 def from_record(d: Any) -> CanonicalPanoptic:
-    """Rebuild a canonical result from :func:`to_record`'s value (as read back by ``Run.get``)."""
+    """Rebuild a canonical result from :func:`to_record`'s value (as read back by ``Run.get``).
+
+    A segment table of four columns (written before ``iscrowd`` was stored) reads with ``iscrowd`` 0.
+    """
     if not isinstance(d, dict) or not {"category", "segment", "segments"} <= set(d):
         raise BridgeError("panoptic record must be a dict with 'category', 'segment' and 'segments'")
-    table = _as_numpy(d["segments"], "segments").reshape(-1, 4)
-    segments = [{"id": int(r[0]), "category_id": int(r[1]), "isthing": int(r[2]), "area": int(r[3])} for r in table]
+    table = _as_numpy(d["segments"], "segments")
+    if table.ndim != 2 or table.shape[1] not in (4, len(SEGMENT_COLUMNS)):
+        raise BridgeError(f"panoptic record: segments must be an N×{len(SEGMENT_COLUMNS)} (or N×4) table, "
+                          f"got shape {table.shape}")
+    segments = [dict(zip(SEGMENT_COLUMNS, (int(v) for v in row))) for row in table]
     return CanonicalPanoptic(_as_numpy(d["category"], "category"), _as_numpy(d["segment"], "segment"), segments)
 
 
 def save_npz(c: CanonicalPanoptic, path: str | os.PathLike[str]) -> None:
-    """Write a canonical result to an ``.npz`` file (atomically)."""
-    table = np.array([[s["id"], s["category_id"], s["isthing"], s["area"]] for s in c.segments],
-                     dtype=np.int64).reshape(-1, 4)
+    """Write a canonical result to an ``.npz`` file (atomically): ``category``, ``segment``, ``segments``."""
     with atomic_open(path, "wb") as fh:
-        np.savez_compressed(fh, category=c.category, segment=c.segment, segments=table)
+        np.savez_compressed(fh, category=c.category, segment=c.segment, segments=_segment_table(c))
 
 
 def load_npz(path: str | os.PathLike[str]) -> CanonicalPanoptic:
@@ -188,7 +206,10 @@ def load_npz(path: str | os.PathLike[str]) -> CanonicalPanoptic:
 
 @dataclass
 class PanopticComparison:
-    """How B's panoptic result differs from the reference A (PQ/SQ/RQ in percent, shares in 0..1)."""
+    """How B's panoptic result differs from the reference A (PQ/SQ/RQ in percent, shares in 0..1).
+
+    ``crowd_a`` lists A's crowd segments, which PQ ignores (never matched, never false negatives).
+    """
 
     category_agreement: float
     void_agreement: float
@@ -196,6 +217,7 @@ class PanopticComparison:
     void_share_b: float
     void_grown: int
     void_shrunk: int
+    same_partition: bool
     pq: float
     sq: float
     rq: float
@@ -205,6 +227,7 @@ class PanopticComparison:
     matches: list[dict[str, Any]]
     unmatched_a: list[dict[str, Any]]
     unmatched_b: list[dict[str, Any]]
+    crowd_a: list[dict[str, Any]]
     relabelled: list[dict[str, Any]]
     split: list[dict[str, Any]]
     merged: list[dict[str, Any]]
@@ -212,8 +235,7 @@ class PanopticComparison:
     @property
     def identical(self) -> bool:
         """True when every pixel's category, void-ness and segment partition agree."""
-        return (self.category_agreement == 1.0 and self.void_agreement == 1.0 and not self.unmatched_a
-                and not self.unmatched_b and all(m["iou"] == 1.0 for m in self.matches))
+        return self.category_agreement == 1.0 and self.void_agreement == 1.0 and self.same_partition
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
@@ -222,97 +244,172 @@ class PanopticComparison:
         return out
 
     def summary(self) -> str:
-        """One line: PQ, agreement and the counts of differences."""
+        """One line: PQ, agreement and the counts of differences (and of ignored crowd segments, if any)."""
+        crowd = f", crowd ignored {len(self.crowd_a)}" if self.crowd_a else ""
         return (f"PQ {self.pq:.2f} SQ {self.sq:.2f} RQ {self.rq:.2f}, category agreement "
                 f"{self.category_agreement:.4f}, void agreement {self.void_agreement:.4f}, unmatched A/B "
                 f"{len(self.unmatched_a)}/{len(self.unmatched_b)}, relabelled {len(self.relabelled)}, "
-                f"split {len(self.split)}, merged {len(self.merged)}")
+                f"split {len(self.split)}, merged {len(self.merged)}{crowd}")
 
 
 def _check_pair(a: CanonicalPanoptic, b: CanonicalPanoptic) -> None:
+    """BridgeError unless both results have one size."""
     if a.shape != b.shape:
         raise BridgeError(f"panoptic results differ in size: A {a.shape} vs B {b.shape}")
 
 
-def _overlaps(a: CanonicalPanoptic, b: CanonicalPanoptic) -> dict[tuple[int, int], int]:
-    """Pixel counts of every (A segment id, B segment id) pair, void (0) included."""
-    stride = int(max(b.segment.max(initial=0), 0)) + 1
-    joint = a.segment.astype(np.int64) * stride + b.segment
-    values, counts = np.unique(joint, return_counts=True)
-    return {(int(v // stride), int(v % stride)): int(n) for v, n in zip(values, counts)}
+def _on_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """An int64 map as a tensor on ``device``."""
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64)).to(device)
 
 
-def _scores(rows: Sequence[dict[str, Any]]) -> dict[str, float] | None:
-    used = [r for r in rows if r["tp"] + r["fp"] + r["fn"] > 0]
-    if not used:
-        return None
-    return {k: float(np.mean([r[k] for r in used])) for k in ("pq", "sq", "rq")} | {"n": len(used)}
+def _joint_histogram(seg_a: torch.Tensor, seg_b: torch.Tensor) -> dict[tuple[int, int], int]:
+    """Pixel counts of every (A segment id, B segment id) pair that occurs, void (0) included, sorted by ids.
 
-
-def compare_panoptic(a: CanonicalPanoptic, b: CanonicalPanoptic) -> PanopticComparison:
-    """Compare B against the reference A for one image, with panopticapi's matching rule.
-
-    Segments match when of the same category with IoU > 0.5 (B pixels that are void in A are left out of
-    the union); unmatched B segments lying more than half in A's void are not false positives. PQ, SQ and
-    RQ average over categories present in either (100 for two empty results).
+    Ids become dense indices (``torch.unique``) and the pairs are counted by one ``torch.bincount``.
     """
-    _check_pair(a, b)
-    n_pix = a.segment.size
-    void_a, void_b = a.segment == 0, b.segment == 0
-    overlap = _overlaps(a, b)
-    segs_a, segs_b = a.segment_by_id(), b.segment_by_id()
-    area_a = {i: sum(n for (x, _), n in overlap.items() if x == i) for i in segs_a}
-    area_b = {j: sum(n for (_, y), n in overlap.items() if y == j) for j in segs_b}
-    b_in_void_a = {j: overlap.get((0, j), 0) for j in segs_b}
+    ids_a, index_a = torch.unique(seg_a.reshape(-1), return_inverse=True)
+    ids_b, index_b = torch.unique(seg_b.reshape(-1), return_inverse=True)
+    n_b = len(ids_b)
+    counts = torch.bincount(index_a * n_b + index_b, minlength=len(ids_a) * n_b)
+    present = torch.nonzero(counts).reshape(-1)
+    rows = torch.stack([ids_a[present // n_b], ids_b[present % n_b], counts[present]]).cpu().tolist()
+    return {(i, j): n for i, j, n in zip(*rows)}
 
+
+def _pixel_counts(cat_a: torch.Tensor, cat_b: torch.Tensor, seg_a: torch.Tensor,
+                  seg_b: torch.Tensor) -> dict[str, int]:
+    """Pixels of equal category, of equal void-ness, void in A / in B, void only in B / only in A."""
+    void_a, void_b = seg_a == 0, seg_b == 0
+    names = ("same_category", "same_void", "void_a", "void_b", "void_grown", "void_shrunk")
+    counts = torch.stack([(cat_a == cat_b).sum(), (void_a == void_b).sum(), void_a.sum(), void_b.sum(),
+                          (~void_a & void_b).sum(), (void_a & ~void_b).sum()]).cpu().tolist()
+    return dict(zip(names, counts))
+
+
+def _category_pixels(category: torch.Tensor) -> dict[int, int]:
+    """Pixel count of every category id in the map (0 = void included)."""
+    values, counts = torch.unique(category, return_counts=True)
+    return dict(zip(values.cpu().tolist(), counts.cpu().tolist()))
+
+
+def _share(part: int, whole: int) -> float:
+    """``part / whole``, 0 for an empty whole."""
+    return part / whole if whole else 0.0
+
+
+@dataclass
+class _Overlap:
+    """The joint histogram of two results with their segments and the segment areas it gives."""
+
+    pairs: dict[tuple[int, int], int]
+    segs_a: dict[int, dict[str, int]]
+    segs_b: dict[int, dict[str, int]]
+    area_a: dict[int, int]
+    area_b: dict[int, int]
+
+    @classmethod
+    def build(cls, pairs: dict[tuple[int, int], int], a: CanonicalPanoptic, b: CanonicalPanoptic) -> _Overlap:
+        """Sum the histogram's rows and columns into each segment's area."""
+        segs_a, segs_b = a.segment_by_id(), b.segment_by_id()
+        area_a, area_b = dict.fromkeys(segs_a, 0), dict.fromkeys(segs_b, 0)
+        for (i, j), n in pairs.items():
+            if i:
+                area_a[i] += n
+            if j:
+                area_b[j] += n
+        return cls(pairs, segs_a, segs_b, area_a, area_b)
+
+    def iou(self, i: int, j: int) -> float:
+        """panopticapi's IoU of A segment ``i`` and B segment ``j``: B's pixels on A's void leave the union."""
+        inter = self.pairs.get((i, j), 0)
+        return _share(inter, self.area_a[i] + self.area_b[j] - inter - self.pairs.get((0, j), 0))
+
+    def same_partition(self) -> bool:
+        """True when every A segment lies on exactly one B segment and back, and void on void."""
+        used = [k for k in self.pairs if k != (0, 0)]
+        return (all(i and j for i, j in used)
+                and len({i for i, _ in used}) == len({j for _, j in used}) == len(used))
+
+
+def _match(ov: _Overlap) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[int, tuple[int, float]]]:
+    """panopticapi's matching: same category and IoU > 0.5; A's crowd segments are never matched.
+
+    Returns the matches, the IoU > 0.5 pairs of different categories (relabelled) and, per A segment, its
+    best B segment by IoU (of any category; of its own category for a crowd segment).
+    """
     matches: list[dict[str, Any]] = []
     relabelled: list[dict[str, Any]] = []
-    matched_a: set[int] = set()
-    matched_b: set[int] = set()
-    best_a: dict[int, tuple[int, float]] = {}
-    for (i, j), inter in overlap.items():
+    best: dict[int, tuple[int, float]] = {}
+    for i, j in ov.pairs:
         if i == 0 or j == 0:
             continue
-        union = area_a[i] + area_b[j] - inter - b_in_void_a[j]
-        iou = inter / union if union else 0.0
-        if iou > best_a.get(i, (0, 0.0))[1]:
-            best_a[i] = (j, iou)
-        if iou <= MATCH_IOU:
+        sa, sb = ov.segs_a[i], ov.segs_b[j]
+        same = sa["category_id"] == sb["category_id"]
+        iou = ov.iou(i, j)
+        if (same or not sa["iscrowd"]) and iou > best.get(i, (0, 0.0))[1]:
+            best[i] = (j, iou)
+        if sa["iscrowd"] or iou <= MATCH_IOU:
             continue
-        ca, cb = segs_a[i]["category_id"], segs_b[j]["category_id"]
-        if ca == cb:
-            matches.append({"a_id": i, "b_id": j, "category_id": ca, "iou": iou})
-            matched_a.add(i)
-            matched_b.add(j)
+        if same:
+            matches.append({"a_id": i, "b_id": j, "category_id": sa["category_id"], "iou": iou})
         else:
-            relabelled.append({"a_id": i, "b_id": j, "a_category": ca, "b_category": cb, "iou": iou})
+            relabelled.append({"a_id": i, "b_id": j, "a_category": sa["category_id"],
+                               "b_category": sb["category_id"], "iou": iou})
+    return matches, relabelled, best
 
-    unmatched_a = [dict(segs_a[i], best_b_id=best_a.get(i, (0, 0.0))[0], best_iou=best_a.get(i, (0, 0.0))[1],
-                        void_in_b=overlap.get((i, 0), 0) / area_a[i]) for i in sorted(segs_a) if i not in matched_a]
-    unmatched_b = []
-    for j in sorted(segs_b):
-        if j in matched_b:
+
+def _crowd_regions(a: CanonicalPanoptic) -> dict[int, int]:
+    """Category id → the A crowd segment that excuses B's segments of that category.
+
+    As panopticapi's ``crowd_labels_dict``: one per category, the last listed one wins.
+    """
+    return {s["category_id"]: s["id"] for s in a.segments if s["iscrowd"]}
+
+
+def _unmatched_b(ov: _Overlap, matched: set[int], crowd: dict[int, int]) -> list[dict[str, Any]]:
+    """B's unmatched segments with their shares on A's void and on A's crowd region of their category.
+
+    ``counted_fp`` is False when the two together exceed :data:`IGNORED_SHARE` of the segment's area.
+    """
+    out = []
+    for j in sorted(ov.segs_b):
+        if j in matched:
             continue
-        in_void = b_in_void_a[j] / area_b[j] if area_b[j] else 0.0
-        unmatched_b.append(dict(segs_b[j], void_in_a=in_void, counted_fp=in_void <= 0.5))
+        sb = ov.segs_b[j]
+        in_void = ov.pairs.get((0, j), 0)
+        on_crowd = ov.pairs.get((crowd[sb["category_id"]], j), 0) if sb["category_id"] in crowd else 0
+        out.append(dict(sb, void_in_a=_share(in_void, ov.area_b[j]), crowd_in_a=_share(on_crowd, ov.area_b[j]),
+                        counted_fp=_share(in_void + on_crowd, ov.area_b[j]) <= IGNORED_SHARE))
+    return out
 
-    split: list[dict[str, Any]] = []
-    merged: list[dict[str, Any]] = []
-    for i, sa in segs_a.items():
-        parts = [j for (x, j), n in overlap.items() if x == i and j and segs_b[j]["category_id"] == sa["category_id"]
-                 and n >= SPLIT_MIN_SHARE * area_a[i]]
+
+def _split_merged(ov: _Overlap) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A segments covered by several B segments of their category (split) and B segments covering
+    several A segments of theirs (merged); a part counts from :data:`SPLIT_MIN_SHARE` of the A segment."""
+    def big(i: int, j: int, n: int) -> bool:
+        return (i != 0 and j != 0 and ov.segs_a[i]["category_id"] == ov.segs_b[j]["category_id"]
+                and n >= SPLIT_MIN_SHARE * ov.area_a[i])
+
+    split, merged = [], []
+    for i, sa in ov.segs_a.items():
+        parts = [j for (x, j), n in ov.pairs.items() if x == i and big(x, j, n)]
         if len(parts) >= 2:
             split.append({"a_id": i, "category_id": sa["category_id"], "b_ids": sorted(parts)})
-    for j, sb in segs_b.items():
-        parts = [i for (i, y), n in overlap.items() if y == j and i and segs_a[i]["category_id"] == sb["category_id"]
-                 and n >= SPLIT_MIN_SHARE * area_a[i]]
+    for j, sb in ov.segs_b.items():
+        parts = [i for (i, y), n in ov.pairs.items() if y == j and big(i, y, n)]
         if len(parts) >= 2:
             merged.append({"b_id": j, "category_id": sb["category_id"], "a_ids": sorted(parts)})
+    return split, merged
 
-    isthing = {s["category_id"]: s["isthing"] for s in list(segs_b.values()) + list(segs_a.values())}
-    cats = sorted(isthing)
+
+def _category_rows(ov: _Overlap, matches: list[dict[str, Any]], unmatched_a: list[dict[str, Any]],
+                   unmatched_b: list[dict[str, Any]], pixels_a: dict[int, int],
+                   pixels_b: dict[int, int]) -> list[dict[str, Any]]:
+    """TP/FP/FN, PQ/SQ/RQ (percent) and pixel counts per category of either side."""
+    isthing = {s["category_id"]: s["isthing"] for s in list(ov.segs_b.values()) + list(ov.segs_a.values())}
     rows: list[dict[str, Any]] = []
-    for cat in cats:
+    for cat in sorted(isthing):
         tp_ious = [m["iou"] for m in matches if m["category_id"] == cat]
         tp = len(tp_ious)
         fn = sum(1 for s in unmatched_a if s["category_id"] == cat)
@@ -322,28 +419,75 @@ def compare_panoptic(a: CanonicalPanoptic, b: CanonicalPanoptic) -> PanopticComp
                      "pq": 100.0 * sum(tp_ious) / denom if denom else 0.0,
                      "sq": 100.0 * sum(tp_ious) / tp if tp else 0.0,
                      "rq": 100.0 * tp / denom if denom else 0.0,
-                     "a_pixels": int((a.category == cat).sum()), "b_pixels": int((b.category == cat).sum())})
+                     "a_pixels": pixels_a.get(cat, 0), "b_pixels": pixels_b.get(cat, 0)})
+    return rows
+
+
+def _scores(rows: Sequence[dict[str, Any]]) -> dict[str, float] | None:
+    """Mean PQ/SQ/RQ over the rows with a TP, FP or FN (and their number), None when there is none."""
+    used = [r for r in rows if r["tp"] + r["fp"] + r["fn"] > 0]
+    if not used:
+        return None
+    return {k: float(np.mean([r[k] for r in used])) for k in ("pq", "sq", "rq")} | {"n": len(used)}
+
+
+def compare_panoptic(a: CanonicalPanoptic, b: CanonicalPanoptic, device: str = "auto") -> PanopticComparison:
+    """Compare B against the reference A for one image, with panopticapi's ``pq_compute`` rules.
+
+    Segments match when of the same category with IoU > 0.5 (B pixels that are void in A are left out of
+    the union); A's crowd segments are never matched nor missed; an unmatched B segment lying more than
+    half on A's void plus A's crowd region of its category is no false positive. PQ, SQ and RQ average over
+    categories with a TP, FP or FN (100 for two empty results). The pixel work runs in torch on ``device``
+    (``auto``: CUDA when available); every count is an integer, so results do not depend on the device.
+    """
+    _check_pair(a, b)
+    dev = resolve_device(device)
+    cat_a, cat_b, seg_a, seg_b = (_on_device(m, dev) for m in (a.category, b.category, a.segment, b.segment))
+    pixels = _pixel_counts(cat_a, cat_b, seg_a, seg_b)
+    ov = _Overlap.build(_joint_histogram(seg_a, seg_b), a, b)
+    matches, relabelled, best = _match(ov)
+    matched_a, matched_b = {m["a_id"] for m in matches}, {m["b_id"] for m in matches}
+    unmatched_a = [dict(s, best_b_id=best.get(i, (0, 0.0))[0], best_iou=best.get(i, (0, 0.0))[1],
+                        void_in_b=_share(ov.pairs.get((i, 0), 0), ov.area_a[i]))
+                   for i, s in sorted(ov.segs_a.items()) if i not in matched_a and not s["iscrowd"]]
+    crowd_a = [dict(s, best_b_id=best.get(i, (0, 0.0))[0], best_iou=best.get(i, (0, 0.0))[1])
+               for i, s in sorted(ov.segs_a.items()) if s["iscrowd"]]
+    unmatched_b = _unmatched_b(ov, matched_b, _crowd_regions(a))
+    split, merged = _split_merged(ov)
+    rows = _category_rows(ov, matches, unmatched_a, unmatched_b, _category_pixels(cat_a), _category_pixels(cat_b))
     overall = _scores(rows) or {"pq": 100.0, "sq": 100.0, "rq": 100.0}
+    n_pix = a.segment.size
     return PanopticComparison(
-        category_agreement=float((a.category == b.category).sum() / n_pix),
-        void_agreement=float((void_a == void_b).sum() / n_pix),
-        void_share_a=float(void_a.sum() / n_pix), void_share_b=float(void_b.sum() / n_pix),
-        void_grown=int((~void_a & void_b).sum()), void_shrunk=int((void_a & ~void_b).sum()),
+        category_agreement=pixels["same_category"] / n_pix, void_agreement=pixels["same_void"] / n_pix,
+        void_share_a=pixels["void_a"] / n_pix, void_share_b=pixels["void_b"] / n_pix,
+        void_grown=pixels["void_grown"], void_shrunk=pixels["void_shrunk"], same_partition=ov.same_partition(),
         pq=overall["pq"], sq=overall["sq"], rq=overall["rq"],
         things=_scores([r for r in rows if r["isthing"]]), stuff=_scores([r for r in rows if not r["isthing"]]),
-        per_category=rows, matches=matches, unmatched_a=unmatched_a, unmatched_b=unmatched_b,
+        per_category=rows, matches=matches, unmatched_a=unmatched_a, unmatched_b=unmatched_b, crowd_a=crowd_a,
         relabelled=relabelled, split=split, merged=merged)
 
 
-def disagreement_map(a: CanonicalPanoptic, b: CanonicalPanoptic) -> np.ndarray:
-    """Bool H×W: True where category, void-ness or segment membership (after matching) differ."""
-    _check_pair(a, b)
-    comparison = compare_panoptic(a, b)
+def _disagreement(a: CanonicalPanoptic, b: CanonicalPanoptic, comparison: PanopticComparison,
+                  device: str) -> np.ndarray:
+    """Bool H×W from an existing comparison: pixels whose category differs or whose A segment is not paired
+    with their B segment (by a match, or a crowd segment's same-category IoU > 0.5 partner)."""
+    dev = resolve_device(device)
     lut = np.full(int(a.segment.max(initial=0)) + 1, -1, dtype=np.int64)
     lut[0] = 0
     for m in comparison.matches:
         lut[m["a_id"]] = m["b_id"]
-    return (a.category != b.category) | (lut[a.segment] != b.segment)
+    for s in comparison.crowd_a:
+        if s["best_iou"] > MATCH_IOU:
+            lut[s["id"]] = s["best_b_id"]
+    seg_a = _on_device(a.segment, dev)
+    diff = (_on_device(a.category, dev) != _on_device(b.category, dev)) | (
+        _on_device(lut, dev)[seg_a] != _on_device(b.segment, dev))
+    return diff.cpu().numpy()
+
+
+def disagreement_map(a: CanonicalPanoptic, b: CanonicalPanoptic, device: str = "auto") -> np.ndarray:
+    """Bool H×W: True where category, void-ness or segment membership (after matching) differ."""
+    return _disagreement(a, b, compare_panoptic(a, b, device), device)
 
 
 # ---------------------------------------------------------------- pictures
@@ -383,12 +527,13 @@ def _img(array: np.ndarray, caption: str) -> str:
 
 
 def html_section(a: CanonicalPanoptic, b: CanonicalPanoptic, comparison: PanopticComparison,
-                 colors: dict[int, Sequence[int]], title: str = "") -> str:
+                 colors: dict[int, Sequence[int]], title: str = "", device: str = "auto") -> str:
     """HTML fragment: A and B maps side by side, the disagreement map (red), a summary and per-category table.
 
+    ``comparison`` is ``compare_panoptic(a, b)``; the disagreement map is computed on ``device``.
     Suits ``bridge.compare.report_html.build_html(result, extra_sections=[(title, html)])``.
     """
-    diff = disagreement_map(a, b)
+    diff = _disagreement(a, b, comparison, device)
     diff_rgb = np.zeros(diff.shape + (3,), dtype=np.uint8)
     diff_rgb[diff] = (230, 30, 30)
     diff_rgb[~diff] = (235, 235, 235)
@@ -445,8 +590,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--min-pq", type=float, default=None, help="pass when every image's PQ is at least this")
     parser.add_argument("--html", type=Path, default=None, help="write an HTML report here")
     parser.add_argument("--json", type=Path, default=None, help="write a JSON summary here")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (auto: CUDA when available)")
     args = parser.parse_args(argv)
     try:
+        device = str(resolve_device(args.device))
         side_a, side_b = _load_side(args.a), _load_side(args.b)
         if args.a.is_file() and args.b.is_file():
             side_b = {next(iter(side_a)): next(iter(side_b.values()))}
@@ -461,13 +608,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results[label] = {"missing_in": "B" if key in side_a else "A"}
                 ok = False
                 continue
-            comp = compare_panoptic(side_a[key], side_b[key])
+            comp = compare_panoptic(side_a[key], side_b[key], device)
             passed = comp.identical or (args.min_pq is not None and comp.pq >= args.min_pq)
             ok = ok and passed
             print(f"{label}: {'identical' if comp.identical else 'DIFFERS'}: {comp.summary()}")
             results[label] = comp.to_dict()
             if args.html:
-                sections.append(html_section(side_a[key], side_b[key], comp, colors, title=label))
+                sections.append(html_section(side_a[key], side_b[key], comp, colors, title=label, device=device))
         if args.json:
             with atomic_open(args.json, "wb") as fh:
                 fh.write(json.dumps({"passed": ok, "images": results}, indent=1).encode())

@@ -10,12 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from bridge.compare import compare_runs
 from bridge.onesample import OneSampleConfig, prepare_split
-from bridge.panoptic import (CanonicalPanoptic, compare_panoptic, disagreement_map, from_record, html_section,
-                             load_npz, panoptic_color_image, save_npz, to_record, canonical_from_panoptic_png)
+from bridge.errors import BridgeError
+from bridge.panoptic import (CanonicalPanoptic, canonical_from_panoptic_png, canonical_from_segment_map,
+                             compare_panoptic, disagreement_map, from_record, html_section, load_npz,
+                             panoptic_color_image, save_npz, to_record)
 from bridge.runs import Recorder, open_run
-from bridge.synthetic_coco import write_synthetic_coco
+from bridge.synthetic_coco import panoptic_categories, write_synthetic_coco
 from d2_side.datasets import with_sem_seg_metadata
 from d2_side.panoptic import canonical_from_d2, d2_from_canonical
 from mmdet_side.panoptic import INSTANCE_OFFSET, canonical_from_mmdet, mmdet_from_canonical
@@ -248,3 +252,194 @@ def test_bridge_compare_meets_canonical_panoptic_records(gt: dict, classes: list
     report = json.loads((tmp_path / "c.json").read_text())
     assert report["panoptic"][0]["name"] == name and report["panoptic"][0]["pq"] < 100
     assert (tmp_path / "c.html").read_text().count("data:image/png;base64,") == 3
+
+
+# ---------------------------------------------------------------- device option
+
+
+def _random_pair(seed: int, shape: tuple[int, int] = (48, 64)) -> tuple[CanonicalPanoptic, CanonicalPanoptic]:
+    """Two unrelated results of random rectangles (things and stuff, void where nothing is drawn)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(2):
+        ids = np.zeros(shape, dtype=np.int64)
+        for k in range(1, 13):
+            y, x = rng.integers(0, shape[0] - 4), rng.integers(0, shape[1] - 4)
+            ids[y:y + rng.integers(4, 24), x:x + rng.integers(4, 32)] = 7 * k
+        cats = rng.choice([1, 3, 18, 187, 190], size=12)
+        infos = [{"id": 7 * k, "category_id": int(c), "isthing": int(c < 100)} for k, c in enumerate(cats, 1)]
+        out.append(canonical_from_segment_map(ids, infos))
+    return out[0], out[1]
+
+
+def _numpy_overlaps(a: CanonicalPanoptic, b: CanonicalPanoptic) -> dict[tuple[int, int], int]:
+    """Reference joint histogram with numpy, as panopticapi counts it (id_a * offset + id_b)."""
+    stride = int(b.segment.max(initial=0)) + 1
+    values, counts = np.unique(a.segment * stride + b.segment, return_counts=True)
+    return {(int(v // stride), int(v % stride)): int(n) for v, n in zip(values, counts)}
+
+
+def test_device_option_gives_the_numpy_counts_on_cpu(gt: dict, classes: list[str]) -> None:
+    from bridge.panoptic import _joint_histogram
+
+    for seed in range(3):
+        a, b = _random_pair(seed)
+        assert _joint_histogram(torch.from_numpy(a.segment), torch.from_numpy(b.segment)) == _numpy_overlaps(a, b)
+        cpu = compare_panoptic(a, b, device="cpu")
+        assert cpu.to_dict() == compare_panoptic(a, b, device="auto").to_dict() == compare_panoptic(a, b).to_dict()
+        assert cpu.void_grown == int(((a.segment != 0) & (b.segment == 0)).sum())
+        assert cpu.category_agreement == float((a.category == b.category).mean())
+        assert disagreement_map(a, b, device="cpu").dtype == bool
+    b = _relabelled(gt, classes)
+    assert compare_panoptic(gt["c"], b, device="cpu").to_dict() == compare_panoptic(gt["c"], b).to_dict()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_gives_the_cpu_results() -> None:
+    for seed in range(3):
+        a, b = _random_pair(seed)
+        assert compare_panoptic(a, b, device="cuda").to_dict() == compare_panoptic(a, b, device="cpu").to_dict()
+        assert (disagreement_map(a, b, device="cuda") == disagreement_map(a, b, device="cpu")).all()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_cuda_exits_2(tmp_path: Path) -> None:
+    a, b = _random_pair(0)
+    save_npz(a, tmp_path / "a.npz")
+    save_npz(b, tmp_path / "b.npz")
+    cpu = _cli(str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--device", "cpu", "--json", str(tmp_path / "c.json"))
+    assert cpu.returncode == 1, cpu.stdout + cpu.stderr
+    assert json.loads((tmp_path / "c.json").read_text())["images"]["a step 0"] == json.loads(
+        json.dumps(compare_panoptic(a, b, device="cpu").to_dict()))
+    bad = _cli(str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--device", "cuda")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr == "error: --device cuda asked for, but torch sees no CUDA device\n"
+    assert _cli(str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--device", "tpu").returncode == 2
+
+
+def test_bridge_compare_passes_its_device_to_the_panoptic_section(tmp_path: Path) -> None:
+    a, b = _random_pair(1)
+    for run, c in {"a": a, "b": b}.items():
+        with Recorder(tmp_path / run, framework="test") as rec:
+            rec.record("panoptic.1", to_record(c), step=0, kind="output")
+    result = compare_runs(tmp_path / "a", tmp_path / "b", device="cpu")
+    assert [p.device for p in result.panoptic] == ["cpu"]
+    assert result.panoptic[0].comparison.to_dict() == compare_panoptic(a, b, device="cpu").to_dict()
+
+
+# ---------------------------------------------------------------- COCO's crowd rule
+
+PERSON, CAR, SKY, FLOOR = 1, 3, 187, 190
+
+
+def _crowd_scene(two_crowds: bool) -> tuple[np.ndarray, list[dict], np.ndarray, list[dict]]:
+    """16×32 ground truth (sky; a person; a person crowd region, split in two when ``two_crowds``; void)
+    and a prediction with one segment of every kind: matched, on a crowd region, on void, relabelled."""
+    gt = np.zeros((16, 32), dtype=np.int64)
+    gt[:8] = 11
+    gt[8:, :8] = 21
+    gt[8:, 8:24] = 22
+    gt_infos = [{"id": 11, "category_id": SKY, "iscrowd": 0}, {"id": 21, "category_id": PERSON, "iscrowd": 0},
+                {"id": 22, "category_id": PERSON, "iscrowd": 1}]
+    if two_crowds:
+        gt[8:, 16:24] = 23
+        gt_infos.append({"id": 23, "category_id": PERSON, "iscrowd": 1})
+    pred = np.zeros((16, 32), dtype=np.int64)
+    pred[:8, :28] = 1      # sky, IoU 0.875
+    pred[:8, 28:] = 2      # floor on sky: a false positive
+    pred[8:, :6] = 3       # the person, IoU 0.75
+    pred[8:, 6:18] = 4     # a person, 80 of its 96 pixels on person crowd
+    pred[8:, 18:24] = 5    # a car on the person crowd region: a false positive
+    pred[8:12, 24:] = 6    # a person on void
+    pred_infos = [{"id": 1, "category_id": SKY}, {"id": 2, "category_id": FLOOR}, {"id": 3, "category_id": PERSON},
+                  {"id": 4, "category_id": PERSON}, {"id": 5, "category_id": CAR}, {"id": 6, "category_id": PERSON}]
+    return gt, gt_infos, pred, pred_infos
+
+
+def _write_coco_panoptic(folder: Path, ids: np.ndarray, infos: list[dict]) -> tuple[Path, Path, list[dict]]:
+    """One image (id 1) as COCO-panoptic JSON + RGB id PNG (panopticapi's id2rgb).
+
+    Returns the JSON path, the PNG folder and the written ``segments_info`` (with areas)."""
+    from panopticapi.utils import id2rgb
+
+    png_dir = folder / "png"
+    png_dir.mkdir(parents=True)
+    Image.fromarray(id2rgb(ids)).save(png_dir / "1.png")
+    segments = [dict(s, area=int((ids == s["id"]).sum())) for s in infos]
+    doc = {"images": [{"id": 1, "file_name": "1.jpg", "height": ids.shape[0], "width": ids.shape[1]}],
+           "annotations": [{"image_id": 1, "file_name": "1.png", "segments_info": segments}],
+           "categories": panoptic_categories()}
+    (folder / "panoptic.json").write_text(json.dumps(doc))
+    return folder / "panoptic.json", png_dir, segments
+
+
+def _ours_and_panopticapi(tmp_path: Path, gt: np.ndarray, gt_infos: list[dict], pred: np.ndarray,
+                          pred_infos: list[dict]) -> tuple:
+    """compare_panoptic on the canonical forms read back from the files, and panopticapi's pq_compute on them."""
+    from panopticapi.evaluation import pq_compute
+
+    gt_json, gt_dir, gt_segments = _write_coco_panoptic(tmp_path / "gt", gt, gt_infos)
+    pred_json, pred_dir, pred_segments = _write_coco_panoptic(tmp_path / "pred", pred, pred_infos)
+    read = [canonical_from_panoptic_png(gt_dir / "1.png", gt_segments),
+            canonical_from_panoptic_png(pred_dir / "1.png", pred_segments)]
+    official = pq_compute(str(gt_json), str(pred_json), str(gt_dir), str(pred_dir))
+    return read[0], read[1], compare_panoptic(read[0], read[1], device="cpu"), official
+
+
+@pytest.mark.parametrize("two_crowds", [False, True], ids=["one crowd", "two crowd regions of one category"])
+def test_crowd_rule_gives_panopticapi_pq(tmp_path: Path, two_crowds: bool) -> None:
+    gt_c, pred_c, comparison, official = _ours_and_panopticapi(tmp_path, *_crowd_scene(two_crowds))
+    assert sorted(s["iscrowd"] for s in gt_c.segments) == [0, 0] + [1] * (1 + two_crowds)
+    crowd_ids = {s["id"] for s in gt_c.segments if s["iscrowd"]}
+    assert crowd_ids == {s["id"] for s in comparison.crowd_a}
+    assert not crowd_ids & {m["a_id"] for m in comparison.matches} and not comparison.unmatched_a
+    rows = {r["category_id"]: r for r in comparison.per_category}
+    assert (rows[SKY]["tp"], rows[FLOOR]["fp"], rows[CAR]["fp"]) == (1, 1, 1)
+    # The person lying on the crowd region is no false positive; with two crowd regions of one category
+    # panopticapi only looks at the last listed one, so that person (on the first) counts.
+    assert (rows[PERSON]["tp"], rows[PERSON]["fn"], rows[PERSON]["fp"]) == (1, 0, int(two_crowds))
+    on_crowd = next(s for s in comparison.unmatched_b if s["void_in_a"] == 0 and s["category_id"] == PERSON)
+    assert on_crowd["counted_fp"] is two_crowds and on_crowd["crowd_in_a"] == (16 / 96 if two_crowds else 80 / 96)
+    assert comparison.pq == pytest.approx(100 * official["All"]["pq"], abs=1e-9)
+    assert comparison.sq == pytest.approx(100 * official["All"]["sq"], abs=1e-9)
+    assert comparison.rq == pytest.approx(100 * official["All"]["rq"], abs=1e-9)
+    assert comparison.things["pq"] == pytest.approx(100 * official["Things"]["pq"], abs=1e-9)
+    assert comparison.stuff["pq"] == pytest.approx(100 * official["Stuff"]["pq"], abs=1e-9)
+    for cat, row in rows.items():
+        assert row["pq"] == pytest.approx(100 * official["per_class"][cat]["pq"], abs=1e-9), cat
+
+
+def test_crowd_segment_is_never_matched(tmp_path: Path) -> None:
+    gt, gt_infos, _, _ = _crowd_scene(two_crowds=False)
+    pred_infos = [{"id": s["id"], "category_id": s["category_id"]} for s in gt_infos]
+    gt_c, pred_c, comparison, official = _ours_and_panopticapi(tmp_path, gt, gt_infos, gt, pred_infos)
+    crowd = next(s for s in gt_c.segments if s["iscrowd"])
+    assert crowd["id"] not in {m["a_id"] for m in comparison.matches}
+    assert [(s["id"], s["best_iou"]) for s in comparison.crowd_a] == [(crowd["id"], 1.0)]
+    copy = next(s for s in comparison.unmatched_b if s["category_id"] == PERSON)
+    assert copy["crowd_in_a"] == 1.0 and not copy["counted_fp"] and not comparison.unmatched_a
+    assert comparison.pq == 100.0 == pytest.approx(100 * official["All"]["pq"])
+    assert comparison.identical and not disagreement_map(gt_c, pred_c).any()
+    assert "crowd ignored 1" in comparison.summary()
+    reverse = compare_panoptic(pred_c, gt_c, device="cpu")
+    assert not reverse.crowd_a and len(reverse.matches) == 3 and reverse.identical
+
+
+def test_iscrowd_survives_record_and_npz_and_old_layouts_load(tmp_path: Path) -> None:
+    gt, gt_infos, _, _ = _crowd_scene(two_crowds=True)
+    c = canonical_from_segment_map(gt, [dict(s, isthing=s["category_id"] == PERSON) for s in gt_infos])
+    assert [s["iscrowd"] for s in c.segments] == [0, 0, 1, 1]
+    with Recorder(tmp_path / "run", framework="test") as rec:
+        rec.record("panoptic.1", to_record(c), step=0, kind="output")
+    assert from_record(open_run(tmp_path / "run").get("panoptic.1", step=0, kind="output")).segments == c.segments
+    save_npz(c, tmp_path / "c.npz")
+    assert load_npz(tmp_path / "c.npz").segments == c.segments
+
+    old_table = np.array([[s["id"], s["category_id"], s["isthing"], s["area"]] for s in c.segments])
+    old = from_record({"category": c.category, "segment": c.segment, "segments": torch.from_numpy(old_table)})
+    assert [s["iscrowd"] for s in old.segments] == [0, 0, 0, 0]
+    assert [dict(s, iscrowd=1) for s in old.segments][2:] == c.segments[2:]
+    np.savez(tmp_path / "old.npz", category=c.category, segment=c.segment, segments=old_table)
+    assert load_npz(tmp_path / "old.npz").segments == old.segments
+    with pytest.raises(BridgeError, match="N×5"):
+        from_record({"category": c.category, "segment": c.segment, "segments": old_table[:, :3]})

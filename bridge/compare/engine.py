@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from bridge import Entry, Run, open_run
+from bridge.devices import resolve_device
 from bridge.errors import BridgeError
 
 from .pairing import Pair, name_mapper, pair_entries
@@ -103,17 +104,6 @@ class ComparisonResult:
     def n_failed(self) -> int:
         """Number of failing pairs."""
         return sum(not i.passed for i in self.items)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda when available else cpu; ``cuda`` without a GPU is a BridgeError."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BridgeError("--device cuda asked for, but torch sees no CUDA device")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise BridgeError(f"unknown device {device!r} (auto, cpu or cuda)")
-    return torch.device(device)
 
 
 @contextlib.contextmanager
@@ -250,7 +240,7 @@ def compare_runs(
         a_only=[_loc(e, "only in run A") for e in pairing.a_only],
         b_only=[_loc(e, "only in run B") for e in pairing.b_only],
         first_divergence=first, last_passing_before=last_ok, settings=settings,
-        panoptic=compare_panoptic_records(run_a, run_b),  # a view of their own, whatever ``kinds`` keeps
+        panoptic=compare_panoptic_records(run_a, run_b, device=str(dev)),  # a view of their own, whatever ``kinds`` keeps
     )
 
 

@@ -24,6 +24,7 @@ class PanopticPair:
     a: CanonicalPanoptic
     b: CanonicalPanoptic
     comparison: PanopticComparison
+    device: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no pixel maps)."""
@@ -32,15 +33,15 @@ class PanopticPair:
     def html(self) -> tuple[str, str]:
         """(title, html) for the HTML report: both maps, the disagreement map and the PQ table."""
         title = f"Panoptic {self.name} (step {self.step}, rank {self.rank}): {self.comparison.summary()}"
-        return title, html_section(self.a, self.b, self.comparison, default_colors())
+        return title, html_section(self.a, self.b, self.comparison, default_colors(), device=self.device)
 
 
 def _records(run: Run) -> set[tuple[int, int, str]]:
     return {(e.step, e.rank, e.name) for e in run.entries(kind="output") if e.name.startswith(PREFIX)}
 
 
-def compare_panoptic_records(run_a: Run, run_b: Run) -> list[PanopticPair]:
-    """Compare every canonical panoptic record present in both runs (same step, rank and name)."""
+def compare_panoptic_records(run_a: Run, run_b: Run, device: str = "auto") -> list[PanopticPair]:
+    """Compare every canonical panoptic record present in both runs (same step, rank and name) on ``device``."""
     pairs = []
     for step, rank, name in sorted(_records(run_a) & _records(run_b)):
         try:
@@ -48,5 +49,5 @@ def compare_panoptic_records(run_a: Run, run_b: Run) -> list[PanopticPair]:
             b = from_record(run_b.get(name, step=step, kind="output", rank=rank))
         except BridgeError as exc:
             raise BridgeError(f"record {name!r} step {step} rank {rank}: not a canonical panoptic result ({exc})") from None
-        pairs.append(PanopticPair(step, rank, name, a, b, compare_panoptic(a, b)))
+        pairs.append(PanopticPair(step, rank, name, a, b, compare_panoptic(a, b, device=device), device))
     return pairs
