@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import pprint
 import sys
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from bridge.atomic import atomic_open
@@ -69,12 +71,52 @@ def config_text(base: str, overrides: dict, extra_lines: tuple[str, ...] = ()) -
 
 
 def write_config(base: str, out: str | Path, config: OneSampleConfig | None = None, *, task: str = "panoptic",
-                 extra_lines: tuple[str, ...] = ()) -> Path:
-    """Write (atomically) a config inheriting ``base`` that trains/evaluates on the one-sample splits."""
-    text = config_text(base, onesample_overrides(config, task=task), extra_lines)
+                 hooks: Sequence[dict] = ()) -> Path:
+    """Write (atomically) a config inheriting ``base`` that trains/evaluates on the one-sample splits, with
+    ``hooks`` (bridge hook dicts) added to the base's ``custom_hooks`` and ``mmdet_side`` to its imports."""
+    out = Path(out)
+    overrides = onesample_overrides(config, task=task)
+    text = config_text(base, overrides)
+    if hooks:
+        text = config_text(base, overrides, bridge_hook_lines(text, out.parent, list(hooks)))
     with atomic_open(out, "w") as handle:
         handle.write(text)
-    return Path(out)
+    return out
+
+
+def bridge_hook_lines(config_text_: str, directory: Path, hooks: list[dict]) -> tuple[str, str]:
+    """``custom_imports`` / ``custom_hooks`` lines adding ``mmdet_side`` and ``hooks`` to what the config
+    ``config_text_`` (to be written in ``directory``; its bases resolve from there) already has: a plain
+    assignment would replace the base's lists, dropping e.g. ``projects.MaskDINO.maskdino`` from a project
+    config's imports."""
+    from mmengine.config import Config
+
+    with tempfile.NamedTemporaryFile("w", suffix=".py", dir=directory, encoding="utf-8") as probe:
+        probe.write(config_text_)
+        probe.flush()
+        try:
+            current = Config.fromfile(probe.name, import_custom_modules=False)
+        except Exception as exc:  # mmengine raises many types for a bad base: name the base and the cause
+            raise BridgeError(f"cannot load the base config to extend its hooks "
+                              f"({type(exc).__name__}: {exc})") from None
+    imports = list((current.get("custom_imports") or {}).get("imports", []))
+    imports += [] if "mmdet_side" in imports else ["mmdet_side"]
+    existing = [dict(hook) for hook in current.get("custom_hooks") or []]
+    return (f"custom_imports = dict(imports={imports!r}, allow_failed_imports=False)",
+            "custom_hooks = " + pprint.pformat(existing + hooks, width=100, sort_dicts=False))
+
+
+def _requested_hooks(args: argparse.Namespace) -> list[dict]:
+    """The bridge hooks the CLI options ask for."""
+    hooks = []
+    if args.replay_dir or args.replay_eval_dir:
+        replay = dict(type="BridgeReplayHook", input_format=args.input_format)
+        replay |= {"run_dir": args.replay_dir} if args.replay_dir else {}
+        replay |= {"eval_run_dir": args.replay_eval_dir} if args.replay_eval_dir else {}
+        hooks.append(replay)
+    if args.record_dir:
+        hooks.append(dict(type="BridgeRecordHook", run_dir=args.record_dir))
+    return hooks
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-ids", default="", help="comma-separated ids (default: first annotated image)")
     parser.add_argument("--cache-dir", help="where subsets go (default: $BRIDGE_CACHE_DIR or ~/.cache)")
     parser.add_argument("--record-dir", help="also switch on the record hook, writing into this run dir")
+    parser.add_argument("--replay-dir", help="replay the training batches detectron2 recorded in this run")
+    parser.add_argument("--replay-eval-dir", help="replay detectron2's recorded inference batches in val/test")
+    parser.add_argument("--input-format", choices=("BGR", "RGB"), default="BGR",
+                        help="detectron2's INPUT.FORMAT of the replayed batches (RGB for Mask DINO / Mask2Former)")
     args = parser.parse_args(argv)
 
     def write() -> Path:
@@ -96,11 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             config = OneSampleConfig.create(args.coco_root, {
                 "train": parse_image_ids(args.train_ids, "--train-ids"),
                 "val": parse_image_ids(args.val_ids, "--val-ids")}, args.cache_dir)
-        extra = ()
-        if args.record_dir:
-            extra = ("custom_imports = dict(imports=['mmdet_side'], allow_failed_imports=False)",
-                     f"custom_hooks = [dict(type='BridgeRecordHook', run_dir={args.record_dir!r})]")
-        return write_config(args.base, args.out, config, task=args.task, extra_lines=extra)
+        return write_config(args.base, args.out, config, task=args.task, hooks=_requested_hooks(args))
 
     return run_reporting_errors(write)
 

@@ -1,10 +1,11 @@
 """Replay a batch recorded by detectron2 in an mmdet model, skipping mmdet's data pipeline.
 
-detectron2's mapper gives the model uint8 images in ``cfg.INPUT.FORMAT`` (BGR by default), already
-resized, and the model normalises and pads them itself; mmdet's pipeline also loads BGR uint8 images and
-leaves normalisation, the BGR→RGB flip and padding to its data preprocessor. So the recorded images are fed
-as mmdet ``inputs`` unchanged and the metainfo is rebuilt from the recorded sizes; the data preprocessor
-then normalises, flips and pads as the mmdet config says (configure it like detectron2's model to compare).
+detectron2's mapper gives the model uint8 images in ``cfg.INPUT.FORMAT`` (BGR by default; RGB in Mask
+DINO's and Mask2Former's configs), already resized, and the model normalises and pads them itself; mmdet's
+pipeline always loads BGR uint8 images and leaves normalisation, the BGR→RGB flip and padding to its data
+preprocessor. So the recorded images are fed as mmdet ``inputs`` in BGR (``input_format='RGB'`` flips them)
+and the metainfo is rebuilt from the recorded sizes; the data preprocessor then normalises, flips and pads
+as the mmdet config says (configure it like detectron2's model to compare).
 """
 
 from __future__ import annotations
@@ -17,9 +18,18 @@ from mmdet.structures import DetDataSample
 from bridge.errors import BridgeError
 
 
-def d2_inputs_to_mmdet(batch: Sequence[dict]) -> dict:
+INPUT_FORMATS = ("BGR", "RGB")
+
+
+def d2_inputs_to_mmdet(batch: Sequence[dict], input_format: str = "BGR") -> dict:
     """Turn a detectron2 inference batch (``list[dict]`` with ``image``, ``height``, ``width``) into the
-    ``{'inputs', 'data_samples'}`` dict that an mmdet model's data preprocessor takes."""
+    ``{'inputs', 'data_samples'}`` dict that an mmdet model's data preprocessor takes.
+
+    ``input_format`` is detectron2's ``cfg.INPUT.FORMAT``; RGB images are flipped to the BGR that mmdet's
+    pipeline loads (its data preprocessor's ``bgr_to_rgb`` then applies as with its own batches)."""
+    if input_format not in INPUT_FORMATS:
+        raise BridgeError(f"input_format must be one of {INPUT_FORMATS} (detectron2's INPUT.FORMAT), "
+                          f"got {input_format!r}")
     inputs, samples = [], []
     for index, record in enumerate(batch):
         image = record.get("image")
@@ -30,7 +40,7 @@ def d2_inputs_to_mmdet(batch: Sequence[dict]) -> dict:
         metainfo = dict(img_id=record.get("image_id", index), img_path=record.get("file_name", ""),
                         ori_shape=(ori_height, ori_width), img_shape=(height, width),
                         scale_factor=(width / ori_width, height / ori_height), flip=False, flip_direction=None)
-        inputs.append(image)
+        inputs.append(image.flip(0) if input_format == "RGB" else image)
         samples.append(DetDataSample(metainfo=metainfo))
     return {"inputs": inputs, "data_samples": samples}
 
@@ -112,7 +122,7 @@ def _boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
 
 def d2_train_batch_to_mmdet(batch: Sequence[dict], label_map: Sequence[int] | None = None,
                             sem_seg_label_map: Sequence[int] | None = None, panoptic_num_things: int | None = None,
-                            ignore_value: int = 255) -> dict:
+                            ignore_value: int = 255, input_format: str = "BGR") -> dict:
     """Turn a detectron2 *training* batch (the mapper's ``list[dict]`` with ``image`` and ``instances``,
     optionally ``sem_seg``) into mmdet's ``{'inputs', 'data_samples'}`` with ``gt_instances`` (boxes in
     the resized image, labels, masks) and ``gt_sem_seg``.
@@ -122,10 +132,10 @@ def d2_train_batch_to_mmdet(batch: Sequence[dict], label_map: Sequence[int] | No
     :func:`panoptic_fpn_sem_seg_label_map`). ``panoptic_num_things`` is for Mask2Former / Mask DINO batches,
     whose ``instances`` hold every panoptic segment: the things (label < ``panoptic_num_things``) stay
     instances, and all segments are painted into ``gt_sem_seg`` when the batch has no ``sem_seg`` of its own,
-    as mmdet's ``LoadPanopticAnnotations`` would give them."""
+    as mmdet's ``LoadPanopticAnnotations`` would give them. ``input_format``: see :func:`d2_inputs_to_mmdet`."""
     from mmengine.structures import PixelData
 
-    converted = d2_inputs_to_mmdet(batch)
+    converted = d2_inputs_to_mmdet(batch, input_format)
     for index, (record, sample) in enumerate(zip(batch, converted["data_samples"])):
         height, width = sample.img_shape
         sem_seg = record.get("sem_seg") if isinstance(record.get("sem_seg"), torch.Tensor) else None

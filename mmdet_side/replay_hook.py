@@ -49,14 +49,16 @@ class BridgeReplayHook(Hook):
     (a list, or ``'panoptic_fpn'``); ``panoptic_num_things`` splits Mask2Former / Mask DINO panoptic
     instances into thing instances and a semantic map (see :func:`mmdet_side.replay.d2_train_batch_to_mmdet`).
     ``eval_run_dir`` (a ``d2_side.hooks.record_inference`` run) replays detectron2's inference batches in
-    validation and test, matched by batch index.
+    validation and test, matched by batch index. ``input_format`` is detectron2's ``INPUT.FORMAT`` ('RGB' for
+    Mask DINO / Mask2Former): RGB images are flipped to the BGR mmdet's own pipeline would load.
     """
 
     priority = "VERY_HIGH"
 
     def __init__(self, run_dir: str | None = None, name: str = "batch", rank: int = 0,
                  label_map: Sequence[int] | None = None, sem_seg_label_map: Sequence[int] | str | None = None,
-                 panoptic_num_things: int | None = None, eval_run_dir: str | None = None) -> None:
+                 panoptic_num_things: int | None = None, eval_run_dir: str | None = None,
+                 input_format: str = "BGR") -> None:
         if not run_dir and not eval_run_dir:
             raise BridgeError("BridgeReplayHook needs run_dir (training batches) and/or eval_run_dir (val/test)")
         self.run_dir = run_dir
@@ -66,6 +68,7 @@ class BridgeReplayHook(Hook):
         self.label_map = label_map
         self.sem_seg_label_map = sem_seg_label_map
         self.panoptic_num_things = panoptic_num_things
+        self.input_format = input_format
         self._run = None
         self._eval_run = None
         self._sem_seg_map: list[int] | None = None
@@ -85,7 +88,7 @@ class BridgeReplayHook(Hook):
         recorded = self._run.get(self.name, step=runner.iter, kind="batch", rank=self.rank)
         try:
             converted = d2_train_batch_to_mmdet(recorded, self.label_map, self._sem_seg_map,
-                                                self.panoptic_num_things)
+                                                self.panoptic_num_things, input_format=self.input_format)
         except BridgeError as exc:
             raise BridgeError(f"BridgeReplayHook: {self.run_dir} step {runner.iter}: {exc}") from None
         data_batch.clear()
@@ -99,7 +102,7 @@ class BridgeReplayHook(Hook):
             raise BridgeError("BridgeReplayHook: mmengine passed no data_batch to replace")
         recorded = self._eval_run.get(self.name, step=batch_idx, kind="batch", rank=self.rank)
         try:
-            converted = d2_inputs_to_mmdet(recorded)
+            converted = d2_inputs_to_mmdet(recorded, self.input_format)
         except BridgeError as exc:
             raise BridgeError(f"BridgeReplayHook: {self.eval_run_dir} step {batch_idx}: {exc}") from None
         data_batch.clear()

@@ -165,3 +165,30 @@ def test_mmdet_config_cli_writes_a_config_or_names_the_bad_root(coco_root: Path,
                           "--coco-root", str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "nowhere" in bad.stderr
     assert "Traceback" not in bad.stderr and not (tmp_path / "x.py").exists()
+
+
+def test_mmdet_config_cli_adds_bridge_hooks_to_the_base_config_own(coco_root: Path, tmp_path: Path) -> None:
+    """A project config (like Mask DINO's port) has custom_imports and custom_hooks of its own: the written
+    config keeps them and adds mmdet_side, the replay hook and the record hook; a bad base writes nothing."""
+    from mmengine.config import Config
+
+    project = tmp_path / "project.py"
+    project.write_text("_base_ = 'mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py'\n"
+                       "custom_imports = dict(imports=['mmdet_side.coco91'], allow_failed_imports=False)\n"
+                       "custom_hooks = [dict(type='EMAHook', momentum=0.0002)]\n")
+    out = tmp_path / "cfg.py"
+    args = [sys.executable, "-m", "mmdet_side.config", "--base", str(project), "-o", str(out), "--coco-root",
+            str(coco_root), "--cache-dir", str(tmp_path / "cache"), "--record-dir", str(tmp_path / "run"),
+            "--replay-dir", str(tmp_path / "d2"), "--input-format", "RGB"]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    cfg = Config.fromfile(str(out), import_custom_modules=False)
+    assert cfg.custom_imports.imports == ["mmdet_side.coco91", "mmdet_side"]
+    assert [hook["type"] for hook in cfg.custom_hooks] == ["EMAHook", "BridgeReplayHook", "BridgeRecordHook"]
+    assert cfg.custom_hooks[1] == dict(type="BridgeReplayHook", input_format="RGB", run_dir=str(tmp_path / "d2"))
+    missing = [sys.executable, "-m", "mmdet_side.config", "--base", str(tmp_path / "nowhere.py"), "-o",
+               str(tmp_path / "x.py"), "--coco-root", str(coco_root), "--cache-dir", str(tmp_path / "cache"),
+               "--record-dir", str(tmp_path / "run")]
+    bad = subprocess.run(missing, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.startswith("error:") and "nowhere.py" in bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "x.py").exists()

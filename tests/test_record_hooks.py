@@ -45,12 +45,10 @@ def small_mmdet_config(onesample_config: OneSampleConfig, tmp_path_factory: pyte
     from mmdet_side.config import write_config
 
     work = tmp_path_factory.mktemp("mmdet_cfg")
-    record_lines = ("custom_imports = dict(imports=['mmdet_side'], allow_failed_imports=False)",
-                    f"custom_hooks = [dict(type='BridgeRecordHook', run_dir={str(work / 'run_train')!r}, "
-                    f"iterations=[0, 1], activations=['backbone.layer1'], "
-                    f"eval_run_dir={str(work / 'run_eval')!r})]")
+    record_hook = dict(type="BridgeRecordHook", run_dir=str(work / "run_train"), iterations=[0, 1],
+                       activations=["backbone.layer1"], eval_run_dir=str(work / "run_eval"))
     path = write_config("mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py", work / "base.py", onesample_config,
-                        extra_lines=record_lines)
+                        hooks=[record_hook])
     cfg = Config.fromfile(str(path))
     for pipeline in (cfg.train_dataloader.dataset.pipeline, cfg.val_dataloader.dataset.pipeline,
                      cfg.test_dataloader.dataset.pipeline):
