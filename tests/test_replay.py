@@ -211,3 +211,16 @@ def test_mmdet_tests_on_detectron2_inference_batches(onesample_config: OneSample
     d2_panoptic = d2_run.get(panoptic_name, step=0, kind="output")
     mm_panoptic = mm_run.get(panoptic_name, step=0, kind="output")
     assert mm_panoptic["category"].shape == d2_panoptic["category"].shape == (d2_item["height"], d2_item["width"])
+
+
+def test_rgb_batches_are_fed_as_the_bgr_mmdet_loads() -> None:
+    """Mask DINO / Mask2Former configs feed RGB (INPUT.FORMAT); mmdet's pipeline loads BGR and its data
+    preprocessor flips: with input_format='RGB' the replayed input is the BGR image mmdet would have loaded."""
+    from bridge.errors import BridgeError
+    from mmdet_side.replay import d2_inputs_to_mmdet
+
+    rgb = torch.arange(3 * 4 * 5, dtype=torch.uint8).reshape(3, 4, 5)
+    assert torch.equal(d2_inputs_to_mmdet([{"image": rgb}], "RGB")["inputs"][0], rgb.flip(0))
+    assert torch.equal(d2_inputs_to_mmdet([{"image": rgb}])["inputs"][0], rgb)
+    with pytest.raises(BridgeError, match="input_format must be one of"):
+        d2_inputs_to_mmdet([{"image": rgb}], "YUV")
