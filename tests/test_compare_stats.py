@@ -89,3 +89,19 @@ def test_many_pieces_match_numpy() -> None:
     assert got.numel == a.numel() and got.nan_a == got.nan_b == 1 and got.mismatched == ref["mismatched"] >= 1
     for k in ("max_abs", "mean_abs", "max_rel", "rel_l2", "cosine", "min_atol"):
         assert getattr(got, k) == pytest.approx(ref[k], rel=1e-9, abs=1e-12), k
+
+
+@pytest.mark.parametrize(("atol", "rtol"), [(1e-5, 1.3e-6), (0.0, 0.0), (1e-5, -1e-3)])
+def test_skipped_spans_keep_maxima_exact(atol: float, rtol: float) -> None:
+    """Spans that their bounds rule out are skipped; later maxima that beat the running ones by little still count."""
+    g = torch.Generator().manual_seed(2)
+    a = 1 + torch.rand(3, 70_000, generator=g)  # positive: no sign flip pins max_rel at 2
+    b = a + (torch.rand(3, 70_000, generator=g) - 0.5) * 2e-6
+    a[0, 0], b[0, 0] = 1.0, 1.0 + 3e-6  # an early excess |d| - rtol*|b| far above the rest
+    a[1, 40_000], b[1, 40_000] = 0.01, 0.01 + 2e-6  # beats it by ~10%, and sets the max relative error
+    a[2, 69_990], b[2, 69_990] = 0.001, 0.001 + 2.2e-7  # beats that by ~10%, in the last span
+    got = tensor_stats(chunks(a, 1), chunks(b, 2), atol=atol, rtol=rtol)
+    ref = reference(a.numpy().ravel(), b.numpy().ravel(), atol, rtol)
+    assert got.mismatched == ref["mismatched"]
+    for k in ("max_abs", "mean_abs", "max_rel", "rel_l2", "cosine", "min_atol"):
+        assert getattr(got, k) == pytest.approx(ref[k], rel=1e-9, abs=1e-12), k

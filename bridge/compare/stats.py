@@ -1,4 +1,4 @@
-"""Per-pair error statistics, streamed chunk by chunk with float64 accumulation.
+"""Per-pair error statistics, streamed chunk by chunk and computed in float64.
 
 For floating tensors an element passes when ``|a - b| <= atol + rtol * |b|``, evaluated
 in float64 as ``|a - b| - rtol * |b| <= atol``. A NaN at
@@ -6,6 +6,11 @@ the same place on both sides, or the same infinity on both sides, counts as equa
 non-finite value on one side only is a mismatch. The error statistics (max/mean abs,
 max rel, rel L2, cosine, min_atol) are taken over the elements finite on both sides.
 Integer and bool tensors compare exactly.
+
+Each piece of PIECE elements is cast once into reused float64 rows that stay in cache;
+|a - b| is formed once, two BLAS calls fold every sum in, and the per-span max |a - b|
+(with min |b|) bounds the per-element maxima, so the passes for min_atol, the tolerance
+count and max_rel only touch spans that could change them.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ import torch
 
 #: Guard for the normalisers of the relative errors.
 EPS: float = 1e-12
-#: Elements processed at once: four float64 scratch buffers of 256 KiB stay in cache.
+#: Elements processed at once: the four float64 scratch rows (256 KiB each) stay in L2 cache.
 PIECE: int = 1 << 15
+#: Stretch of a piece whose max |a - b| gates the passes for min_atol and max_rel (PIECE is a multiple).
+SPAN: int = 1 << 12
 #: Target elements per chunk read from a run (Run.tensor_slices rows are chosen to match).
 READ_ELEMS: int = 1 << 22
 
@@ -68,93 +75,158 @@ def aligned_chunks(chunks_a: Iterable[torch.Tensor], chunks_b: Iterable[torch.Te
         buf_a, buf_b = buf_a[n:], buf_b[n:]
 
 
-_WORK: dict[torch.device, list[torch.Tensor]] = {}
+class _Span:
+    """Views of one stretch of the rows a, b and |a - b|."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, d: torch.Tensor) -> None:
+        self.a, self.b, self.d = a, b, d
 
 
-def _work(device: torch.device, n: int) -> list[torch.Tensor]:
-    """Four reusable float64 scratch buffers of at least ``n`` elements on ``device``."""
-    bufs = _WORK.get(device)
-    if bufs is None or bufs[0].numel() < n:
-        bufs = [torch.empty(max(n, PIECE), dtype=torch.float64, device=device) for _ in range(4)]
-        _WORK[device] = bufs
-    return bufs
+class _Rows(_Span):
+    """Views of a (4, n) float64 block: a, b, |a - b| and a row of ones, cut into spans.
+
+    ``ab`` (rows a, b) and ``d1`` (rows |a - b|, ones) are the matrices of the BLAS calls that
+    fold every sum of a piece in: ``ab @ ab.T`` and ``d1 @ |a - b|``. ``spans`` are SPAN-long
+    stretches when ``n`` is a multiple of SPAN (else one span, the whole block), and
+    ``d_spans``/``b_spans`` view |a - b| and b with one span per row.
+    """
+
+    def __init__(self, block: torch.Tensor) -> None:
+        a, b, d, self.ones = block
+        super().__init__(a, b, d)
+        self.block = block
+        self.ab, self.d1 = block[0:2], block[2:4]
+        self.ab_t = self.ab.T
+        n = block.shape[1]
+        k = n // SPAN if n and n % SPAN == 0 else 1
+        self.d_spans, self.b_spans = d.view(k, -1), b.view(k, -1)
+        self.spans = [self] if k == 1 else [_Span(a[i:i + SPAN], b[i:i + SPAN], d[i:i + SPAN]) for i in range(0, n, SPAN)]
+
+    def head(self, n: int) -> _Rows:
+        """The same rows cut to their first ``n`` elements."""
+        return _Rows(self.block[:, :n])
+
+
+_SCRATCH: dict[torch.device, _Rows] = {}
+
+
+def _scratch(device: torch.device) -> _Rows:
+    """Reusable rows of PIECE elements on ``device`` (allocated once per device)."""
+    rows = _SCRATCH.get(device)
+    if rows is None:
+        rows = _SCRATCH[device] = _Rows(torch.empty(4, PIECE, dtype=torch.float64, device=device))
+        rows.ones.fill_(1.0)
+    return rows
 
 
 class _Accumulator:
-    """Running float64 reductions kept on the device (one host sync at the end)."""
+    """Running reductions of one pair of tensors, folded in piece by piece.
+
+    The sums (squares, dot product, absolute errors) accumulate in float64 on the device, two
+    BLAS calls per piece; the maxima and counts live on the host. Each span's max |a - b| (and,
+    for max_rel, its min |b|) bounds every per-element maximum there, so the passes for
+    min_atol (with the tolerance count) and for max_rel run only on spans that could still
+    raise them.
+    """
 
     def __init__(self, device: torch.device, atol: float, rtol: float, exact: bool) -> None:
         self.device, self.atol, self.rtol, self.exact = device, atol, rtol, exact
-        z = lambda: torch.zeros((), dtype=torch.float64, device=device)  # noqa: E731
-        self.max_abs, self.sum_abs, self.max_rel, self.min_atol = z(), z(), z(), z()
-        self.ss_d, self.ss_a, self.ss_b, self.dot = z(), z(), z(), z()
-        zi = lambda: torch.zeros((), dtype=torch.int64, device=device)  # noqa: E731
-        self.mismatched, self.nan_a, self.nan_b, self.inf_a, self.inf_b, self.finite_n = zi(), zi(), zi(), zi(), zi(), zi()
-        self.numel = 0
-        self.nonfinite_mismatch = zi()
+        self.rows = _scratch(device)
+        self.gram = torch.zeros(2, 2, dtype=torch.float64, device=device)  # [[sum a*a, sum a*b], [., sum b*b]]
+        self.dsums = torch.zeros(2, dtype=torch.float64, device=device)  # [sum |a-b|^2, sum |a-b|]
+        self.max_abs = self.max_excess = self.max_ratio = 0.0  # excess: |d| - rtol*|b|; ratio: max_rel / 2
+        self.numel = self.finite_n = self.mismatched = self.nonfinite_mismatch = 0
+        self.nan_a = self.nan_b = self.inf_a = self.inf_b = 0
 
     def add(self, ca: torch.Tensor, cb: torch.Tensor) -> None:
         """Fold one pair of equally long flat chunks (at most PIECE elements) into the totals."""
         n = ca.numel()
         self.numel += n
         if self.exact:
-            self.mismatched += (ca.to(self.device) != cb.to(self.device)).sum()
-        a, b, ad, t = (buf[:n] for buf in _work(self.device, n))
-        a.copy_(ca, non_blocking=True)  # transfer + cast to float64 into a reused buffer
-        b.copy_(cb, non_blocking=True)
-        torch.sub(a, b, out=ad).abs_()
-        m = torch.amax(ad)
-        if not self.exact and not bool(torch.isfinite(m)):
-            a, b, ad = self._split_nonfinite(a, b)
-            if a.numel() == 0:
+            self.mismatched += int((ca.to(self.device) != cb.to(self.device)).sum())
+        rows = self.rows if n == PIECE else self.rows.head(n)
+        rows.a.copy_(ca, non_blocking=True)  # transfer + cast to float64 into a reused buffer
+        rows.b.copy_(cb, non_blocking=True)
+        torch.sub(rows.a, rows.b, out=rows.d).abs_()
+        dmax = rows.d_spans.amax(dim=1).tolist()
+        if not math.isfinite(sum(dmax)):  # a NaN or Inf in the piece (or a float64 overflow)
+            rows = self._split_nonfinite(rows)
+            if rows.d.numel() == 0:
                 return
-            t = torch.empty_like(ad)
-            m = torch.amax(ad)
-        self.finite_n += a.numel()
-        self._reduce(a, b, ad, t, m)
+            dmax = rows.d_spans.amax(dim=1).tolist()
+        self._reduce(rows, dmax)
 
-    def _split_nonfinite(self, a: torch.Tensor, b: torch.Tensor):
+    def _split_nonfinite(self, rows: _Rows) -> _Rows:
+        """Count NaN/Inf and one-sided non-finite mismatches; return fresh rows of the elements finite on both sides."""
+        a, b = rows.a, rows.b
         fa, fb = torch.isfinite(a), torch.isfinite(b)
         na, nb = torch.isnan(a), torch.isnan(b)
-        self.nan_a += na.sum()
-        self.nan_b += nb.sum()
-        self.inf_a += torch.isinf(a).sum()
-        self.inf_b += torch.isinf(b).sum()
         both = fa & fb
         same = (na & nb) | (~fa & ~fb & (a == b))
-        bad = (~both & ~same).sum()
+        counts = torch.stack([na.sum(), nb.sum(), torch.isinf(a).sum(), torch.isinf(b).sum(), (~both & ~same).sum()])
+        nan_a, nan_b, inf_a, inf_b, bad = counts.tolist()
+        self.nan_a, self.nan_b = self.nan_a + nan_a, self.nan_b + nan_b
+        self.inf_a, self.inf_b = self.inf_a + inf_a, self.inf_b + inf_b
         self.nonfinite_mismatch += bad
         self.mismatched += bad
-        a, b = a[both], b[both]
-        return a, b, (a - b).abs_()
+        fa, fb = a[both], b[both]
+        return _Rows(torch.stack([fa, fb, torch.sub(fa, fb).abs_(), torch.ones_like(fa)]))
 
-    def _reduce(self, a: torch.Tensor, b: torch.Tensor, ad: torch.Tensor, t: torch.Tensor, m: torch.Tensor) -> None:
-        """Reductions over finite elements; ``a`` and ``b`` are overwritten, ``t`` is scratch."""
-        torch.maximum(self.max_abs, m, out=self.max_abs)
-        self.sum_abs += ad.sum()
-        self.ss_d += torch.dot(ad, ad)
-        self.ss_a += torch.dot(a, a)
-        self.ss_b += torch.dot(b, b)
-        self.dot += torch.dot(a, b)
-        abs_b = b.abs_()
-        excess = torch.add(ad, abs_b, alpha=-self.rtol, out=t)  # |a-b| - rtol*|b|
-        emax = torch.amax(excess)
-        torch.maximum(self.min_atol, emax, out=self.min_atol)
-        if not self.exact and bool(emax > self.atol):  # only count when something fails
-            self.mismatched += (excess > self.atol).sum()
+    def _reduce(self, rows: _Rows, dmax: list[float]) -> None:
+        """Fold finite elements in: ``rows.d`` holds |a - b|, ``dmax`` its max per span; a and b get overwritten."""
+        self.gram.addmm_(rows.ab, rows.ab_t)
+        self.dsums.addmv_(rows.d1, rows.d)
+        self.finite_n += rows.d.numel()
+        m = max(dmax)
+        self.max_abs = max(self.max_abs, m)
+        b_is_abs = self.max_ratio < min(1.0, m / (2 * EPS))  # ratio <= 1 and <= |d| / (2 * EPS)
+        if b_is_abs:
+            self._ratio_spans(rows, dmax)
+        floor = self._excess_floor()
+        if m > floor:
+            for span, span_max in zip(rows.spans, dmax):
+                if span_max > floor:  # excess <= |d| <= span_max
+                    self._excess(span.b if b_is_abs else span.b.abs_(), span.d, span.a)
+                    floor = self._excess_floor()
+
+    def _excess_floor(self) -> float:
+        """A span whose max |d| is at most this can neither raise min_atol nor hold an element out of tolerance.
+
+        (|d| - rtol*|b| <= |d| needs rtol >= 0; a negative rtol gets no floor.)
+        """
+        if self.rtol < 0:
+            return -math.inf
+        return self.max_excess if self.exact else min(self.max_excess, self.atol)
+
+    def _ratio_spans(self, rows: _Rows, dmax: list[float]) -> None:
+        """Raise the max ratio from the spans that can; ``b`` becomes |b|.
+
+        In a span every denominator max(|a| + |b|, 2 * EPS) is at least max(min |b|, 2 * EPS), so
+        no ratio there exceeds max |d| divided by that; rounding is monotonic, so the bound holds
+        for the computed ratios too.
+        """
+        rows.b.abs_()
+        min_b = rows.b_spans.amin(dim=1).tolist()
+        for span, span_max, span_min_b in zip(rows.spans, dmax, min_b):
+            if span_max / max(span_min_b, 2 * EPS) > self.max_ratio:
+                self._ratio(span.a, span.b, span.d)
+
+    def _excess(self, abs_b: torch.Tensor, d: torch.Tensor, out: torch.Tensor) -> None:
+        """Raise max(|d| - rtol*|b|) (min_atol) and count the elements above atol; ``out`` is overwritten."""
+        excess = torch.add(d, abs_b, alpha=-self.rtol, out=out)
+        emax = float(excess.amax())
+        self.max_excess = max(self.max_excess, emax)
+        if not self.exact and emax > self.atol:  # only count when something fails
+            self.mismatched += int((excess > self.atol).sum())
+
+    def _ratio(self, a: torch.Tensor, abs_b: torch.Tensor, d: torch.Tensor) -> None:
+        """Raise max(|d| / max(|a| + |b|, 2 * EPS)), half of max_rel; ``a`` is overwritten."""
         norm = a.abs_().add_(abs_b).clamp_(min=2 * EPS)  # 2 * max((|a|+|b|)/2, eps)
-        torch.maximum(self.max_rel, torch.amax(torch.div(ad, norm, out=t)) * 2, out=self.max_rel)
+        self.max_ratio = max(self.max_ratio, float(torch.div(d, norm, out=norm).amax()))
 
     def result(self) -> NumericStats:
         """Finish: one host synchronisation, then plain Python numbers."""
-        vals = torch.stack([
-            self.max_abs, self.sum_abs, self.max_rel, self.min_atol, self.ss_d, self.ss_a, self.ss_b, self.dot,
-        ]).tolist()
-        ints = torch.stack([
-            self.mismatched, self.nan_a, self.nan_b, self.inf_a, self.inf_b, self.finite_n, self.nonfinite_mismatch,
-        ]).tolist()
-        max_abs, sum_abs, max_rel, min_atol, ss_d, ss_a, ss_b, dot = vals
-        mismatched, nan_a, nan_b, inf_a, inf_b, finite_n, nf_bad = ints
+        ss_a, dot, _, ss_b, ss_d, sum_abs = torch.cat([self.gram.reshape(-1), self.dsums]).tolist()
         na, nb = math.sqrt(ss_a), math.sqrt(ss_b)
         if na == 0.0 and nb == 0.0:
             cosine = 1.0
@@ -164,17 +236,17 @@ class _Accumulator:
             cosine = max(-1.0, min(1.0, dot / (na * nb)))
         return NumericStats(
             numel=self.numel,
-            max_abs=max_abs,
-            mean_abs=sum_abs / finite_n if finite_n else 0.0,
-            max_rel=max_rel,
+            max_abs=self.max_abs,
+            mean_abs=sum_abs / self.finite_n if self.finite_n else 0.0,
+            max_rel=2 * self.max_ratio,
             rel_l2=math.sqrt(ss_d) / max(nb, EPS),
             cosine=cosine,
-            mismatched=int(mismatched),
-            nan_a=int(nan_a),
-            nan_b=int(nan_b),
-            inf_a=int(inf_a),
-            inf_b=int(inf_b),
-            min_atol=math.inf if nf_bad else max(0.0, min_atol),
+            mismatched=self.mismatched,
+            nan_a=self.nan_a,
+            nan_b=self.nan_b,
+            inf_a=self.inf_a,
+            inf_b=self.inf_b,
+            min_atol=math.inf if self.nonfinite_mismatch else self.max_excess,
         )
 
 
@@ -191,8 +263,9 @@ def tensor_stats(
 
     ``exact`` (integers, bool) counts ``a != b`` as mismatches instead of the tolerance test.
     """
-    acc = _Accumulator(torch.device(device), atol, rtol, exact)
-    for ca, cb in aligned_chunks(chunks_a, chunks_b):
-        for start in range(0, ca.numel(), PIECE):
-            acc.add(ca[start:start + PIECE], cb[start:start + PIECE])
-    return acc.result()
+    with torch.inference_mode():  # no autograd bookkeeping: it costs more than the work on small pieces
+        acc = _Accumulator(torch.device(device), atol, rtol, exact)
+        for ca, cb in aligned_chunks(chunks_a, chunks_b):
+            for pa, pb in zip(ca.split(PIECE), cb.split(PIECE)):
+                acc.add(pa, pb)
+        return acc.result()
