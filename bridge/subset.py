@@ -3,16 +3,18 @@
 ``python -m bridge.subset ANN.json [MORE.json ...] (--one [ID] | --ids ID,ID | --first N)
 [--only-nonempty | --only-empty] [--out-dir DIR]``
 
-The whole file is never turned into Python objects: a vectorised (numpy) scan of the raw bytes finds
-the structural brackets outside strings, which gives the span of every top-level value and of every
-annotation object. Only ``images`` (small) is parsed with orjson; each annotation's ``image_id`` is read
-with a regex; kept annotations and every other top-level value are copied as raw bytes.
+The whole file is never turned into Python objects. It is memory-mapped, and one vectorised (numpy)
+pass over its bytes, chunk by chunk, finds the brackets outside strings down to depth 3 (the span of
+every top-level value, of every image and of every annotation object) and the depth-3 keys ``"id"``,
+``"image_id"`` and ``"segments_info"``, whose values are then read vectorised too. Kept images and
+annotations and every other top-level value are copied as raw bytes; the output is checked with orjson.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import mmap
 import re
 import sys
 from collections.abc import Sequence
@@ -27,119 +29,244 @@ from bridge.atomic import atomic_write_bytes
 from bridge.errors import SubsetError
 
 Only = Literal["empty", "nonempty"] | None
-_CHUNK = 1 << 20
-_IMAGE_ID_RE = re.compile(rb'"image_id"\s*:\s*(-?\d+)(?=\s*[,}])')
-_SEGMENTS_RE = re.compile(rb'"segments_info"\s*:\s*(\[\s*\])?')
+Raw = bytes | mmap.mmap
+_CHUNK = 1 << 20  # bytes per step of the scan
+_SUB = 1 << 17  # bytes per step of the bracket/quote test inside a chunk (stays in the CPU cache)
+_BLOCK = 1 << 12  # sorted positions handled together after the scan (their bytes stay in the cache)
+_KEYS = (b'"id"', b'"image_id"', b'"segments_info"')  # depth-3 keys the scan records
+_MAX_DIGITS = 18  # longest integer read vectorised (int64-safe); longer ones go through orjson
+_SIGN = np.zeros(256, dtype=np.int8)
+_SIGN[[0x7B, 0x5B]], _SIGN[[0x7D, 0x5D]] = 1, -1
+_IS_WS = np.zeros(256, dtype=bool)
+_IS_WS[[0x20, 0x09, 0x0A, 0x0D]] = True
+_WS_RE = re.compile(rb"[ \t\n\r]*")
+
+
+@dataclass
+class _Objects:
+    """The objects of a top-level list: their byte spans and the integer id read from each."""
+
+    starts: np.ndarray  # position of each object's "{"
+    ends: np.ndarray  # position just after its "}"
+    ids: np.ndarray  # images: "id"; annotations: "image_id"
 
 
 @dataclass
 class CocoFile:
-    """A COCO annotation file indexed for cutting: raw bytes plus the spans of its parts."""
+    """A COCO annotation file indexed for cutting: its bytes plus the spans of its parts."""
 
     path: Path
-    raw: bytes
+    raw: Raw
     keys: list[tuple[str, Any]]  # top-level (key, scalar value or (start, end) span of a container)
-    images: list[dict[str, Any]]
-    ann_spans: np.ndarray  # (n, 2) start/end (exclusive) of every annotation object
-    ann_image_ids: np.ndarray  # (n,) image_id of every annotation
-    pos: np.ndarray  # structural bracket positions and depth after each (to read segments_info lazily)
-    depth: np.ndarray
-    ann_region: tuple[int, int]
+    images: _Objects
+    annotations: _Objects
+    segments_keys: np.ndarray  # positions of the annotations' "segments_info" keys (panoptic files)
 
     def image_ids(self) -> list[int]:
         """Image ids in file order."""
-        return [img["id"] for img in self.images]
+        return self.images.ids.tolist()
 
     def images_with_objects(self) -> set[int]:
         """Ids of the images that have at least one object (panoptic: a non-empty segments_info)."""
-        spans = self.ann_spans
-        if len(spans) and b'"segments_info"' in self.raw[spans[0, 0]:spans[0, 1]]:
-            nonempty = _annotation_nonempty(self.raw, self.pos, self.depth, spans, self.ann_region)
+        arr = np.frombuffer(self.raw, dtype=np.uint8)
+        nonempty = _annotation_nonempty(arr, self.annotations.starts, self.segments_keys)
+        return set(np.unique(self.annotations.ids[nonempty]).tolist())
+
+
+@dataclass
+class _Scan:
+    """What the pass over the bytes keeps: the brackets outside strings down to depth 3, and depth-3 keys."""
+
+    pos: np.ndarray  # position of every kept bracket
+    level: np.ndarray  # its depth (1 = the top-level object), negated for closing brackets
+    keys: dict[bytes, np.ndarray]  # key (with its quotes) -> positions of its opening quote
+
+
+def _byte_at(arr: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """``arr[where]``, positions past the end reading the last byte."""
+    return arr.take(where, mode="clip")
+
+
+def _skip_ws(arr: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """First position at or after each of ``where`` whose byte is not JSON whitespace (at most the last one)."""
+    where = where.copy()
+    last = arr.size - 1
+    todo = np.flatnonzero(_IS_WS[_byte_at(arr, where)] & (where < last))
+    while todo.size:
+        where[todo] += 1
+        todo = todo[_IS_WS[_byte_at(arr, where[todo])] & (where[todo] < last)]
+    return where
+
+
+def _candidates(chunk: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+    """Offsets of the quotes and brackets in ``chunk``.
+
+    ``scratch`` (``_CHUNK + 2 * _SUB`` bytes) holds the marks and two work buffers, so that nothing
+    chunk-sized is allocated; the marks are computed ``_SUB`` bytes at a time, in the CPU cache.
+    """
+    marks = scratch[:chunk.size].view(np.bool_)
+    for lo in range(0, chunk.size, _SUB):
+        part = chunk[lo:lo + _SUB]
+        folded = scratch[_CHUNK:_CHUNK + part.size]
+        other = scratch[_CHUNK + _SUB:_CHUNK + _SUB + part.size].view(np.bool_)
+        out = marks[lo:lo + part.size]
+        np.bitwise_or(part, 0x20, out=folded)  # [ ] -> { }
+        np.equal(folded, 0x7B, out=out)
+        np.equal(folded, 0x7D, out=other)
+        out |= other
+        np.equal(part, 0x22, out=other)
+        out |= other
+    return np.flatnonzero(marks)
+
+
+def _drop_escaped_quotes(arr: np.ndarray, where: np.ndarray, is_quote: np.ndarray) -> None:
+    """Clear ``is_quote`` where the quote at ``where`` follows an odd number of backslashes."""
+    quotes = np.flatnonzero(is_quote)
+    for k in quotes[arr[np.maximum(where[quotes] - 1, 0)] == 0x5C].tolist():  # rare: count them
+        p, n = int(where[k]) - 1, 0
+        while p >= 0 and arr[p] == 0x5C:
+            n, p = n + 1, p - 1
+        if n % 2:
+            is_quote[k] = False
+
+
+def _brackets_outside(is_quote: np.ndarray, quotes: np.ndarray, in_string: int) -> np.ndarray:
+    """Indices of the brackets among a chunk's marks that are not inside a string.
+
+    ``quotes`` are the indices of the quote marks; ``in_string`` says whether the chunk starts inside one.
+    Usually no string holds a bracket: each opening quote is then followed by its closing one.
+    """
+    brackets = np.flatnonzero(~is_quote)
+    opening, closing = quotes[in_string::2], quotes[1 + in_string::2]
+    n = is_quote.size
+    if ((not in_string or (quotes[0] if quotes.size else n) == 0)
+            and (opening.size == closing.size or opening[-1] == n - 1)
+            and not np.any(closing - opening[:closing.size] > 1)):
+        return brackets
+    bounds = np.concatenate([[-1], quotes, [n]]) if in_string else np.append(quotes, n)
+    inside = np.zeros(n + 1, dtype=np.int8)
+    inside[bounds[0:-1:2] + 1] += 1
+    inside[bounds[1::2]] -= 1
+    return brackets[np.cumsum(inside[:-1], dtype=np.int8).view(np.bool_)[brackets] == 0]
+
+
+def _match_keys(arr: np.ndarray, quotes: np.ndarray, found: dict[bytes, list[np.ndarray]]) -> None:
+    """Append to ``found[key]`` the opening quotes (positions ``quotes``) of the strings equal to ``key``."""
+    first = _byte_at(arr, quotes + 1)
+    for key, hits in found.items():
+        cand = quotes[first == key[1]]
+        for j in (len(key) - 1, *range(2, len(key) - 1)):  # the closing quote first: it rules out most
+            cand = cand[_byte_at(arr, cand + j) == key[j]]
+        hits.append(cand)
+
+
+class _Scanner:
+    """The pass over the bytes, chunk by chunk: brackets outside strings down to depth 3, depth-3 keys.
+
+    Depth is counted on the brackets alone; a quote's depth is that after the brackets before it.
+    """
+
+    def __init__(self, arr: np.ndarray, raw: Raw) -> None:
+        self.arr, self.raw = arr, raw
+        self.in_string, self.depth, self.braces = 0, 0, 0
+        self.kept_pos: list[np.ndarray] = []
+        self.kept_level: list[np.ndarray] = []
+        self.found: dict[bytes, list[np.ndarray]] = {key: [] for key in _KEYS}
+        self.scratch = np.empty(_CHUNK + 2 * _SUB, dtype=np.uint8)
+
+    def feed(self, start: int) -> None:
+        """Scan the chunk at ``start``; raise SubsetError if the brackets go below depth 0."""
+        chunk = self.arr[start:start + _CHUNK]
+        where = _candidates(chunk, self.scratch)
+        byte = chunk.take(where)
+        is_quote = byte == 0x22
+        if self.raw.find(b"\\", max(start - 1, 0), start + chunk.size) >= 0:  # a quote may be escaped
+            _drop_escaped_quotes(self.arr, where + start, is_quote)
+        quotes = np.flatnonzero(is_quote)
+        brackets = _brackets_outside(is_quote, quotes, self.in_string)
+        bracket_byte = byte.take(brackets)
+        sign = _SIGN.take(bracket_byte)
+        depth = self._depths(sign)
+        self._keep_brackets(where, start, brackets, sign, depth)
+        self._keep_keys(where, start, quotes, brackets, depth)
+        self.braces += int(np.count_nonzero(bracket_byte == 0x7B)) - int(np.count_nonzero(bracket_byte == 0x7D))
+        self.in_string = (self.in_string + quotes.size) & 1
+        self.depth = int(depth[-1])
+
+    def _depths(self, sign: np.ndarray) -> np.ndarray:
+        """``depth[i]``: the depth after the chunk's first ``i`` brackets (``depth[0]``: at its start)."""
+        depth = np.empty(sign.size + 1, dtype=np.int32)
+        depth[0] = 0
+        np.cumsum(sign, dtype=np.int32, out=depth[1:])
+        depth += self.depth
+        return depth
+
+    def _keep_brackets(self, where: np.ndarray, start: int, brackets: np.ndarray, sign: np.ndarray,
+                       depth: np.ndarray) -> None:
+        """Keep the brackets down to depth 3 (``where``: offsets of the chunk's marks, which begins at ``start``)."""
+        level = depth[1:] - np.minimum(sign, 0)  # 1 = the top-level object
+        keep = np.flatnonzero(level <= 3)
+        if keep.size and level.take(keep).min() < 1:
+            raise SubsetError("malformed JSON (unbalanced brackets)")
+        self.kept_pos.append(where.take(brackets.take(keep)) + start)
+        self.kept_level.append((level.take(keep) * sign.take(keep)).astype(np.int8))
+
+    def _keep_keys(self, where: np.ndarray, start: int, quotes: np.ndarray, brackets: np.ndarray,
+                   depth: np.ndarray) -> None:
+        """Record the depth-3 strings opened in the chunk that are one of ``_KEYS``."""
+        opening = quotes[self.in_string::2]
+        if brackets.size == where.size - quotes.size:  # every bracket counts: those before = marks - quotes
+            before = opening - np.arange(self.in_string, quotes.size, 2)
         else:
-            nonempty = np.ones(len(spans), dtype=bool)
-        return set(np.unique(self.ann_image_ids[nonempty]).tolist())
+            before = np.searchsorted(brackets, opening)
+        _match_keys(self.arr, where.take(opening[depth.take(before) == 3]) + start, self.found)
+
+    def result(self) -> _Scan:
+        """What the scan kept (after at least one chunk); raise SubsetError if strings or brackets are open."""
+        if self.in_string:
+            raise SubsetError("malformed JSON (unterminated string)")
+        if self.depth or self.braces:
+            raise SubsetError(f"malformed JSON ({'unbalanced' if self.depth else 'mismatched'} brackets)")
+        return _Scan(np.concatenate(self.kept_pos), np.concatenate(self.kept_level),
+                     {key: np.concatenate(hits) for key, hits in self.found.items()})
 
 
-_KIND = {0x22: 1, 0x7B: 2, 0x5B: 2, 0x7D: 3, 0x5D: 3}
-_LUT = bytes(_KIND.get(b, 0) for b in range(256))
+def _scan(arr: np.ndarray, raw: Raw) -> _Scan:
+    """One pass over the (non-empty) bytes; raise SubsetError on unbalanced brackets or strings."""
+    scanner = _Scanner(arr, raw)
+    for start in range(0, arr.size, _CHUNK):
+        scanner.feed(start)
+    return scanner.result()
 
 
-def _structural_brackets(raw: bytes, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of the brackets outside strings and their kind (+1 open / -1 close), chunk by chunk."""
-    positions, signs = [], []
-    in_string = 0
-    pos_type = np.int32 if len(raw) < 2**31 else np.int64
-    for start in range(0, len(raw), _CHUNK):
-        marks = np.frombuffer(raw[start:start + _CHUNK].translate(_LUT), dtype=np.uint8)
-        where = np.flatnonzero(marks.view(np.bool_))
-        kind = marks[where]
-        is_quote = kind == 1
-        quotes = where[is_quote] + start
-        if quotes.size:
-            escaped = np.flatnonzero(arr[np.maximum(quotes - 1, 0)] == 0x5C)
-            quote_index = np.flatnonzero(is_quote)
-            for k in escaped.tolist():  # rare: count the backslashes before the quote
-                p, n = int(quotes[k]) - 1, 0
-                while p >= 0 and arr[p] == 0x5C:
-                    n, p = n + 1, p - 1
-                if n % 2:
-                    is_quote[quote_index[k]] = False
-        parity = (np.cumsum(is_quote, dtype=np.int64) + in_string) & 1
-        structural = ~is_quote & (kind != 1) & (parity == 0)
-        positions.append((where[structural] + start).astype(pos_type))
-        signs.append(np.where(kind[structural] == 2, 1, -1).astype(np.int8))
-        in_string = int((int(np.count_nonzero(is_quote)) + in_string) & 1)
-    if in_string:
-        raise SubsetError("malformed JSON (unterminated string)")
-    if not positions:
-        return np.zeros(0, dtype=pos_type), np.zeros(0, dtype=np.int8)
-    return np.concatenate(positions), np.concatenate(signs)
-
-
-def _index(path: Path, raw: bytes) -> CocoFile:
+def _index(path: Path, raw: Raw) -> CocoFile:
     """Index ``raw`` (the bytes of ``path``); raise SubsetError if it is not a COCO annotation file."""
     arr = np.frombuffer(raw, dtype=np.uint8)
-    stripped = raw.lstrip()
-    if not stripped.startswith(b"{"):
+    top = _WS_RE.match(raw).end()
+    if top == len(raw) or raw[top] != 0x7B:
         raise SubsetError(f"{path}: not a COCO file (top level is not a JSON object)")
     try:
-        pos, sign = _structural_brackets(raw, arr)
+        scan = _scan(arr, raw)
     except SubsetError as exc:
         raise SubsetError(f"{path}: {exc}") from None
-    if pos.size == 0 or pos[0] != len(raw) - len(stripped):
-        raise SubsetError(f"{path}: malformed JSON (no top-level object)")
-    depth = np.cumsum(sign, dtype=np.int32)
-    if depth.size == 0 or depth.min() < 0 or depth[-1] != 0 or np.count_nonzero(depth == 0) != 1:
+    outer = np.flatnonzero(np.abs(scan.level) == 1)
+    if outer.size != 2 or scan.pos[outer[0]] != top:
         raise SubsetError(f"{path}: malformed JSON (unbalanced brackets)")
-    if raw[pos[-1]:].strip() != b"}":
+    if _WS_RE.match(raw, int(scan.pos[outer[1]]) + 1).end() != len(raw):
         raise SubsetError(f"{path}: malformed JSON (trailing data)")
-    kinds = arr[pos]
-    for o, c in ((0x7B, 0x7D), (0x5B, 0x5D)):
-        if np.count_nonzero(kinds == o) != np.count_nonzero(kinds == c):
-            raise SubsetError(f"{path}: malformed JSON (mismatched brackets)")
-    top_open = np.flatnonzero((sign == 1) & (depth == 2))
-    top_close = np.flatnonzero((sign == -1) & (depth == 1))
-    spans = [(int(pos[o]), int(pos[c]) + 1) for o, c in zip(top_open, top_close)]
-    keys = _top_level_keys(path, raw, pos[0], spans)
+    spans = [(int(s), int(e) + 1) for s, e in zip(scan.pos[scan.level == 2], scan.pos[scan.level == -2])]
+    keys = _top_level_keys(path, raw, top, spans)
     span_of = {k: v for k, v in keys if isinstance(v, tuple)}
-    if "images" not in span_of or raw[span_of["images"][0]] != 0x5B:
-        raise SubsetError(f"{path}: not a COCO file (no 'images' list)")
-    if "annotations" not in span_of or raw[span_of["annotations"][0]] != 0x5B:
-        raise SubsetError(f"{path}: not a COCO file (no 'annotations' list)")
-    images = _parse_images(path, raw, span_of["images"])
-    a0, a1 = span_of["annotations"]
-    lo, hi = np.searchsorted(pos, [a0, a1])
-    inner_pos, inner_sign, inner_depth = pos[lo:hi], sign[lo:hi], depth[lo:hi]
-    starts = inner_pos[(inner_sign == 1) & (inner_depth == 3)]
-    ends = inner_pos[(inner_sign == -1) & (inner_depth == 2)] + 1
-    if starts.size != ends.size or (starts.size and np.any(arr[starts] != 0x7B)):
-        raise SubsetError(f"{path}: not a COCO file ('annotations' must hold objects)")
-    spans_arr = np.stack([starts, ends], axis=1) if starts.size else np.zeros((0, 2), dtype=np.int64)
-    image_ids = _annotation_ids(path, raw, arr, pos, depth, spans_arr, (a0, a1))
-    return CocoFile(path, raw, keys, images, spans_arr, image_ids, pos, depth, (a0, a1))
+    for name in ("images", "annotations"):
+        if name not in span_of or raw[span_of[name][0]] != 0x5B:
+            raise SubsetError(f"{path}: not a COCO file (no {name!r} list)")
+    images = _objects(path, raw, arr, scan, span_of["images"], b'"id"', "images")
+    annotations = _objects(path, raw, arr, scan, span_of["annotations"], b'"image_id"', "annotations")
+    segments = _keys_in(scan, b'"segments_info"', span_of["annotations"])
+    return CocoFile(path, raw, keys, images, annotations, segments)
 
 
-def _top_level_keys(path: Path, raw: bytes, top: int, spans: list[tuple[int, int]]) -> list[tuple[str, Any]]:
+def _top_level_keys(path: Path, raw: Raw, top: int, spans: list[tuple[int, int]]) -> list[tuple[str, Any]]:
     """Parse the top-level object with every container replaced by an empty one; map keys to spans."""
     pieces, cursor = [], int(top)
     for s, e in spans:
@@ -159,67 +286,132 @@ def _top_level_keys(path: Path, raw: bytes, top: int, spans: list[tuple[int, int
     return keys
 
 
-def _parse_images(path: Path, raw: bytes, span: tuple[int, int]) -> list[dict[str, Any]]:
-    try:
-        images = orjson.loads(raw[span[0]:span[1]])
-    except orjson.JSONDecodeError as exc:
-        raise SubsetError(f"{path}: malformed JSON in 'images' ({exc})") from None
-    for img in images:
-        if not isinstance(img, dict) or not isinstance(img.get("id"), int):
-            raise SubsetError(f"{path}: not a COCO file (an image without an integer 'id': {img!r:.80})")
-    return images
+def _blocks(n: int) -> list[slice]:
+    """Slices covering ``range(n)``, ``_BLOCK`` items each (sorted positions, block by block, stay in cache)."""
+    return [slice(k, min(k + _BLOCK, n)) for k in range(0, n, _BLOCK)]
 
 
-def _depth_at(pos: np.ndarray, depth: np.ndarray, where: np.ndarray) -> np.ndarray:
-    return depth[np.searchsorted(pos, where) - 1]
+def _keys_in(scan: _Scan, key: bytes, span: tuple[int, int]) -> np.ndarray:
+    """Positions of the depth-3 ``key`` strings inside ``span``."""
+    hits = scan.keys[key]
+    lo, hi = np.searchsorted(hits, span)
+    return hits[lo:hi]
 
 
-def _annotation_ids(path: Path, raw: bytes, arr: np.ndarray, pos: np.ndarray, depth: np.ndarray,
-                    spans: np.ndarray, region: tuple[int, int]) -> np.ndarray:
-    """image_id of every annotation object, read with a regex (keys at depth 3 only)."""
-    hits = [(m.start(), m.group(1)) for m in _IMAGE_ID_RE.finditer(raw, region[0], region[1])]
-    where = np.fromiter((h[0] for h in hits), dtype=np.int64, count=len(hits))
-    values = np.fromiter((int(h[1]) for h in hits), dtype=np.int64, count=len(hits))
-    if where.size:
-        ok = (_depth_at(pos, depth, where) == 3) & (arr[where - 1] != 0x5C)
-        where, values = where[ok], values[ok]
-    owner = np.searchsorted(spans[:, 0], where) - 1
-    counts = np.bincount(owner, minlength=len(spans)) if owner.size else np.zeros(len(spans), dtype=np.int64)
-    if np.all(counts == 1):
-        return values
-    ids = np.zeros(len(spans), dtype=np.int64)
+def _objects(path: Path, raw: Raw, arr: np.ndarray, scan: _Scan, span: tuple[int, int], key: bytes,
+             name: str) -> _Objects:
+    """The objects of the top-level list ``name`` at ``span``, and the integer ``key`` of each."""
+    starts, ends = _object_spans(path, arr, scan, span, name)
+    ids = _object_ids(path, raw, arr, starts, ends, _keys_in(scan, key, span), key[1:-1].decode(), name[:-1])
+    return _Objects(starts, ends, ids)
+
+
+def _object_spans(path: Path, arr: np.ndarray, scan: _Scan, span: tuple[int, int],
+                  name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and ends of the elements of the top-level list at ``span``; all must be objects."""
+    lo, hi = np.searchsorted(scan.pos, span)
+    pos, level = scan.pos[lo:hi], scan.level[lo:hi]
+    starts, ends = pos[level == 3], pos[level == -3] + 1
+    close = span[1] - 1
+    ok = _skip_ws(arr, np.array([span[0] + 1]))[0] == (starts[0] if starts.size else close)
+    if ok and starts.size:
+        ok = _skip_ws(arr, ends[-1:])[0] == close and _byte_at(arr, starts[-1:])[0] == 0x7B
+    for b in _blocks(starts.size - 1):  # every element but the last: "{...}" "," "{"
+        comma = _skip_ws(arr, ends[b])
+        ok = (ok and not np.any(_byte_at(arr, comma) != 0x2C) and not np.any(_byte_at(arr, starts[b]) != 0x7B)
+              and np.array_equal(_skip_ws(arr, comma + 1), starts[1:][b]))
+    if not ok:
+        raise SubsetError(f"{path}: not a COCO file ({name!r} must hold only objects)")
+    return starts, ends
+
+
+def _int_values(arr: np.ndarray, keys: np.ndarray, key_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Values of the keys whose strings (``key_len`` bytes) start at ``keys``, and where they are plain integers.
+
+    A key is followed by optional whitespace, ``:``, whitespace, ``-?[0-9]{1,18}``, whitespace, then
+    ``,`` or ``}``; anything else (a string value, a float, a longer integer) is flagged False.
+    """
+    parts = [_int_values_block(arr, keys[b], key_len) for b in _blocks(keys.size)]
+    if not parts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+    return np.concatenate([v for v, _ok in parts]), np.concatenate([ok for _v, ok in parts])
+
+
+def _int_values_block(arr: np.ndarray, keys: np.ndarray, key_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_int_values` for one block of keys."""
+    colon = _skip_ws(arr, keys + key_len)
+    ok = _byte_at(arr, colon) == 0x3A
+    start = _skip_ws(arr, colon + 1)
+    negative = _byte_at(arr, start) == 0x2D
+    cursor = start + negative
+    value = np.zeros(keys.size, dtype=np.int64)
+    active = ok.copy()
+    for _ in range(_MAX_DIGITS + 1):
+        digit = _byte_at(arr, cursor) - 0x30
+        active &= digit < 10
+        if not active.any():
+            break
+        value = np.where(active, value * 10 + digit, value)
+        cursor += active
+    digits = cursor - start - negative
+    after = _byte_at(arr, _skip_ws(arr, cursor))
+    ok &= (digits >= 1) & (digits <= _MAX_DIGITS) & ((after == 0x2C) | (after == 0x7D))
+    return np.where(negative, -value, value), ok
+
+
+def _object_ids(path: Path, raw: Raw, arr: np.ndarray, starts: np.ndarray, ends: np.ndarray, keys: np.ndarray,
+                name: str, what: str) -> np.ndarray:
+    """The integer key ``name`` of every object (``what``: "image" or "annotation", for errors).
+
+    ``keys`` are the positions of that key at depth 3; objects where it is not found exactly once as a
+    plain integer (duplicate keys, odd values) are parsed with orjson.
+    """
+    values, ok = _int_values(arr, keys, len(name) + 2)
+    where, values = keys[ok], values[ok]
+    if where.size == starts.size and np.all(where > starts) and np.all(where < ends):
+        return values  # one per object, in order
+    owner = np.searchsorted(starts, where) - 1
+    counts = np.bincount(owner, minlength=starts.size)
+    ids = np.zeros(starts.size, dtype=np.int64)
     ids[owner] = values
-    for k in np.flatnonzero(counts != 1).tolist():  # unusual layout: parse those objects for real
-        ann = orjson.loads(raw[spans[k, 0]:spans[k, 1]])
-        if not isinstance(ann.get("image_id"), int):
-            raise SubsetError(f"{path}: not a COCO file (annotation #{k} has no integer 'image_id')")
-        ids[k] = ann["image_id"]
+    for k in np.flatnonzero(counts != 1).tolist():
+        try:
+            value = orjson.loads(raw[starts[k]:ends[k]]).get(name)
+        except orjson.JSONDecodeError as exc:
+            raise SubsetError(f"{path}: malformed JSON in {what} #{k} ({exc})") from None
+        if not isinstance(value, int) or not -2**63 <= value < 2**63:
+            raise SubsetError(f"{path}: not a COCO file ({what} #{k} has no integer {name!r})")
+        ids[k] = value
     return ids
 
 
-def _annotation_nonempty(raw: bytes, pos: np.ndarray, depth: np.ndarray, spans: np.ndarray,
-                         region: tuple[int, int]) -> np.ndarray:
+def _annotation_nonempty(arr: np.ndarray, starts: np.ndarray, segments_keys: np.ndarray) -> np.ndarray:
     """Panoptic annotations are non-empty when their segments_info is; instance ones always are."""
-    hits = [(m.start(), m.group(1) is not None) for m in _SEGMENTS_RE.finditer(raw, region[0], region[1])]
-    nonempty = np.ones(len(spans), dtype=bool)
-    if not hits or not len(spans):
-        return nonempty
-    where = np.array([h[0] for h in hits], dtype=np.int64)
-    empty = np.array([h[1] for h in hits], dtype=bool)
-    ok = _depth_at(pos, depth, where) == 3
-    owner = np.searchsorted(spans[:, 0], where[ok]) - 1
-    nonempty[owner[empty[ok]]] = False
+    nonempty = np.ones(starts.size, dtype=bool)
+    colon = _skip_ws(arr, segments_keys + len(b'"segments_info"'))
+    value = _skip_ws(arr, colon + 1)
+    empty = (_byte_at(arr, colon) == 0x3A) & (_byte_at(arr, value) == 0x5B)
+    empty &= _byte_at(arr, _skip_ws(arr, value + 1)) == 0x5D
+    nonempty[np.searchsorted(starts, segments_keys[empty]) - 1] = False
     return nonempty
+
+
+def _map(path: Path) -> Raw:
+    """The bytes of ``path``: memory-mapped read-only (no private copy) when the file allows it."""
+    try:
+        with open(path, "rb") as handle:
+            try:
+                return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            except (ValueError, OSError):  # an empty file, a pipe: read it instead
+                return handle.read()
+    except OSError as exc:
+        raise SubsetError(f"{path}: cannot read ({exc.strerror})") from None
 
 
 def load_coco(path: Path) -> CocoFile:
     """Read and index a COCO instances or panoptic annotation file."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise SubsetError(f"{path}: cannot read ({exc.strerror})") from None
-    return _index(path, raw)
+    return _index(path, _map(path))
 
 
 def select_image_ids(coco: CocoFile, *, one: int | bool | None = None, ids: Sequence[int] | None = None,
@@ -234,7 +426,8 @@ def select_image_ids(coco: CocoFile, *, one: int | bool | None = None, ids: Sequ
         raise SubsetError("give exactly one of --one, --ids, --first")
     if only not in (None, "empty", "nonempty"):
         raise SubsetError(f"unknown filter {only!r}")
-    with_objects = coco.images_with_objects()
+    needs_objects = one is True or only is not None
+    with_objects = coco.images_with_objects() if needs_objects else set()
     order = coco.image_ids()
 
     def passes(image_id: int) -> bool:
@@ -264,6 +457,13 @@ def select_image_ids(coco: CocoFile, *, one: int | bool | None = None, ids: Sequ
     return chosen
 
 
+def _join_objects(raw: Raw, objects: _Objects, wanted: np.ndarray) -> bytes:
+    """A JSON list of the objects whose id is in ``wanted``, copied byte for byte."""
+    keep = np.flatnonzero(np.isin(objects.ids, wanted))
+    spans = zip(objects.starts[keep].tolist(), objects.ends[keep].tolist())
+    return b"[" + b",".join(raw[s:e] for s, e in spans) + b"]"
+
+
 def cut_bytes(coco: CocoFile, image_ids: Sequence[int]) -> bytes:
     """JSON bytes of ``coco`` reduced to ``image_ids``; every other top-level value is copied untouched."""
     wanted = set(image_ids)
@@ -272,9 +472,9 @@ def cut_bytes(coco: CocoFile, image_ids: Sequence[int]) -> bytes:
         if image_id not in present:
             raise SubsetError(f"{coco.path}: image id {image_id} not found")
     raw = coco.raw
-    images = orjson.dumps([img for img in coco.images if img["id"] in wanted])
-    keep = np.isin(coco.ann_image_ids, np.fromiter(wanted, dtype=np.int64, count=len(wanted)))
-    anns = b"[" + b",".join(raw[s:e] for s, e in coco.ann_spans[keep].tolist()) + b"]"
+    wanted_ids = np.fromiter(wanted, dtype=np.int64, count=len(wanted))
+    images = _join_objects(raw, coco.images, wanted_ids)
+    anns = _join_objects(raw, coco.annotations, wanted_ids)
     parts = []
     for key, value in coco.keys:
         if key == "images":
@@ -290,7 +490,7 @@ def cut_bytes(coco: CocoFile, image_ids: Sequence[int]) -> bytes:
     try:
         orjson.loads(out)
     except orjson.JSONDecodeError as exc:
-        raise SubsetError(f"{coco.path}: malformed JSON inside kept annotations ({exc})") from None
+        raise SubsetError(f"{coco.path}: malformed JSON inside the kept images or annotations ({exc})") from None
     return out
 
 
