@@ -1,5 +1,7 @@
 """Framework-free taps on a torch model: forward hooks on modules chosen by name globs and gradient
-hooks on parameters chosen by name globs, feeding a ``bridge.Recorder`` at a given step."""
+hooks on parameters chosen by name globs, feeding a ``bridge.Recorder`` at a given step; and RNG seeding
+before chosen modules, so that stochastic parts (point sampling in Mask2Former / Mask DINO criteria and
+matchers) draw the same numbers on both sides when their code draws in the same order."""
 
 from __future__ import annotations
 
@@ -20,11 +22,13 @@ def match_names(names: Iterable[str], patterns: Sequence[str]) -> list[str]:
 class ModelTaps:
     """Record activations of chosen modules and gradients of chosen parameters while ``active()``.
 
-    ``step_of`` returns the current step, or None when nothing should be recorded now.
+    ``step_of`` returns the current step, or None when nothing should be recorded now. While a step is
+    recorded, every call of a module matching ``seed_modules`` starts with ``torch.manual_seed(seed + step)``.
     """
 
     def __init__(self, model: nn.Module, recorder: Recorder, step_of: Callable[[], int | None], *,
-                 activations: Sequence[str] = (), grads: Sequence[str] = ()) -> None:
+                 activations: Sequence[str] = (), grads: Sequence[str] = (), seed_modules: Sequence[str] = (),
+                 seed: int = 0) -> None:
         self._recorder = recorder
         self._step_of = step_of
         self._handles: list = []
@@ -32,6 +36,8 @@ class ModelTaps:
         modules = dict(model.named_modules())
         for name in match_names(modules, activations):
             self._handles.append(modules[name].register_forward_hook(self._activation_hook(name)))
+        for name in match_names(modules, seed_modules):
+            self._handles.append(modules[name].register_forward_pre_hook(self._seed_hook(seed)))
         parameters = dict(model.named_parameters())
         for name in match_names(parameters, grads):
             if parameters[name].requires_grad:
@@ -48,6 +54,13 @@ class ModelTaps:
             step = self._step_of()
             if step is not None:
                 self._recorder.record(self._unique(name, step, "activation"), output, step=step, kind="activation")
+        return hook
+
+    def _seed_hook(self, seed: int) -> Callable:
+        def hook(_module: nn.Module, _inputs: tuple) -> None:
+            step = self._step_of()
+            if step is not None:
+                torch.manual_seed(seed + step)
         return hook
 
     def _grad_hook(self, name: str) -> Callable:

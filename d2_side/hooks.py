@@ -28,13 +28,18 @@ class RecordHook(HookBase):
     the loss dict, and optionally activations (module-name globs) and gradients (parameter-name globs).
 
     Usage: ``trainer.register_hooks([RecordHook("runs/d2", iterations=[0, 1], activations=["backbone.*"])])``.
+    ``seed_modules`` (module-name globs, e.g. ``["criterion"]``) reseed torch's RNG with ``seed + step`` before
+    each call of those modules in recorded steps; give the mmdet hook the same to line up random sampling.
     Works with any detectron2 trainer whose ``run_step`` calls ``self.model(data)`` (SimpleTrainer,
     AMPTrainer, DefaultTrainer, Mask DINO-style trainers). Each rank writes its own files.
     """
 
     def __init__(self, run_dir: str, *, iterations: Iterable[int] = (0,), activations: Sequence[str] = (),
-                 grads: Sequence[str] = (), record_batch: bool = True, record_losses: bool = True) -> None:
+                 grads: Sequence[str] = (), record_batch: bool = True, record_losses: bool = True,
+                 seed_modules: Sequence[str] = (), seed: int = 0) -> None:
         self._run_dir = run_dir
+        self._seed_modules = tuple(seed_modules)
+        self._seed = seed
         self._iterations = set(iterations)
         self._activations = tuple(activations)
         self._grads = tuple(grads)
@@ -52,8 +57,8 @@ class RecordHook(HookBase):
         """Open the run and attach the hooks to the trainer's model."""
         self.recorder = Recorder(self._run_dir, framework="detectron2")
         model = self.trainer.model
-        self._taps = ModelTaps(unwrap(model), self.recorder, self._current_step,
-                               activations=self._activations, grads=self._grads)
+        self._taps = ModelTaps(unwrap(model), self.recorder, self._current_step, activations=self._activations,
+                               grads=self._grads, seed_modules=self._seed_modules, seed=self._seed)
         self._handles.append(model.register_forward_pre_hook(self._on_batch))
         self._handles.append(model.register_forward_hook(self._on_losses))
 

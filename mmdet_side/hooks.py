@@ -28,13 +28,18 @@ from mmdet_side.recordable import to_recordable
 class BridgeRecordHook(Hook):
     """Record, for chosen training iterations, the batch after the data preprocessor (kind ``batch``),
     the losses (kind ``loss``), activations of modules matching ``activations`` and gradients of
-    parameters matching ``grads``; with ``eval_run_dir``, the batches and predictions of val/test too."""
+    parameters matching ``grads``; with ``eval_run_dir``, the batches and predictions of val/test too.
+    ``seed_modules`` / ``seed``: as detectron2's ``RecordHook`` (torch's RNG reseeded with ``seed + step`` before
+    each call of those modules in recorded training steps), so both sides' random point sampling lines up."""
 
     priority = "LOW"
 
     def __init__(self, run_dir: str, iterations: Sequence[int] = (0,), activations: Sequence[str] = (),
-                 grads: Sequence[str] = (), record_batch: bool = True, eval_run_dir: str | None = None) -> None:
+                 grads: Sequence[str] = (), record_batch: bool = True, eval_run_dir: str | None = None,
+                 seed_modules: Sequence[str] = (), seed: int = 0) -> None:
         self.run_dir = run_dir
+        self.seed_modules = tuple(seed_modules)
+        self.seed = seed
         self.iterations = set(iterations)
         self.activations = tuple(activations)
         self.grads = tuple(grads)
@@ -54,7 +59,7 @@ class BridgeRecordHook(Hook):
         # Runs are created on first use: tools/test.py with the same config records no training run.
         self.recorder = Recorder(self.run_dir, framework="mmdet", lazy=True)
         self._taps.append(ModelTaps(model, self.recorder, self._train_step, activations=self.activations,
-                                    grads=self.grads))
+                                    grads=self.grads, seed_modules=self.seed_modules, seed=self.seed))
         if self.eval_run_dir:
             self.eval_recorder = Recorder(self.eval_run_dir, framework="mmdet", lazy=True)
             self._taps.append(ModelTaps(model, self.eval_recorder, self._eval_step, activations=self.activations))

@@ -54,9 +54,12 @@ def record_d2_mask_rcnn(onesample_config: OneSampleConfig, run_dir: Path) -> Non
 
 
 def record_d2_training(onesample_config: OneSampleConfig, run_dir: Path, config_file: str, dataset: str, *,
-                       iterations: list[int], activations: Sequence[str] = (), grads: Sequence[str] = ()) -> None:
+                       iterations: list[int], activations: Sequence[str] = (), grads: Sequence[str] = (),
+                       seed_modules: Sequence[str] = (), extra_opts: Sequence[str] = (),
+                       rng_draws_before_training: int = 0) -> None:
     """Train a detectron2 model-zoo model (random weights, seed 0, SimpleTrainer, CPU, small images) for
-    ``len(iterations)`` iterations on ``dataset`` with RecordHook on at ``iterations``."""
+    ``len(iterations)`` iterations on ``dataset`` with RecordHook on at ``iterations``.
+    ``rng_draws_before_training`` moves torch's RNG on before training (a run with another random state)."""
     import torch
     from detectron2 import model_zoo
     from detectron2.config import get_cfg
@@ -72,12 +75,13 @@ def record_d2_training(onesample_config: OneSampleConfig, run_dir: Path, config_
     cfg.merge_from_file(model_zoo.get_config_file(config_file))
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TRAIN", "(96,)",
                          "INPUT.MAX_SIZE_TRAIN", "160", "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "1",
-                         "DATASETS.TRAIN", f"('{dataset}',)"])
+                         "DATASETS.TRAIN", f"('{dataset}',)", *extra_opts])
     torch.manual_seed(0)
     model = build_model(cfg)
     trainer = SimpleTrainer(model, build_detection_train_loader(cfg), torch.optim.SGD(model.parameters(), lr=1e-4))
     trainer.register_hooks([RecordHook(str(run_dir), iterations=iterations, activations=list(activations),
-                                       grads=list(grads))])
+                                       grads=list(grads), seed_modules=list(seed_modules))])
+    torch.rand(rng_draws_before_training)
     trainer.train(0, len(iterations))
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bridge import open_run
+from bridge import Recorder, open_run
 from bridge.panoptic import from_record
 from bridge.onesample import OneSampleConfig
 from tests.conftest import REPO, record_d2_mask_rcnn
@@ -97,3 +97,45 @@ def test_mmdet_tools_train_then_test_with_record_hook(small_mmdet_config: Path, 
     image_id = predictions[0]["metainfo"]["img_id"]
     canonical = from_record(eval_run.get(f"panoptic.{image_id}", step=0, kind="output"))
     assert canonical.category.shape == tuple(predictions[0]["metainfo"]["ori_shape"])
+
+
+def test_seed_modules_line_up_random_sampling_across_runs(onesample_config: OneSampleConfig, tmp_path: Path) -> None:
+    """Mask R-CNN's RPN and ROI heads sample anchors / proposals at random: two runs in different RNG states give
+    different losses, and the same losses once RecordHook reseeds before those modules (seed_modules)."""
+    from tests.conftest import record_d2_training
+
+    def losses(name: str, draws: int, seed_modules: list[str]) -> dict:
+        record_d2_training(onesample_config, tmp_path / name, "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml",
+                           "coco_2017_train_onesample", iterations=[0], seed_modules=seed_modules,
+                           extra_opts=["INPUT.RANDOM_FLIP", "none"], rng_draws_before_training=draws)
+        return open_run(tmp_path / name).get("losses", step=0, kind="loss")
+
+    sampled = ["proposal_generator", "roi_heads"]
+    unseeded = [losses("a", 1, []), losses("b", 2, [])]
+    seeded = [losses("c", 1, sampled), losses("d", 2, sampled)]
+    assert any(not torch.equal(unseeded[0][k], unseeded[1][k]) for k in unseeded[0])
+    assert all(torch.equal(seeded[0][k], seeded[1][k]) for k in seeded[0])
+
+
+def test_model_taps_seed_only_during_recorded_steps(tmp_path: Path) -> None:
+    """A module that draws random numbers draws the same ones in every recorded step call, whatever the RNG
+    state before; outside recorded steps the RNG is left alone."""
+    from torch import nn
+
+    from bridge.taps import ModelTaps
+
+    class Noisy(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + torch.rand(3)
+
+    model = nn.Sequential(Noisy())
+    step: list[int | None] = [0]
+    with Recorder(tmp_path / "run", framework="test") as recorder:
+        taps = ModelTaps(model, recorder, lambda: step[0], seed_modules=["0"], seed=11)
+        torch.rand(5)
+        first = model(torch.zeros(3))
+        torch.rand(7)
+        assert torch.equal(model(torch.zeros(3)), first)
+        step[0] = None
+        assert not torch.equal(model(torch.zeros(3)), first)
+        taps.remove()
