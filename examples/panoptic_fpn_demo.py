@@ -35,9 +35,11 @@ D2_DATASET = "coco_2017_val_panoptic_onesample_separated"
 MMDET_CONFIG = "mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py"
 D2_TAPS = ["backbone.bottom_up.res2", "backbone.bottom_up.res3", "backbone.bottom_up.res4", "backbone.bottom_up.res5",
            "backbone.fpn_output5", "backbone.fpn_output4", "backbone.fpn_output3", "backbone.fpn_output2",
-           "proposal_generator.rpn_head.objectness_logits", "sem_seg_head.predictor"]
+           "proposal_generator.rpn_head.objectness_logits", "sem_seg_head.predictor",
+           "roi_heads.box_predictor.cls_score", "roi_heads.box_predictor.bbox_pred", "roi_heads.mask_head.predictor"]
 MMDET_TAPS = ["backbone.layer1", "backbone.layer2", "backbone.layer3", "backbone.layer4",
-              "neck.fpn_convs.*.conv", "rpn_head.rpn_cls", "semantic_head.conv_logits"]
+              "neck.fpn_convs.*.conv", "rpn_head.rpn_cls", "semantic_head.conv_logits",
+              "roi_head.bbox_head.fc_cls", "roi_head.bbox_head.fc_reg", "roi_head.mask_head.conv_logits"]
 
 
 def build_d2(seed: int, size: int):

@@ -20,6 +20,7 @@ def test_demo_pipeline_finds_the_semantic_head_as_first_divergence(tmp_path: Pat
     assert all(verdicts[key] for key in verdicts if key.startswith(("backbone.", "neck.", "rpn_head.", "normalized")))
     assert verdicts["semantic_head.conv_logits"] is False
     assert report["first_divergence"]["key"] == "semantic_head.conv_logits"
+    assert "roi_head.bbox_head.fc_cls" in verdicts  # the box head is recorded and paired on both sides
     assert "loaded into mmdet with strict=True" in result.stdout  # the d2-panoptic-fpn-to-mmdet preset is complete
     assert "things last): max abs error 0\n" in result.stdout  # the semantic head differs only by class order
     html = (tmp_path / "demo" / "compare.html").read_text()
