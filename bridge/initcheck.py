@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from bridge.atomic import atomic_write_bytes
+from bridge.cli import BAD_INPUT, report_bad_input
 from bridge.errors import BridgeError
 
 OK_VERDICTS = ("equal", "same-distribution")
@@ -123,9 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.report:
             data = {"ok": ok, "a": str(args.a), "b": str(args.b), "rows": rows}
             atomic_write_bytes(args.report, (json.dumps(data, indent=1) + "\n").encode())
-    except (BridgeError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except BAD_INPUT as exc:
+        return report_bad_input(exc)
     table = Table(title=f"initcheck: {'all equal or same distribution' if ok else 'DIFFERENCES'}")
     for col in ("key", "verdict", "mean a/b", "std a/b", "min a/b", "max a/b", "zeros a/b"):
         table.add_column(col)

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.atomic import atomic_open
+from bridge.cli import BAD_INPUT, report_bad_input
 from bridge.errors import BridgeError
 
 REQUIRED_KEYS = ("framework", "source", "classes", "isthing", "dataset_id_to_label", "colors", "void_label",
@@ -258,9 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         a, b = load_metadata(args.a), load_metadata(args.b)
         diffs = diff_metadata(a, b)
-    except BridgeError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except BAD_INPUT as error:
+        return report_bad_input(error)
     if not diffs:
         print(f"equivalent: {args.a} and {args.b}")
         return 0

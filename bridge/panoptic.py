@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 from bridge.atomic import atomic_open
+from bridge.cli import BAD_INPUT, report_bad_input
 from bridge.devices import resolve_device
 from bridge.errors import BridgeError
 
@@ -624,9 +625,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{''.join(sections)}</body></html>")
             with atomic_open(args.html, "wb") as fh:
                 fh.write(page.encode())
-    except BridgeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except BAD_INPUT as exc:
+        return report_bad_input(exc)
     return 0 if ok else 1
 
 

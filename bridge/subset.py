@@ -26,6 +26,7 @@ import numpy as np
 import orjson
 
 from bridge.atomic import atomic_write_bytes
+from bridge.cli import BAD_INPUT, report_bad_input
 from bridge.errors import SubsetError
 
 Only = Literal["empty", "nonempty"] | None
@@ -563,9 +564,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         paths = cut_subset(args.ann, one=args.one, ids=args.ids, first=args.first, only=args.only,
                            out_dir=args.out_dir)
-    except SubsetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except BAD_INPUT as exc:
+        return report_bad_input(exc)
     for p in paths:
         print(p)
     return 0

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from bridge.errors import BridgeError
+from bridge.cli import BAD_INPUT, report_bad_input
 
 #: The progress bar shows only for at least this many pairs (and never under --quiet or without a TTY).
 PROGRESS_MIN_PAIRS = 20
@@ -61,12 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_json(result, args.json_out)
         if args.html_out:
             write_html(result, args.html_out)
-    except BridgeError as exc:
-        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+    except BAD_INPUT as exc:
+        return report_bad_input(exc)
     if args.quiet:
         print(summary_line(result))
     else:

@@ -16,7 +16,7 @@ from bridge.convert.engine import convert_state_dict
 from bridge.convert.loading import load_checkpoint, load_target_shapes, save_checkpoint
 from bridge.convert.report import compare_to_target, render_report, report_without_target
 from bridge.convert.rules import load_rules
-from bridge.errors import BridgeError
+from bridge.cli import BAD_INPUT, report_bad_input
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,12 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             data = report.to_json()
             data["meta"] = meta
             _dump_json(Path(args.report), data)
-    except BridgeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except BAD_INPUT as exc:
+        return report_bad_input(exc)
     render_report(report, title=f"{Path(args.src).name} -> {Path(args.output).name} ({elapsed:.2f}s)")
     return report.exit_code()
 
