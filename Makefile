@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-SHARED_DATA ?= $(wildcard ../shared/data)
+SHARED ?= $(wildcard ../shared)
 COCO_ROOT ?=
 DEMO_OUT ?= demo_out
 
@@ -12,7 +12,7 @@ setup:
 	@bash scripts/setup_stack.sh
 
 test: setup
-	BRIDGE_SHARED_DATA=$(abspath $(SHARED_DATA)) $(PY) -m pytest -q tests
+	BRIDGE_SHARED=$(abspath $(SHARED)) $(PY) -m pytest -q tests
 
 demo: setup
 	$(PY) examples/panoptic_fpn_demo.py --out $(DEMO_OUT) $(if $(COCO_ROOT),--coco-root $(COCO_ROOT),)

@@ -85,7 +85,21 @@ def record_d2_training(onesample_config: OneSampleConfig, run_dir: Path, config_
     trainer.train(0, len(iterations))
 
 
-SHARED_DATA = os.environ.get("BRIDGE_SHARED_DATA", "").strip()
+def _shared_dir(name: str) -> str:
+    """``$BRIDGE_SHARED/<name>`` (the reference data beside a checkout: ``make test`` sets it when
+    ``../shared`` exists, CI always has it), or "" when the variable is unset. A set variable that does
+    not lead to the folder stops the run: the real-data checks must not vanish silently."""
+    root = os.environ.get("BRIDGE_SHARED", "").strip()
+    if not root:
+        return ""
+    folder = Path(root) / name
+    if not folder.is_dir():
+        raise RuntimeError(f"BRIDGE_SHARED={root}: no folder {name!r} there (expected {folder})")
+    return str(folder)
+
+
+SHARED_DATA = _shared_dir("data")
+SHARED_MANIFESTS = _shared_dir("manifests")
 
 
 def standard_root_from_shared(shared: Path, root: Path) -> Path:

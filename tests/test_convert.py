@@ -24,6 +24,7 @@ from bridge.convert import (
 )
 from bridge.convert.loading import parse_shape
 from bridge.errors import ConversionError
+from tests.conftest import SHARED_DATA
 
 BRIDGE = Path(__file__).resolve().parent.parent / "bridge"
 
@@ -211,11 +212,11 @@ def test_coco91_tables() -> None:
     assert coco91.COCO80_TO_91[-1] == 90
     assert all(coco91.COCO91_TO_80[s] == c for c, s in enumerate(coco91.COCO80_TO_91))
     assert sum(1 for x in coco91.COCO91_TO_80 if x < 0) == 11
-    shared = Path(os.environ.get("BRIDGE_SHARED_DATA", "/nonexistent")) / "data/coco91_detr_label_slots.json"
-    if shared.is_file():
+    if SHARED_DATA:
         import json
 
-        assert list(coco91.COCO91_SLOT_NAMES) == json.loads(shared.read_text())
+        slots = json.loads((Path(SHARED_DATA) / "coco91_detr_label_slots.json").read_text())
+        assert list(coco91.COCO91_SLOT_NAMES) == slots
 
 
 # --------------------------------------------------------------------------- loading

@@ -1,9 +1,8 @@
-"""The maskdino-d2-to-mmdet preset against the real key manifests (when BRIDGE_SHARED_DATA points to
+"""The maskdino-d2-to-mmdet preset against the real key manifests (when BRIDGE_SHARED points to
 them) and against a small embedded subset (always)."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -12,8 +11,9 @@ import torch
 
 from bridge.convert import compare_to_target, convert_state_dict, load_manifest
 from bridge.errors import ConversionError
+from tests.conftest import SHARED_MANIFESTS
 
-SHARED = Path(os.environ.get("BRIDGE_SHARED_DATA", "/nonexistent")) / "manifests"
+SHARED = Path(SHARED_MANIFESTS)
 D2_TSV = SHARED / "maskdino_r50_coco_panoptic.d2.tsv"
 PORT_TSV = SHARED / "maskdino_r50_coco_panoptic.mmdet_port.tsv"
 
@@ -110,7 +110,7 @@ def synthetic_d2(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str,
 
 def _cases() -> list[tuple[str, dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]]:
     cases = [("embedded", EMBEDDED_D2, EMBEDDED_PORT)]
-    if D2_TSV.is_file() and PORT_TSV.is_file():
+    if SHARED_MANIFESTS:
         cases.append(("real-manifests", load_manifest(D2_TSV), load_manifest(PORT_TSV)))
     return cases
 

@@ -20,7 +20,7 @@ D2_NAMES = ["coco_2017_{}_onesample", "coco_2017_{}_panoptic_onesample",
             "coco_2017_{}_panoptic_onesample_with_sem_seg", "coco_2017_{}_panoptic_onesample_separated"]
 
 
-# The real COCO sample of ../shared/data joins the synthetic set when BRIDGE_SHARED_DATA names it (CI has it).
+# The real COCO sample of ../shared/data joins the synthetic set when BRIDGE_SHARED names it (CI has it).
 ROOTS = ["synthetic"] + (["shared"] if SHARED_DATA else [])
 
 

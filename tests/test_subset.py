@@ -1,9 +1,8 @@
-"""bridge.subset on real files written by the synthetic generator (and, with BRIDGE_SHARED_DATA, real COCO)."""
+"""bridge.subset on real files written by the synthetic generator (and, with BRIDGE_SHARED, real COCO)."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from bridge.errors import SubsetError
 from bridge.subset import cut_subset
 from bridge.synthetic_coco import write_synthetic_coco
+from tests.conftest import SHARED_DATA
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -131,7 +131,7 @@ def test_api_raises_subset_error(tree) -> None:
         cut_subset([tree.instances_json()], first=0)
 
 
-_SHARED = os.environ.get("BRIDGE_SHARED_DATA")
+_SHARED = SHARED_DATA
 _SHARED_FILES = [] if not _SHARED else [
     Path(_SHARED) / "coco_instances_sample" / "instances_val2017_79img.json",
     Path(_SHARED) / "coco_panoptic_sample" / "panoptic_examples.json",
