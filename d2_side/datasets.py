@@ -2,8 +2,12 @@
 
 Names registered for each split in ``train`` / ``val``:
 - ``coco_2017_{split}_onesample``: instances (``register_coco_instances``, builtin ``coco`` metadata);
-- ``coco_2017_{split}_panoptic_onesample``: detectron2's ``register_coco_panoptic`` with the standard
-  panoptic metadata, ``thing_classes`` cut to the 80 things so ``COCOEvaluator`` accepts it;
+- ``coco_2017_{split}_panoptic_onesample``: detectron2's ``register_coco_panoptic`` (its loader, the standard
+  panoptic metadata) made to pass the evaluators detectron2's ``tools/train_net.py`` builds for it
+  (``evaluator_type`` ``coco_panoptic_seg``: SemSeg, COCO and COCOPanoptic evaluators): ``thing_classes``
+  cut to the 80 things (``COCOEvaluator``), a stuff map over all 133 ids and each record's
+  ``sem_seg_file_name`` pointing at the 133-class semantic PNGs (``SemSegEvaluator``). detectron2's builtin
+  ``coco_2017_val_panoptic`` has neither and fails there with ``KeyError: 'sem_seg_file_name'``;
 - ``coco_2017_{split}_panoptic_onesample_with_sem_seg``: the Mask2Former / Mask DINO registration
   (133 ``stuff_classes``, a stuff map over all ids, 133-class semantic PNGs, ignore 255, divisor 1000);
 - ``coco_2017_{split}_panoptic_onesample_separated`` (and ``_stuffonly``): detectron2's PanopticFPN
@@ -15,9 +19,11 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections.abc import Callable
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances, register_coco_panoptic, register_coco_panoptic_separated
+from detectron2.data.datasets import register_coco_instances, register_coco_panoptic_separated
+from detectron2.data.datasets.coco_panoptic import load_coco_panoptic_json
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES, _get_builtin_metadata
 
 from bridge.onesample import SPLITS, OneSampleConfig, OneSampleSplit, prepare_split
@@ -46,12 +52,31 @@ def with_sem_seg_metadata() -> dict:
 
 
 def standard_panoptic_metadata() -> dict:
-    """detectron2's ``coco_panoptic_standard`` metadata with ``thing_classes`` cut to the 80 things."""
+    """detectron2's ``coco_panoptic_standard`` metadata, fit for detectron2's own evaluators.
+
+    ``thing_classes`` is cut to the 80 things: ``COCOEvaluator`` asserts one name per category of the
+    instances json. ``stuff_dataset_id_to_contiguous_id`` covers all 133 ids with the contiguous ids the
+    standard metadata already uses (index in ``COCO_CATEGORIES``), as Mask2Former's registration does:
+    ``SemSegEvaluator`` maps every predicted label back through it and asserts it is there, and detectron2's
+    map covers the 53 stuff ids only. The panoptic loader and ``COCOPanopticEvaluator`` look things up in the
+    thing map first, so their results do not change.
+    """
     metadata = copy.deepcopy(_get_builtin_metadata("coco_panoptic_standard"))
     things = [cat for cat in COCO_CATEGORIES if cat["isthing"]]
     metadata["thing_classes"] = [cat["name"] for cat in things]
     metadata["thing_colors"] = [cat["color"] for cat in things]
+    metadata["stuff_dataset_id_to_contiguous_id"] = {cat["id"]: i for i, cat in enumerate(COCO_CATEGORIES)}
     return metadata
+
+
+def load_standard_panoptic(prepared: OneSampleSplit, metadata: dict) -> list[dict]:
+    """detectron2's ``load_coco_panoptic_json`` records, each with the ``sem_seg_file_name`` of its
+    133-class semantic PNG (labels = the standard metadata's contiguous ids, 255 unlabeled)."""
+    records = load_coco_panoptic_json(str(prepared.panoptic_json), str(prepared.image_root),
+                                      str(prepared.panoptic_root), metadata)
+    for record in records:
+        record["sem_seg_file_name"] = str(prepared.sem_seg_root / os.path.basename(record["pan_seg_file_name"]))
+    return records
 
 
 def load_panoptic_with_sem_seg(prepared: OneSampleSplit, metadata: dict) -> list[dict]:
@@ -86,6 +111,18 @@ def _unregister(name: str) -> None:
         MetadataCatalog.remove(name)
 
 
+def _register_panoptic_with_sem_seg(name: str, prepared: OneSampleSplit, metadata: dict,
+                                    loader: Callable[[], list[dict]]) -> None:
+    """Register ``name`` with the metadata detectron2's ``register_coco_panoptic`` sets, plus ``sem_seg_root``
+    (the 133-class semantic PNGs that ``loader``'s records name in ``sem_seg_file_name``)."""
+    DatasetCatalog.register(name, loader)
+    MetadataCatalog.get(name).set(
+        sem_seg_root=str(prepared.sem_seg_root), panoptic_root=str(prepared.panoptic_root),
+        image_root=str(prepared.image_root), panoptic_json=str(prepared.panoptic_json),
+        json_file=str(prepared.instances_json), evaluator_type="coco_panoptic_seg",
+        ignore_label=IGNORE_LABEL, label_divisor=LABEL_DIVISOR, **metadata)
+
+
 def register_split(prepared: OneSampleSplit) -> list[str]:
     """Register every name of one prepared split (re-registering replaces earlier ones); return them."""
     split = prepared.split
@@ -95,19 +132,14 @@ def register_split(prepared: OneSampleSplit) -> list[str]:
     instances_name, base = names[0], names[1]
     register_coco_instances(instances_name, _get_builtin_metadata("coco"), str(prepared.instances_json),
                             str(prepared.image_root))
-    register_coco_panoptic(base, standard_panoptic_metadata(), str(prepared.image_root), str(prepared.panoptic_root),
-                           str(prepared.panoptic_json), str(prepared.instances_json))
+    standard = standard_panoptic_metadata()
+    _register_panoptic_with_sem_seg(base, prepared, standard, lambda: load_standard_panoptic(prepared, standard))
     register_coco_panoptic_separated(base, _get_builtin_metadata("coco_panoptic_separated"), str(prepared.image_root),
                                      str(prepared.panoptic_root), str(prepared.panoptic_json),
                                      str(prepared.stuff_sem_seg_root), str(prepared.instances_json))
     metadata = with_sem_seg_metadata()
-    sem_seg_name = f"{base}_with_sem_seg"
-    DatasetCatalog.register(sem_seg_name, lambda: load_panoptic_with_sem_seg(prepared, metadata))
-    MetadataCatalog.get(sem_seg_name).set(
-        sem_seg_root=str(prepared.sem_seg_root), panoptic_root=str(prepared.panoptic_root),
-        image_root=str(prepared.image_root), panoptic_json=str(prepared.panoptic_json),
-        json_file=str(prepared.instances_json), evaluator_type="coco_panoptic_seg",
-        ignore_label=IGNORE_LABEL, label_divisor=LABEL_DIVISOR, **metadata)
+    _register_panoptic_with_sem_seg(f"{base}_with_sem_seg", prepared, metadata,
+                                    lambda: load_panoptic_with_sem_seg(prepared, metadata))
     return names
 
 

@@ -2,8 +2,14 @@
 
 detectron2 0.6 imports ``_C`` at module import time in several places, and ``collect_env_info``
 (called by ``default_setup`` in every ``train_net.py``) asks it three version questions. This module
-answers those, and raises a clear ImportError naming the op for anything else: the compiled ops
-(deformable conv, rotated boxes, COCOeval_opt, ...) are not available in this build.
+answers those; any other name is a compiled op (deformable conv, rotated boxes, COCOeval_opt, ...)
+that this build lacks, and looking it up raises ``CompiledOpMissing`` naming the op.
+
+``CompiledOpMissing`` is an AttributeError, as a module ``__getattr__`` must raise (PEP 562): so
+``hasattr(_C, op)`` is False and ``getattr(_C, op, default)`` returns the default, which is how code
+probes for optional ops. It cannot also be an ImportError (CPython refuses a class with both bases:
+"multiple bases have instance lay-out conflict"); ``from detectron2._C import op`` still raises an
+ImportError naming the op, since Python turns the AttributeError into one.
 """
 
 BUILD_NOTE = "not compiled (pure-Python detectron2 0.6 built by d2-mmdet-bridge)"
@@ -24,11 +30,19 @@ def has_cuda() -> bool:
     return False
 
 
+class CompiledOpMissing(AttributeError):
+    """A compiled op of detectron2 looked up on the pure-Python build's ``_C`` stand-in."""
+
+    def __init__(self, op_name: str) -> None:
+        super().__init__(
+            f"detectron2._C.{op_name} is a compiled op, and this detectron2 is the pure-Python build "
+            "(pb1-detectron2==0.6 sdist, built by d2-mmdet-bridge's make setup): use a model/config that "
+            "does not need it, or install a detectron2 compiled with its C++/CUDA ops.",
+            name=op_name)
+
+
 def __getattr__(op_name: str):
+    """Module attribute lookup (PEP 562) for names not defined above: every one is a missing compiled op."""
     if op_name.startswith("__"):
         raise AttributeError(op_name)
-    raise ImportError(
-        f"detectron2._C.{op_name} is a compiled op, and this detectron2 is the pure-Python build "
-        "(pb1-detectron2==0.6 sdist, built by d2-mmdet-bridge's make setup): use a model/config that "
-        "does not need it, or install a detectron2 compiled with its C++/CUDA ops."
-    )
+    raise CompiledOpMissing(op_name)
