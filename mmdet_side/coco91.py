@@ -1,4 +1,4 @@
-"""91-slot (DETR-style) COCO labels in mmdet, end to end: dataset, metric, config helper and a check.
+"""91-slot (DETR-style) COCO labels in mmdet: dataset, metric and the label-space check.
 
 Label ``i`` is the original COCO category id ``i`` (slots named by :data:`bridge.coco91.COCO91_SLOT_NAMES`,
 ``'N/A'`` for ids no category uses, slot 0 included).  Stock mmdet maps the annotation file's categories to
@@ -6,8 +6,10 @@ Label ``i`` is the original COCO category id ``i`` (slots named by :data:`bridge
 ``IndexError`` in ``CocoMetric``).  The pieces here keep label == category id everywhere::
 
     custom_imports = dict(imports=['mmdet_side'], allow_failed_imports=False)
-    cfg = apply_coco91(Config.fromfile(...))        # dataset type, metric type and num_classes together
-    custom_hooks = [dict(type='LabelSpaceCheckHook')]  # fail before training if they disagree
+    custom_hooks = [dict(type='LabelSpaceCheckHook')]  # fail before training if head and dataset disagree
+
+``mmdet_side.coco91_config.apply_coco91`` switches a config to these (and the panoptic ones of
+``mmdet_side.coco91_panoptic``) in one call.
 """
 
 from __future__ import annotations
@@ -19,19 +21,18 @@ from typing import Any
 from mmdet.datasets import CocoDataset
 from mmdet.evaluation import CocoMetric
 from mmdet.registry import DATASETS, HOOKS, METRICS
-from mmengine.config import Config
 from mmengine.fileio import get_local_path
 from mmengine.hooks import Hook
 
-from bridge.coco91 import COCO91_SLOT_NAMES, COCO91_TO_80
+from bridge.coco91 import COCO91_SLOT_NAMES, COCO91_TO_80, UNUSED_SLOT, check_slot_layout, coco_panoptic_slot_names
 from bridge.errors import BridgeError
 
 NUM_COCO91_CLASSES: int = len(COCO91_SLOT_NAMES)
-_UNUSED = "N/A"
+_UNUSED = UNUSED_SLOT
 
 __all__ = [
-    "NUM_COCO91_CLASSES", "CocoDataset91", "CocoMetric91", "coco91_config_overrides", "apply_coco91",
-    "check_label_space", "LabelSpaceCheckHook",
+    "NUM_COCO91_CLASSES", "IdentityLabelsMixin", "SlotLayoutMetaMixin", "CocoDataset91", "CocoMetric91",
+    "check_label_space", "head_num_classes", "LabelSpaceCheckHook",
 ]
 
 
@@ -41,30 +42,20 @@ def _coco91_palette() -> list[tuple[int, int, int]]:
     return [tuple(palette[c]) if c >= 0 else (0, 0, 0) for c in COCO91_TO_80]
 
 
-@DATASETS.register_module()
-class CocoDataset91(CocoDataset):
-    """``CocoDataset`` whose labels are the original COCO category ids (0..90, DETR's 91 slots).
+class IdentityLabelsMixin:
+    """``load_data_list`` of mmdet's COCO datasets with ``cat2label`` the identity (label = category id).
 
-    ``cat_ids`` are the annotation file's category ids, ``cat2label`` is the identity on them.  A category
-    id outside ``0..len(classes)-1``, or whose name differs from its slot name, raises :class:`BridgeError`.
+    Mixed in before ``CocoDataset`` / ``CocoPanopticDataset``: every category of the annotation file must
+    have its name in its id's slot of ``metainfo['classes']`` (:func:`bridge.coco91.check_slot_layout`).
     """
-
-    METAINFO = {"classes": tuple(COCO91_SLOT_NAMES), "palette": _coco91_palette()}
 
     def load_data_list(self) -> list[dict]:
         """Load the annotation file like ``CocoDataset.load_data_list`` with identity ``cat2label``."""
         with get_local_path(self.ann_file, backend_args=self.backend_args) as local_path:
             self.coco = self.COCOAPI(local_path)
-        classes = self.metainfo["classes"]
         cat_ids = sorted(self.coco.get_cat_ids())
-        for cat_id in cat_ids:
-            if not 0 <= cat_id < len(classes):
-                raise BridgeError(f"{self.ann_file}: category id {cat_id} is outside the {len(classes)} label "
-                                  f"slots of {type(self).__name__}")
-            name = self.coco.load_cats([cat_id])[0]["name"]
-            if classes[cat_id] == _UNUSED or classes[cat_id] != name:
-                raise BridgeError(f"{self.ann_file}: category id {cat_id} is named {name!r} but its slot is "
-                                  f"{classes[cat_id]!r}")
+        check_slot_layout(self.metainfo["classes"], [(c["id"], c["name"]) for c in self.coco.load_cats(cat_ids)],
+                          f"{type(self).__name__} on {self.ann_file}")
         self.cat_ids = cat_ids
         self.cat2label = {cat_id: cat_id for cat_id in cat_ids}
         self.cat_img_map = copy.deepcopy(self.coco.cat_img_map)
@@ -84,12 +75,60 @@ class CocoDataset91(CocoDataset):
         return data_list
 
 
+@DATASETS.register_module()
+class CocoDataset91(IdentityLabelsMixin, CocoDataset):
+    """``CocoDataset`` whose labels are the original COCO category ids (0..90, DETR's 91 slots).
+
+    ``cat_ids`` are the annotation file's category ids, ``cat2label`` is the identity on them.  A category
+    id outside ``0..len(classes)-1``, or whose name differs from its slot name, raises :class:`BridgeError`.
+    """
+
+    METAINFO = {"classes": tuple(COCO91_SLOT_NAMES), "palette": _coco91_palette()}
+
+
+class SlotLayoutMetaMixin:
+    """``dataset_meta`` setter of an id-slot metric: checks the slot layout when the runner sets it.
+
+    With an annotation file, each of its categories must have its name in its id's slot of
+    ``dataset_meta['classes']``; without one, each named slot of ``REFERENCE_SLOTS`` must.  So the stock
+    80-class (or 133-class) metainfo, whose label ``l`` is not category ``l``, is refused instead of
+    scoring the wrong categories.
+    """
+
+    REFERENCE_SLOTS: tuple[str, ...] = tuple(COCO91_SLOT_NAMES)
+
+    @property
+    def dataset_meta(self) -> dict | None:
+        """Meta info of the dataset (checked to have the id-slot layout when set)."""
+        return self._dataset_meta
+
+    @dataset_meta.setter
+    def dataset_meta(self, dataset_meta: dict | None) -> None:
+        if dataset_meta is not None:
+            self.check_dataset_meta(dataset_meta)
+        self._dataset_meta = dataset_meta
+
+    def _reference_categories(self) -> list[tuple[int, str]]:
+        coco_api = getattr(self, "_coco_api", None)
+        if coco_api is not None:
+            return [(cat["id"], cat["name"]) for cat in coco_api.cats.values()]
+        return [(i, name) for i, name in enumerate(self.REFERENCE_SLOTS) if name != _UNUSED]
+
+    def check_dataset_meta(self, dataset_meta: Mapping[str, Any]) -> None:
+        """Raise :class:`BridgeError` unless ``dataset_meta['classes']`` has the id-slot layout."""
+        where = type(self).__name__
+        if "classes" not in dataset_meta:
+            raise BridgeError(f"{where}: dataset_meta has no 'classes'")
+        check_slot_layout(tuple(dataset_meta["classes"]), self._reference_categories(), where)
+
+
 @METRICS.register_module()
-class CocoMetric91(CocoMetric):
+class CocoMetric91(SlotLayoutMetaMixin, CocoMetric):
     """``CocoMetric`` for 91-slot labels: predicted label ``l`` is written as category id ``l``.
 
     COCOeval runs over the real category ids of the annotation file (or, without ``ann_file``, of the
-    ground truth converted from the dataset, unused ``'N/A'`` slots left out).
+    ground truth converted from the dataset, unused ``'N/A'`` slots left out).  ``dataset_meta`` must have
+    the slot layout (:class:`SlotLayoutMetaMixin`).
     """
 
     def _num_slots(self) -> int:
@@ -131,111 +170,47 @@ class CocoMetric91(CocoMetric):
         return super().compute_metrics(results)
 
 
-def coco91_config_overrides() -> dict[str, Any]:
-    """Return the pieces that must be set together for 91-slot labels.
-
-    Keys: ``dataset_type`` (train/val/test dataloaders), ``metric_type`` (val/test evaluators),
-    ``num_classes`` (every head under ``model``).
-    """
-    return {"dataset_type": "CocoDataset91", "metric_type": "CocoMetric91", "num_classes": NUM_COCO91_CLASSES}
-
-
-def _is_type(value: Any, name: str, cls: type) -> bool:
-    return value == name or value is cls
-
-
-def _set_dataset_type(dataset: Any, where: str) -> None:
-    if not isinstance(dataset, Mapping):
-        raise BridgeError(f"{where}: expected a dataset config dict, got {type(dataset).__name__}")
-    if "dataset" in dataset:  # RepeatDataset, ClassBalancedDataset, MultiImageMixDataset, ...
-        _set_dataset_type(dataset["dataset"], f"{where}.dataset")
-        return
-    if "datasets" in dataset:  # ConcatDataset
-        for i, sub in enumerate(dataset["datasets"]):
-            _set_dataset_type(sub, f"{where}.datasets[{i}]")
-        return
-    kind = dataset.get("type")
-    if not (_is_type(kind, "CocoDataset", CocoDataset) or _is_type(kind, "CocoDataset91", CocoDataset91)):
-        raise BridgeError(f"{where}.type is {kind!r}; only CocoDataset can be switched to CocoDataset91")
-    dataset["type"] = "CocoDataset91"
-    meta = dataset.get("metainfo")
-    if isinstance(meta, Mapping) and "classes" in meta:
-        meta["classes"] = tuple(COCO91_SLOT_NAMES)
-        meta.pop("palette", None)
-
-
-def _set_metric_type(evaluator: Any, where: str) -> None:
-    if isinstance(evaluator, Mapping):
-        if "metrics" in evaluator and "type" not in evaluator:  # Evaluator(metrics=[...])
-            _set_metric_type(evaluator["metrics"], f"{where}.metrics")
-        elif _is_type(evaluator.get("type"), "CocoMetric", CocoMetric) or evaluator.get("type") == "CocoMetric91":
-            evaluator["type"] = "CocoMetric91"
-    elif isinstance(evaluator, (list, tuple)):
-        for i, item in enumerate(evaluator):
-            _set_metric_type(item, f"{where}[{i}]")
-
-
-def _set_num_classes(node: Any, value: int) -> int:
-    count = 0
-    if isinstance(node, Mapping):
-        for key in list(node.keys()):
-            if key == "num_classes" and isinstance(node[key], int):
-                node[key] = value
-                count += 1
-            else:
-                count += _set_num_classes(node[key], value)
-    elif isinstance(node, (list, tuple)):
-        count += sum(_set_num_classes(item, value) for item in node)
-    return count
-
-
-def apply_coco91(cfg: Config) -> Config:
-    """Switch a loaded mmdet config to 91-slot labels in place and return it.
-
-    Sets the dataset type of the train/val/test dataloaders (through ``dataset``/``datasets`` wrappers)
-    to ``CocoDataset91``, every ``CocoMetric`` of the val/test evaluators to ``CocoMetric91`` and every
-    ``num_classes`` under ``cfg.model`` to 91.  Raises :class:`BridgeError` for a non-COCO dataset or a
-    model without ``num_classes``.
-    """
-    over = coco91_config_overrides()
-    for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
-        loader = cfg.get(name)
-        if loader is not None:
-            _set_dataset_type(loader["dataset"], f"{name}.dataset")
-    for name in ("val_evaluator", "test_evaluator"):
-        if cfg.get(name) is not None:
-            _set_metric_type(cfg[name], name)
-    if _set_num_classes(cfg.model, over["num_classes"]) == 0:
-        raise BridgeError("apply_coco91: no num_classes under cfg.model to set to 91")
-    return cfg
-
-
-def check_label_space(model_num_classes: int, dataset_meta: Mapping[str, Any], max_label: int | None = None) -> None:
+def check_label_space(model_num_classes: int, dataset_meta: Mapping[str, Any], max_label: int | None = None,
+                      key: str = "classes") -> None:
     """Raise :class:`BridgeError` when a head's class count and the dataset's label space disagree.
 
-    ``model_num_classes`` must equal ``len(dataset_meta['classes'])`` and every label (``max_label``, when
-    given) must be below it.
+    ``model_num_classes`` must equal ``len(dataset_meta[key])`` (``key`` 'classes', or 'thing_classes' for the
+    box / mask heads of a panoptic model) and every label (``max_label``, when given) must be below it.
     """
-    classes = dataset_meta.get("classes") if dataset_meta else None
+    classes = dataset_meta.get(key) if dataset_meta else None
     if classes is None:
-        raise BridgeError("label space check: dataset_meta has no 'classes'")
+        raise BridgeError(f"label space check: dataset_meta has no {key!r}")
     if model_num_classes != len(classes):
-        hint = " (use apply_coco91 to set dataset, metric and head together)" if NUM_COCO91_CLASSES in (
-            model_num_classes, len(classes)) else ""
+        hint = " (use apply_coco91 to set dataset, metric and head together)" if {len(classes), model_num_classes} & {
+            NUM_COCO91_CLASSES, len(coco_panoptic_slot_names())} else ""
         raise BridgeError(f"label space mismatch: the model head has num_classes={model_num_classes} but the "
-                          f"dataset has {len(classes)} classes{hint}")
+                          f"dataset has {len(classes)} {key.replace('_', ' ')}{hint}")
     if max_label is not None and not 0 <= max_label < model_num_classes:
         raise BridgeError(f"label space mismatch: the dataset has label {max_label}, the model head only "
                           f"{model_num_classes} classes")
 
 
-_HEAD_PATHS: tuple[str, ...] = ("bbox_head", "roi_head.bbox_head", "roi_head.mask_head", "panoptic_head")
+#: heads whose class count is the dataset's things (of a panoptic dataset) or all its classes
+_THING_HEAD_PATHS: tuple[str, ...] = ("bbox_head", "roi_head.bbox_head", "roi_head.mask_head")
+#: heads whose class count (things + stuff) is all the dataset's classes
+_ALL_CLASS_HEAD_PATHS: tuple[str, ...] = ("panoptic_head", "semantic_head", "panoptic_fusion_head")
+
+
+def _class_count(head: Any) -> int | None:
+    things, stuff = getattr(head, "num_things_classes", None), getattr(head, "num_stuff_classes", None)
+    if isinstance(things, int) and isinstance(stuff, int):
+        return things + stuff
+    num = getattr(head, "num_classes", None)
+    return num if isinstance(num, int) else None
 
 
 def head_num_classes(model: Any) -> dict[str, int]:
-    """Return ``{path: num_classes}`` of the bbox/mask/panoptic heads found on an mmdet model."""
+    """Return ``{path: class count}`` of the box / mask / panoptic heads found on an mmdet model.
+
+    The count is ``num_things_classes + num_stuff_classes`` where a head has both, else ``num_classes``.
+    """
     found: dict[str, int] = {}
-    for path in _HEAD_PATHS:
+    for path in _THING_HEAD_PATHS + _ALL_CLASS_HEAD_PATHS:
         obj = model
         for part in path.split("."):
             obj = getattr(obj, part, None)
@@ -243,8 +218,8 @@ def head_num_classes(model: Any) -> dict[str, int]:
                 break
         heads = obj if isinstance(obj, Sequence) or type(obj).__name__ == "ModuleList" else [obj]
         for i, head in enumerate(heads):
-            num = getattr(head, "num_classes", None)
-            if isinstance(num, int):
+            num = _class_count(head)
+            if num is not None:
                 found[path if len(heads) == 1 else f"{path}[{i}]"] = num
     return found
 
@@ -257,7 +232,11 @@ def _unwrap_dataset(dataset: Any) -> Any:
 
 @HOOKS.register_module()
 class LabelSpaceCheckHook(Hook):
-    """Check, before training starts, that the heads' ``num_classes`` match the train dataset's classes."""
+    """Check, before training starts, that the heads' class counts match the train dataset's classes.
+
+    Box / mask heads are compared with ``thing_classes`` on a panoptic dataset, with ``classes`` otherwise;
+    panoptic, semantic and fusion heads (things + stuff) with ``classes``.
+    """
 
     priority = "VERY_HIGH"
 
@@ -269,7 +248,8 @@ class LabelSpaceCheckHook(Hook):
         cat2label = getattr(dataset, "cat2label", None)
         max_label = max(cat2label.values()) if cat2label else None
         for path, num in head_num_classes(model).items():
+            key = "thing_classes" if "thing_classes" in meta and path.split("[")[0] in _THING_HEAD_PATHS else "classes"
             try:
-                check_label_space(num, meta, max_label)
+                check_label_space(num, meta, max_label if key == "classes" else None, key=key)
             except BridgeError as err:
                 raise BridgeError(f"{path}: {err}") from None

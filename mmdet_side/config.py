@@ -3,7 +3,8 @@
 ``onesample_overrides`` returns the dict to merge into an mmdet config (Python use);
 ``write_config`` writes a config file that inherits an mmdet config and carries those overrides,
 ready for mmdet's own ``tools/train.py`` / ``tools/test.py``
-(``python -m mmdet_side.config --base mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py -o cfg.py``).
+(``python -m mmdet_side.config --base mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py -o cfg.py``);
+``--coco91`` also switches it to labels = original COCO category ids (``mmdet_side.coco91_config``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bridge.atomic import atomic_open
 from bridge.cli import run_reporting_errors
@@ -21,6 +23,7 @@ from bridge.errors import BridgeError
 from bridge.onesample import OneSampleConfig, OneSampleSplit, parse_image_ids, prepare_split
 
 TASKS = ("panoptic", "instances")
+_MISSING = object()
 
 
 def _dataset(split: OneSampleSplit, task: str) -> dict:
@@ -61,49 +64,84 @@ def onesample_overrides(config: OneSampleConfig | None = None, *, task: str = "p
     )
 
 
-def config_text(base: str, overrides: dict, extra_lines: tuple[str, ...] = ()) -> str:
+def config_text(base: str, overrides: dict) -> str:
     """The text of an mmengine config file inheriting ``base`` with ``overrides`` (one assignment each)."""
     lines = ["# Written by mmdet_side.config: the one-sample subset on top of an mmdet config.",
              f"_base_ = {base!r}", ""]
     lines += [f"{key} = {pprint.pformat(value, width=100, sort_dicts=False)}" for key, value in overrides.items()]
-    lines += list(extra_lines)
     return "\n".join(lines) + "\n"
 
 
 def write_config(base: str, out: str | Path, config: OneSampleConfig | None = None, *, task: str = "panoptic",
-                 hooks: Sequence[dict] = ()) -> Path:
+                 hooks: Sequence[dict] = (), coco91: bool = False) -> Path:
     """Write (atomically) a config inheriting ``base`` that trains/evaluates on the one-sample splits, with
-    ``hooks`` (bridge hook dicts) added to the base's ``custom_hooks`` and ``mmdet_side`` to its imports."""
+    ``hooks`` (bridge hook dicts) added to the base's ``custom_hooks`` and ``mmdet_side`` to its imports.
+
+    ``coco91=True`` also writes what ``mmdet_side.coco91_config.apply_coco91`` changes (labels = original COCO
+    category ids: dataset and metric types, the heads' class counts, ``LabelSpaceCheckHook``)."""
     out = Path(out)
     overrides = onesample_overrides(config, task=task)
-    text = config_text(base, overrides)
     if hooks:
-        text = config_text(base, overrides, bridge_hook_lines(text, out.parent, list(hooks)))
+        current = _load_config_text(config_text(base, overrides), out.parent)
+        overrides.update(bridge_hook_overrides(current, list(hooks)))
+    if coco91:
+        from mmdet_side.coco91_config import apply_coco91
+
+        current = _load_config_text(config_text(base, overrides), out.parent)
+        before = current.to_dict()
+        apply_coco91(current)
+        _merge_into(overrides, _changed(before, current.to_dict()))
     with atomic_open(out, "w") as handle:
-        handle.write(text)
+        handle.write(config_text(base, overrides))
     return out
 
 
-def bridge_hook_lines(config_text_: str, directory: Path, hooks: list[dict]) -> tuple[str, str]:
-    """``custom_imports`` / ``custom_hooks`` lines adding ``mmdet_side`` and ``hooks`` to what the config
-    ``config_text_`` (to be written in ``directory``; its bases resolve from there) already has: a plain
-    assignment would replace the base's lists, dropping e.g. ``projects.MaskDINO.maskdino`` from a project
-    config's imports."""
+def _changed(before: Any, after: Any) -> dict:
+    """The entries of dict ``after`` that differ from ``before``: dicts compared key by key, other values whole
+    (a changed list is written in full, which is how an inheriting config replaces it)."""
+    diff = {}
+    for key, value in after.items():
+        old = before.get(key, _MISSING)
+        if isinstance(value, dict) and isinstance(old, dict):
+            inner = _changed(old, value)
+            if inner:
+                diff[key] = inner
+        elif value != old:
+            diff[key] = value
+    return diff
+
+
+def _merge_into(target: dict, changes: dict) -> None:
+    """Merge the nested ``changes`` into ``target`` in place (dicts key by key, other values replaced)."""
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge_into(target[key], value)
+        else:
+            target[key] = value
+
+
+def _load_config_text(text: str, directory: Path) -> "Config":  # noqa: F821
+    """Load config ``text`` as if written in ``directory`` (its bases resolve from there), without imports."""
     from mmengine.config import Config
 
     with tempfile.NamedTemporaryFile("w", suffix=".py", dir=directory, encoding="utf-8") as probe:
-        probe.write(config_text_)
+        probe.write(text)
         probe.flush()
         try:
-            current = Config.fromfile(probe.name, import_custom_modules=False)
+            return Config.fromfile(probe.name, import_custom_modules=False)
         except Exception as exc:  # mmengine raises many types for a bad base: name the base and the cause
-            raise BridgeError(f"cannot load the base config to extend its hooks "
+            raise BridgeError(f"cannot load the base config to extend it "
                               f"({type(exc).__name__}: {exc})") from None
+
+
+def bridge_hook_overrides(current: Any, hooks: list[dict]) -> dict:
+    """``custom_imports`` / ``custom_hooks`` values adding ``mmdet_side`` and ``hooks`` to what the loaded config
+    ``current`` already has: a plain assignment would replace the base's lists, dropping e.g.
+    ``projects.MaskDINO.maskdino`` from a project config's imports."""
     imports = list((current.get("custom_imports") or {}).get("imports", []))
     imports += [] if "mmdet_side" in imports else ["mmdet_side"]
     existing = [dict(hook) for hook in current.get("custom_hooks") or []]
-    return (f"custom_imports = dict(imports={imports!r}, allow_failed_imports=False)",
-            "custom_hooks = " + pprint.pformat(existing + hooks, width=100, sort_dicts=False))
+    return {"custom_imports": dict(imports=imports, allow_failed_imports=False), "custom_hooks": existing + hooks}
 
 
 def _requested_hooks(args: argparse.Namespace) -> list[dict]:
@@ -134,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay-eval-dir", help="replay detectron2's recorded inference batches in val/test")
     parser.add_argument("--input-format", choices=("BGR", "RGB"), default="BGR",
                         help="detectron2's INPUT.FORMAT of the replayed batches (RGB for Mask DINO / Mask2Former)")
+    parser.add_argument("--coco91", action="store_true",
+                        help="labels = original COCO category ids: CocoDataset91 / CocoPanopticDataset91, their "
+                             "metrics, the heads' class counts and LabelSpaceCheckHook, set together")
     args = parser.parse_args(argv)
 
     def write() -> Path:
@@ -142,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             config = OneSampleConfig.create(args.coco_root, {
                 "train": parse_image_ids(args.train_ids, "--train-ids"),
                 "val": parse_image_ids(args.val_ids, "--val-ids")}, args.cache_dir)
-        return write_config(args.base, args.out, config, task=args.task, hooks=_requested_hooks(args))
+        return write_config(args.base, args.out, config, task=args.task, hooks=_requested_hooks(args),
+                            coco91=args.coco91)
 
     return run_reporting_errors(write)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from pycocotools import mask as mask_util
@@ -12,16 +13,59 @@ import mmdet_side  # noqa: F401  (registers the modules)
 from bridge.coco91 import COCO91_SLOT_NAMES
 from bridge.errors import BridgeError
 from bridge.synthetic_coco import SyntheticCoco, write_synthetic_coco
-from mmdet_side.coco91 import (CocoDataset91, CocoMetric91, LabelSpaceCheckHook, apply_coco91,
-                               check_label_space, coco91_config_overrides, head_num_classes)
+from mmdet_side.coco91 import CocoDataset91, CocoMetric91, LabelSpaceCheckHook, check_label_space, head_num_classes
+from mmdet_side.coco91_config import apply_coco91, coco91_config_overrides
 from tests.conftest import small_mmdet_train_config
 
 DETR_CFG = "mmdet::detr/detr_r50_8xb2-150e_coco.py"
+#: categories of the wide test set: ids across 1..90, gaps and ids >= 81 included
+WIDE_CATEGORY_IDS = (1, 13, 20, 44, 62, 70, 80, 81, 84, 85, 88, 90)
 
 
 @pytest.fixture(scope="module")
 def coco(tmp_path_factory: pytest.TempPathFactory) -> SyntheticCoco:
     return write_synthetic_coco(tmp_path_factory.mktemp("coco91"), num_images=2)
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(instances json, image folder): 4 synthetic images, 3 objects each, one per id of WIDE_CATEGORY_IDS;
+    rectangles and 12-point ellipse polygons side by side."""
+    from bridge.synthetic_coco import instance_categories
+
+    root = write_synthetic_coco(tmp_path_factory.mktemp("coco91_wide"), num_images=4)
+    data = json.loads(root.instances_json("val2017").read_text())
+    annotations = []
+    for k, cat_id in enumerate(WIDE_CATEGORY_IDS):
+        image = data["images"][k // 3]
+        x0, y0, x1, y1 = 4 + (k % 3) * 40, 10 + (k % 2) * 8, 36 + (k % 3) * 40, 70 + (k % 2) * 8
+        if k % 2:
+            t = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+            poly = np.stack([(x0 + x1) / 2 + (x1 - x0) / 2 * np.cos(t), (y0 + y1) / 2 + (y1 - y0) / 2 * np.sin(t)], 1)
+            poly = [round(float(v), 2) for v in poly.reshape(-1)]
+        else:
+            poly = [float(v) for v in (x0, y0, x1, y0, x1, y1, x0, y1)]
+        rle = mask_util.merge(mask_util.frPyObjects([poly], image["height"], image["width"]))
+        annotations.append({"id": 1 + k, "image_id": image["id"], "category_id": cat_id, "segmentation": [poly],
+                            "area": float(mask_util.area(rle)), "bbox": mask_util.toBbox(rle).tolist(), "iscrowd": 0})
+    data.update(annotations=annotations, categories=instance_categories())
+    path = root.root / "annotations" / "instances_wide.json"
+    path.write_text(json.dumps(data))
+    return path, root.images_dir("val2017")
+
+
+def _predictions_from_dataset(dataset: CocoDataset91) -> list[dict]:
+    """The dataset's own ground truth (``get_data_info``: xyxy boxes, labels, polygons) as mmdet predictions."""
+    samples = []
+    for i in range(len(dataset)):
+        info = dataset.get_data_info(i)
+        h, w, instances = info["height"], info["width"], info["instances"]
+        samples.append(dict(img_id=info["img_id"], ori_shape=(h, w), pred_instances=dict(
+            bboxes=torch.tensor([inst["bbox"] for inst in instances], dtype=torch.float32).reshape(-1, 4),
+            scores=torch.ones(len(instances)),
+            labels=torch.tensor([inst["bbox_label"] for inst in instances], dtype=torch.int64),
+            masks=[mask_util.merge(mask_util.frPyObjects(inst["mask"], h, w)) for inst in instances])))
+    return samples
 
 
 def _anns_by_image(path: Path) -> tuple[dict, dict[int, list[dict]]]:
@@ -75,11 +119,40 @@ def test_dataset91_labels_are_category_ids(coco: SyntheticCoco, split: str) -> N
         assert got  # every synthetic image has instances
 
 
-def test_metric91_gt_as_predictions_scores_one(coco: SyntheticCoco) -> None:
-    ann = coco.instances_json("val2017")
-    res = _evaluate(CocoMetric91(ann_file=str(ann), metric=["bbox", "segm"], classwise=True), _gt_as_predictions(ann))
+def test_dataset91_feeds_metric91_bbox_and_segm_ap_one_across_ids(wide: tuple[Path, Path]) -> None:
+    """12 categories with ids across 1..90 (13, 44, 81, 84, 90 among them): the dataset's own instances fed
+    back as predictions give bbox and segm AP 1.0 on each of them."""
+    ann, images = wide
+    dataset = CocoDataset91(ann_file=str(ann), data_prefix=dict(img=str(images)), pipeline=[], test_mode=True)
+    samples = _predictions_from_dataset(dataset)
+    labels = sorted(int(label) for s in samples for label in s["pred_instances"]["labels"])
+    assert labels == list(WIDE_CATEGORY_IDS)  # label == category id, every category once
+    metric = CocoMetric91(ann_file=str(ann), metric=["bbox", "segm"], classwise=True)
+    metric.dataset_meta = dataset.metainfo
+    metric.process({}, samples)
+    res = metric.evaluate(len(samples))
     assert res["coco/bbox_mAP"] == pytest.approx(1.0) and res["coco/segm_mAP"] == pytest.approx(1.0)
-    assert res["coco/person_precision"] == pytest.approx(1.0)
+    for cat_id in WIDE_CATEGORY_IDS:
+        assert res[f"coco/{COCO91_SLOT_NAMES[cat_id]}_precision"] == pytest.approx(1.0), cat_id
+    from mmdet.evaluation import CocoMetric
+    stock = CocoMetric(ann_file=str(ann), metric="bbox")
+    stock.dataset_meta = dataset.metainfo
+    stock.process({}, _predictions_from_dataset(dataset))
+    with pytest.raises(IndexError):  # labels >= 80 index the 80 name-matched ids
+        stock.evaluate(len(samples))
+
+
+@pytest.mark.parametrize("with_ann_file", [True, False])
+def test_metric91_refuses_the_stock_80_class_meta(wide: tuple[Path, Path], with_ann_file: bool) -> None:
+    """Finding: with the stock CocoDataset's 80 contiguous names, CocoMetric91 wrote label l as id l and scored
+    bbox mAP 0.0 silently; now setting that dataset_meta raises."""
+    from mmdet.datasets import CocoDataset
+    metric = CocoMetric91(ann_file=str(wide[0]) if with_ann_file else None, metric="bbox")
+    with pytest.raises(BridgeError, match=r"CocoMetric91: dataset_meta\['classes'\] is not the id-slot layout.*"
+                                          r"category 1 'person' has 'bicycle' in slot 1 \(80 categories.*CocoDataset91"):
+        metric.dataset_meta = CocoDataset.METAINFO
+    metric.dataset_meta = CocoDataset91.METAINFO
+    assert metric.dataset_meta["classes"][90] == "toothbrush"
 
 
 def test_metric91_without_ann_file_uses_converted_gt(coco: SyntheticCoco) -> None:
@@ -135,6 +208,32 @@ def _detr_cfg():
     return cfg
 
 
+def test_apply_coco91_adds_import_and_check_hook_once() -> None:
+    cfg = _detr_cfg()
+    cfg.custom_imports = dict(imports=["projects.example"], allow_failed_imports=True)
+    cfg.custom_hooks = [dict(type="EMAHook")]
+    apply_coco91(apply_coco91(cfg))  # twice: nothing doubled
+    assert cfg.custom_imports == dict(imports=["projects.example", "mmdet_side"], allow_failed_imports=True)
+    assert [hook["type"] for hook in cfg.custom_hooks] == ["EMAHook", "LabelSpaceCheckHook"]
+    bare = apply_coco91(_detr_cfg())
+    assert bare.custom_imports == dict(imports=["mmdet_side"], allow_failed_imports=False)
+    assert bare.custom_hooks == [dict(type="LabelSpaceCheckHook")]
+
+
+def test_apply_coco91_resizes_uniform_class_weights_only() -> None:
+    from mmengine.config import Config
+    cfg = Config.fromstring("_base_ = 'mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco.py'\n", ".py")
+    apply_coco91(cfg)
+    head = cfg.model.panoptic_head
+    assert (head.num_things_classes, head.num_stuff_classes) == (91, 0)
+    assert head.loss_cls.class_weight == [1.0] * 91 + [0.1]
+    assert cfg.model.panoptic_fusion_head.num_things_classes == 91
+    cfg = Config.fromstring("_base_ = 'mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco.py'\n", ".py")
+    cfg.model.panoptic_head.loss_cls.class_weight = [float(i) for i in range(80)] + [0.1]
+    with pytest.raises(BridgeError, match="model.panoptic_head.loss_cls.class_weight has per-class weights"):
+        apply_coco91(cfg)
+
+
 def test_apply_coco91_on_detr_config() -> None:
     cfg = _detr_cfg()
     assert cfg.model.bbox_head.num_classes == 80
@@ -150,7 +249,7 @@ def test_apply_coco91_on_detr_config() -> None:
     apply_coco91(cfg)
     assert cfg.train_dataloader.dataset.dataset.type == "CocoDataset91"
     cfg.train_dataloader.dataset = dict(type="LVISV1Dataset")
-    with pytest.raises(BridgeError, match="only CocoDataset"):
+    with pytest.raises(BridgeError, match="only CocoDataset and CocoPanopticDataset"):
         apply_coco91(cfg)
 
 
@@ -192,8 +291,6 @@ def test_two_iterations_on_dataset91_train_with_original_ids_as_labels(tmp_path:
     from bridge import open_run
     from bridge.onesample import OneSampleConfig
     from bridge.synthetic_coco import write_synthetic_coco
-    from mmdet_side.coco91 import apply_coco91
-
     root = tmp_path / "coco"
     write_synthetic_coco(root, num_images=2)
     annotations = json.loads((root / "annotations" / "instances_train2017.json").read_text())["annotations"]
