@@ -26,7 +26,7 @@ from mmdet.datasets import CocoPanopticDataset
 from mmdet.evaluation.functional import INSTANCE_OFFSET
 from mmdet.evaluation import CocoPanopticMetric
 from mmdet.registry import DATASETS, METRICS
-from mmengine.fileio import dump
+from mmengine.fileio import dump, load
 
 from bridge.coco91 import COCO_PANOPTIC_NUM_THING_SLOTS, UNUSED_SLOT, coco_panoptic_slot_names
 from bridge.errors import BridgeError
@@ -114,7 +114,6 @@ class CocoPanopticMetric91(SlotLayoutMetaMixin, CocoPanopticMetric):
 
     def gt_to_coco_json(self, gt_dicts: Sequence[dict], outfile_prefix: str) -> tuple[str, str]:
         """Like ``CocoPanopticMetric.gt_to_coco_json`` (category id = label) without the unused slots."""
-        from mmengine.fileio import load
         path, gt_folder = super().gt_to_coco_json(gt_dicts, outfile_prefix)
         coco_json = load(path)
         coco_json["categories"] = [dict(c, isthing=int(c["id"] < NUM_THING_SLOTS))
