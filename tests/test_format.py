@@ -642,3 +642,15 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path: Path) -> None:
     mask = os.umask(0)
     os.umask(mask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_format_md_example_is_what_the_recorder_writes(tmp_path: Path) -> None:
+    """docs/FORMAT.md's manifest example is the manifest of the value it describes (creation time aside)."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "FORMAT.md").read_text()
+    example = orjson.loads(doc.split("## Manifest schema")[1].split("```json")[1].split("```")[0])
+    batch = [{"file_name": "a.jpg", "height": 480, "image": torch.zeros(3, 480, 640, dtype=torch.uint8),
+              "instances": Instances(gt_boxes=Boxes(torch.zeros(2, 4))), "freqs": torch.zeros(8, dtype=torch.complex64)}]
+    with Recorder(tmp_path, framework="detectron2", rank=0) as rec:
+        rec.record("batch", batch, step=0, kind="batch")
+    written = orjson.loads((tmp_path / "rank0" / "manifest.json").read_bytes())
+    assert written == {**example, "torch_version": torch.__version__, "created": written["created"]}
