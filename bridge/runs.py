@@ -32,8 +32,6 @@ FORMAT_VERSION = 1
 KINDS: tuple[str, ...] = ("batch", "output", "loss", "activation", "grad", "param", "meta")
 MANIFEST = "manifest.json"
 JOURNAL = "journal.jsonl"
-#: A rank's state as Run.state() reports it.
-STATES: tuple[str, ...] = ("closed", "aborted", "open")
 _ABORT_MESSAGE_CHARS = 2000
 _RANK_DIR = re.compile(r"^rank(\d+)$")
 

@@ -18,6 +18,9 @@ from hypothesis import strategies as st
 from bridge import KINDS, BridgeError, Entry, FormatError, Recorder, Run, open_run
 from bridge.tree import BYTES_DTYPES, DTYPE_CODES, MAX_DEPTH, QUANTIZED_DTYPES, TENSOR_DTYPES, dtype_name, flatten
 
+#: torch warns that complex32 / bcomplex32 support is experimental whenever one is created.
+pytestmark = pytest.mark.filterwarnings("ignore:.*support is experimental")
+
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -104,7 +107,6 @@ def test_roundtrip_dtypes(dtype: str, shape: tuple[int, ...], seed: int) -> None
         assert same(t, run.get("t", step=0))
 
 
-@pytest.mark.filterwarnings("ignore:.*support is experimental")
 @pytest.mark.parametrize("dtype", TENSOR_DTYPES)
 def test_every_supported_dtype(tmp_path: Path, dtype: str) -> None:
     t = random_tensor(dtype, (7, 3), 1)
@@ -134,7 +136,7 @@ def test_every_torch_dtype_is_handled() -> None:
     assert len(TORCH_DTYPES) >= 40  # the enumeration found torch's dtypes
 
 
-@pytest.mark.filterwarnings("ignore:.*support is experimental", "ignore:.*quantized tensor creation")
+@pytest.mark.filterwarnings("ignore:.*quantized tensor creation")
 @pytest.mark.parametrize("dtype", TORCH_DTYPES)
 def test_every_torch_dtype_round_trips_or_is_refused(tmp_path: Path, dtype: str) -> None:
     if dtype in QUANTIZED_DTYPES:
