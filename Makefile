@@ -21,6 +21,7 @@ bench: setup
 	$(PY) benchmarks/bench_subset.py --scale 0.25
 	$(PY) benchmarks/bench_compare.py --size-gb 0.5
 	$(PY) benchmarks/bench_convert.py
+	$(PY) benchmarks/bench_record.py
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

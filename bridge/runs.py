@@ -1,7 +1,8 @@
 """Record nested values into a run directory and read them back (format_version 1).
 
-Layout: ``run_dir/rank{R}/manifest.json`` plus one safetensors file per ``record()`` call,
-``run_dir/rank{R}/{record:06d}-s{step}-{kind}.safetensors``. See docs/FORMAT.md.
+Layout: ``run_dir/rank{R}/manifest.json``, ``run_dir/rank{R}/journal.jsonl`` while recording (one
+line per record, compacted into the manifest on close) and one safetensors file per ``record()``
+call, ``run_dir/rank{R}/{record:06d}-s{step}-{kind}.safetensors``. See docs/FORMAT.md.
 """
 
 from __future__ import annotations
@@ -21,11 +22,17 @@ from safetensors.torch import save_file
 
 from .atomic import atomic_path, atomic_write_bytes
 from .errors import BridgeError, FormatError
-from .tree import CODE_DTYPES, decode_scalar, dtype_name, encode_scalar, flatten, scalar_dtype, unflatten
+from .journal import append_line, read_lines
+from .tree import (
+    BYTES_DTYPES, CODE_DTYPES, STORAGE_BYTES, STORAGE_NATIVE, TENSOR_DTYPES, StoredTensor, decode_scalar,
+    encode_scalar, flatten, restore_tensor, scalar_dtype, stored_layout, unflatten,
+)
 
 FORMAT_VERSION = 1
 KINDS: tuple[str, ...] = ("batch", "output", "loss", "activation", "grad", "param", "meta")
 MANIFEST = "manifest.json"
+JOURNAL = "journal.jsonl"
+_ABORT_MESSAGE_CHARS = 2000
 _RANK_DIR = re.compile(r"^rank(\d+)$")
 
 
@@ -44,6 +51,7 @@ class Entry:
     file: str
     is_tensor: bool
     value: Any
+    storage: str = STORAGE_NATIVE
 
     @property
     def key(self) -> str:
@@ -66,10 +74,13 @@ class Recorder:
     """Write values of one rank into ``run_dir/rank{R}/``; use as a context manager or call close()."""
 
     def __init__(self, run_dir: str | os.PathLike[str], framework: str | None = None, rank: int | None = None,
-                 *, lazy: bool = False) -> None:
+                 *, lazy: bool = False, fsync: bool = False) -> None:
         """Start a recording for ``rank`` (default: the torch.distributed rank, else 0) in ``run_dir``.
 
         With ``lazy=True`` nothing is created until the first ``record()`` (hooks that may record nothing).
+        Every record reaches the operating system before ``record()`` returns, so a killed process loses
+        nothing it recorded; ``fsync=True`` also fsyncs each tensor file and journal line, so that an OS
+        crash or power loss keeps them too (two fsyncs per record: several times slower on most disks).
         """
         self.run_dir = Path(run_dir)
         self.rank = _default_rank() if rank is None else int(rank)
@@ -77,6 +88,8 @@ class Recorder:
             raise FormatError(f"{self.run_dir}: rank must be >= 0, got {self.rank}")
         self.rank_dir = self.run_dir / f"rank{self.rank}"
         self.manifest_path = self.rank_dir / MANIFEST
+        self.journal_path = self.rank_dir / JOURNAL
+        self.fsync = bool(fsync)
         self._manifest: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "framework": framework,
@@ -94,8 +107,9 @@ class Recorder:
             self._start()
 
     def _start(self) -> None:
-        if self.manifest_path.exists():
-            raise FormatError(f"{self.manifest_path}: already holds a recording; record into a new run dir")
+        for path in (self.manifest_path, self.journal_path):
+            if path.exists():
+                raise FormatError(f"{path}: already holds a recording; record into a new run dir")
         self.rank_dir.mkdir(parents=True, exist_ok=True)
         self._started = True
         self._write_manifest()
@@ -110,9 +124,11 @@ class Recorder:
     def record(self, name: str, value: Any, *, step: int, kind: str = "output") -> None:
         """Record ``value`` (tensor or nested dict/list/tuple of tensors and JSON scalars) under ``name``.
 
-        Tensors are detached, copied to CPU and made contiguous. Raises FormatError for a closed
-        recorder, an unknown kind, a negative or non-int step, an empty name or one containing
-        "/", a (name, step, kind) recorded before on this rank, or a leaf that cannot be stored.
+        Tensors are detached, copied to CPU and made contiguous; numpy arrays are recorded as tensors
+        and numpy scalars as Python scalars. Costs O(size of the value): one safetensors file and one
+        journal line. Raises FormatError for a closed recorder, an unknown kind, a negative or non-int
+        step, an empty name or one containing "/", a (name, step, kind) recorded before on this rank,
+        or a leaf that cannot be stored.
         """
         if self._closed:
             raise FormatError(f"{self.rank_dir}: record({name!r}) after close()")
@@ -135,48 +151,66 @@ class Recorder:
             key = name if not leaf.path else f"{name}.{leaf.path}"
             row: dict[str, Any] = {"index": self._next_index + offset, "path": leaf.path, "is_tensor": leaf.is_tensor}
             if leaf.is_tensor:
-                tensors[key] = leaf.value
-                row.update(dtype=dtype_name(leaf.value.dtype), shape=list(leaf.value.shape), value=None)
+                stored: StoredTensor = leaf.value
+                tensors[key] = stored.data
+                row.update(dtype=stored.dtype, shape=list(stored.shape), value=None)
+                if stored.storage == STORAGE_BYTES:
+                    row["storage"] = STORAGE_BYTES
             else:
                 row.update(dtype=scalar_dtype(leaf.value), shape=[], value=encode_scalar(leaf.value))
             leaf_rows.append(row)
         rec = {"name": name, "step": step, "kind": kind, "file": rel_file if tensors else "",
                "structure": structure, "leaves": leaf_rows}
         try:
-            orjson.dumps(rec)
+            line = orjson.dumps({"n": number, "record": rec})
         except (TypeError, orjson.JSONEncodeError) as exc:
             raise FormatError(f"{self.rank_dir}: record {name!r}: value cannot be stored as JSON: {exc}") from exc
         if tensors:
-            target = self.run_dir / rel_file
-            with atomic_path(target) as tmp:
-                save_file(tensors, str(tmp))
-                with open(tmp, "rb+") as handle:
-                    os.fsync(handle.fileno())
+            self._save_tensors(self.run_dir / rel_file, tensors, name)
+        append_line(self.journal_path, line, fsync=self.fsync)
         self._manifest["records"].append(rec)
-        try:
-            self._write_manifest()
-        except BaseException:
-            self._manifest["records"].pop()
-            raise
         self._next_index += len(leaves)
         self._seen.add((name, step, kind))
 
+    def _save_tensors(self, target: Path, tensors: dict[str, torch.Tensor], name: str) -> None:
+        with atomic_path(target) as tmp:
+            try:
+                save_file(tensors, str(tmp))
+            except Exception as exc:
+                raise FormatError(f"{target}: record {name!r}: safetensors cannot write it: {exc}") from exc
+            if self.fsync:
+                with open(tmp, "rb+") as handle:
+                    os.fsync(handle.fileno())
+
     def close(self) -> None:
-        """Mark the manifest closed and stop accepting records; calling it twice is harmless."""
+        """Compact the journal into the manifest, mark it closed and stop accepting records; idempotent."""
+        self._finish(aborted=None)
+
+    def abort(self, reason: str) -> None:
+        """Like close(), but the manifest says ``"closed": false`` and ``"aborted": reason``; idempotent."""
+        self._finish(aborted=str(reason))
+
+    def _finish(self, aborted: str | None) -> None:
         if self._closed:
             return
         if self._started:
-            self._manifest["closed"] = True
+            self._manifest["closed"] = aborted is None
+            if aborted is not None:
+                self._manifest["aborted"] = aborted[:_ABORT_MESSAGE_CHARS]
             self._write_manifest()
+            self.journal_path.unlink(missing_ok=True)
         self._closed = True
 
     def __enter__(self) -> Recorder:
         """Return self."""
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
-        """Close the recorder (also when the block raised)."""
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        """Close the recorder; when the block raised, mark it aborted with ``"<ExcType>: message"``."""
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort(f"{exc_type.__name__}: {exc}")
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -189,11 +223,32 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise FormatError(f"{path}: manifest is not a JSON object")
     version = data.get("format_version")
+    if type(version) is not int:
+        raise FormatError(f"{path}: format_version must be an integer, got {version!r} ({type(version).__name__})")
     if version != FORMAT_VERSION:
         raise FormatError(f"{path}: unknown format_version {version!r} (this reader knows {FORMAT_VERSION})")
     if not isinstance(data.get("records"), list):
         raise FormatError(f"{path}: manifest has no 'records' list")
+    if not isinstance(data.get("closed", False), bool):
+        raise FormatError(f"{path}: 'closed' must be true or false, got {data['closed']!r}")
+    if not isinstance(data.get("aborted", ""), str):
+        raise FormatError(f"{path}: 'aborted' must be a string, got {data['aborted']!r}")
     return data
+
+
+def _merge_journal(manifest: Path, records: list[Any], journal: Path) -> list[tuple[Path, Any]]:
+    """Return (source file, record) for the manifest's records followed by the journal's later ones."""
+    merged: list[tuple[Path, Any]] = [(manifest, rec) for rec in records]
+    for line_number, line in enumerate(read_lines(journal), start=1):
+        number, rec = line.get("n"), line.get("record")
+        if type(number) is not int or not isinstance(rec, dict):
+            raise FormatError(f"{journal}: line {line_number} is not {{\"n\": int, \"record\": object}}")
+        if number < len(records):
+            continue  # already compacted into the manifest (a crash between compaction and removal)
+        if number != len(merged):
+            raise FormatError(f"{journal}: line {line_number} holds record #{number}, expected #{len(merged)}")
+        merged.append((journal, rec))
+    return merged
 
 
 def _check_file(run_dir: Path, manifest: Path, rel: Any, what: str) -> str:
@@ -210,10 +265,10 @@ def _check_file(run_dir: Path, manifest: Path, rel: Any, what: str) -> str:
     return rel
 
 
-def _parse_records(run_dir: Path, manifest: Path, data: dict[str, Any], rank: int) -> tuple[list[dict[str, Any]], list[Entry]]:
+def _parse_records(run_dir: Path, sourced: list[tuple[Path, Any]], rank: int) -> tuple[list[dict[str, Any]], list[Entry]]:
     records: list[dict[str, Any]] = []
     entries: list[Entry] = []
-    for number, rec in enumerate(data["records"]):
+    for number, (manifest, rec) in enumerate(sourced):
         what = f"record #{number}"
         try:
             name, step, kind = rec["name"], rec["step"], rec["kind"]
@@ -226,11 +281,14 @@ def _parse_records(run_dir: Path, manifest: Path, data: dict[str, Any], rank: in
                 is_tensor = bool(row["is_tensor"])
                 if is_tensor and not rel:
                     raise FormatError(f"{manifest}: {what}: tensor leaf {row['path']!r} has no file")
-                dtype = str(row["dtype"])
+                dtype, storage = str(row["dtype"]), row.get("storage", STORAGE_NATIVE)
+                if storage not in (STORAGE_NATIVE, STORAGE_BYTES) or (storage == STORAGE_BYTES and not is_tensor):
+                    raise FormatError(f"{manifest}: {what}: leaf {row['path']!r} has unknown storage {storage!r}")
                 rec_entries.append(Entry(
                     index=int(row["index"]), step=step, rank=rank, kind=kind, name=name, path=str(row["path"]),
                     dtype=dtype, shape=tuple(int(d) for d in row["shape"]), file=rel if is_tensor else "",
                     is_tensor=is_tensor, value=None if is_tensor else decode_scalar(dtype, row["value"]),
+                    storage=storage,
                 ))
             rec["structure"]  # noqa: B018 - must exist
         except FormatError:
@@ -264,7 +322,8 @@ class Run:
             data = _read_manifest(manifest)
             if data.get("rank", rank) != rank:
                 raise FormatError(f"{manifest}: manifest says rank {data.get('rank')!r} but lives in rank{rank}/")
-            records, entries = _parse_records(self.path, manifest, data, rank)
+            sourced = _merge_journal(manifest, data["records"], rank_dir / JOURNAL)
+            records, entries = _parse_records(self.path, sourced, rank)
             self._manifests[rank] = data
             self._records[rank] = records
             self._entries.extend(sorted(entries, key=lambda e: e.index))
@@ -284,6 +343,21 @@ class Run:
             e for e in self._entries
             if (rank is None or e.rank == rank) and (step is None or e.step == step) and (kind is None or e.kind == kind)
         ]
+
+    def header(self, rank: int = 0) -> dict[str, Any]:
+        """Return ``rank``'s manifest header (format_version, framework, rank, torch_version, created, closed, aborted)."""
+        if rank not in self._manifests:
+            raise FormatError(f"{self.path}: no rank {rank} (ranks {self.ranks()})")
+        return {k: v for k, v in self._manifests[rank].items() if k != "records"}
+
+    def state(self, rank: int = 0) -> str:
+        """Return how ``rank``'s recording ended: ``"closed"`` (close() or a clean ``with`` block),
+        ``"aborted"`` (the ``with`` block raised; ``header(rank)["aborted"]`` says what) or ``"open"``
+        (the process died, or is still recording: every record listed so far is complete)."""
+        header = self.header(rank)
+        if header.get("closed"):
+            return "closed"
+        return "aborted" if "aborted" in header else "open"
 
     def ranks(self) -> list[int]:
         """Return the ranks that have a manifest, ascending."""
@@ -312,9 +386,17 @@ class Run:
         except Exception as exc:  # SafetensorError, OSError, ... on truncated/corrupt files
             raise FormatError(f"{file}: cannot read tensor {entry.key!r}: corrupt or truncated safetensors file ({exc})") from exc
         dtype = CODE_DTYPES.get(code, code)
-        if dtype != entry.dtype or shape != entry.shape:
+        if entry.storage == STORAGE_BYTES and entry.dtype not in BYTES_DTYPES:
+            raise FormatError(f"{file}: tensor {entry.key!r} is stored as bytes of dtype {entry.dtype!r}, which is "
+                              f"not one of this format's byte-stored dtypes")
+        if entry.dtype not in TENSOR_DTYPES:
+            raise FormatError(f"{file}: tensor {entry.key!r} has dtype {entry.dtype!r}, unknown to torch {torch.__version__}")
+        want_dtype, want_shape = stored_layout(entry.dtype, entry.shape, entry.storage)
+        if dtype != want_dtype or shape != want_shape:
+            stored = "" if entry.storage != STORAGE_BYTES else f" (stored as bytes: {want_dtype}{list(want_shape)})"
             raise FormatError(
-                f"{file}: tensor {entry.key!r} is {dtype}{list(shape)} but the manifest says {entry.dtype}{list(entry.shape)}"
+                f"{file}: tensor {entry.key!r} is {dtype}{list(shape)} but the manifest says "
+                f"{entry.dtype}{list(entry.shape)}{stored}"
             )
         return (handle, sl), file
 
@@ -322,7 +404,7 @@ class Run:
         """Load one tensor leaf on CPU (memory-mapped through safetensors.safe_open)."""
         (handle, _sl), file = self._open(entry)
         try:
-            return handle.get_tensor(entry.key)
+            return restore_tensor(handle.get_tensor(entry.key), entry.dtype, entry.storage)
         except Exception as exc:
             raise FormatError(f"{file}: cannot load tensor {entry.key!r}: {exc}") from exc
 
@@ -339,7 +421,7 @@ class Run:
                 chunk = sl[start:start + rows]
             except Exception as exc:
                 raise FormatError(f"{file}: cannot read rows {start}: of tensor {entry.key!r}: {exc}") from exc
-            yield chunk
+            yield restore_tensor(chunk, entry.dtype, entry.storage)
 
     def _find(self, name: str, step: int, kind: str, rank: int) -> dict[str, Any]:
         for rec in self._records.get(rank, []):

@@ -190,6 +190,28 @@ def test_int_tensors_exact_and_values(run_a: Path, tmp_path: Path) -> None:
     assert by["pred.boxes"].passed
 
 
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
+def test_complex_and_opaque_dtypes(tmp_path: Path) -> None:
+    """Complex leaves compare both parts (an imaginary difference fails); int4 / bits16 / float4 compare bit for bit."""
+    def record(path: Path, off: int) -> Path:
+        with Recorder(path, rank=0) as rec:
+            rec.record("c", torch.tensor([1 + 1j, 2 + (2 + off) * 1j]), step=0)
+            rec.record("c32", torch.tensor([1 + 1j, 2 - 2j]).to(torch.complex32), step=0)
+            rec.record("i4", torch.tensor([0, 3 * off, 5, 0], dtype=torch.uint8).view(torch.int4), step=0)
+            rec.record("b16", torch.tensor([7, 9], dtype=torch.int16).view(torch.bits16), step=0)
+            rec.record("f4", torch.tensor([1, 2 + off], dtype=torch.uint8).view(torch.float4_e2m1fn_x2), step=0)
+        return path
+
+    same = compare_runs(record(tmp_path / "a", 0), record(tmp_path / "a2", 0), device="cpu")
+    assert same.passed and [i.dtype_a for i in same.items] == ["complex64", "complex32", "int4", "bits16", "float4_e2m1fn_x2"]
+    res = compare_runs(tmp_path / "a", record(tmp_path / "b", 1), device="cpu", atol=1e-3, rtol=0)
+    by = {i.key: i for i in res.items}
+    assert not by["c"].passed and by["c"].max_abs == 1.0
+    assert not by["i4"].passed and by["i4"].mismatched == 1 and by["i4"].atol == 0
+    assert not by["f4"].passed and by["f4"].mismatched == 1
+    assert by["c32"].passed and by["b16"].passed
+
+
 def test_json_schema(run_a: Path, tmp_path: Path) -> None:
     b = write_run(tmp_path / "b", mutate=_bump(1, "decoder.layers.3.out", lambda t: t * 2), skip={"backbone.res2"})
     out = tmp_path / "r" / "report.json"

@@ -19,7 +19,7 @@ from bridge.errors import BridgeError
 from .pairing import Pair, name_mapper, pair_entries
 from .panoptic_entries import PanopticPair, compare_panoptic_records
 from .stats import READ_ELEMS, NumericStats, tensor_stats
-from .tolerance import TolerancePolicy, ToleranceRule, is_exact_dtype, parse_tol_spec
+from .tolerance import OPAQUE_DTYPES, TolerancePolicy, ToleranceRule, is_exact_dtype, parse_tol_spec
 
 ProgressFn = Callable[[int, int], None]
 
@@ -144,6 +144,21 @@ def _fail_reason(st: NumericStats, exact: bool) -> str:
     return msg
 
 
+_UINT_OF_SIZE = {1: torch.uint8, 2: torch.uint16}
+
+
+def _comparable(chunks: Iterable[torch.Tensor], dtype: str) -> Iterator[torch.Tensor]:
+    """Yield chunks the statistics can handle: complex ones as their (real, imaginary) parts, opaque
+    dtypes (int4, bits8, float4_e2m1fn_x2, ...) as the unsigned ints of their bytes, others as they are."""
+    for chunk in chunks:
+        if chunk.is_complex():
+            yield torch.view_as_real(chunk)
+        elif dtype in OPAQUE_DTYPES:
+            yield chunk.view(_UINT_OF_SIZE[chunk.dtype.itemsize])
+        else:
+            yield chunk
+
+
 def compare_pair(run_a: Run, run_b: Run, pair: Pair, policy: TolerancePolicy, device: torch.device) -> ItemResult:
     """Compare one pair of leaves and return its :class:`ItemResult`."""
     a, b = pair.a, pair.b
@@ -162,7 +177,7 @@ def compare_pair(run_a: Run, run_b: Run, pair: Pair, policy: TolerancePolicy, de
     exact = is_exact_dtype(a.dtype)
     if a.is_tensor:
         rows = _rows_for(a.shape)
-        st = tensor_stats(run_a.tensor_slices(a, rows), run_b.tensor_slices(b, rows),
+        st = tensor_stats(_comparable(run_a.tensor_slices(a, rows), a.dtype), _comparable(run_b.tensor_slices(b, rows), b.dtype),
                           atol=atol, rtol=rtol, exact=exact, device=device)
         _fill(item, st)
         item.passed = st.mismatched == 0

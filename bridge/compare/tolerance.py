@@ -31,9 +31,16 @@ EXACT_DTYPES = frozenset(
 )
 
 
+#: Recorded dtypes torch has no arithmetic for (stored as bytes, see docs/FORMAT.md): compared bit for bit.
+OPAQUE_DTYPES = frozenset(
+    {"float4_e2m1fn_x2", "bits1x8", "bits2x4", "bits4x2", "bits8", "bits16"}
+    | {f"{sign}int{bits}" for sign in ("", "u") for bits in range(1, 8)}
+)
+
+
 def is_exact_dtype(dtype: str) -> bool:
-    """True for dtypes that compare exactly (integers, bool, strings, None)."""
-    return dtype in EXACT_DTYPES or dtype.startswith(("int", "uint"))
+    """True for dtypes that compare exactly (integers, bool, strings, None, opaque bit containers)."""
+    return dtype in EXACT_DTYPES or dtype in OPAQUE_DTYPES or dtype.startswith(("int", "uint"))
 
 
 @dataclass(frozen=True)
