@@ -1,6 +1,10 @@
 """``python -m bridge.convert SRC -o DST (--preset NAME | --rules FILE) [--target T] [--report R.json]``.
 
-Exit status: 0 fully matched (or no target), 1 missing/unexpected/mismatched keys, 2 bad input.
+``--target`` is a key manifest TSV, a checkpoint, or an mmdet config (``*.py`` or ``mmdet::...``): the
+config's model is built on the CPU by ``python -m mmdet_side.target`` in a subprocess (``bridge`` never
+imports mmdet), and the written checkpoint is loaded into it with ``strict=True`` as the final check.
+Exit status: 0 fully matched (or no target), 1 missing/unexpected/mismatched keys or a failed strict load,
+2 bad input.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from pathlib import Path
 from bridge.atomic import atomic_write_bytes
 from bridge.convert.engine import convert_state_dict
 from bridge.convert.loading import load_checkpoint, load_target_shapes, save_checkpoint
+from bridge.convert.mmdet_target import is_mmdet_config, mmdet_config_shapes, mmdet_strict_check
+from bridge.convert.provenance import provenance
 from bridge.convert.report import compare_to_target, render_report, report_without_target
 from bridge.convert.rules import load_rules
 from bridge.cli import BAD_INPUT, report_bad_input
@@ -27,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--preset", help="name of a shipped rule set")
     g.add_argument("--rules", help="YAML rule file")
-    p.add_argument("--target", help="key manifest TSV or checkpoint to compare against")
+    p.add_argument("--target", help="key manifest TSV, checkpoint, or mmdet config (.py or mmdet::...) to "
+                                    "convert to; a config's model also gets the written file with strict=True")
     p.add_argument("--report", help="write the report as JSON here")
     p.add_argument("--names-dir", help="write source/target/converted names as sorted JSON lists here")
     p.add_argument("--unsafe-pickle", action="store_true", help="allow arbitrary pickled objects (trusted files)")
@@ -44,21 +51,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rules = load_rules(args.preset or args.rules)
         state = load_checkpoint(args.src, unsafe_pickle=args.unsafe_pickle)
-        target = load_target_shapes(args.target, unsafe_pickle=args.unsafe_pickle) if args.target else None
+        target_is_config = bool(args.target) and is_mmdet_config(args.target)
+        target = None
+        if target_is_config:
+            target = mmdet_config_shapes(args.target)
+        elif args.target:
+            target = load_target_shapes(args.target, unsafe_pickle=args.unsafe_pickle)
         started = time.perf_counter()
         result = convert_state_dict(state, rules, target_names=list(target) if target else None)
         report = compare_to_target(result, target) if target is not None else report_without_target(result)
         meta = {
             "converted_by": "bridge.convert",
-            "source": str(Path(args.src).resolve()),
-            "rules": rules.source,
+            **provenance(args.src, rules),
             "target": str(args.target) if args.target else None,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "counts": result.counts(),
+            "rule_hits": result.rule_hits,
+            "unused_rules": result.unused_rules,
             "report_ok": report.ok,
         }
         save_checkpoint(result.state_dict, args.output, meta)
         elapsed = time.perf_counter() - started
+        if target_is_config:
+            report.strict_check = mmdet_strict_check(args.target, args.output)
         if args.names_dir:
             out = Path(args.names_dir)
             _dump_json(out / "source_names.json", sorted(result.source_keys))
@@ -67,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 _dump_json(out / "target_names.json", sorted(target))
         if args.report:
             data = report.to_json()
-            data["meta"] = meta
+            data["meta"] = meta | {"report_ok": report.ok}
             _dump_json(Path(args.report), data)
     except BAD_INPUT as exc:
         return report_bad_input(exc)
