@@ -205,7 +205,7 @@ def render_report(report: Report, console: Any = None, *, title: str = "conversi
         table.add_column("best counterpart", overflow="fold")
         table.add_column("suggested rule (first key)", overflow="fold")
         for folded in fold_keys(keys):
-            first = next((k for k in keys if _matches_folded(k, folded)), None)
+            first = next((k for k in keys if matches_folded(k, folded)), None)
             sug = report.suggestions.get(first or "", [])
             table.add_row(escape(folded), escape(sug[0]["key"]) if sug else "",
                           escape(_rule_text(sug[0]["rule"])) if sug else "")
@@ -232,7 +232,7 @@ def render_report(report: Report, console: Any = None, *, title: str = "conversi
         console.print(f"warning: rule {label} matched no key", markup=False)
 
 
-def _matches_folded(key: str, folded: str) -> bool:
+def matches_folded(key: str, folded: str) -> bool:
     pattern = re.escape(folded)
     pattern = re.sub(r"\\\{[^}]*\\\}", r"\\d+", pattern)
     return re.fullmatch(pattern, key) is not None
