@@ -13,13 +13,14 @@ import argparse
 import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bridge.atomic import atomic_write_bytes
 from bridge.convert.engine import convert_state_dict
 from bridge.convert.loading import load_checkpoint, load_target_shapes, save_checkpoint
 from bridge.convert.mmdet_target import is_mmdet_config, mmdet_config_shapes, mmdet_strict_check
-from bridge.convert.provenance import provenance
+from bridge.convert.provenance import file_sha256, provenance
 from bridge.convert.report import compare_to_target, render_report, report_without_target
 from bridge.convert.rules import load_rules
 from bridge.cli import BAD_INPUT, report_bad_input
@@ -48,8 +49,11 @@ def _dump_json(path: Path, data: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the converter; return the exit status."""
     args = build_parser().parse_args(argv)
+    hashing = ThreadPoolExecutor(max_workers=1)
     try:
         rules = load_rules(args.preset or args.rules)
+        # the source's sha256 (provenance) is computed while the source and target are read and the rules run
+        source_sha256 = hashing.submit(file_sha256, args.src)
         state = load_checkpoint(args.src, unsafe_pickle=args.unsafe_pickle)
         target_is_config = bool(args.target) and is_mmdet_config(args.target)
         target = None
@@ -62,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         report = compare_to_target(result, target) if target is not None else report_without_target(result)
         meta = {
             "converted_by": "bridge.convert",
-            **provenance(args.src, rules),
+            **provenance(args.src, rules, source_sha256=source_sha256.result()),
             "target": str(args.target) if args.target else None,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "counts": result.counts(),
@@ -86,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             _dump_json(Path(args.report), data)
     except BAD_INPUT as exc:
         return report_bad_input(exc)
+    finally:
+        hashing.shutdown(wait=False, cancel_futures=True)
     render_report(report, title=f"{Path(args.src).name} -> {Path(args.output).name} ({elapsed:.2f}s)")
     return report.exit_code()
 

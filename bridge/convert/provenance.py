@@ -35,13 +35,13 @@ def bridge_version() -> str:
         return "unknown"
 
 
-def provenance(source: str | Path, rules: RuleSet) -> dict[str, Any]:
-    """Meta entries that identify a conversion: source path and sha256, the rules themselves and their sha256,
-    the bridge version."""
+def provenance(source: str | Path, rules: RuleSet, *, source_sha256: str | None = None) -> dict[str, Any]:
+    """Meta entries that identify a conversion: source path and sha256 (computed here unless given), the rules
+    themselves and their sha256, the bridge version."""
     text = rules_text(rules)
     return {
         "source": str(Path(source).resolve()),
-        "source_sha256": file_sha256(source),
+        "source_sha256": source_sha256 or file_sha256(source),
         "rules": rules.source,
         "rules_sha256": hashlib.sha256(text.encode()).hexdigest(),
         "rules_expanded": json.loads(text),
