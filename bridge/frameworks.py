@@ -8,6 +8,7 @@ conversion target, a model built from a config for the init check) it runs the f
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,9 +16,10 @@ from pathlib import Path
 from bridge.errors import BridgeError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+_NO_MODULE_RE = re.compile(r"No module named '([\w.]+)'")
 
-#: The module whose absence means "this framework is not installed here", per side package.
-_FRAMEWORK_OF = {"mmdet_side": "mmdet", "d2_side": "detectron2"}
+#: Per side package: the framework it needs, and the top-level modules whose absence means it is not installed.
+_FRAMEWORK_OF = {"mmdet_side": ("mmdet", ("mmdet", "mmengine", "mmcv")), "d2_side": ("detectron2", ("detectron2",))}
 
 
 class FrameworkError(BridgeError):
@@ -30,6 +32,16 @@ def _env() -> dict[str, str]:
     if (REPO_ROOT / "mmdet_side").is_dir():
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     return env
+
+
+def missing_framework(module: str, stderr_lines: list[str]) -> str | None:
+    """The framework that ``python -m module`` could not import, read from its stderr (None: not that)."""
+    framework, roots = _FRAMEWORK_OF.get(module.split(".")[0], ("", ()))
+    for line in stderr_lines:
+        match = _NO_MODULE_RE.search(line)
+        if match and match.group(1) in roots:  # a missing submodule (mmdet.foo) is another problem
+            return framework if match.group(1) == framework else f"{framework} (module {match.group(1)!r})"
+    return None
 
 
 def run_side_module(module: str, args: list[str], *, what: str, ok_codes: tuple[int, ...] = (0,),
@@ -48,9 +60,9 @@ def run_side_module(module: str, args: list[str], *, what: str, ok_codes: tuple[
     if proc.returncode in ok_codes:
         return proc
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    framework = _FRAMEWORK_OF.get(module.split(".")[0], "")
-    if framework and any(f"No module named '{framework}" in line for line in lines):
-        raise FrameworkError(f"{what}: {framework} is not installed in this environment ({sys.executable}); "
+    missing = missing_framework(module, lines)
+    if missing:
+        raise FrameworkError(f"{what}: {missing} is not installed in this environment ({sys.executable}); "
                              "install it, or give a file instead of a config")
     errors = [line[len("error: "):] for line in lines if line.startswith("error: ")]
     detail = errors[-1] if errors else (lines[-1] if lines else f"exit status {proc.returncode}")

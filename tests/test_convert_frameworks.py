@@ -45,6 +45,7 @@ def test_mmdet_config_target_converts_and_loads_strict(d2_panoptic_fpn: Path, tm
     assert data["strict_check"] == {"ok": True, "missing": [], "unexpected": [], "size_mismatch": [], "error": None}
     assert data["meta"]["target"] == MMDET_CONFIG and data["counts"]["converted"] == 383 - 53
     assert "strict load into the target model: ok" in proc.stdout
+    assert data["unused_rules"] == [] and "matched no key" not in proc.stdout
     assert len(load_checkpoint(out)) == 383  # every key of mmdet's model, num_batches_tracked added
 
 
@@ -116,3 +117,16 @@ def test_d2_resnet_bare_backbone_to_mmdet_caffe_resnet_same_features() -> None:
         d2_feature = d2_features[level]
         assert d2_feature.shape == mm_feature.shape and d2_feature.abs().max() > 0.1, level
         torch.testing.assert_close(mm_feature, d2_feature, rtol=1e-4, atol=1e-4 * float(d2_feature.abs().max()))
+
+
+def test_missing_framework_is_named_from_the_subprocess_stderr() -> None:
+    from bridge.frameworks import missing_framework
+
+    assert missing_framework("mmdet_side.target", ["Traceback ...", "ModuleNotFoundError: No module named 'mmdet'"]) \
+        == "mmdet"
+    assert missing_framework("mmdet_side.target", ["ModuleNotFoundError: No module named 'mmengine'"]) \
+        == "mmdet (module 'mmengine')"
+    assert missing_framework("d2_side.init_state", ["ModuleNotFoundError: No module named 'detectron2'"]) \
+        == "detectron2"
+    assert missing_framework("mmdet_side.target", ["ModuleNotFoundError: No module named 'mmdet.nope'"]) is None
+    assert missing_framework("mmdet_side.target", ["error: x.py: no such mmdet config file"]) is None

@@ -12,6 +12,11 @@ Templates (``to``, ``of``) are safe string templates, no eval:
 Regexes use ``re.search``; a rendered template replaces the *matched part* of the key, so
 ``{from: '^sem_seg_head\.', to: 'panoptic_head.'}`` is a prefix rename and an anchored
 ``^...$`` regex rewrites the whole key.
+
+``class_rows`` gathers rows by an index list (or a named one such as ``coco91_to_coco80``) that counts
+class rows only; ``background: first|last|none`` says where the background / no-object row sits, and it
+stays there.  Every rule's number of matched keys is reported; a rule that matches nothing is warned
+about unless it says ``optional: true`` (e.g. a rule for module names, which no state-dict key has).
 """
 
 from __future__ import annotations
