@@ -3,10 +3,17 @@
 Builds two synthetic detectron2-style checkpoints: Mask-DINO-R50-shaped (from
 ../shared/manifests/maskdino_r50_coco_panoptic.d2.tsv when present, else a built-in approximation)
 and a ~200M-parameter one (the same plus large extra layers).  Each measurement runs in its own
-subprocess and reports ru_maxrss.  Target: conversion peak RSS <= 1.2x the baseline's, i.e. no second
-copy of the tensors (renames move tensors; torch.load uses mmap=True).
+subprocess and reports its wall time and ru_maxrss.  Targets, each checked in the printed verdict:
+conversion time <= 1.2x the baseline's, conversion peak RSS <= 1.2x the baseline's, and the conversion's
+RSS above its imports <= 1.2x the file size, i.e. no second copy of the tensors (renames move tensors;
+torch.load uses mmap=True).  For information (not a target) it also times the converter with ``--report``
+(which adds the source's sha256, hashed in a thread while it converts and writes) against the baseline doing
+that extra work too.  The converter's ``--fsync`` (off by default) is not measured.
 
-Usage: python benchmarks/bench_convert.py [--workdir DIR] [--skip-large]
+Each measurement is repeated (``--repeat``, default 3; rounds interleave the four jobs, each run starts
+after an ``os.sync``) and the fastest run counts.
+
+Usage: python benchmarks/bench_convert.py [--workdir DIR] [--skip-large] [--repeat N]
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT.parent / "shared" / "manifests" / "maskdino_r50_coco_panoptic.d2.tsv"
+MAX_RATIO = 1.2
 
 CHILD_BASELINE = r"""
 import json, resource, sys, time
@@ -33,6 +41,21 @@ dt = time.perf_counter() - t0
 print(json.dumps({"seconds": dt, "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """
 
+CHILD_BASELINE_SAME_WORK = r"""
+import hashlib, json, resource, sys, time
+import torch
+t0 = time.perf_counter()
+digest = hashlib.sha256()
+with open(sys.argv[1], "rb") as handle:
+    while chunk := handle.read(1 << 22):
+        digest.update(chunk)
+obj = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
+with open(sys.argv[2], "wb") as handle:
+    torch.save({"state_dict": obj, "meta": {"source_sha256": digest.hexdigest()}}, handle)
+dt = time.perf_counter() - t0
+print(json.dumps({"seconds": dt, "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
 CHILD_CONVERT = r"""
 import json, resource, sys, time, io, contextlib
 import torch
@@ -40,7 +63,7 @@ from bridge.convert.__main__ import main
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
 with contextlib.redirect_stdout(io.StringIO()):
-    rc = main([sys.argv[1], "-o", sys.argv[2], "--preset", "maskdino-d2-to-mmdet"])
+    rc = main([sys.argv[1], "-o", sys.argv[2], "--preset", "maskdino-d2-to-mmdet", *sys.argv[3:]])
 dt = time.perf_counter() - t0
 print(json.dumps({"seconds": dt, "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                   "import_rss_kib": base, "rc": rc}))
@@ -107,11 +130,35 @@ def build(shapes: dict[str, tuple[int, ...]], extra_params: int, path: Path) -> 
 
 
 def child(code: str, *args: str) -> dict:
-    """Run ``code`` in a fresh interpreter; return its JSON line."""
+    """Run ``code`` in a fresh interpreter; return its JSON line.
+
+    Dirty pages of the previous run's output are flushed first (``os.sync``, not timed): otherwise their
+    write-back lands in whichever measurement comes next."""
+    os.sync()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     out = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True,
                          check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def best_of(runs: list[dict]) -> dict:
+    """The fastest of ``runs`` (the machine is shared: the minimum is the least disturbed run), with the
+    highest peak RSS seen in any of them."""
+    best = dict(min(runs, key=lambda run: run["seconds"]))
+    best["maxrss_kib"] = max(run["maxrss_kib"] for run in runs)
+    best["net_rss_kib"] = max(run["maxrss_kib"] - run.get("import_rss_kib", 0) for run in runs)
+    return best
+
+
+def measure_interleaved(repeat: int, jobs: dict[str, tuple[str, ...]]) -> dict[str, dict]:
+    """``repeat`` rounds of every job in turn (baseline, baseline + sha256, convert, convert --report,
+    baseline, ...), so that slow
+    phases of the shared machine hit each job alike; the best run of each job."""
+    runs: dict[str, list[dict]] = {name: [] for name in jobs}
+    for _ in range(max(1, repeat)):
+        for name, (code, *args) in jobs.items():
+            runs[name].append(child(code, *args))
+    return {name: best_of(job_runs) for name, job_runs in runs.items()}
 
 
 def main() -> int:
@@ -119,6 +166,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workdir")
     ap.add_argument("--skip-large", action="store_true")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per measurement; the fastest counts (default 3)")
     ap.add_argument("--build", nargs=2, metavar=("PATH", "EXTRA_PARAMS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.build:  # child mode: keeps the measuring parent small (ru_maxrss is inherited through fork)
@@ -129,25 +177,38 @@ def main() -> int:
         cases = [("maskdino-r50", 0)] + ([] if args.skip_large else [("maskdino+200M", 200_000_000 - 52_000_000)])
         print(f"shapes from {'manifest ' + str(MANIFEST) if MANIFEST.is_file() else 'built-in approximation'}")
         print(f"{'case':15} {'params':>9} {'file MB':>8} | {'load+save s':>11} {'RSS MB':>7} | "
-              f"{'convert s':>9} {'RSS MB':>7} {'net MB':>7} | {'t ratio':>7} {'RSS ratio':>9}")
+              f"{'+sha256 s':>12} | {'convert s':>9} {'RSS MB':>7} {'net MB':>7} | {'t ratio':>7} "
+              f"{'RSS ratio':>9} | {'--report s':>12} {'ratio':>7}")
         for name, extra in cases:
             src = Path(tmp) / f"{name}.pth"
             built = subprocess.run([sys.executable, __file__, "--build", str(src), str(extra)], check=True,
                                    capture_output=True, text=True)
             n = json.loads(built.stdout.strip().splitlines()[-1])["params"]
             size = src.stat().st_size / 2**20
-            base = child(CHILD_BASELINE, str(src), str(Path(tmp) / "base_out.pth"))
-            conv = child(CHILD_CONVERT, str(src), str(Path(tmp) / "conv_out.pth"))
+            best = measure_interleaved(args.repeat, {
+                "base": (CHILD_BASELINE, str(src), str(Path(tmp) / "base_out.pth")),
+                "same": (CHILD_BASELINE_SAME_WORK, str(src), str(Path(tmp) / "base_out.pth")),
+                "conv": (CHILD_CONVERT, str(src), str(Path(tmp) / "conv_out.pth")),
+                "conv_report": (CHILD_CONVERT, str(src), str(Path(tmp) / "conv_out.pth"), "--report",
+                                str(Path(tmp) / "report.json"))})
+            base, same, conv = best["base"], best["same"], best["conv"]
             (Path(tmp) / "base_out.pth").unlink()
             (Path(tmp) / "conv_out.pth").unlink()
             b_rss, c_rss = base["maxrss_kib"] / 1024, conv["maxrss_kib"] / 1024
-            net = c_rss - conv["import_rss_kib"] / 1024
+            net = conv["net_rss_kib"] / 1024
             t_ratio, r_ratio = conv["seconds"] / base["seconds"], c_rss / b_rss
             print(f"{name:15} {n / 1e6:8.1f}M {size:8.1f} | {base['seconds']:11.2f} {b_rss:7.0f} | "
-                  f"{conv['seconds']:9.2f} {c_rss:7.0f} {net:7.0f} | {t_ratio:7.2f} {r_ratio:9.2f}")
-            if r_ratio > 1.2 or net > 1.2 * size or conv["rc"] != 0:
+                  f"{same['seconds']:12.2f} | {conv['seconds']:9.2f} {c_rss:7.0f} {net:7.0f} | {t_ratio:7.2f} "
+                  f"{r_ratio:9.2f} | {best['conv_report']['seconds']:12.2f} {best['conv_report']['seconds'] / same['seconds']:7.2f}")
+            missed = [what for what, bad in (("time ratio > 1.2", t_ratio > MAX_RATIO),
+                                              ("RSS ratio > 1.2", r_ratio > MAX_RATIO),
+                                              ("net RSS > 1.2x file size", net > MAX_RATIO * size),
+                                              (f"convert exit status {conv['rc']}", conv["rc"] != 0)) if bad]
+            if missed:
+                print(f"  {name}: MISSED {', '.join(missed)}")
                 ok = False
-    print("targets: RSS ratio <= 1.2 and net conversion RSS <= 1.2x file size:", "met" if ok else "MISSED")
+    print(f"targets: time ratio <= {MAX_RATIO}, RSS ratio <= {MAX_RATIO}, net conversion RSS <= {MAX_RATIO}x "
+          "file size:", "met" if ok else "MISSED")
     return 0 if ok else 1
 
 

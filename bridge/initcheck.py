@@ -1,11 +1,14 @@
-"""``python -m bridge.initcheck A B [--preset NAME | --rules FILE] [--report OUT.json]``.
+"""``python -m bridge.initcheck A B [--preset NAME | --rules FILE] [--seed N] [--report OUT.json]``.
 
-Compares two state dicts parameter by parameter (after mapping A's names with the rule set):
+A and B are state-dict files, detectron2 configs (``.yaml`` or a model-zoo path) or mmdet configs (``.py``
+or ``mmdet::...``); a config's model is built with ``--seed`` in a subprocess (``bridge.init_sources``).
+Compares the two state dicts parameter by parameter (after mapping A's names with the rule set):
 mean, std, min, max, share of zeros, and a verdict per parameter:
 ``equal`` (bit-identical), ``same-distribution`` (a two-sample Kolmogorov-Smirnov test on a
 subsample does not reject at alpha = 0.001) or ``different-distribution``; keys present on only one
 side get ``missing-in-a`` / ``missing-in-b``, differing shapes ``shape-mismatch``.
-Exit 0 when every parameter is equal or same-distribution, 1 otherwise, 2 on bad input.
+Keys that the rules add (e.g. ``num_batches_tracked``) have no source value: they are listed apart, not
+compared.  Exit 0 when every parameter is equal or same-distribution, 1 otherwise, 2 on bad input.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import json
 import math
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,44 +102,93 @@ def compare_state_dicts(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
     return rows
 
 
+def fold_rows(rows: list[dict[str, Any]]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(verdict, folded keys, first row) per group of rows with one verdict, keys folded like the converter's."""
+    from bridge.convert import fold_keys
+    from bridge.convert.report import matches_folded
+
+    by_verdict: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_verdict.setdefault(row["verdict"], []).append(row)
+    out = []
+    for name in sorted(by_verdict):
+        group = by_verdict[name]
+        for folded in fold_keys([r["key"] for r in group]):
+            out.append((name, folded, next(r for r in group if matches_folded(r["key"], folded))))
+    return out
+
+
+def render(rows: list[dict[str, Any]], added: list[str], ok: bool, *, show_all: bool = False) -> None:
+    """Print a summary of verdict counts, then the rows (folded; only the differing ones unless ``show_all``)
+    with the statistics of their first key, then the keys the rules added (not compared)."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from bridge.convert import fold_keys
+
+    console = Console(width=max(160, Console().width))
+    summary = Table(title=f"initcheck: {'all equal or same distribution' if ok else 'DIFFERENCES'}")
+    summary.add_column("verdict")
+    summary.add_column("count", justify="right")
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
+    for name, count in sorted(counts.items()):
+        summary.add_row(name, str(count))
+    summary.add_row("added by the rules (not compared)", str(len(added)))
+    console.print(summary)
+    shown = [r for r in rows if show_all or r["verdict"] not in OK_VERDICTS]
+    if shown:
+        table = Table(title="parameters" if show_all else "differences")
+        for col in ("verdict", "key (folded)", "mean a/b", "std a/b", "min a/b", "max a/b", "zeros a/b"):
+            table.add_column(col, overflow="fold")
+        for name, folded, first in fold_rows(shown):
+            if "a" in first:
+                cells = [f"{first['a'][s]:.4g}/{first['b'][s]:.4g}" for s in ("mean", "std", "min", "max", "zeros")]
+            else:
+                cells = [""] * 5
+            table.add_row(name, escape(folded), *cells)
+        console.print(table)
+    if added:
+        console.print("added by the rules, not compared: " + ", ".join(fold_keys(added)), markup=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the initialisation check; return the exit status."""
     p = argparse.ArgumentParser(prog="python -m bridge.initcheck", description=__doc__.splitlines()[0])
-    p.add_argument("a")
-    p.add_argument("b")
+    p.add_argument("a", help="state-dict file, detectron2 config (.yaml or model-zoo path) or mmdet config "
+                             "(.py or mmdet::...)")
+    p.add_argument("b", help="the same kinds as A")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--preset")
-    g.add_argument("--rules")
-    p.add_argument("--report")
+    g.add_argument("--preset", help="rule set that maps A's names to B's")
+    g.add_argument("--rules", help="YAML rule file that maps A's names to B's")
+    p.add_argument("--seed", type=int, default=0, help="seed of the models built from configs (default 0)")
+    p.add_argument("--report", help="write the rows as JSON here")
+    p.add_argument("--all", action="store_true", help="print every parameter, not only the differing ones")
     p.add_argument("--unsafe-pickle", action="store_true")
     args = p.parse_args(argv)
-    from rich.console import Console
-    from rich.table import Table
-
-    from bridge.convert import convert_state_dict, load_checkpoint
+    from bridge.convert import convert_state_dict
+    from bridge.init_sources import load_initial_state
 
     try:
-        sa = load_checkpoint(args.a, unsafe_pickle=args.unsafe_pickle)
-        sb = load_checkpoint(args.b, unsafe_pickle=args.unsafe_pickle)
-        if args.preset or args.rules:
-            sa = convert_state_dict(sa, args.preset or args.rules).state_dict
-        rows = compare_state_dicts(sa, sb)
+        with tempfile.TemporaryDirectory(prefix="bridge_initcheck_") as tmp:
+            sa = load_initial_state(args.a, seed=args.seed, workdir=tmp, unsafe_pickle=args.unsafe_pickle, name="a")
+            sb = load_initial_state(args.b, seed=args.seed, workdir=tmp, unsafe_pickle=args.unsafe_pickle, name="b")
+            added: list[str] = []
+            if args.preset or args.rules:
+                converted = convert_state_dict(sa, args.preset or args.rules, target_names=list(sb))
+                sa, added = converted.state_dict, sorted(converted.added)
+            skip = set(added)
+            rows = compare_state_dicts({k: v for k, v in sa.items() if k not in skip},
+                                       {k: v for k, v in sb.items() if k not in skip})
         ok = all(r["verdict"] in OK_VERDICTS for r in rows)
         if args.report:
-            data = {"ok": ok, "a": str(args.a), "b": str(args.b), "rows": rows}
+            data = {"ok": ok, "a": str(args.a), "b": str(args.b), "seed": args.seed, "added": added, "rows": rows}
             atomic_write_bytes(args.report, (json.dumps(data, indent=1) + "\n").encode())
     except BAD_INPUT as exc:
         return report_bad_input(exc)
-    table = Table(title=f"initcheck: {'all equal or same distribution' if ok else 'DIFFERENCES'}")
-    for col in ("key", "verdict", "mean a/b", "std a/b", "min a/b", "max a/b", "zeros a/b"):
-        table.add_column(col)
-    for r in rows:
-        if "a" in r:
-            cells = [f"{r['a'][s]:.4g}/{r['b'][s]:.4g}" for s in ("mean", "std", "min", "max", "zeros")]
-        else:
-            cells = [""] * 5
-        table.add_row(r["key"], r["verdict"], *cells)
-    Console().print(table)
+    render(rows, added, ok, show_all=args.all)
     return 0 if ok else 1
 
 

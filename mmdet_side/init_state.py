@@ -14,24 +14,13 @@ import torch
 
 from bridge.cli import run_reporting_errors
 from bridge.convert import save_checkpoint
-from bridge.errors import BridgeError
+from mmdet_side.target import build_model
 
 
 def init_state_dict(config: str, seed: int) -> dict[str, torch.Tensor]:
     """Build and initialise the mmdet model of ``config`` (a path or ``mmdet::...``) with ``seed``."""
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-    from mmengine.config import Config
-
-    register_all_modules()
-    try:
-        cfg = Config.fromstring(f"_base_ = {config!r}\n", ".py")
-    except (FileNotFoundError, OSError) as error:
-        raise BridgeError(f"{config}: cannot load the mmdet config ({error})") from None
-    if cfg.model.get("backbone", {}).get("init_cfg", {}) and cfg.model.backbone.init_cfg.get("type") == "Pretrained":
-        cfg.model.backbone.init_cfg = None
     torch.manual_seed(seed)
-    model = MODELS.build(cfg.model)
+    model = build_model(config)
     model.init_weights()
     return model.state_dict()
 

@@ -120,6 +120,38 @@ def test_class_rows_coco91_to_coco80_keeps_background() -> None:
     assert convert_state_dict({"w": torch.tensor([[1, 2, 3]])}, explicit).state_dict["w"].tolist() == [[3, 1]]
 
 
+def test_class_rows_background_first_last_none() -> None:
+    rows = torch.arange(6).float()  # background first: row 0, then class rows 1..5
+    first = [{"kind": "class_rows", "from": "^b$", "index": [4, 0, 2], "background": "first"}]
+    assert convert_state_dict({"b": rows}, first).state_dict["b"].tolist() == [0, 5, 1, 3]
+    last = [{"kind": "class_rows", "from": "^b$", "index": [4, 0, 2], "background": "last"}]
+    assert convert_state_dict({"b": rows}, last).state_dict["b"].tolist() == [4, 0, 2, 5]
+    none = [{"kind": "class_rows", "from": "^b$", "index": [4, 0, 2], "background": "none"}]
+    assert convert_state_dict({"b": rows}, none).state_dict["b"].tolist() == [4, 0, 2]
+    with pytest.raises(ConversionError, match="background: first"):  # class row 5 is tensor row 6: absent
+        convert_state_dict({"b": rows}, [{"kind": "class_rows", "from": "^b$", "index": [5], "background": "first"}])
+    with pytest.raises(ConversionError, match="'background' must be one of"):
+        load_rules([{"kind": "class_rows", "from": "^b$", "index": [0], "background": "middle"}])
+    with pytest.raises(ConversionError, match="not both"):
+        load_rules([{"kind": "class_rows", "from": "^b$", "index": [0], "background": "last", "keep_trailing": 1}])
+    # the shipped coco91-to-coco80 preset keeps DETR's trailing no-object row
+    out = convert_state_dict({"class_embed.bias": torch.arange(92).float()}, "coco91-to-coco80").state_dict
+    assert out["class_embed.bias"][:80].long().tolist() == list(coco91.COCO80_TO_91)
+    assert out["class_embed.bias"][80] == 91
+
+
+def test_rule_hits_count_every_rule_and_name_the_unused() -> None:
+    rules = [{"kind": "rename", "from": r"^a\.", "to": "b."}, {"kind": "drop", "from": "^never$"},
+             {"kind": "rename", "from": "^modules_only$", "to": "m", "optional": True},
+             {"kind": "add", "key": r"^(b\..*)\.running_var$", "to": "{1}.num_batches_tracked", "dtype": "int64"}]
+    res = convert_state_dict({"a.x.weight": t(2), "a.x.running_var": t(2), "c": t(1)}, rules)
+    labels = [r.label for r in load_rules(rules).rules]
+    assert res.rule_hits == {labels[0]: 2, labels[1]: 0, labels[2]: 0, labels[3]: 1}
+    assert res.unused_rules == [labels[1]]  # the optional rule is not reported
+    rep = compare_to_target(res, {k: tuple(v.shape) for k, v in res.state_dict.items()})
+    assert rep.to_json()["rule_hits"] == res.rule_hits and rep.to_json()["unused_rules"] == [labels[1]]
+
+
 def test_reshape_transpose_split_concat() -> None:
     rules = [
         {"kind": "reshape", "from": "^r$", "shape": [2, -1]},
@@ -283,6 +315,9 @@ def test_missing_and_corrupt_files(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(b"\x00garbage" * 10)
         with pytest.raises(ConversionError):
             load_checkpoint(tmp_path / name)
+    for unsafe in (False, True):  # torch.load itself would say "IndexError: list index out of range"
+        with pytest.raises(ConversionError, match=r"c\.pth: not a torch checkpoint \(zip or legacy pickle\)"):
+            load_checkpoint(tmp_path / "c.pth", unsafe_pickle=unsafe)
 
 
 def test_save_roundtrip_pth_and_safetensors_with_shared_tensors(tmp_path: Path) -> None:
@@ -322,7 +357,31 @@ def test_report_lists_and_suggestions() -> None:
     sug = rep.suggestions["odd.name.weight"][0]
     assert sug["key"] == "proper.name.weight"
     assert re.search(sug["rule"]["from"], "odd.name.weight") and sug["rule"]["to"] == "proper.name.weight"
+    # a missing (target) key's rule goes the same way: from the unexpected source-side key, to the missing one
+    back = rep.suggestions["proper.name.weight"][0]
+    assert back["key"] == "odd.name.weight"
+    assert re.search(back["rule"]["from"], "odd.name.weight") and back["rule"]["to"] == "proper.name.weight"
+    fixed = convert_state_dict(sd, [{"kind": "add", "key": "z", "value": 1}, back["rule"]])
+    assert "proper.name.weight" in fixed.state_dict and "odd.name.weight" not in fixed.state_dict
     assert rep.to_json()["counts"]["missing"] == 1 and rep.exit_code() == 1
+
+
+def test_render_report_folds_shape_mismatch_and_prints_rules_and_warnings() -> None:
+    from rich.console import Console
+
+    from bridge.convert.report import fold_shape_mismatch, render_report
+
+    sd = {f"enc.{i}.w": t(3) for i in range(4)} | {"head.w": t(5), "old.k": t(7)}
+    res = convert_state_dict(sd, [{"kind": "drop", "from": "^nothing$"}])
+    target = {f"enc.{i}.w": (2,) for i in range(4)} | {"head.w": (6,), "new.k": (7,)}
+    rep = compare_to_target(res, target)
+    assert fold_shape_mismatch(rep.shape_mismatch) == [("enc.{0..3}.w", [3], [2]), ("head.w", [5], [6])]
+    console = Console(record=True, width=200)
+    render_report(rep, console)
+    text = console.export_text()
+    assert "enc.{0..3}.w" in text and "enc.0.w" not in text
+    assert "to: 'new.k'" in text and "from: '^old\\.k$'" in text  # the suggested rule, in both tables
+    assert "warning: rule #0 drop '^nothing$' matched no key" in text
 
 
 def test_fold_keys() -> None:
@@ -335,7 +394,8 @@ def test_fold_keys() -> None:
 
 
 def test_package_hygiene() -> None:
-    files = list((BRIDGE / "convert").rglob("*.py")) + [BRIDGE / "initcheck.py", BRIDGE / "coco91.py"]
+    files = list((BRIDGE / "convert").rglob("*.py")) + [BRIDGE / name for name in
+                                                        ("initcheck.py", "init_sources.py", "frameworks.py", "coco91.py")]
     for f in files:
         text = f.read_text()
         assert not re.search(r"^\s*(import|from)\s+(detectron2|mmdet|mmengine|mmcv)\b", text, re.M), f

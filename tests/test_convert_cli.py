@@ -3,6 +3,8 @@ reports, names-dir, error lines."""
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
 import os
 import pickle
@@ -13,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bridge.convert import load_checkpoint
+from bridge.convert import load_checkpoint, load_rules
 from test_convert_presets import EMBEDDED_D2, EMBEDDED_PORT, synthetic_d2
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +49,20 @@ def test_cli_full_match_pkl_with_report_and_names(tmp_path: Path) -> None:
     ckpt = torch.load(out, weights_only=True)
     assert set(ckpt["state_dict"]) == set(EMBEDDED_PORT) and ckpt["meta"]["source"].endswith("model_final.pkl")
     assert ckpt["meta"]["counts"]["source"] == len(EMBEDDED_D2)
+    # provenance: the source file (its sha256 in the report), the expanded rules and their sha256, the version
+    meta = ckpt["meta"]
+    assert data["meta"]["source_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert meta["source_bytes"] == src.stat().st_size and meta["source_mtime_ns"] == src.stat().st_mtime_ns
+    expanded = load_rules("maskdino-d2-to-mmdet").specs()
+    assert meta["rules_expanded"] == expanded and len(expanded) == 19  # 8 of d2-resnet-to-mmdet included
+    canonical = json.dumps(expanded, sort_keys=True, separators=(",", ":"))
+    assert meta["rules_sha256"] == hashlib.sha256(canonical.encode()).hexdigest()
+    assert meta["bridge_version"] == importlib.metadata.version("d2-mmdet-bridge")
+    # per-rule hit counts in the checkpoint and the report; the module-name-only rule is optional
+    assert meta["rule_hits"] == data["rule_hits"] and data["unused_rules"] == []
+    assert data["rule_hits"]["#8 drop_alias 'decoder_norm'"] == 1
+    assert data["rule_hits"]["#7 add 'bn-num-batches-tracked'"] == 4
+    assert "matched no key" not in proc.stdout
     for fname, expected in (("source_names.json", EMBEDDED_D2), ("target_names.json", EMBEDDED_PORT),
                             ("converted_names.json", EMBEDDED_PORT)):
         assert json.loads((names / fname).read_text()) == sorted(expected)
@@ -66,6 +82,11 @@ def test_cli_mismatch_exit_1_with_suggestions(tmp_path: Path) -> None:
     data = json.loads(rep.read_text())
     assert data["counts"]["unexpected"] == 3 and data["counts"]["missing"] == 3
     assert data["suggestions"]["enc.layers.1.linear1.weight"][0]["key"] == "enc.layers.1.ffn.0.weight"
+    assert data["suggestions"]["enc.layers.1.ffn.0.weight"][0]["rule"] == {
+        "kind": "rename", "from": r"^enc\.layers\.1\.linear1\.weight$", "to": "enc.layers.1.ffn.0.weight"}
+    assert "to: 'enc.layers.0.ffn.0.weight'" in proc.stdout  # the suggested rule in the terminal tables
+    assert data["rule_hits"] == {"#0 drop '^nothing$'": 0} and data["unused_rules"] == ["#0 drop '^nothing$'"]
+    assert "warning: rule #0 drop '^nothing$' matched no key" in proc.stdout
     assert set(load_checkpoint(tmp_path / "o.safetensors")) == {f"enc.layers.{i}.linear1.weight" for i in range(3)}
 
 
@@ -74,8 +95,11 @@ def test_cli_bad_inputs_exit_2(tmp_path: Path) -> None:
     evil.write_bytes(b"cos\nsystem\n(S'echo hi'\ntR.")
     good = tmp_path / "g.pkl"
     good.write_bytes(pickle.dumps({"model": {"a": np.zeros(2)}}))
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"\x00garbage" * 10)
     cases = [
         (str(tmp_path / "missing.pth"), ["--preset", "d2-resnet-to-mmdet"], "not found"),
+        (str(garbage), ["--preset", "d2-resnet-to-mmdet"], "garbage.pth: not a torch checkpoint (zip or legacy pickle)"),
         (str(evil), ["--preset", "d2-resnet-to-mmdet"], "--unsafe-pickle"),
         (str(good), ["--preset", "no-such"], "unknown preset"),
     ]

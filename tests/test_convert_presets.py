@@ -127,6 +127,7 @@ def test_maskdino_preset_matches_port(name: str, d2: dict, port: dict) -> None:
     assert len(nbt) == sum(1 for k in port if k.endswith("num_batches_tracked"))
     if name == "real-manifests":
         assert len(d2) == 720 and len(port) == 711 and len(nbt) == 53
+        assert res.unused_rules == []  # every rule of the preset is used by the real model
 
 
 @pytest.mark.parametrize("name,d2,port", CASES, ids=[c[0] for c in CASES])

@@ -1,6 +1,10 @@
 """``python -m bridge.convert SRC -o DST (--preset NAME | --rules FILE) [--target T] [--report R.json]``.
 
-Exit status: 0 fully matched (or no target), 1 missing/unexpected/mismatched keys, 2 bad input.
+``--target`` is a key manifest TSV, a checkpoint, or an mmdet config (``*.py`` or ``mmdet::...``): the
+config's model is built on the CPU by ``python -m mmdet_side.target`` in a subprocess (``bridge`` never
+imports mmdet), and the written checkpoint is loaded into it with ``strict=True`` as the final check.
+Exit status: 0 fully matched (or no target), 1 missing/unexpected/mismatched keys or a failed strict load,
+2 bad input.
 """
 
 from __future__ import annotations
@@ -9,11 +13,14 @@ import argparse
 import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bridge.atomic import atomic_write_bytes
 from bridge.convert.engine import convert_state_dict
 from bridge.convert.loading import load_checkpoint, load_target_shapes, save_checkpoint
+from bridge.convert.mmdet_target import is_mmdet_config, mmdet_config_shapes, mmdet_strict_check
+from bridge.convert.provenance import file_sha256, provenance
 from bridge.convert.report import compare_to_target, render_report, report_without_target
 from bridge.convert.rules import load_rules
 from bridge.cli import BAD_INPUT, report_bad_input
@@ -27,10 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--preset", help="name of a shipped rule set")
     g.add_argument("--rules", help="YAML rule file")
-    p.add_argument("--target", help="key manifest TSV or checkpoint to compare against")
+    p.add_argument("--target", help="key manifest TSV, checkpoint, or mmdet config (.py or mmdet::...) to "
+                                    "convert to; a config's model also gets the written file with strict=True")
     p.add_argument("--report", help="write the report as JSON here")
     p.add_argument("--names-dir", help="write source/target/converted names as sorted JSON lists here")
     p.add_argument("--unsafe-pickle", action="store_true", help="allow arbitrary pickled objects (trusted files)")
+    p.add_argument("--fsync", action="store_true",
+                   help="flush the output to disk before its atomic rename (survives an OS crash, costs time)")
     return p
 
 
@@ -41,24 +51,35 @@ def _dump_json(path: Path, data: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the converter; return the exit status."""
     args = build_parser().parse_args(argv)
+    hashing = ThreadPoolExecutor(max_workers=1)
     try:
         rules = load_rules(args.preset or args.rules)
+        # the report's source sha256 is computed while the source is read, converted and written
+        source_sha256 = hashing.submit(file_sha256, args.src) if args.report else None
         state = load_checkpoint(args.src, unsafe_pickle=args.unsafe_pickle)
-        target = load_target_shapes(args.target, unsafe_pickle=args.unsafe_pickle) if args.target else None
+        target_is_config = bool(args.target) and is_mmdet_config(args.target)
+        target = None
+        if target_is_config:
+            target = mmdet_config_shapes(args.target)
+        elif args.target:
+            target = load_target_shapes(args.target, unsafe_pickle=args.unsafe_pickle)
         started = time.perf_counter()
         result = convert_state_dict(state, rules, target_names=list(target) if target else None)
         report = compare_to_target(result, target) if target is not None else report_without_target(result)
         meta = {
             "converted_by": "bridge.convert",
-            "source": str(Path(args.src).resolve()),
-            "rules": rules.source,
+            **provenance(args.src, rules),
             "target": str(args.target) if args.target else None,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "counts": result.counts(),
+            "rule_hits": result.rule_hits,
+            "unused_rules": result.unused_rules,
             "report_ok": report.ok,
         }
-        save_checkpoint(result.state_dict, args.output, meta)
+        save_checkpoint(result.state_dict, args.output, meta, fsync=args.fsync)
         elapsed = time.perf_counter() - started
+        if target_is_config:
+            report.strict_check = mmdet_strict_check(args.target, args.output)
         if args.names_dir:
             out = Path(args.names_dir)
             _dump_json(out / "source_names.json", sorted(result.source_keys))
@@ -67,10 +88,12 @@ def main(argv: list[str] | None = None) -> int:
                 _dump_json(out / "target_names.json", sorted(target))
         if args.report:
             data = report.to_json()
-            data["meta"] = meta
+            data["meta"] = meta | {"report_ok": report.ok, "source_sha256": source_sha256.result()}
             _dump_json(Path(args.report), data)
     except BAD_INPUT as exc:
         return report_bad_input(exc)
+    finally:
+        hashing.shutdown(wait=False, cancel_futures=True)
     render_report(report, title=f"{Path(args.src).name} -> {Path(args.output).name} ({elapsed:.2f}s)")
     return report.exit_code()
 

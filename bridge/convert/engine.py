@@ -29,7 +29,8 @@ class ConversionResult:
     added: list[str] = field(default_factory=list)
     origin: dict[str, str] = field(default_factory=dict)  # target key -> source key(s)
     rules_source: str = "<inline>"
-    rule_hits: dict[str, int] = field(default_factory=dict)
+    rule_hits: dict[str, int] = field(default_factory=dict)  # rule label -> keys it matched (0: none)
+    unused_rules: list[str] = field(default_factory=list)  # labels of non-optional rules that matched nothing
 
     def counts(self) -> dict[str, int]:
         """Numbers of source, converted, dropped and added keys."""
@@ -53,20 +54,34 @@ def _claims(rules: list[Rule], keys: list[str], stage: str) -> dict[str, tuple[R
     return claims
 
 
+def _class_rows(rule: Rule, key: str, tensor: torch.Tensor) -> torch.Tensor:
+    """Gather the class rows named by the rule's index list; keep the background row(s) where they are.
+
+    Indices count class rows only: with ``background: first`` class row ``i`` is tensor row ``i + 1`` and
+    the background row stays row 0; with ``background: last`` it stays the last row; ``keep_trailing: N``
+    keeps the last N rows after the gathered ones.
+    """
+    opts = rule.options
+    dim, background = opts["dim"], opts["background"]
+    if tensor.dim() <= dim:
+        raise ConversionError(f"rule {rule.label}: {key!r} has {tensor.dim()} dims, no dim {dim}")
+    n = tensor.shape[dim]
+    lead = 1 if background == "first" else 0
+    trail = 1 if background == "last" else opts["keep_trailing"]
+    index = [i + lead for i in opts["index"]]
+    if index and (max(index) >= n - trail or min(index) < lead):
+        raise ConversionError(
+            f"rule {rule.label}: {key!r} has {n} rows along dim {dim}; index needs {max(index) + 1 + trail}"
+            f" (background: {background})"
+        )
+    index = list(range(lead)) + index + list(range(n - trail, n))
+    return tensor.index_select(dim, torch.tensor(index, dtype=torch.long))
+
+
 def _value_transform(rule: Rule, key: str, tensor: torch.Tensor) -> torch.Tensor:
     opts = rule.options
     if rule.kind == "class_rows":
-        dim, keep = opts["dim"], opts["keep_trailing"]
-        if tensor.dim() <= dim:
-            raise ConversionError(f"rule {rule.label}: {key!r} has {tensor.dim()} dims, no dim {dim}")
-        n = tensor.shape[dim]
-        index = list(opts["index"])
-        if index and (max(index) >= n - keep or min(index) < 0):
-            raise ConversionError(
-                f"rule {rule.label}: {key!r} has {n} rows along dim {dim}; index needs {max(index) + 1 + keep}"
-            )
-        index += list(range(n - keep, n))
-        return tensor.index_select(dim, torch.tensor(index, dtype=torch.long))
+        return _class_rows(rule, key, tensor)
     if rule.kind == "reshape":
         try:
             return tensor.reshape(opts["shape"])
@@ -111,7 +126,7 @@ def convert_state_dict(
     current: dict[str, torch.Tensor] = dict(state_dict)
     origin: dict[str, str] = {k: k for k in current}
     result = ConversionResult(state_dict={}, source_keys=list(state_dict), rules_source=ruleset.source)
-    hits: dict[str, int] = {}
+    hits: dict[str, int] = {rule.label: 0 for rule in ruleset.rules}
     for stage in ruleset.stages:
         stage_rules = ruleset.stage_rules(stage)
         keys = list(current)
@@ -134,7 +149,7 @@ def convert_state_dict(
                 members[other] = key
         for key, (rule, _m) in value_claims.items():
             current[key] = _value_transform(rule, key, current[key])
-            hits[rule.label] = hits.get(rule.label, 0) + 1
+            hits[rule.label] += 1
         out: dict[str, torch.Tensor] = {}
         new_origin: dict[str, str] = {}
         for key in keys:
@@ -146,7 +161,7 @@ def convert_state_dict(
                 _put(out, new_origin, key, tensor, origin[key])
                 continue
             rule, m = claim
-            hits[rule.label] = hits.get(rule.label, 0) + 1
+            hits[rule.label] += 1
             if rule.kind == "drop":
                 result.dropped.append((origin[key], rule.label))
             elif rule.kind == "drop_alias":
@@ -197,11 +212,12 @@ def convert_state_dict(
                 out[name] = torch.full(opts["shape"], opts["value"], dtype=dtype)
                 new_origin[name] = f"<added by {rule.label}>"
                 result.added.append(name)
-                hits[rule.label] = hits.get(rule.label, 0) + 1
+                hits[rule.label] += 1
         current, origin = out, new_origin
     result.state_dict = current
     result.origin = origin
     added = set(result.added)
     result.converted = [(origin[k], k) for k in current if k not in added]
     result.rule_hits = hits
+    result.unused_rules = [r.label for r in ruleset.rules if hits[r.label] == 0 and not r.optional]
     return result

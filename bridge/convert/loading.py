@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -68,6 +69,13 @@ def _torch_load(path: Path, weights_only: bool) -> Any:
     return torch.load(path, map_location="cpu", weights_only=weights_only)
 
 
+def _looks_like_torch_file(path: Path) -> bool:
+    """True when ``path`` starts like a file of torch.save: a zip archive or a pickle (protocol 2+)."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
 def load_raw(path: str | Path, *, unsafe_pickle: bool = False) -> Any:
     """Load the object stored in a checkpoint file, safely unless ``unsafe_pickle``."""
     path = Path(path)
@@ -84,6 +92,8 @@ def load_raw(path: str | Path, *, unsafe_pickle: bool = False) -> Any:
             raise ConversionError(f"corrupt safetensors file {path}: {exc}") from None
     if suffix in (".pkl", ".pickle"):
         return unsafe_load(path) if unsafe_pickle else restricted_load(path)
+    if not _looks_like_torch_file(path):
+        raise ConversionError(f"{path}: not a torch checkpoint (zip or legacy pickle)")
     try:
         return _torch_load(path, weights_only=not unsafe_pickle)
     except Exception as exc:  # noqa: BLE001 - every failure is reported as bad input
@@ -151,8 +161,20 @@ def load_target_shapes(path: str | Path, *, unsafe_pickle: bool = False) -> dict
     return {k: tuple(v.shape) for k, v in load_checkpoint(path, unsafe_pickle=unsafe_pickle).items()}
 
 
-def save_checkpoint(state_dict: dict[str, torch.Tensor], path: str | Path, meta: dict[str, Any]) -> None:
-    """Write ``{'state_dict', 'meta'}`` with torch.save, or a .safetensors file, atomically."""
+def _fsync(path: Path) -> None:
+    """Flush a file that a library wrote by name to the disk, before it is renamed into place."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(state_dict: dict[str, torch.Tensor], path: str | Path, meta: dict[str, Any], *,
+                    fsync: bool = False) -> None:
+    """Write ``{'state_dict', 'meta'}`` with torch.save, or a .safetensors file, atomically (temporary file
+    renamed over ``path``): a process that dies leaves the old file or the whole new one. ``fsync=True`` also
+    flushes the temporary file to disk before the rename, so that an OS crash or power loss does too."""
     path = Path(path)
     meta = dict(meta)
     meta.setdefault("time", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
@@ -170,5 +192,11 @@ def save_checkpoint(state_dict: dict[str, torch.Tensor], path: str | Path, meta:
                 seen.add(ident)
                 tensors[k] = v
             save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta, sort_keys=True)})
+            if fsync:
+                _fsync(tmp)
         else:
-            torch.save({"state_dict": state_dict, "meta": meta}, tmp)
+            with open(tmp, "wb") as handle:
+                torch.save({"state_dict": state_dict, "meta": meta}, handle)
+                if fsync:
+                    handle.flush()
+                    os.fsync(handle.fileno())

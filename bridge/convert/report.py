@@ -21,11 +21,15 @@ class Report:
     shape_mismatch: list[tuple[str, list[int], list[int]]] = field(default_factory=list)
     suggestions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     has_target: bool = False
+    rule_hits: dict[str, int] = field(default_factory=dict)
+    unused_rules: list[str] = field(default_factory=list)
+    strict_check: dict[str, Any] | None = None  # the mmdet strict load of the written file, when run
 
     @property
     def ok(self) -> bool:
-        """True when nothing is missing, unexpected or of the wrong shape."""
-        return not (self.missing or self.unexpected or self.shape_mismatch)
+        """True when nothing is missing, unexpected or of the wrong shape, and a strict load (if run) passed."""
+        strict_ok = self.strict_check is None or bool(self.strict_check.get("ok"))
+        return strict_ok and not (self.missing or self.unexpected or self.shape_mismatch)
 
     def exit_code(self) -> int:
         """0 when fully matched (or no target given), 1 otherwise."""
@@ -45,6 +49,9 @@ class Report:
             "unexpected": self.unexpected,
             "shape_mismatch": [{"key": k, "got": g, "expected": e} for k, g, e in self.shape_mismatch],
             "suggestions": self.suggestions,
+            "rule_hits": self.rule_hits,
+            "unused_rules": self.unused_rules,
+            "strict_check": self.strict_check,
         }
 
 
@@ -55,13 +62,22 @@ def _tokens(key: str) -> set[str]:
     return set(_TOKEN_RE.findall(key))
 
 
+def _literal(key: str) -> str:
+    """``key`` as a rule template (braces escaped)."""
+    return key.replace("{", "{{").replace("}", "}}")
+
+
 def suggest_counterparts(
     key: str, shape: tuple[int, ...] | None, candidates: dict[str, tuple[int, ...] | None],
-    *, position: float | None = None, positions: dict[str, float] | None = None, top: int = 3,
+    *, key_is_source: bool = True, position: float | None = None, positions: dict[str, float] | None = None,
+    top: int = 3,
 ) -> list[dict[str, Any]]:
     """Rank ``candidates`` as counterparts of ``key``: same shape, shared name tokens, similar position.
 
-    Each suggestion carries a ready-to-paste rename rule (``from`` = the escaped key, ``to`` = candidate).
+    Each suggestion carries a ready-to-paste rename rule that goes from the converted (source-side) name
+    to the target name: ``from`` = ``key`` and ``to`` = the candidate when ``key`` is an unexpected
+    (converted) key (``key_is_source``), ``from`` = the candidate and ``to`` = ``key`` when ``key`` is a
+    missing (target) key.
     """
     mine = _tokens(key)
     last = key.rsplit(".", 1)[-1]
@@ -77,18 +93,19 @@ def suggest_counterparts(
             score += 0.3 * (1.0 - min(1.0, abs(positions[cand] - position)))
         scored.append((score, cand))
     scored.sort(key=lambda x: (-x[0], x[1]))
-    return [
-        {"key": cand, "score": round(score, 3),
-         "rule": {"kind": "rename", "from": "^" + re.escape(key) + "$", "to": cand.replace("{", "{{").replace("}", "}}")}}
-        for score, cand in scored[:top]
-    ]
+    suggestions = []
+    for score, cand in scored[:top]:
+        source, target = (key, cand) if key_is_source else (cand, key)
+        suggestions.append({"key": cand, "score": round(score, 3),
+                            "rule": {"kind": "rename", "from": "^" + re.escape(source) + "$", "to": _literal(target)}})
+    return suggestions
 
 
 def compare_to_target(result: ConversionResult, target_shapes: dict[str, tuple[int, ...]]) -> Report:
     """Compare the converted state dict to ``target_shapes`` and build a Report with suggestions."""
     got = {k: tuple(v.shape) for k, v in result.state_dict.items()}
-    report = Report(converted=sorted(result.converted, key=lambda x: x[1]), dropped=sorted(result.dropped),
-                    added=sorted(result.added), has_target=True)
+    report = report_without_target(result)
+    report.has_target = True
     target = {k: tuple(v) for k, v in target_shapes.items()}
     report.missing = sorted(k for k in target if k not in got)
     report.unexpected = sorted(k for k in got if k not in target)
@@ -101,19 +118,20 @@ def compare_to_target(result: ConversionResult, target_shapes: dict[str, tuple[i
     unexp_c = {k: got[k] for k in report.unexpected}
     if missing_c:
         for key in report.unexpected:
-            report.suggestions[key] = suggest_counterparts(key, got[key], missing_c, position=got_pos[key],
-                                                           positions=tgt_pos)
+            report.suggestions[key] = suggest_counterparts(key, got[key], missing_c, key_is_source=True,
+                                                           position=got_pos[key], positions=tgt_pos)
     if unexp_c:
         for key in report.missing:
-            report.suggestions[key] = suggest_counterparts(key, target[key], unexp_c, position=tgt_pos[key],
-                                                           positions=got_pos)
+            report.suggestions[key] = suggest_counterparts(key, target[key], unexp_c, key_is_source=False,
+                                                           position=tgt_pos[key], positions=got_pos)
     return report
 
 
 def report_without_target(result: ConversionResult) -> Report:
     """A report of a conversion that has no target to compare to."""
     return Report(converted=sorted(result.converted, key=lambda x: x[1]), dropped=sorted(result.dropped),
-                  added=sorted(result.added))
+                  added=sorted(result.added), rule_hits=dict(result.rule_hits),
+                  unused_rules=list(result.unused_rules))
 
 
 def _fmt_range(nums: list[int]) -> str:
@@ -150,9 +168,24 @@ def fold_keys(keys: list[str]) -> list[str]:
     return sorted(".".join(r) for r in rows)
 
 
+def fold_shape_mismatch(rows: list[tuple[str, list[int], list[int]]]) -> list[tuple[str, list[int], list[int]]]:
+    """Fold the keys of shape-mismatch rows that have the same (got, expected) shapes, like :func:`fold_keys`."""
+    groups: dict[tuple[tuple[int, ...], tuple[int, ...]], list[str]] = {}
+    for key, got, expected in rows:
+        groups.setdefault((tuple(got), tuple(expected)), []).append(key)
+    folded = [(name, list(got), list(exp)) for (got, exp), keys in groups.items() for name in fold_keys(keys)]
+    return sorted(folded)
+
+
+def _rule_text(rule: dict[str, Any]) -> str:
+    return f"{{kind: rename, from: '{rule['from']}', to: '{rule['to']}'}}"
+
+
 def render_report(report: Report, console: Any = None, *, title: str = "conversion") -> None:
-    """Print the report as rich tables (layer indices folded) to ``console`` (default: stdout)."""
+    """Print the report as rich tables (layer indices folded) to ``console`` (default: stdout), with the
+    suggested rule of each unmatched key, the strict-load check and a warning per rule that matched nothing."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console(width=max(160, Console().width))
@@ -170,21 +203,36 @@ def render_report(report: Report, console: Any = None, *, title: str = "conversi
         table = Table(title=name)
         table.add_column("key (folded)", overflow="fold")
         table.add_column("best counterpart", overflow="fold")
+        table.add_column("suggested rule (first key)", overflow="fold")
         for folded in fold_keys(keys):
-            first = next((k for k in keys if _matches_folded(k, folded)), None)
+            first = next((k for k in keys if matches_folded(k, folded)), None)
             sug = report.suggestions.get(first or "", [])
-            table.add_row(folded, sug[0]["key"] if sug else "")
+            table.add_row(escape(folded), escape(sug[0]["key"]) if sug else "",
+                          escape(_rule_text(sug[0]["rule"])) if sug else "")
         console.print(table)
     if report.shape_mismatch:
         table = Table(title="shape_mismatch")
-        for col in ("key", "got", "expected"):
-            table.add_column(col)
-        for key, got, exp in report.shape_mismatch:
-            table.add_row(key, str(got), str(exp))
+        for col in ("key (folded)", "got", "expected"):
+            table.add_column(col, overflow="fold")
+        for key, got, exp in fold_shape_mismatch(report.shape_mismatch):
+            table.add_row(escape(key), str(got), str(exp))
         console.print(table)
+    if report.strict_check is not None:
+        check = report.strict_check
+        if check.get("ok"):
+            console.print("strict load into the target model: ok")
+        else:
+            console.print(f"strict load into the target model: FAILED ({len(check.get('missing', []))} missing, "
+                          f"{len(check.get('unexpected', []))} unexpected, "
+                          f"{len(check.get('size_mismatch', []))} size mismatch)", markup=False)
+            for key in ("missing", "unexpected"):
+                if check.get(key):
+                    console.print(f"  {key}: {', '.join(fold_keys(check[key]))}", markup=False)
+    for label in report.unused_rules:
+        console.print(f"warning: rule {label} matched no key", markup=False)
 
 
-def _matches_folded(key: str, folded: str) -> bool:
+def matches_folded(key: str, folded: str) -> bool:
     pattern = re.escape(folded)
     pattern = re.sub(r"\\\{[^}]*\\\}", r"\\d+", pattern)
     return re.fullmatch(pattern, key) is not None

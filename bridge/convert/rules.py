@@ -12,6 +12,11 @@ Templates (``to``, ``of``) are safe string templates, no eval:
 Regexes use ``re.search``; a rendered template replaces the *matched part* of the key, so
 ``{from: '^sem_seg_head\.', to: 'panoptic_head.'}`` is a prefix rename and an anchored
 ``^...$`` regex rewrites the whole key.
+
+``class_rows`` gathers rows by an index list (or a named one such as ``coco91_to_coco80``) that counts
+class rows only; ``background: first|last|none`` says where the background / no-object row sits, and it
+stays there.  Every rule's number of matched keys is reported; a rule that matches nothing is warned
+about unless it says ``optional: true`` (e.g. a rule for module names, which no state-dict key has).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 NAME_KINDS = ("rename", "drop", "drop_alias", "split", "concat")
 VALUE_KINDS = ("class_rows", "reshape", "transpose")
 ALL_KINDS = NAME_KINDS + VALUE_KINDS + ("add",)
+#: Where a class_rows tensor keeps its background / no-object row: row 0, the last row, or nowhere.
+BACKGROUNDS = ("none", "first", "last")
 
 _FIELD_RE = re.compile(r"\{(\w+)(?:([+-])(\d+))?\}")
 _DTYPES = {"int64", "int32", "float32", "float16", "bfloat16", "float64", "bool", "uint8"}
@@ -128,6 +135,11 @@ class Rule:
         ident = name or (self.pattern.pattern if self.pattern is not None else self.spec.get("key", ""))
         return f"#{self.index} {self.kind} {ident!r}"
 
+    @property
+    def optional(self) -> bool:
+        """True when the rule may match nothing without a warning (``optional: true``, e.g. module names only)."""
+        return bool(self.spec.get("optional", False))
+
     def apply(self, template: Template, key: str, m: re.Match[str]) -> str:
         """Replace the matched part of ``key`` with ``template`` rendered from ``m``."""
         return key[: m.start()] + template.render(m, self.label) + key[m.end():]
@@ -156,6 +168,10 @@ class RuleSet:
     def stage_rules(self, stage: str) -> list[Rule]:
         """Rules of ``stage`` in file order."""
         return [r for r in self.rules if r.stage == stage]
+
+    def specs(self) -> list[dict[str, Any]]:
+        """The expanded rules as plain data (includes resolved), in order: what provenance records."""
+        return [dict(r.spec) for r in self.rules]
 
 
 def _regex(spec: dict[str, Any], field_name: str, label: str) -> re.Pattern[str]:
@@ -228,7 +244,14 @@ def compile_rule(index: int, spec: dict[str, Any]) -> Rule:
             rows = list(INDEX_LISTS[rows])
         if not isinstance(rows, list) or not all(isinstance(i, int) for i in rows):
             raise ConversionError(f"rule {label}: 'index' must be a list of ints or a known list name")
-        opts = {"index": rows, "dim": int(spec.get("dim", 0)), "keep_trailing": int(spec.get("keep_trailing", 0))}
+        background = str(spec.get("background", "none"))
+        if background not in BACKGROUNDS:
+            raise ConversionError(f"rule {label}: 'background' must be one of {', '.join(BACKGROUNDS)}")
+        keep_trailing = int(spec.get("keep_trailing", 0))
+        if keep_trailing and background != "none":
+            raise ConversionError(f"rule {label}: give 'background' or 'keep_trailing', not both")
+        opts = {"index": rows, "dim": int(spec.get("dim", 0)), "keep_trailing": keep_trailing,
+                "background": background}
     elif kind == "reshape":
         shape = spec.get("shape")
         if not isinstance(shape, list) or not all(isinstance(i, int) for i in shape):

@@ -1,0 +1,43 @@
+"""An mmdet config as the converter's target, through ``python -m mmdet_side.target`` in a subprocess.
+
+``--target model.py`` or ``--target mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py``: the model is built
+on the CPU in the subprocess, its key manifest gives the names and shapes to convert to, and the written
+checkpoint is loaded into it with ``strict=True`` as the final check.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bridge.convert.loading import load_manifest
+from bridge.frameworks import FrameworkError, run_side_module
+
+
+def is_mmdet_config(target: str) -> bool:
+    """True when ``target`` names an mmdet config (``*.py`` or ``mmdet::...``) rather than a manifest or checkpoint."""
+    return target.startswith("mmdet::") or target.endswith(".py")
+
+
+def mmdet_config_shapes(config: str) -> dict[str, tuple[int, ...]]:
+    """``{key: shape}`` of the state dict of the model that the mmdet ``config`` builds."""
+    with tempfile.TemporaryDirectory(prefix="bridge_target_") as tmp:
+        manifest = Path(tmp) / "target.tsv"
+        run_side_module("mmdet_side.target", [config, "--manifest", str(manifest)],
+                        what=f"target {config}: building the mmdet model")
+        return load_manifest(manifest)
+
+
+def mmdet_strict_check(config: str, checkpoint: str | Path) -> dict[str, Any]:
+    """Load ``checkpoint`` into the model of ``config`` with ``strict=True``; the check's JSON result.
+
+    The result has ``ok``, ``missing``, ``unexpected``, ``size_mismatch`` and ``error`` (None when it loaded).
+    """
+    what = f"target {config}: strict load of {checkpoint}"
+    proc = run_side_module("mmdet_side.target", [config, "--check", str(checkpoint)], what=what, ok_codes=(0, 1))
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise FrameworkError(f"{what}: `python -m mmdet_side.target` printed no result")
+    return json.loads(lines[-1])
