@@ -74,6 +74,15 @@ class CocoPanopticMetric91(SlotLayoutMetaMixin, CocoPanopticMetric):
 
     REFERENCE_SLOTS = PANOPTIC_SLOT_NAMES
 
+    def __init__(self, *args, classwise: bool = False, **kwargs) -> None:
+        """``CocoPanopticMetric``'s arguments; ``classwise=True`` is refused: mmdet's per-class table pairs the
+        class names by position with the result rows of the ground truth's categories (201 slots, 133 rows),
+        so every row after the first unused slot would carry another category's name."""
+        if classwise:
+            raise BridgeError(f"{type(self).__name__}: classwise=True is not supported (mmdet's per-class table "
+                              "would name the rows of the 201 id slots wrongly); the PQ / SQ / RQ results are exact")
+        super().__init__(*args, **kwargs)
+
     def check_dataset_meta(self, dataset_meta) -> None:
         """Also require ``thing_classes`` / ``stuff_classes`` (when present) to split the slots at 91."""
         super().check_dataset_meta(dataset_meta)

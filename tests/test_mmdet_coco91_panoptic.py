@@ -89,6 +89,8 @@ def test_metric91_ground_truth_as_prediction_gives_pq_100(dataset: CocoPanopticD
         kwargs["outfile_prefix"] = str(tmp_path / "out")
     metric = CocoPanopticMetric91(**kwargs)
     metric.dataset_meta = dataset.metainfo
+    with pytest.raises(BridgeError, match="classwise=True is not supported"):
+        CocoPanopticMetric91(ann_file=str(coco.panoptic_json()), seg_prefix=str(coco.panoptic_dir()), classwise=True)
     samples = [_ground_truth_as_prediction(dataset[i]) for i in range(len(dataset))]
     metric.process({}, samples)
     res = metric.evaluate(len(samples))
@@ -118,6 +120,8 @@ def test_metric91_drops_unused_slot_predictions_and_refuses_stock_meta(dataset: 
     with pytest.raises(BridgeError, match="thing_classes"):
         metric.dataset_meta = dict(dataset.metainfo, thing_classes=dataset.metainfo["classes"][:80])
     metric.dataset_meta = dataset.metainfo
+    with pytest.raises(BridgeError, match="classwise=True is not supported"):
+        CocoPanopticMetric91(ann_file=str(coco.panoptic_json()), seg_prefix=str(coco.panoptic_dir()), classwise=True)
     samples = [_ground_truth_as_prediction(dataset[i]) for i in range(len(dataset))]
     pan = samples[0]["pred_panoptic_seg"]["sem_seg"]
     pan[0, :2, :] = 12 + 999 * 1000  # a segment of the unused thing slot 12: no ground truth has it
