@@ -52,6 +52,7 @@ class BridgeRecordHook(Hook):
         self._taps: list[ModelTaps] = []
         self._handles: list = []
         self._categories: list[dict] | None = None
+        self._eval_dataset = None
 
     def before_run(self, runner) -> None:
         """Open the runs and attach hooks to the model and its data preprocessor."""
@@ -63,6 +64,7 @@ class BridgeRecordHook(Hook):
         if self.eval_run_dir:
             self.eval_recorder = Recorder(self.eval_run_dir, framework="mmdet", lazy=True)
             self._taps.append(ModelTaps(model, self.eval_recorder, self._eval_step, activations=self.activations))
+            self._handles.append(model.register_forward_hook(self._on_predicted, with_kwargs=True))
         self._handles.append(model.data_preprocessor.register_forward_hook(self._on_preprocessed))
 
     def _train_step(self) -> int | None:
@@ -86,15 +88,22 @@ class BridgeRecordHook(Hook):
             self.recorder.record("losses", to_recordable(dict(outputs)), step=self._step, kind="loss")
         self._step, self._active = None, None
 
-    def _before_eval_iter(self, batch_idx: int) -> None:
-        if self.eval_recorder is not None:
-            self._step, self._active = batch_idx, self.eval_recorder
+    def _on_predicted(self, _module: nn.Module, _args: tuple, kwargs: dict, output: object) -> None:
+        """Record the predictions as the model returns them, before the evaluator sees them: mmdet's metrics
+        may change them in place (``CocoPanopticMetric.process`` writes panopticapi's void id 0 into
+        ``pred_panoptic_seg``, which would read back as label 0)."""
+        if self._eval_step() is None or kwargs.get("mode") != "predict" or self._eval_dataset is None:
+            return
+        outputs = list(output)
+        self.eval_recorder.record("outputs", to_recordable(outputs), step=self._step, kind="output")
+        self._record_canonical_panoptic(self._eval_dataset, self._step, outputs)
 
-    def _after_eval_iter(self, dataloader, batch_idx: int, outputs) -> None:
-        if self.eval_recorder is not None and outputs is not None:
-            self.eval_recorder.record("outputs", to_recordable(list(outputs)), step=batch_idx, kind="output")
-            self._record_canonical_panoptic(dataloader.dataset, batch_idx, outputs)
-        self._step, self._active = None, None
+    def _before_eval_iter(self, dataloader, batch_idx: int) -> None:
+        if self.eval_recorder is not None:
+            self._step, self._active, self._eval_dataset = batch_idx, self.eval_recorder, dataloader.dataset
+
+    def _after_eval_iter(self) -> None:
+        self._step, self._active, self._eval_dataset = None, None, None
 
     def _record_canonical_panoptic(self, dataset, step: int, outputs) -> None:
         """Record each ``pred_panoptic_seg`` as ``panoptic.<img_id>`` in the canonical form (bridge.panoptic):
@@ -110,20 +119,21 @@ class BridgeRecordHook(Hook):
             self.eval_recorder.record(f"panoptic.{sample.img_id}", to_record(canonical), step=step, kind="output")
 
     def before_val_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        """Arm eval recording (``eval_run_dir``) for this validation batch."""
-        self._before_eval_iter(batch_idx)
+        """Arm eval recording (``eval_run_dir``) for this validation batch: its batch, activations and
+        predictions (and panoptic ones in the canonical form) are recorded as the model makes them."""
+        self._before_eval_iter(runner.val_dataloader, batch_idx)
 
     def after_val_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        """Record this validation batch's predictions."""
-        self._after_eval_iter(runner.val_dataloader, batch_idx, outputs)
+        """Disarm eval recording."""
+        self._after_eval_iter()
 
     def before_test_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        """Arm eval recording (``eval_run_dir``) for this test batch."""
-        self._before_eval_iter(batch_idx)
+        """Arm eval recording (``eval_run_dir``) for this test batch (as ``before_val_iter``)."""
+        self._before_eval_iter(runner.test_dataloader, batch_idx)
 
     def after_test_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        """Record this test batch's predictions (and panoptic ones in the canonical form)."""
-        self._after_eval_iter(runner.test_dataloader, batch_idx, outputs)
+        """Disarm eval recording."""
+        self._after_eval_iter()
 
     def after_run(self, runner) -> None:
         """Detach every hook and close the runs."""

@@ -164,7 +164,8 @@ def test_replay_conversion_names_bad_panoptic_input(onesample_config: OneSampleC
 def test_mmdet_tests_on_detectron2_inference_batches(onesample_config: OneSampleConfig, tmp_path: Path) -> None:
     """Runner.test() with ``eval_run_dir``: mmdet's PanopticFPN evaluates detectron2's recorded inference batch
     (image tensor for tensor after mmdet's preprocessor), CocoPanopticMetric scores it, predictions come back
-    at the original size and are recorded in the canonical panoptic form beside detectron2's."""
+    at the original size and are recorded in the canonical panoptic form beside detectron2's: as the model
+    made them, not as CocoPanopticMetric.process leaves them (it writes void 0 into ``pred_panoptic_seg``)."""
     from detectron2 import model_zoo
     from detectron2.config import get_cfg
     from detectron2.data import MetadataCatalog, build_detection_test_loader
@@ -176,6 +177,7 @@ def test_mmdet_tests_on_detectron2_inference_batches(onesample_config: OneSample
     from d2_side.datasets import register_onesample
     from d2_side.hooks import record_inference
     from mmdet_side.config import onesample_overrides
+    from mmdet_side.replay import d2_inputs_to_mmdet
 
     register_onesample(onesample_config)
     d2_cfg = get_cfg()
@@ -196,11 +198,17 @@ def test_mmdet_tests_on_detectron2_inference_batches(onesample_config: OneSample
                         dict(type="BridgeRecordHook", run_dir=str(tmp_path / "mm"),
                              eval_run_dir=str(tmp_path / "mm_eval"))]
     cfg.work_dir = str(tmp_path / "work")
-    metrics = Runner.from_cfg(cfg).test()
+    runner = Runner.from_cfg(cfg)
+    metrics = runner.test()
 
     assert "coco_panoptic/PQ" in metrics
     d2_run, mm_run = open_run(tmp_path / "d2_eval"), open_run(tmp_path / "mm_eval")
     d2_item = d2_run.get("batch", step=0, kind="batch")[0]
+    with torch.no_grad():
+        fresh = runner.model.test_step(d2_inputs_to_mmdet([d2_item]))[0].pred_panoptic_seg.sem_seg
+    recorded = mm_run.get("outputs", step=0, kind="output")[0]["data"]["pred_panoptic_seg"]["data"]["sem_seg"]
+    void = len(runner.test_dataloader.dataset.metainfo["classes"])
+    assert (fresh == void).any() and torch.equal(recorded, fresh)
     image = d2_item["image"].float()
     height, width = image.shape[1:]
     preprocessor = cfg.model.data_preprocessor
