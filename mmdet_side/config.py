@@ -22,7 +22,10 @@ from bridge.cli import run_reporting_errors
 from bridge.errors import BridgeError
 from bridge.onesample import OneSampleConfig, OneSampleSplit, parse_image_ids, prepare_split
 
-TASKS = ("panoptic", "instances")
+#: ``panoptic``: COCO-panoptic with CocoPanopticMetric; ``instances``: COCO instances with CocoMetric on bbox and
+#: segm (Mask R-CNN, Mask2Former instance); ``detection``: COCO instances with CocoMetric on bbox only
+#: (box-only models: Faster R-CNN, DETR, DINO).
+TASKS = ("panoptic", "instances", "detection")
 _MISSING = object()
 
 
@@ -39,7 +42,8 @@ def _evaluator(split: OneSampleSplit, task: str) -> dict:
     if task == "panoptic":
         return dict(_delete_=True, type="CocoPanopticMetric", ann_file=str(split.panoptic_json),
                     seg_prefix=f"{split.panoptic_root}/", nproc=1)
-    return dict(_delete_=True, type="CocoMetric", ann_file=str(split.instances_json), metric=["bbox", "segm"])
+    metric = ["bbox", "segm"] if task == "instances" else ["bbox"]
+    return dict(_delete_=True, type="CocoMetric", ann_file=str(split.instances_json), metric=metric)
 
 
 def onesample_overrides(config: OneSampleConfig | None = None, *, task: str = "panoptic",

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ from bridge.errors import BridgeError
 from bridge.synthetic_coco import SyntheticCoco, write_synthetic_coco
 from mmdet_side.coco91 import CocoDataset91, CocoMetric91, LabelSpaceCheckHook, check_label_space, head_num_classes
 from mmdet_side.coco91_config import apply_coco91, coco91_config_overrides
-from tests.conftest import small_mmdet_train_config
+from tests.conftest import bridge_env, small_mmdet_train_config
 
 DETR_CFG = "mmdet::detr/detr_r50_8xb2-150e_coco.py"
 #: categories of the wide test set: ids across 1..90, gaps and ids >= 81 included
@@ -309,3 +311,28 @@ def test_two_iterations_on_dataset91_train_with_original_ids_as_labels(tmp_path:
         sample = run.get("batch", step=step, kind="batch")["data_samples"][0]
         assert sorted(sample["data"]["gt_instances"]["data"]["labels"].tolist()) == expected
     assert max(expected) > 80
+
+
+def test_cli_detection_task_with_coco91_runs_dino_test_loop(coco: SyntheticCoco, tmp_path: Path) -> None:
+    """DETR-style box-only models: ``python -m mmdet_side.config --task detection --coco91`` on mmdet's DINO
+    config evaluates bbox only (``--task instances`` would also ask CocoMetric for segm, which a box-only
+    model does not predict) with labels = original ids, and mmengine's test loop runs through it."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    out = tmp_path / "dino91.py"
+    result = subprocess.run([sys.executable, "-m", "mmdet_side.config", "--base",
+                             "mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py", "--task", "detection", "--coco91",
+                             "-o", str(out)], env=bridge_env(coco.root, tmp_path / "cache"), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    cfg = Config.fromfile(str(out))
+    assert cfg.test_evaluator.type == "CocoMetric91" and cfg.test_evaluator.metric == ["bbox"]
+    assert cfg.test_dataloader.dataset.type == "CocoDataset91" and cfg.model.bbox_head.num_classes == 91
+    for transform in cfg.test_dataloader.dataset.pipeline:
+        if transform["type"] == "Resize":
+            transform["scale"] = (400, 300)  # small for the CPU, still more encoder tokens than DINO's 900 queries
+    cfg.model.backbone.init_cfg = None
+    cfg.work_dir = str(tmp_path / "work")
+    metrics = Runner.from_cfg(cfg).test()
+    assert "coco/bbox_mAP" in metrics and not any("segm" in key for key in metrics)
