@@ -46,6 +46,8 @@ def original_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     for key in shapes:
         if _shared_copy(key):
             state[key] = state[_shared_copy(key)]
+        if key.startswith("input_proj.") and key.endswith(".0.bias"):
+            state[key] = torch.zeros(shapes[key])  # DINO initialises them to 0; mmdet's ChannelMapper has none
     return {key: state[key] for key in shapes}
 
 
@@ -106,4 +108,14 @@ def test_alias_that_differs_is_refused() -> None:
     state = original_state_dict()
     state["transformer.decoder.bbox_embed.4.layers.2.bias"] = state["bbox_embed.4.layers.2.bias"] + 1
     with pytest.raises(ConversionError, match=r"alias 'transformer\.decoder\.bbox_embed\.4\.layers\.2\.bias' differs"):
+        convert_state_dict(state, "dino-original-to-mmdet")
+
+
+def test_non_zero_input_proj_bias_is_refused_not_dropped() -> None:
+    """mmdet's ChannelMapper convs have no bias: a trained (non-zero) input_proj bias stops the conversion,
+    with what to change, instead of being dropped silently."""
+    state = original_state_dict()
+    state["input_proj.2.0.bias"] = torch.full((256,), 0.5)
+    with pytest.raises(ConversionError, match=r"'input_proj\.2\.0\.bias' is not zero \(max abs 0\.5\); dropping it "
+                                              r"would change the model\. mmdet's ChannelMapper convs have no bias"):
         convert_state_dict(state, "dino-original-to-mmdet")

@@ -163,6 +163,12 @@ def convert_state_dict(
             rule, m = claim
             hits[rule.label] += 1
             if rule.kind == "drop":
+                if rule.options.get("if_zero") and bool(tensor.count_nonzero()):
+                    hint = rule.options.get("hint")
+                    raise ConversionError(
+                        f"rule {rule.label}: {origin[key]!r} is not zero (max abs "
+                        f"{tensor.abs().max().item():.4g}); dropping it would change the model"
+                        + (f". {hint}" if hint else ""))
                 result.dropped.append((origin[key], rule.label))
             elif rule.kind == "drop_alias":
                 kept = rule.apply(rule.of, key, m)  # type: ignore[arg-type]

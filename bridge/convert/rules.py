@@ -15,7 +15,9 @@ Regexes use ``re.search``; a rendered template replaces the *matched part* of th
 
 ``class_rows`` gathers rows by an index list (or a named one such as ``coco91_to_coco80``) that counts
 class rows only; ``background: first|last|none`` says where the background / no-object row sits, and it
-stays there.  Every rule's number of matched keys is reported; a rule that matches nothing is warned
+stays there.  ``drop`` with ``if_zero: true`` drops a key only while its tensor is all zeros and stops the
+conversion otherwise (with the rule's ``hint``): for a weight the target model has no place for, which is
+harmless only at its initial value.  Every rule's number of matched keys is reported; a rule that matches nothing is warned
 about unless it says ``optional: true`` (e.g. a rule for module names, which no state-dict key has).
 """
 
@@ -216,6 +218,8 @@ def compile_rule(index: int, spec: dict[str, Any]) -> Rule:
     with_list: tuple[Template, ...] = ()
     if kind == "rename":
         to = compile_template(spec.get("to"), pattern, label)
+    elif kind == "drop":
+        opts = {"if_zero": bool(spec.get("if_zero", False)), "hint": str(spec.get("hint", ""))}
     elif kind == "drop_alias":
         of = compile_template(spec.get("of"), pattern, label)
     elif kind == "split":
