@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build and install detectron2 0.6 as a pure-Python package from the pb1-detectron2==0.6 sdist.
 # Usage: build_detectron2.sh VENV CACHE SDIST_SPEC SDIST_SHA256
-# Changes to the sdist (all in patches/, see README "The stack"):
+# Changes to the sdist (all in patches/, see docs/STACK.md):
 #   patches/detectron2-0.6-pure-python.patch  numpy 2 aliases + COCOEvaluator fallback to pycocotools
 #   patches/detectron2_C.py                  the detectron2._C stand-in
 #   patches/detectron2_setup.py              setup.py without the C++ extension, with detectron2.projects.*

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the real detectron2 + mmdet stack into .venv (idempotent; prints each step).
-# What each step works around is recorded in README.md, section "The stack (what `make setup` builds, and why)".
+# What each step works around is recorded in docs/STACK.md.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -1,6 +1,6 @@
 """detectron2's own tools/train_net.py, unchanged but for `import d2_side.register`, on a one-image root.
 
-These are the runs a user makes; each one would fail again if a fix of README "The stack" regressed
+These are the runs a user makes; each one would fail again if a fix described in docs/STACK.md regressed
 (_C version queries, COCOeval fallback, numpy 2 aliases, tensorboard)."""
 from __future__ import annotations
 

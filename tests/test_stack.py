@@ -1,5 +1,5 @@
 """The real stack that `make setup` builds: each framework imports, runs on the CPU, and the
-five breakages of detectron2 0.6 on this stack (README "The stack") stay fixed."""
+five breakages of detectron2 0.6 on this stack (docs/STACK.md) stay fixed."""
 from __future__ import annotations
 
 import ast
