@@ -164,7 +164,7 @@ def compare_pair(run_a: Run, run_b: Run, pair: Pair, policy: TolerancePolicy, de
     """Compare one pair of leaves and return its :class:`ItemResult`."""
     a, b = pair.a, pair.b
     shape_a = pair.a_shape if pair.a_shape is not None else tuple(a.shape)
-    atol, rtol = policy.resolve(pair.key, a.dtype)
+    atol, rtol = policy.resolve(pair.key, a.dtype, a.kind)
     item = ItemResult(
         name=a.name, key=pair.key, key_a=a.key, step=a.step, rank=a.rank, kind=a.kind,
         dtype_a=a.dtype, dtype_b=b.dtype, shape_a=list(shape_a), shape_b=list(b.shape),
