@@ -23,7 +23,8 @@ from bridge.convert import added_names, convert_state_dict, load_rules, map_name
 from bridge.errors import ConversionError
 from bridge.matching import canonical_matching
 from bridge.taps import ModelTaps
-from tests.conftest import REPO
+from bridge.onesample import OneSampleConfig
+from tests.conftest import REPO, record_d2_training, small_mmdet_train_config
 from tests.test_convert_dino import original_state_dict
 
 PRESET = "d2-panoptic-fpn-to-mmdet"
@@ -129,6 +130,17 @@ def test_aliases_class_rows_and_added_buffers_pair_by_design(tmp_path: Path, ali
     assert cls.key_a in ("_embed.weight", "embed.0.weight") and cls.max_abs == 0
     unmapped = compare_runs(tmp_path / "a", tmp_path / "b", name_map=[r for r in RULES if r["kind"] != "class_rows"])
     assert {i.key for i in unmapped.items if not i.passed} == {"cls.weight", "cls.bias"}
+
+
+def test_a_rule_that_cannot_apply_to_a_recorded_gradient_is_bad_input(tmp_path: Path) -> None:
+    for run in ("a", "b"):
+        with Recorder(tmp_path / run) as recorder:
+            recorder.record("embed.0.weight", torch.zeros(3, 4), step=0, kind="grad")
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps(RULES))
+    proc = _compare_cli(str(tmp_path / "a"), str(tmp_path / "b"), "--map", str(rules), "--kinds", "grad")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("error: step 0 rank 0 grad 'embed.0.weight': rule #1 class_rows") and "3 rows" in proc.stderr
 
 
 def test_losses_pair_through_the_preset(tmp_path: Path) -> None:
@@ -253,3 +265,40 @@ def test_perturbed_gradient_is_the_first_divergence_in_backward_order(panoptic_g
     assert result.first_divergence.name == "backbone.fpn_output3.weight"
     order = [i.key for i in result.items]
     assert order.index("neck.fpn_convs.1.conv.weight") < order.index("backbone.layer2.0.conv1.weight")
+
+
+def test_hooks_record_grads_losses_and_matchings_that_pair_through_the_preset(onesample_config: OneSampleConfig,
+                                                                              tmp_path: Path) -> None:
+    """One training step of detectron2's PanopticFPN (RecordHook) and of mmdet's configured like it, on the
+    replayed batch (BridgeRecordHook): every gradient, loss and matching pairs through the preset, nothing is
+    unpaired but mmdet's total ``loss`` and ``acc``. (Each side has its own random weights: only the pairing
+    is checked here.)"""
+    from mmengine.runner import Runner
+
+    record_d2_training(onesample_config, tmp_path / "d2", "COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml",
+                       "coco_2017_train_panoptic_onesample_separated", iterations=[0], grads=["*"],
+                       matchers={"rpn_matcher": "proposal_generator.anchor_matcher",
+                                 "roi_matcher": "roi_heads.proposal_matcher"})
+    cfg = small_mmdet_train_config(
+        "mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py", onesample_config, epochs=1, task="panoptic",
+        work_dir=str(tmp_path / "work"),
+        hooks=[dict(type="BridgeReplayHook", run_dir=str(tmp_path / "d2"), sem_seg_label_map="panoptic_fpn"),
+               dict(type="BridgeRecordHook", run_dir=str(tmp_path / "mmdet"), iterations=[0], grads=["*"],
+                    matchers={"rpn_matcher": "rpn_head.assigner", "roi_matcher": "roi_head.bbox_assigner"})])
+    cfg.model.backbone.update(style="caffe", norm_cfg=dict(type="BN", requires_grad=False))  # as detectron2's
+    Runner.from_cfg(cfg).train()
+
+    result = compare_runs(tmp_path / "d2", tmp_path / "mmdet", name_map=PRESET, kinds=["grad", "loss", "matching"])
+    assert not result.a_only and not result.b_only, (result.a_only[:5], result.b_only[:5])
+    kinds = [i.kind for i in result.items]
+    d2_grads = open_run(tmp_path / "d2").entries(kind="grad")
+    assert kinds.count("grad") == len(d2_grads) > 100
+    assert kinds.count("loss") == 6 and {i.key for i in result.items if i.kind == "loss"} >= {
+        "losses.loss_rpn_bbox", "losses.loss_bbox", "losses.loss_seg"}
+    assert {i.key.split(".")[0] for i in result.items if i.kind == "matching"} == {"rpn_matcher", "roi_matcher"}
+    assert {d["key"] for d in result.settings["unpaired_by_design"]} == {"losses.loss", "losses.acc"}
+    grads = [i for i in result.items if i.kind == "grad"]
+    assert grads[0].key.startswith(("semantic_head.conv_logits.", "roi_head.", "rpn_head."))  # backward order
+    assert grads[-1].key.startswith("backbone.layer2.")  # res3, the first trainable stage, comes last
+    logits = next(i for i in grads if i.key == "semantic_head.conv_logits.weight")
+    assert logits.key_a == "sem_seg_head.predictor.weight" and logits.shape_a == logits.shape_b == [54, 128, 1, 1]

@@ -168,16 +168,20 @@ def _pair_losses(a_entries: list[Any], b_entries: list[Any], ruleset: RuleSet) -
     by_design: list[ByDesign] = []
     keys: dict[int, str] = {}
     kept_a: list[Any] = []
+    converted: list[str] = []
     for e in a_entries:
-        mapped = map_named_tensor(_loss_name(e), torch.empty((), device="meta"), rules, values=False)
+        try:
+            mapped = map_named_tensor(_loss_name(e), torch.empty((), device="meta"), rules, values=False)
+        except BridgeError as exc:
+            raise FormatError(f"step {e.step} rank {e.rank} loss {e.key!r}: {exc}") from None
         if mapped.dropped:
             by_design.append(ByDesign(e, "a", f"dropped by {mapped.dropped[0].rule} (losses)"))
             continue
         new = mapped.tensors[0][0]
+        converted.append(new)
         keys[id(e)] = _with_path(e.name, new) if e.path else new
         kept_a.append(e)
-    added = added_names(rules, source=[_loss_name(e) for e in a_entries],
-                        converted=sorted({k.rsplit(".", 1)[-1] for k in keys.values()}),
+    added = added_names(rules, source=[_loss_name(e) for e in a_entries], converted=converted,
                         target=[_loss_name(e) for e in b_entries])
     kept_b = [e for e in b_entries if _loss_name(e) not in added]
     by_design.extend(ByDesign(e, "b", "created by an add rule of losses: no counterpart in A")
