@@ -129,9 +129,10 @@ def _pair_params(a_entries: list[Any], b_entries: list[Any], ruleset: RuleSet, r
         for i, (new, tensor) in enumerate(mapped.tensors):
             pieces.append(_Piece(e, _with_path(new + mark, e.path), name, i, tuple(tensor.shape),
                                  mapped.values_changed))
+    converted = {name for mapped in cache.values() for name, _tensor in mapped.tensors}
     added = added_names(ruleset, source=sorted({_split_mark(e.name)[0] for e in a_entries}),
-                        converted=sorted({p.key for p in pieces}),
-                        target=sorted({_split_mark(e.name)[0] for e in b_entries}))
+                        converted=sorted(converted), target=sorted({_split_mark(e.name)[0] for e in b_entries}))
+    added -= converted  # an added key that A has too (a BatchNorm's num_batches_tracked) pairs as usual
     b_expected = [e for e in b_entries if _split_mark(e.name)[0] in added]
     b_table = _index([e for e in b_entries if _split_mark(e.name)[0] not in added], lambda e: e.key)
     by_design.extend(ByDesign(e, "b", "created by an add rule: no counterpart in A") for e in b_expected)
@@ -182,7 +183,7 @@ def _pair_losses(a_entries: list[Any], b_entries: list[Any], ruleset: RuleSet) -
         keys[id(e)] = _with_path(e.name, new) if e.path else new
         kept_a.append(e)
     added = added_names(rules, source=[_loss_name(e) for e in a_entries], converted=converted,
-                        target=[_loss_name(e) for e in b_entries])
+                        target=[_loss_name(e) for e in b_entries]) - set(converted)
     kept_b = [e for e in b_entries if _loss_name(e) not in added]
     by_design.extend(ByDesign(e, "b", "created by an add rule of losses: no counterpart in A")
                      for e in b_entries if _loss_name(e) in added)
