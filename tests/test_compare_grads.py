@@ -222,7 +222,6 @@ def panoptic_grad_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _record_semantic_grads(root / "d2", d2_model, d2_model.backbone, lambda f: d2_model.sem_seg_head.layers(f), image)
     _record_semantic_grads(root / "mmdet", mm_model, mm_model.extract_feat,
                            lambda f: mm_model.semantic_head(f)["seg_preds"], image)
-    _d2, mm_model = _build_pair()
     _record_semantic_grads(root / "mmdet_perturbed", mm_model, mm_model.extract_feat,
                            lambda f: mm_model.semantic_head(f)["seg_preds"], image,
                            perturb={"backbone.layer2.0.conv1.weight": 1.0, "neck.fpn_convs.1.conv.weight": 1.0})
