@@ -3,7 +3,8 @@
 Names are translated with the checkpoint converter's rule engine (``bridge.convert.rules``), so one
 table serves weights and activations: ``--map`` takes a preset name (e.g. ``d2-panoptic-fpn-to-mmdet``)
 or a YAML/JSON rule file, either in the converter's form (``{kind: rename, from, to}``, stages,
-``include``) or as a plain list of ``{rename: {from: REGEX, to: TEMPLATE}}`` items.
+``include``) or as a plain list of ``{rename: {from: REGEX, to: TEMPLATE}}`` items. With ``--map``, gradients,
+parameters and losses are paired by :mod:`bridge.compare.param_pairing` (the whole rule set, not only renames).
 """
 
 from __future__ import annotations
