@@ -73,9 +73,10 @@ class _Shared(nn.Module):
             self.embed = nn.ModuleList([shared])
             self._embed = shared
         self.extra = nn.Linear(4, 3)
+        self.scale = nn.Parameter(torch.ones(()))  # a training-only weight the port has no place for
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embed[0](x).sum(1) * self.extra(x).sum(1)
+        return self.embed[0](x).sum(1) * self.extra(x).sum(1) * self.scale
 
 
 class _Target(nn.Module):
@@ -97,6 +98,7 @@ RULES = [
      "background": "last"},
     {"kind": "rename", "from": r"^embed\.0\.", "to": "cls."},
     {"kind": "add", "key": "counter", "dtype": "int64"},
+    {"kind": "drop", "from": r"^scale$"},
 ]
 
 
@@ -124,7 +126,7 @@ def test_aliases_class_rows_and_added_buffers_pair_by_design(tmp_path: Path, ali
     keys = {(i.kind, i.key) for i in result.items}
     assert keys == {(kind, f"{m}.{p}") for kind in ("grad", "param") for m in ("cls", "extra") for p in ("weight", "bias")}
     by_design = {(d["side"], d["kind"], d["key"]) for d in result.settings["unpaired_by_design"]}
-    assert ("b", "param", "counter") in by_design
+    assert {("b", "param", "counter"), ("a", "grad", "scale"), ("a", "param", "scale")} <= by_design
     assert any(side == "a" and kind == "param" and key.startswith("_embed.") for side, kind, key in by_design)
     cls = next(i for i in result.items if i.key == "cls.weight" and i.kind == "grad")
     assert cls.key_a in ("_embed.weight", "embed.0.weight") and cls.max_abs == 0
