@@ -1,16 +1,21 @@
-"""Framework-free taps on a torch model: forward hooks on modules chosen by name globs and gradient
-hooks on parameters chosen by name globs, feeding a ``bridge.Recorder`` at a given step; and RNG seeding
-before chosen modules, so that stochastic parts (point sampling in Mask2Former / Mask DINO criteria and
-matchers) draw the same numbers on both sides when their code draws in the same order."""
+"""Framework-free taps on a torch model: forward hooks on modules chosen by name globs, gradient
+hooks on parameters chosen by name globs and wrappers around matchers chosen by attribute path, feeding a
+``bridge.Recorder`` at a given step; and RNG seeding before chosen modules, so that stochastic parts (point
+sampling in Mask2Former / Mask DINO criteria and matchers) draw the same numbers on both sides when their
+code draws in the same order."""
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterable, Sequence
+import inspect
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from bridge.errors import BridgeError
+from bridge.matching import KIND as MATCHING, record_matching
 from bridge.runs import Recorder
 
 
@@ -24,15 +29,23 @@ class ModelTaps:
 
     ``step_of`` returns the current step, or None when nothing should be recorded now. While a step is
     recorded, every call of a module matching ``seed_modules`` starts with ``torch.manual_seed(seed + step)``.
+    ``matchers`` records matcher outputs as kind ``matching`` (canonical form of ``bridge.matching``): a list
+    of attribute-path globs (recorded under the path), or a mapping record name -> glob so that both sides
+    record under the same names. A path is a submodule (``criterion.matcher``: its forward output) or a
+    plain object held by a module (detectron2's ``roi_heads.proposal_matcher``, mmdet's
+    ``roi_head.bbox_assigner``: its ``__call__`` / ``assign`` result), wrapped until :meth:`remove`.
+    Each call is one record: ``name``, ``name#1``, ... (a matcher called once per image).
     """
 
     def __init__(self, model: nn.Module, recorder: Recorder, step_of: Callable[[], int | None], *,
                  activations: Sequence[str] = (), grads: Sequence[str] = (), seed_modules: Sequence[str] = (),
-                 seed: int = 0) -> None:
+                 seed: int = 0, matchers: Sequence[str] | Mapping[str, str] = ()) -> None:
         self._recorder = recorder
         self._step_of = step_of
         self._handles: list = []
+        self._restore: list[tuple[Any, str, Any]] = []
         self._calls: dict[tuple[str, int, str], int] = {}
+        self._wrap_matchers(model, matchers)
         modules = dict(model.named_modules())
         for name in match_names(modules, activations):
             self._handles.append(modules[name].register_forward_hook(self._activation_hook(name)))
@@ -70,8 +83,79 @@ class ModelTaps:
                 self._recorder.record(self._unique(name, step, "grad"), grad, step=step, kind="grad")
         return hook
 
+    def _wrap_matchers(self, model: nn.Module, matchers: Sequence[str] | Mapping[str, str]) -> None:
+        wanted = dict(matchers) if isinstance(matchers, Mapping) else {glob: glob for glob in matchers}
+        found = matcher_paths(model)
+        for record_name, glob in wanted.items():
+            paths = match_names(found, [glob])
+            if not paths:
+                raise BridgeError(f"matchers: {glob!r} matches no submodule or matcher object of the model "
+                                  f"(candidates: {', '.join(list(found)[:12]) or 'none'})")
+            for path in paths:
+                name = path if record_name == glob else record_name
+                owner, attr, target = found[path]
+                if isinstance(target, nn.Module):
+                    self._handles.append(target.register_forward_hook(
+                        lambda _m, _i, out, name=name: self._record_matching(name, out)))
+                else:
+                    setattr(owner, attr, _MatcherProxy(target, lambda out, name=name: self._record_matching(name, out)))
+                    self._restore.append((owner, attr, target))
+
+    def _record_matching(self, name: str, output: object) -> None:
+        step = self._step_of()
+        if step is not None:
+            record_matching(self._recorder, self._unique(name, step, MATCHING), output, step=step)
+
     def remove(self) -> None:
-        """Detach every hook from the model."""
+        """Detach every hook from the model and put wrapped matchers back."""
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        for owner, attr, target in reversed(self._restore):
+            setattr(owner, attr, target)
+        self._restore.clear()
+
+
+class _MatcherProxy:
+    """Stands in for a matcher object: calls it (``__call__`` or ``assign``), hands its output to ``on_output``
+    and returns it; every other attribute is the matcher's own."""
+
+    def __init__(self, target: Any, on_output: Callable[[object], None]) -> None:
+        self._target = target
+        self._on_output = on_output
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        output = self._target(*args, **kwargs)
+        self._on_output(output)
+        return output
+
+    def assign(self, *args: Any, **kwargs: Any) -> Any:
+        """The matcher's ``assign`` (mmdet's assigners), recorded."""
+        output = self._target.assign(*args, **kwargs)
+        self._on_output(output)
+        return output
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target, name)
+
+
+def matcher_paths(model: nn.Module) -> dict[str, tuple[Any, str, Any]]:
+    """Attribute paths a ``matchers`` glob may name: every submodule, and every plain object a module holds
+    that can match (callable, or with an ``assign`` method), as path -> (owning module, attribute, object)."""
+    found: dict[str, tuple[Any, str, Any]] = {}
+    for module_name, module in model.named_modules():
+        for attr, obj in list(module._modules.items()) + list(vars(module).items()):
+            if attr.startswith("_") or obj is None:
+                continue
+            if _can_match(obj):
+                found.setdefault(f"{module_name}.{attr}" if module_name else attr, (module, attr, obj))
+    return found
+
+
+def _can_match(obj: Any) -> bool:
+    """A submodule, or an object (not a class, function or tensor) that is callable or has ``assign``."""
+    if isinstance(obj, nn.Module):
+        return True
+    if isinstance(obj, (type, torch.Tensor)) or inspect.isroutine(obj):
+        return False
+    return callable(obj) or callable(getattr(obj, "assign", None))

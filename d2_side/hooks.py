@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -30,14 +30,18 @@ class RecordHook(HookBase):
     Usage: ``trainer.register_hooks([RecordHook("runs/d2", iterations=[0, 1], activations=["backbone.*"])])``.
     ``seed_modules`` (module-name globs, e.g. ``["criterion"]``) reseed torch's RNG with ``seed + step`` before
     each call of those modules in recorded steps; give the mmdet hook the same to line up random sampling.
+    ``matchers`` records matcher outputs as kind ``matching`` (``bridge.taps.ModelTaps``), e.g.
+    ``{"roi_matcher": "roi_heads.proposal_matcher", "rpn_matcher": "proposal_generator.anchor_matcher"}``.
     Works with any detectron2 trainer whose ``run_step`` calls ``self.model(data)`` (SimpleTrainer,
     AMPTrainer, DefaultTrainer, Mask DINO-style trainers). Each rank writes its own files.
     """
 
     def __init__(self, run_dir: str, *, iterations: Iterable[int] = (0,), activations: Sequence[str] = (),
                  grads: Sequence[str] = (), record_batch: bool = True, record_losses: bool = True,
-                 seed_modules: Sequence[str] = (), seed: int = 0) -> None:
+                 seed_modules: Sequence[str] = (), seed: int = 0,
+                 matchers: Sequence[str] | Mapping[str, str] = ()) -> None:
         self._run_dir = run_dir
+        self._matchers = dict(matchers) if isinstance(matchers, Mapping) else tuple(matchers)
         self._seed_modules = tuple(seed_modules)
         self._seed = seed
         self._iterations = set(iterations)
@@ -58,7 +62,8 @@ class RecordHook(HookBase):
         self.recorder = Recorder(self._run_dir, framework="detectron2")
         model = self.trainer.model
         self._taps = ModelTaps(unwrap(model), self.recorder, self._current_step, activations=self._activations,
-                               grads=self._grads, seed_modules=self._seed_modules, seed=self._seed)
+                               grads=self._grads, seed_modules=self._seed_modules, seed=self._seed,
+                               matchers=self._matchers)
         self._handles.append(model.register_forward_pre_hook(self._on_batch))
         self._handles.append(model.register_forward_hook(self._on_losses))
 

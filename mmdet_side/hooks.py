@@ -10,7 +10,7 @@ Switch it on from a config, nothing in mmdet is edited::
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mmdet.registry import HOOKS
@@ -30,14 +30,18 @@ class BridgeRecordHook(Hook):
     the losses (kind ``loss``), activations of modules matching ``activations`` and gradients of
     parameters matching ``grads``; with ``eval_run_dir``, the batches and predictions of val/test too.
     ``seed_modules`` / ``seed``: as detectron2's ``RecordHook`` (torch's RNG reseeded with ``seed + step`` before
-    each call of those modules in recorded training steps), so both sides' random point sampling lines up."""
+    each call of those modules in recorded training steps), so both sides' random point sampling lines up.
+    ``matchers``: as detectron2's ``RecordHook`` (kind ``matching``), e.g.
+    ``{"roi_matcher": "roi_head.bbox_assigner", "rpn_matcher": "rpn_head.assigner"}``."""
 
     priority = "LOW"
 
     def __init__(self, run_dir: str, iterations: Sequence[int] = (0,), activations: Sequence[str] = (),
                  grads: Sequence[str] = (), record_batch: bool = True, eval_run_dir: str | None = None,
-                 seed_modules: Sequence[str] = (), seed: int = 0) -> None:
+                 seed_modules: Sequence[str] = (), seed: int = 0,
+                 matchers: Sequence[str] | Mapping[str, str] = ()) -> None:
         self.run_dir = run_dir
+        self.matchers = dict(matchers) if isinstance(matchers, Mapping) else tuple(matchers)
         self.seed_modules = tuple(seed_modules)
         self.seed = seed
         self.iterations = set(iterations)
@@ -60,7 +64,8 @@ class BridgeRecordHook(Hook):
         # Runs are created on first use: tools/test.py with the same config records no training run.
         self.recorder = Recorder(self.run_dir, framework="mmdet", lazy=True)
         self._taps.append(ModelTaps(model, self.recorder, self._train_step, activations=self.activations,
-                                    grads=self.grads, seed_modules=self.seed_modules, seed=self.seed))
+                                    grads=self.grads, seed_modules=self.seed_modules, seed=self.seed,
+                                    matchers=self.matchers))
         if self.eval_run_dir:
             self.eval_recorder = Recorder(self.eval_run_dir, framework="mmdet", lazy=True)
             self._taps.append(ModelTaps(model, self.eval_recorder, self._eval_step, activations=self.activations))

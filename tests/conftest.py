@@ -56,7 +56,7 @@ def record_d2_mask_rcnn(onesample_config: OneSampleConfig, run_dir: Path) -> Non
 def record_d2_training(onesample_config: OneSampleConfig, run_dir: Path, config_file: str, dataset: str, *,
                        iterations: list[int], activations: Sequence[str] = (), grads: Sequence[str] = (),
                        seed_modules: Sequence[str] = (), extra_opts: Sequence[str] = (),
-                       rng_draws_before_training: int = 0) -> None:
+                       rng_draws_before_training: int = 0, matchers: dict[str, str] | None = None) -> None:
     """Train a detectron2 model-zoo model (random weights, seed 0, SimpleTrainer, CPU, small images) for
     ``len(iterations)`` iterations on ``dataset`` with RecordHook on at ``iterations``.
     ``rng_draws_before_training`` moves torch's RNG on before training (a run with another random state)."""
@@ -80,7 +80,8 @@ def record_d2_training(onesample_config: OneSampleConfig, run_dir: Path, config_
     model = build_model(cfg)
     trainer = SimpleTrainer(model, build_detection_train_loader(cfg), torch.optim.SGD(model.parameters(), lr=1e-4))
     trainer.register_hooks([RecordHook(str(run_dir), iterations=iterations, activations=list(activations),
-                                       grads=list(grads), seed_modules=list(seed_modules))])
+                                       grads=list(grads), seed_modules=list(seed_modules),
+                                       matchers=matchers or {})])
     torch.rand(rng_draws_before_training)
     trainer.train(0, len(iterations))
 

@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bridge.compare", description="Compare two recorded runs leaf by leaf.")
     p.add_argument("run_a")
     p.add_argument("run_b")
-    p.add_argument("--map", dest="map_file", help="converter preset name or YAML/JSON rename rules applied to RUN_A's keys")
+    p.add_argument("--map", dest="map_file", help="converter preset name or YAML/JSON rules pairing RUN_A's keys with RUN_B's (gradients/parameters converted like the weights, losses through the preset's losses:)")
     p.add_argument("--atol", type=float, help="absolute tolerance for every float leaf")
     p.add_argument("--rtol", type=float, help="relative tolerance for every float leaf")
     p.add_argument("--tol", action="append", default=[], metavar="GLOB=ATOL,RTOL", help="per-key override; last match wins")

@@ -16,7 +16,8 @@ from bridge import Entry, Run, open_run
 from bridge.devices import resolve_device
 from bridge.errors import BridgeError
 
-from .pairing import Pair, name_mapper, pair_entries
+from .pairing import Pair, load_map, pair_entries
+from .param_pairing import pair_with_rules
 from .panoptic_entries import PanopticPair, compare_panoptic_records
 from .stats import READ_ELEMS, NumericStats, tensor_stats
 from .tolerance import OPAQUE_DTYPES, TolerancePolicy, ToleranceRule, is_exact_dtype, parse_tol_spec
@@ -162,22 +163,24 @@ def _comparable(chunks: Iterable[torch.Tensor], dtype: str) -> Iterator[torch.Te
 def compare_pair(run_a: Run, run_b: Run, pair: Pair, policy: TolerancePolicy, device: torch.device) -> ItemResult:
     """Compare one pair of leaves and return its :class:`ItemResult`."""
     a, b = pair.a, pair.b
-    atol, rtol = policy.resolve(pair.key, a.dtype)
+    shape_a = pair.a_shape if pair.a_shape is not None else tuple(a.shape)
+    atol, rtol = policy.resolve(pair.key, a.dtype, a.kind)
     item = ItemResult(
         name=a.name, key=pair.key, key_a=a.key, step=a.step, rank=a.rank, kind=a.kind,
-        dtype_a=a.dtype, dtype_b=b.dtype, shape_a=list(a.shape), shape_b=list(b.shape),
+        dtype_a=a.dtype, dtype_b=b.dtype, shape_a=list(shape_a), shape_b=list(b.shape),
         passed=False, reason="", atol=atol, rtol=rtol,
     )
     if a.is_tensor != b.is_tensor or a.dtype != b.dtype:
         item.reason = f"dtype mismatch: {a.dtype}{'' if a.is_tensor else ' value'} vs {b.dtype}{'' if b.is_tensor else ' value'}"
         return item
-    if tuple(a.shape) != tuple(b.shape):
-        item.reason = f"shape mismatch: {list(a.shape)} vs {list(b.shape)}"
+    if tuple(shape_a) != tuple(b.shape):
+        item.reason = f"shape mismatch: {list(shape_a)} vs {list(b.shape)}"
         return item
     exact = is_exact_dtype(a.dtype)
     if a.is_tensor:
-        rows = _rows_for(a.shape)
-        st = tensor_stats(_comparable(run_a.tensor_slices(a, rows), a.dtype), _comparable(run_b.tensor_slices(b, rows), b.dtype),
+        rows = _rows_for(b.shape)
+        chunks_a = [pair.a_tensor()] if pair.a_tensor is not None else run_a.tensor_slices(a, rows)
+        st = tensor_stats(_comparable(chunks_a, a.dtype), _comparable(run_b.tensor_slices(b, rows), b.dtype),
                           atol=atol, rtol=rtol, exact=exact, device=device)
         _fill(item, st)
         item.passed = st.mismatched == 0
@@ -223,19 +226,21 @@ def compare_runs(
 ) -> ComparisonResult:
     """Compare run ``a`` against run ``b`` leaf by leaf.
 
-    ``name_map`` is a converter preset name, a rule file (YAML/JSON) or a list of rule dicts renaming run A's keys;
+    ``name_map`` is a converter preset name, a rule file (YAML/JSON) or a list of rule dicts pairing run A's keys
+    with B's (``bridge.compare.param_pairing``: gradients / parameters through the conversion rules, losses
+    through the preset's ``losses:``, other kinds renamed);
     ``atol``/``rtol`` override the dtype defaults; ``tolerances`` holds per-key
     ``'GLOB=ATOL,RTOL'`` overrides (last match wins); ``kinds`` keeps only those kinds;
     ``progress(done, total)`` is called after each pair. Raises BridgeError on bad input.
     """
     dev = resolve_device(device)
     run_a, run_b = _open(a), _open(b)
-    mapper = name_mapper(Path(name_map) if isinstance(name_map, os.PathLike) else name_map if name_map is None or isinstance(name_map, str) else list(name_map))
+    ruleset = load_map(Path(name_map) if isinstance(name_map, os.PathLike) else name_map if name_map is None or isinstance(name_map, str) else list(name_map))
     policy = TolerancePolicy(atol, rtol, tuple(t if isinstance(t, ToleranceRule) else parse_tol_spec(t) for t in tolerances))
     kind_set = set(kinds) if kinds else None
     ea = [e for e in run_a.entries() if kind_set is None or e.kind in kind_set]
     eb = [e for e in run_b.entries() if kind_set is None or e.kind in kind_set]
-    pairing = pair_entries(ea, eb, mapper)
+    pairing = pair_entries(ea, eb) if ruleset is None else pair_with_rules(ea, eb, ruleset, run_a)
     items: list[ItemResult] = []
     total = len(pairing.pairs)
     with cpu_threads(dev):
@@ -249,6 +254,7 @@ def compare_runs(
         "kinds": sorted(kind_set) if kind_set else None,
         "name_map": str(name_map) if isinstance(name_map, (str, os.PathLike)) else (None if name_map is None else "<inline>"),
         "tolerance": policy.describe(),
+        "unpaired_by_design": [d.to_dict() for d in getattr(pairing, "by_design", ())],
     }
     return ComparisonResult(
         run_a=str(run_a.path), run_b=str(run_b.path), items=items,

@@ -3,7 +3,8 @@
 Names are translated with the checkpoint converter's rule engine (``bridge.convert.rules``), so one
 table serves weights and activations: ``--map`` takes a preset name (e.g. ``d2-panoptic-fpn-to-mmdet``)
 or a YAML/JSON rule file, either in the converter's form (``{kind: rename, from, to}``, stages,
-``include``) or as a plain list of ``{rename: {from: REGEX, to: TEMPLATE}}`` items.
+``include``) or as a plain list of ``{rename: {from: REGEX, to: TEMPLATE}}`` items. With ``--map``, gradients,
+parameters and losses are paired by :mod:`bridge.compare.param_pairing` (the whole rule set, not only renames).
 """
 
 from __future__ import annotations
@@ -15,26 +16,38 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge.convert.rules import load_rules, translate_name
+from bridge.convert.rules import RuleSet, compile_rules, load_rules, translate_name
 from bridge.errors import BridgeError, FormatError
 
-def name_mapper(source: str | Path | Sequence[Any] | None) -> Callable[[str], str] | None:
-    """Return a function renaming run A's keys, from a preset name, a rule file or a list of rule dicts."""
-    if source is None:
-        return None
+def load_map(source: str | Path | Sequence[Any] | RuleSet | None) -> RuleSet | None:
+    """The rule set of ``--map``: a preset name, a rule file (YAML/JSON) or a list of rule dicts; None for None.
+    A file's ``losses:`` section is kept (loss-name rules, see bridge.compare.param_pairing)."""
+    if source is None or isinstance(source, RuleSet):
+        return source
     spec: Any = source
     if not isinstance(source, (str, Path)):
         spec = _as_convert_specs(list(source))
     elif Path(source).is_file():
         data = _read_rule_file(Path(source))
         if isinstance(data, dict) and not data.get("include") and isinstance(data.get("rules"), list):
-            data = data["rules"]
+            try:
+                return compile_rules(_as_convert_specs(data["rules"]), str(source),
+                                     _as_convert_specs(list(data.get("losses") or [])))
+            except BridgeError as exc:
+                raise FormatError(f"--map {source}: {exc}") from None
         if isinstance(data, list):
             spec = _as_convert_specs(data)
     try:
-        ruleset = load_rules(spec)  # a preset name or a file with includes goes as is
+        return load_rules(spec)  # a preset name or a file with includes goes as is
     except BridgeError as exc:
         raise FormatError(f"--map {source}: {exc}") from None
+
+
+def name_mapper(source: str | Path | Sequence[Any] | RuleSet | None) -> Callable[[str], str] | None:
+    """Return a function renaming run A's keys, from a preset name, a rule file or a list of rule dicts."""
+    ruleset = load_map(source)
+    if ruleset is None:
+        return None
 
     def translate(key: str) -> str:
         # `name#N` marks the N-th call of a shared module in one step (bridge.taps): keep the mark
@@ -76,11 +89,16 @@ def _read_rule_file(path: Path) -> Any:
 
 @dataclass(frozen=True)
 class Pair:
-    """Two leaves that should hold the same value; ``key`` is the shared (renamed) key."""
+    """Two leaves that should hold the same value; ``key`` is the shared (renamed) key.
+
+    ``a_tensor`` (with ``a_shape``) loads A's tensor as the rules transform it (class rows, a split piece):
+    compared instead of A's recorded tensor."""
 
     a: Any
     b: Any
     key: str
+    a_tensor: Callable[[], Any] | None = None
+    a_shape: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)

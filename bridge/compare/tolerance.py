@@ -2,7 +2,8 @@
 
 Precedence, highest first: a per-key rule (``--tol 'GLOB=ATOL,RTOL'``, fnmatch on the
 key, last matching rule wins), the global ``--atol`` / ``--rtol``, the dtype default
-(torch.testing's defaults). Integer and bool tensors always compare exactly.
+(torch.testing's defaults). Integer and bool tensors always compare exactly, and so does every leaf of
+the kinds in EXACT_KINDS (matcher outputs and their loss normalisers).
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ OPAQUE_DTYPES = frozenset(
     {"float4_e2m1fn_x2", "bits1x8", "bits2x4", "bits4x2", "bits8", "bits16"}
     | {f"{sign}int{bits}" for sign in ("", "u") for bits in range(1, 8)}
 )
+
+
+#: Kinds compared with zero tolerance whatever their dtype.
+EXACT_KINDS = frozenset({"matching"})
 
 
 def is_exact_dtype(dtype: str) -> bool:
@@ -75,9 +80,9 @@ class TolerancePolicy:
     rtol: float | None = None
     rules: tuple[ToleranceRule, ...] = field(default_factory=tuple)
 
-    def resolve(self, key: str, dtype: str) -> tuple[float, float]:
-        """Return ``(atol, rtol)`` for ``key`` of ``dtype``; ``(0, 0)`` for exact dtypes."""
-        if is_exact_dtype(dtype):
+    def resolve(self, key: str, dtype: str, kind: str | None = None) -> tuple[float, float]:
+        """Return ``(atol, rtol)`` for ``key`` of ``dtype`` (and ``kind``); ``(0, 0)`` for exact dtypes and kinds."""
+        if is_exact_dtype(dtype) or kind in EXACT_KINDS:
             return 0.0, 0.0
         for rule in reversed(self.rules):
             if fnmatch.fnmatchcase(key, rule.pattern):

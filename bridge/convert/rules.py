@@ -37,6 +37,8 @@ PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 NAME_KINDS = ("rename", "drop", "drop_alias", "split", "concat")
 VALUE_KINDS = ("class_rows", "reshape", "transpose")
 ALL_KINDS = NAME_KINDS + VALUE_KINDS + ("add",)
+#: Kinds a preset's ``losses:`` section may use.
+LOSS_KINDS = ("rename", "drop", "add")
 #: Where a class_rows tensor keeps its background / no-object row: row 0, the last row, or nowhere.
 BACKGROUNDS = ("none", "first", "last")
 
@@ -157,6 +159,8 @@ class RuleSet:
 
     rules: tuple[Rule, ...]
     source: str = "<inline>"
+    #: The preset's ``losses:`` section: rename / drop / add rules for loss names (``bridge.compare``, kind loss).
+    losses: tuple[Rule, ...] = ()
 
     @property
     def stages(self) -> list[str]:
@@ -284,31 +288,42 @@ def _read_yaml(path: Path) -> Any:
         raise ConversionError(f"bad YAML in {path}: {str(exc).splitlines()[0]}") from None
 
 
-def _expand(data: Any, where: str, seen: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Flatten ``include:`` of presets into one list of rule dicts."""
+def _expand(data: Any, where: str, seen: tuple[str, ...]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Flatten ``include:`` of presets into one list of rule dicts and one of loss-name rules (``losses:``)."""
     if isinstance(data, list):
-        return list(data)
+        return list(data), []
     if not isinstance(data, dict):
         raise ConversionError(f"{where}: a rule set must be a list of rules or a mapping with 'rules'")
     out: list[dict[str, Any]] = []
+    losses: list[dict[str, Any]] = []
     for name in data.get("include", []) or []:
         if name in seen:
             raise ConversionError(f"{where}: include cycle through {name!r}")
         path = PRESET_DIR / f"{name}.yaml"
         if not path.is_file():
             raise ConversionError(f"{where}: unknown included preset {name!r}")
-        out.extend(_expand(_read_yaml(path), str(path), seen + (name,)))
+        inc_rules, inc_losses = _expand(_read_yaml(path), str(path), seen + (name,))
+        out.extend(inc_rules)
+        losses.extend(inc_losses)
     rules = data.get("rules", [])
     if not isinstance(rules, list):
         raise ConversionError(f"{where}: 'rules' must be a list")
-    return out + list(rules)
+    own_losses = data.get("losses", []) or []
+    if not isinstance(own_losses, list):
+        raise ConversionError(f"{where}: 'losses' must be a list")
+    return out + list(rules), losses + list(own_losses)
 
 
-def compile_rules(specs: list[dict[str, Any]], source: str = "<inline>") -> RuleSet:
-    """Compile a list of rule dicts (already expanded) into a RuleSet."""
+def compile_rules(specs: list[dict[str, Any]], source: str = "<inline>",
+                  losses: list[dict[str, Any]] | None = None) -> RuleSet:
+    """Compile a list of rule dicts (already expanded), and optional loss-name rules, into a RuleSet."""
     if not isinstance(specs, list):
         raise ConversionError(f"{source}: rules must be a list")
-    return RuleSet(tuple(compile_rule(i, s) for i, s in enumerate(specs)), source)
+    loss_rules = tuple(compile_rule(i, s) for i, s in enumerate(losses or []))
+    for rule in loss_rules:
+        if rule.kind not in LOSS_KINDS:
+            raise ConversionError(f"{source}: losses rule {rule.label}: kind must be one of {', '.join(LOSS_KINDS)}")
+    return RuleSet(tuple(compile_rule(i, s) for i, s in enumerate(specs)), source, loss_rules)
 
 
 def load_rules(preset_or_path: str | Path | list[dict[str, Any]] | RuleSet) -> RuleSet:
@@ -316,17 +331,20 @@ def load_rules(preset_or_path: str | Path | list[dict[str, Any]] | RuleSet) -> R
     if isinstance(preset_or_path, RuleSet):
         return preset_or_path
     if isinstance(preset_or_path, list):
-        return compile_rules(_expand(preset_or_path, "<inline>", ()), "<inline>")
+        rules, losses = _expand(preset_or_path, "<inline>", ())
+        return compile_rules(rules, "<inline>", losses)
     text = str(preset_or_path)
     path = Path(text)
     if path.suffix in (".yaml", ".yml") or path.exists() or "/" in text:
         if not path.is_file():
             raise ConversionError(f"rules file not found: {path}")
-        return compile_rules(_expand(_read_yaml(path), str(path), ()), str(path))
+        rules, losses = _expand(_read_yaml(path), str(path), ())
+        return compile_rules(rules, str(path), losses)
     preset = PRESET_DIR / f"{text}.yaml"
     if not preset.is_file():
         raise ConversionError(f"unknown preset {text!r} (known: {', '.join(list_presets())})")
-    return compile_rules(_expand(_read_yaml(preset), str(preset), (text,)), f"preset:{text}")
+    rules, losses = _expand(_read_yaml(preset), str(preset), (text,))
+    return compile_rules(rules, f"preset:{text}", losses)
 
 
 def _rename_once(name: str, rules: RuleSet) -> tuple[str, bool]:
