@@ -6,6 +6,7 @@ matchers) draw the same numbers on both sides when their code draws in the same 
 from __future__ import annotations
 
 import fnmatch
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -19,11 +20,42 @@ def match_names(names: Iterable[str], patterns: Sequence[str]) -> list[str]:
     return [name for name in names if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)]
 
 
+def nested_matches(names: Sequence[str]) -> list[tuple[str, str]]:
+    """(inner, outer) pairs of matched module names where ``inner`` is a submodule of ``outer``.
+
+    A glob such as ``backbone.bottom_up.res*`` or ``backbone.layer*`` matches a stage *and* every module in it;
+    those inner modules rarely correspond across frameworks (detectron2's ``Conv2d`` applies its norm inside,
+    mmdet's conv does not), so they report divergences an aligned port does not have."""
+    chosen = set(names)
+    pairs = []
+    for name in names:
+        parts = name.split(".")
+        outer = next((".".join(parts[:k]) for k in range(1, len(parts)) if ".".join(parts[:k]) in chosen), None)
+        if outer is not None:
+            pairs.append((name, outer))
+    return pairs
+
+
+def _warn_about_globs(modules: Sequence[str], matched: Sequence[str], patterns: Sequence[str]) -> None:
+    """Warn about activation globs that match no module, or that match modules nested in other matches."""
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(name, p) for name in modules)]
+    if unmatched:
+        warnings.warn(f"activation globs match no module: {', '.join(unmatched)}", stacklevel=3)
+    nested = nested_matches(matched)
+    if nested:
+        inner, outer = nested[0]
+        warnings.warn(f"activation globs match {len(nested)} modules nested in other matches (e.g. {inner!r} inside "
+                      f"{outer!r}); record stages with a one-character glob such as 'backbone.layer?' or "
+                      "'backbone.bottom_up.res?' (docs/OUTPUTS.md)", stacklevel=3)
+
+
 class ModelTaps:
     """Record activations of chosen modules and gradients of chosen parameters while ``active()``.
 
     ``step_of`` returns the current step, or None when nothing should be recorded now. While a step is
     recorded, every call of a module matching ``seed_modules`` starts with ``torch.manual_seed(seed + step)``.
+    Warns (``UserWarning``) when an activation glob matches no module, or matches modules nested inside
+    other matched modules (:func:`nested_matches`).
     """
 
     def __init__(self, model: nn.Module, recorder: Recorder, step_of: Callable[[], int | None], *,
@@ -34,7 +66,9 @@ class ModelTaps:
         self._handles: list = []
         self._calls: dict[tuple[str, int, str], int] = {}
         modules = dict(model.named_modules())
-        for name in match_names(modules, activations):
+        matched = match_names(modules, activations)
+        _warn_about_globs(list(modules), matched, activations)
+        for name in matched:
             self._handles.append(modules[name].register_forward_hook(self._activation_hook(name)))
         for name in match_names(modules, seed_modules):
             self._handles.append(modules[name].register_forward_pre_hook(self._seed_hook(seed)))
