@@ -16,6 +16,7 @@ This module never imports detectron2, mmdet, mmengine or mmcv.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -182,8 +183,9 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def mask_iou(a: torch.Tensor, b: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
     """Na×Nb IoU of bool masks of one size, counted exactly (one matrix product on ``device``); empty union 0."""
-    fa = a.reshape(len(a), -1).to(device=device, dtype=torch.float64)
-    fb = b.reshape(len(b), -1).to(device=device, dtype=torch.float64)
+    pixels = math.prod(a.shape[1:])
+    fa = a.reshape(len(a), pixels).to(device=device, dtype=torch.float64)
+    fb = b.reshape(len(b), pixels).to(device=device, dtype=torch.float64)
     inter = fa @ fb.T
     union = fa.sum(1)[:, None] + fb.sum(1)[None, :] - inter
     return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter)).cpu()
@@ -221,11 +223,13 @@ def compare_instances(a: CanonicalInstances, b: CanonicalInstances, *, scores: T
 
     ``scores`` / ``boxes``: tolerances on matched pairs' scores and box coordinates (pixels);
     ``mask_iou_loss``: the largest ``1 - IoU`` allowed between matched masks (0: identical masks).
-    Raises BridgeError when both sides have masks of different sizes.
+    Masks of different sizes fail the comparison (detections are then matched by their boxes).
     """
+    failures = []
     both_masks = a.masks is not None and b.masks is not None
     if both_masks and a.masks.shape[1:] != b.masks.shape[1:]:
-        raise BridgeError(f"instance masks differ in size: A {tuple(a.masks.shape[1:])} vs B {tuple(b.masks.shape[1:])}")
+        failures.append(f"masks differ in size: A {tuple(a.masks.shape[1:])} vs B {tuple(b.masks.shape[1:])}")
+        both_masks = False
     both_boxes = a.boxes is not None and b.boxes is not None
     if both_masks:
         by, iou = "mask", mask_iou(a.masks, b.masks, device)
@@ -246,7 +250,6 @@ def compare_instances(a: CanonicalInstances, b: CanonicalInstances, *, scores: T
     unmatched_b = [_detection(b, j) for j in range(len(b)) if j not in used_b]
     ia = torch.tensor([m["a"] for m in matched], dtype=torch.int64)
     ib = torch.tensor([m["b"] for m in matched], dtype=torch.int64)
-    failures = []
     if by == "none" and (len(a) or len(b)):
         failures.append("no field to match detections by (boxes and masks missing on one side)")
     if relabelled:

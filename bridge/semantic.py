@@ -78,6 +78,7 @@ class SemanticComparison:
     differing: int
     confusions: list[dict[str, int]]
     allowed_share: float
+    size_mismatch: str = ""
 
     @property
     def agreement(self) -> float:
@@ -86,16 +87,19 @@ class SemanticComparison:
 
     @property
     def passed(self) -> bool:
-        """True when the share of differing pixels is at most ``allowed_share`` (0: identical maps)."""
-        return self.differing <= self.allowed_share * self.pixels
+        """True when both maps have one size and the share of differing pixels is at most ``allowed_share``."""
+        return not self.size_mismatch and self.differing <= self.allowed_share * self.pixels
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
         return {"pixels": self.pixels, "differing": self.differing, "agreement": self.agreement,
-                "allowed_share": self.allowed_share, "confusions": self.confusions, "passed": self.passed}
+                "allowed_share": self.allowed_share, "confusions": self.confusions, "size_mismatch": self.size_mismatch,
+                "passed": self.passed}
 
     def summary(self) -> str:
         """One line: agreement, differing pixels and the largest confusion."""
+        if self.size_mismatch:
+            return f"FAIL: {self.size_mismatch}"
         text = f"pixel agreement {self.agreement:.6f} ({self.differing} of {self.pixels} pixels differ)"
         if self.confusions:
             top = self.confusions[0]
@@ -105,9 +109,10 @@ class SemanticComparison:
 
 def compare_semantic(a: CanonicalSemantic, b: CanonicalSemantic, *, allowed_share: float = 0.0,
                      device: torch.device | str = "cpu") -> SemanticComparison:
-    """Compare two maps pixel by pixel on ``device``; BridgeError when their sizes differ."""
+    """Compare two maps pixel by pixel on ``device``; maps of different sizes fail (every pixel of A counted)."""
     if a.category.shape != b.category.shape:
-        raise BridgeError(f"semantic maps differ in size: A {tuple(a.category.shape)} vs B {tuple(b.category.shape)}")
+        return SemanticComparison(int(a.category.numel()), int(a.category.numel()), [], float(allowed_share),
+                                  f"maps differ in size: A {tuple(a.category.shape)} vs B {tuple(b.category.shape)}")
     ca, cb = a.category.to(device).reshape(-1), b.category.to(device).reshape(-1)
     diff = ca != cb
     pairs, counts = torch.unique(torch.stack([ca[diff], cb[diff]]), dim=1, return_counts=True)

@@ -332,3 +332,25 @@ def test_bridge_record_hook_needs_a_run_dir() -> None:
     with pytest.raises(BridgeError, match="give run_dir .*, eval_run_dir .* or both"):
         BridgeRecordHook()
     assert BridgeRecordHook(eval_run_dir="x").run_dir is None
+
+
+def test_empty_results_and_size_mismatches() -> None:
+    """No detections on either side agree; a size mismatch fails the comparison instead of stopping it."""
+    from bridge.instances import canonical_instances, compare_instances
+    from bridge.semantic import CanonicalSemantic, compare_semantic
+
+    empty = canonical_instances(torch.zeros(0, dtype=torch.int64), torch.zeros(0), torch.zeros(0, 4),
+                                torch.zeros(0, H, W, dtype=torch.bool))
+    assert compare_instances(empty, empty).passed
+    one = canonical_instances(torch.tensor([1]), torch.tensor([0.5]), torch.tensor([[0.0, 0, 9, 9]]),
+                              torch.ones(1, H, W, dtype=torch.bool))
+    other = canonical_instances(torch.tensor([1]), torch.tensor([0.5]), torch.tensor([[0.0, 0, 9, 9]]),
+                                torch.ones(1, H, W + 1, dtype=torch.bool))
+    comparison = compare_instances(one, other)
+    assert not comparison.passed and comparison.matched_by == "box" and len(comparison.matched) == 1
+    assert comparison.failures == [f"masks differ in size: A {(H, W)} vs B {(H, W + 1)}"]
+    assert not compare_instances(one, empty).passed
+    same = compare_semantic(CanonicalSemantic(torch.ones(H, W)), CanonicalSemantic(torch.ones(H, W)))
+    assert same.passed and same.confusions == [] and same.agreement == 1.0
+    wider = compare_semantic(CanonicalSemantic(torch.ones(H, W)), CanonicalSemantic(torch.ones(H, W + 1)))
+    assert not wider.passed and wider.summary() == f"FAIL: maps differ in size: A {(H, W)} vs B {(H, W + 1)}"
