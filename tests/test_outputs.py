@@ -231,7 +231,7 @@ def test_instance_mismatches_are_reported(tmp_path: Path) -> None:
     assert result.first_divergence.key == f"instances.{IMAGE_ID}" and "relabelled 1" in result.first_divergence.reason
     assert result.last_passing_before.key == f"panoptic.{IMAGE_ID}"
 
-    only_car = [(cat, (box[0] + 2, *box[1:3], box[3]) if cat == 3 else box, s) for cat, box, s in DETECTIONS]
+    only_car = [(cat, (box[0] + 2, box[1], box[2] + 2, box[3]) if cat == 3 else box, s) for cat, box, s in DETECTIONS]
     c = _record_mmdet(tmp_path / "moved", detections=only_car)  # its mask moves with it: IoU 28/32
     assert not compare_runs(a, c, device="cpu", tolerances=["instances.*.boxes=2,0"]).passed
     excused = compare_runs(a, c, device="cpu", tolerances=["instances.*.boxes=2,0", "instances.*.masks=0.125,0"])
@@ -296,7 +296,7 @@ def test_model_taps_warn_about_nested_and_unmatched_globs(tmp_path: Path) -> Non
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         taps = ModelTaps(model, recorder, lambda: 0, activations=["backbone.layer?"])
-        model.backbone(torch.zeros(1, 3, 32, 32))
+        model.eval().backbone(torch.zeros(1, 3, 64, 64))
         taps.remove()
     recorder.close()
     assert open_run(tmp_path / "run").entries()[-1].name == "backbone.layer4"
