@@ -44,4 +44,6 @@ def test_record_d2_eval_example_names_bad_input(tmp_path: Path) -> None:
                              str(tmp_path / "run"), "--coco-root", str(tmp_path / "missing"), "MODEL.DEVICE", "cpu"],
                             capture_output=True, text=True, timeout=300, cwd=REPO,
                             env={**bridge_env(tmp_path, tmp_path / "cache")})
-    assert result.returncode == 2 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and last.startswith("error: ") and "missing" in last
+    assert "Traceback" not in result.stderr
