@@ -159,7 +159,9 @@ def print_report(result: ComparisonResult, console: Console | None = None) -> No
         if locs:
             console.print(f"[red]{len(locs)} leaves {title}:[/red]")
             for loc in locs[:50]:
-                console.print(f"  step {loc.step} rank {loc.rank} {loc.kind} {loc.key}", markup=False)
+                why = loc.reason.partition(": ")[2]  # canonical records say why they have no partner
+                console.print(f"  step {loc.step} rank {loc.rank} {loc.kind} {loc.key}" + (f" ({why})" if why else ""),
+                              markup=False)
             if len(locs) > 50:
                 console.print(f"  ... and {len(locs) - 50} more")
     console.print(summary_line(result), style="bold green" if result.passed else "bold red", markup=False, highlight=False)
