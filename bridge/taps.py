@@ -7,7 +7,9 @@ code draws in the same order."""
 from __future__ import annotations
 
 import fnmatch
+import fnmatch
 import inspect
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -24,6 +26,35 @@ def match_names(names: Iterable[str], patterns: Sequence[str]) -> list[str]:
     return [name for name in names if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)]
 
 
+def nested_matches(names: Sequence[str]) -> list[tuple[str, str]]:
+    """(inner, outer) pairs of matched module names where ``inner`` is a submodule of ``outer``.
+
+    A glob such as ``backbone.bottom_up.res*`` or ``backbone.layer*`` matches a stage *and* every module in it;
+    those inner modules rarely correspond across frameworks (detectron2's ``Conv2d`` applies its norm inside,
+    mmdet's conv does not), so they report divergences an aligned port does not have."""
+    chosen = set(names)
+    pairs = []
+    for name in names:
+        parts = name.split(".")
+        outer = next((".".join(parts[:k]) for k in range(1, len(parts)) if ".".join(parts[:k]) in chosen), None)
+        if outer is not None:
+            pairs.append((name, outer))
+    return pairs
+
+
+def _warn_about_globs(modules: Sequence[str], matched: Sequence[str], patterns: Sequence[str]) -> None:
+    """Warn about activation globs that match no module, or that match modules nested in other matches."""
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(name, p) for name in modules)]
+    if unmatched:
+        warnings.warn(f"activation globs match no module: {', '.join(unmatched)}", stacklevel=3)
+    nested = nested_matches(matched)
+    if nested:
+        inner, outer = nested[0]
+        warnings.warn(f"activation globs match {len(nested)} modules nested in other matches (e.g. {inner!r} inside "
+                      f"{outer!r}); record stages with a one-character glob such as 'backbone.layer?' or "
+                      "'backbone.bottom_up.res?' (docs/OUTPUTS.md)", stacklevel=3)
+
+
 class ModelTaps:
     """Record activations of chosen modules and gradients of chosen parameters while ``active()``.
 
@@ -35,6 +66,8 @@ class ModelTaps:
     plain object held by a module (detectron2's ``roi_heads.proposal_matcher``, mmdet's
     ``roi_head.bbox_assigner``: its ``__call__`` / ``assign`` result), wrapped until :meth:`remove`.
     Each call is one record: ``name``, ``name#1``, ... (a matcher called once per image).
+    Warns (``UserWarning``) when an activation glob matches no module, or matches modules nested inside
+    other matched modules (:func:`nested_matches`).
     """
 
     def __init__(self, model: nn.Module, recorder: Recorder, step_of: Callable[[], int | None], *,
@@ -47,7 +80,9 @@ class ModelTaps:
         self._calls: dict[tuple[str, int, str], int] = {}
         self._wrap_matchers(model, matchers)
         modules = dict(model.named_modules())
-        for name in match_names(modules, activations):
+        matched = match_names(modules, activations)
+        _warn_about_globs(list(modules), matched, activations)
+        for name in matched:
             self._handles.append(modules[name].register_forward_hook(self._activation_hook(name)))
         for name in match_names(modules, seed_modules):
             self._handles.append(modules[name].register_forward_pre_hook(self._seed_hook(seed)))

@@ -9,13 +9,10 @@ import torch
 from detectron2.engine import HookBase
 from torch import nn
 
-from bridge.panoptic import to_record
 from bridge.runs import Recorder
 from bridge.taps import ModelTaps
-from d2_side.panoptic import canonical_from_d2
+from d2_side.canonical import canonical_records
 from d2_side.recordable import to_recordable
-
-PANOPTIC_PREFIX = "panoptic."
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -93,9 +90,10 @@ def record_inference(model: nn.Module, batches: Iterable[list[dict]], recorder: 
                      metadata: Any = None) -> int:
     """Run ``model`` in eval mode on ``batches`` (e.g. ``build_detection_test_loader``) and record, per
     batch index as step, the inputs (kind ``batch``), the outputs (``panoptic_seg``, ``instances``,
-    ``sem_seg``; kind ``output``) and chosen activations. With the dataset's ``metadata``, each
-    ``panoptic_seg`` is also recorded in the canonical form (``panoptic.<image_id>``, ``bridge.panoptic``).
-    Returns the number of batches recorded."""
+    ``sem_seg``; kind ``output``) and chosen activations. With the dataset's ``metadata``, each image's
+    ``panoptic_seg``, ``instances`` and ``sem_seg`` are also recorded in the canonical forms
+    (``panoptic.<image_id>``, ``instances.<image_id>``, ``semantic.<image_id>``; see docs/OUTPUTS.md), which
+    ``bridge.compare`` pairs with mmdet's. Returns the number of batches recorded."""
     model.eval()
     step_box: list[int | None] = [None]
     taps = ModelTaps(unwrap(model), recorder, lambda: step_box[0], activations=activations)
@@ -109,18 +107,16 @@ def record_inference(model: nn.Module, batches: Iterable[list[dict]], recorder: 
             outputs = model(inputs)
             recorder.record("outputs", to_recordable(outputs), step=step, kind="output")
             if metadata is not None:
-                record_canonical_panoptic(recorder, inputs, outputs, metadata, step)
+                record_canonical_outputs(recorder, inputs, outputs, metadata, step)
             count += 1
     finally:
         taps.remove()
     return count
 
 
-def record_canonical_panoptic(recorder: Recorder, inputs: list[dict], outputs: list[dict], metadata: Any,
-                              step: int) -> None:
-    """Record each output's ``panoptic_seg`` as ``panoptic.<image_id>`` in the canonical form (kind ``output``)."""
-    for index, (record, output) in enumerate(zip(inputs, outputs)):
-        if "panoptic_seg" in output:
-            canonical = canonical_from_d2(output["panoptic_seg"], metadata)
-            recorder.record(f"{PANOPTIC_PREFIX}{record.get('image_id', index)}", to_record(canonical), step=step,
-                            kind="output")
+def record_canonical_outputs(recorder: Recorder, inputs: list[dict], outputs: list[dict], metadata: Any,
+                             step: int) -> None:
+    """Record each output's ``panoptic_seg``, ``instances`` and ``sem_seg`` in the canonical forms (kind ``output``,
+    named ``panoptic.<image_id>``, ``instances.<image_id>``, ``semantic.<image_id>``; ``d2_side.canonical``)."""
+    for name, value in canonical_records(inputs, outputs, metadata):
+        recorder.record(name, value, step=step, kind="output")

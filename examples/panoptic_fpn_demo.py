@@ -25,7 +25,6 @@ from bridge.compare.report_json import write_json
 from bridge.compare.report_terminal import print_report
 from bridge.convert import convert_state_dict, load_rules
 from bridge.onesample import OneSampleConfig
-from bridge.panoptic import to_record
 from bridge.synthetic_coco import write_synthetic_coco
 from bridge.taps import ModelTaps
 
@@ -74,7 +73,7 @@ def run(out: Path, coco_root: Path | None, seed: int, size: int, console: Consol
     from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
     from mmdet.datasets import CocoPanopticDataset
 
-    from mmdet_side.panoptic import canonical_from_mmdet
+    from mmdet_side.canonical import canonical_records
     from d2_side.datasets import register_onesample
     from d2_side.hooks import record_inference
     from mmdet_side.replay import d2_inputs_to_mmdet
@@ -112,9 +111,8 @@ def run(out: Path, coco_root: Path | None, seed: int, size: int, console: Consol
             predictions = mm_model.predict(data["inputs"], data["data_samples"])
             taps.remove()
             categories = json.loads(prepared["val"].panoptic_json.read_bytes())["categories"]
-            mm_panoptic = canonical_from_mmdet(predictions[0].pred_panoptic_seg.sem_seg,
-                                               CocoPanopticDataset.METAINFO["classes"], categories)
-            recorder.record(f"panoptic.{dataset[0]['image_id']}", to_record(mm_panoptic), step=0, kind="output")
+            for name, value in canonical_records(predictions, CocoPanopticDataset.METAINFO["classes"], categories):
+                recorder.record(name, value, step=0, kind="output")
         progress.update(task, advance=1, description="compare")
     console.print(f"image {prepared['val'].image_ids[0]}: converted weights loaded into mmdet with strict=True")
     result = compare_runs(runs / "detectron2", runs / "mmdet", name_map=PRESET, kinds=("activation",))

@@ -148,6 +148,25 @@ def bridge_hook_overrides(current: Any, hooks: list[dict]) -> dict:
     return {"custom_imports": dict(imports=imports, allow_failed_imports=False), "custom_hooks": existing + hooks}
 
 
+def record_hook(args: argparse.Namespace) -> dict | None:
+    """The ``BridgeRecordHook`` the CLI options ask for, or None.
+
+    ``--record-dir`` records training; when only evaluation is replayed (``--replay-eval-dir`` without
+    ``--replay-dir``) it records evaluation instead, since ``tools/test.py`` is then the run to record.
+    ``--record-eval-dir`` names the evaluation run explicitly."""
+    run_dir, eval_run_dir = args.record_dir, args.record_eval_dir
+    if run_dir and not eval_run_dir and args.replay_eval_dir and not args.replay_dir:
+        run_dir, eval_run_dir = None, run_dir
+    if not run_dir and not eval_run_dir:
+        return None
+    hook: dict = dict(type="BridgeRecordHook")
+    hook |= {"run_dir": run_dir} if run_dir else {}
+    hook |= {"eval_run_dir": eval_run_dir} if eval_run_dir else {}
+    activations = [glob for glob in (args.activations or "").split(",") if glob]
+    hook |= {"activations": activations} if activations else {}
+    return hook
+
+
 def _requested_hooks(args: argparse.Namespace) -> list[dict]:
     """The bridge hooks the CLI options ask for."""
     hooks = []
@@ -156,9 +175,23 @@ def _requested_hooks(args: argparse.Namespace) -> list[dict]:
         replay |= {"run_dir": args.replay_dir} if args.replay_dir else {}
         replay |= {"eval_run_dir": args.replay_eval_dir} if args.replay_eval_dir else {}
         hooks.append(replay)
-    if args.record_dir:
-        hooks.append(dict(type="BridgeRecordHook", run_dir=args.record_dir))
+    record = record_hook(args)
+    if record is not None:
+        hooks.append(record)
     return hooks
+
+
+def _describe_record_hook(hook: dict | None) -> str | None:
+    """A line saying what the record hook will record (a warning when it records no activations), or None."""
+    if hook is None:
+        return None
+    where = [f"training into {hook['run_dir']}"] if "run_dir" in hook else []
+    where += [f"evaluation (val/test) into {hook['eval_run_dir']}"] if "eval_run_dir" in hook else []
+    line = f"BridgeRecordHook records {' and '.join(where)}"
+    if "activations" not in hook:
+        return (f"warning: {line} with no activations (batches, losses and predictions only); "
+                "name modules with --activations, e.g. 'backbone.layer?' (docs/OUTPUTS.md)")
+    return f"{line}, activations {', '.join(hook['activations'])}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,7 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-ids", default="", help="comma-separated ids (default: first annotated image)")
     parser.add_argument("--val-ids", default="", help="comma-separated ids (default: first annotated image)")
     parser.add_argument("--cache-dir", help="where subsets go (default: $BRIDGE_CACHE_DIR or ~/.cache)")
-    parser.add_argument("--record-dir", help="also switch on the record hook, writing into this run dir")
+    parser.add_argument("--record-dir", help="also switch on the record hook, writing training into this run dir "
+                        "(evaluation, when only --replay-eval-dir is given)")
+    parser.add_argument("--record-eval-dir", help="record val/test batches, activations and predictions here")
+    parser.add_argument("--activations", help="comma-separated module globs the record hook records, e.g. "
+                        "'backbone.layer?,neck.fpn_convs.*.conv'")
     parser.add_argument("--replay-dir", help="replay the training batches detectron2 recorded in this run")
     parser.add_argument("--replay-eval-dir", help="replay detectron2's recorded inference batches in val/test")
     parser.add_argument("--input-format", choices=("BGR", "RGB"), default="BGR",
@@ -187,8 +224,12 @@ def main(argv: list[str] | None = None) -> int:
             config = OneSampleConfig.create(args.coco_root, {
                 "train": parse_image_ids(args.train_ids, "--train-ids"),
                 "val": parse_image_ids(args.val_ids, "--val-ids")}, args.cache_dir)
-        return write_config(args.base, args.out, config, task=args.task, hooks=_requested_hooks(args),
-                            coco91=args.coco91)
+        out = write_config(args.base, args.out, config, task=args.task, hooks=_requested_hooks(args),
+                           coco91=args.coco91)
+        note = _describe_record_hook(record_hook(args))
+        if note:
+            print(note, file=sys.stderr if note.startswith("warning") else sys.stdout)
+        return out
 
     return run_reporting_errors(write)
 

@@ -5,22 +5,22 @@ Switch it on from a config, nothing in mmdet is edited::
     custom_imports = dict(imports=['mmdet_side'], allow_failed_imports=False)
     custom_hooks = [dict(type='BridgeRecordHook', run_dir='runs/mmdet', iterations=[0],
                          activations=['backbone.layer1', 'neck.fpn_convs.*'], grads=['backbone.conv1.*'])]
+
+To record evaluation only (``tools/test.py``), give ``eval_run_dir`` and no ``run_dir``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
 from torch import nn
 
-from bridge.panoptic import to_record
+from bridge.errors import BridgeError
 from bridge.runs import Recorder
 from bridge.taps import ModelTaps
-from mmdet_side.panoptic import canonical_from_mmdet
+from mmdet_side.canonical import annotation_categories, canonical_records
 from mmdet_side.recordable import to_recordable
 
 
@@ -28,7 +28,9 @@ from mmdet_side.recordable import to_recordable
 class BridgeRecordHook(Hook):
     """Record, for chosen training iterations, the batch after the data preprocessor (kind ``batch``),
     the losses (kind ``loss``), activations of modules matching ``activations`` and gradients of
-    parameters matching ``grads``; with ``eval_run_dir``, the batches and predictions of val/test too.
+    parameters matching ``grads`` into ``run_dir``; with ``eval_run_dir``, the batches, activations and
+    predictions of val/test too (raw, and in the canonical forms of docs/OUTPUTS.md). Either run dir may be
+    left out (``None``): without ``run_dir`` nothing of training is recorded.
     ``seed_modules`` / ``seed``: as detectron2's ``RecordHook`` (torch's RNG reseeded with ``seed + step`` before
     each call of those modules in recorded training steps), so both sides' random point sampling lines up.
     ``matchers``: as detectron2's ``RecordHook`` (kind ``matching``), e.g.
@@ -36,10 +38,12 @@ class BridgeRecordHook(Hook):
 
     priority = "LOW"
 
-    def __init__(self, run_dir: str, iterations: Sequence[int] = (0,), activations: Sequence[str] = (),
+    def __init__(self, run_dir: str | None = None, iterations: Sequence[int] = (0,), activations: Sequence[str] = (),
                  grads: Sequence[str] = (), record_batch: bool = True, eval_run_dir: str | None = None,
                  seed_modules: Sequence[str] = (), seed: int = 0,
                  matchers: Sequence[str] | Mapping[str, str] = ()) -> None:
+        if not run_dir and not eval_run_dir:
+            raise BridgeError("BridgeRecordHook: give run_dir (training), eval_run_dir (val/test) or both")
         self.run_dir = run_dir
         self.matchers = dict(matchers) if isinstance(matchers, Mapping) else tuple(matchers)
         self.seed_modules = tuple(seed_modules)
@@ -62,10 +66,11 @@ class BridgeRecordHook(Hook):
         """Open the runs and attach hooks to the model and its data preprocessor."""
         model = runner.model.module if hasattr(runner.model, "module") else runner.model
         # Runs are created on first use: tools/test.py with the same config records no training run.
-        self.recorder = Recorder(self.run_dir, framework="mmdet", lazy=True)
-        self._taps.append(ModelTaps(model, self.recorder, self._train_step, activations=self.activations,
-                                    grads=self.grads, seed_modules=self.seed_modules, seed=self.seed,
-                                    matchers=self.matchers))
+        if self.run_dir:
+            self.recorder = Recorder(self.run_dir, framework="mmdet", lazy=True)
+            self._taps.append(ModelTaps(model, self.recorder, self._train_step, activations=self.activations,
+                                        grads=self.grads, seed_modules=self.seed_modules, seed=self.seed,
+                                        matchers=self.matchers))
         if self.eval_run_dir:
             self.eval_recorder = Recorder(self.eval_run_dir, framework="mmdet", lazy=True)
             self._taps.append(ModelTaps(model, self.eval_recorder, self._eval_step, activations=self.activations))
@@ -73,7 +78,7 @@ class BridgeRecordHook(Hook):
         self._handles.append(model.data_preprocessor.register_forward_hook(self._on_preprocessed))
 
     def _train_step(self) -> int | None:
-        return self._step if self._active is self.recorder else None
+        return self._step if self._active is self.recorder and self._active is not None else None
 
     def _eval_step(self) -> int | None:
         return self._step if self._active is self.eval_recorder and self._active is not None else None
@@ -84,7 +89,7 @@ class BridgeRecordHook(Hook):
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         """Arm recording when this iteration is one of ``iterations``."""
-        self._step = runner.iter if runner.iter in self.iterations else None
+        self._step = runner.iter if self.recorder is not None and runner.iter in self.iterations else None
         self._active = self.recorder if self._step is not None else None
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
@@ -101,7 +106,7 @@ class BridgeRecordHook(Hook):
             return
         outputs = list(output)
         self.eval_recorder.record("outputs", to_recordable(outputs), step=self._step, kind="output")
-        self._record_canonical_panoptic(self._eval_dataset, self._step, outputs)
+        self._record_canonical_outputs(self._eval_dataset, self._step, outputs)
 
     def _before_eval_iter(self, dataloader, batch_idx: int) -> None:
         if self.eval_recorder is not None:
@@ -110,18 +115,17 @@ class BridgeRecordHook(Hook):
     def _after_eval_iter(self) -> None:
         self._step, self._active, self._eval_dataset = None, None, None
 
-    def _record_canonical_panoptic(self, dataset, step: int, outputs) -> None:
-        """Record each ``pred_panoptic_seg`` as ``panoptic.<img_id>`` in the canonical form (bridge.panoptic):
-        labels map to dataset ids by category name, as mmdet's CocoPanopticMetric maps them."""
-        panoptic = [sample for sample in outputs if "pred_panoptic_seg" in sample]
-        if not panoptic:
+    def _record_canonical_outputs(self, dataset, step: int, outputs) -> None:
+        """Record each sample's panoptic, instance and semantic predictions in the canonical forms
+        (``panoptic.<img_id>``, ``instances.<img_id>``, ``semantic.<img_id>``; ``mmdet_side.canonical``):
+        labels map to dataset ids by category name, as mmdet's metrics map them."""
+        if not any(key in sample for sample in outputs
+                   for key in ("pred_panoptic_seg", "pred_instances", "pred_sem_seg")):
             return
         if self._categories is None:
-            self._categories = json.loads(Path(dataset.ann_file).read_bytes())["categories"]
-        classes = dataset.metainfo["classes"]
-        for sample in panoptic:
-            canonical = canonical_from_mmdet(sample.pred_panoptic_seg.sem_seg, classes, self._categories)
-            self.eval_recorder.record(f"panoptic.{sample.img_id}", to_record(canonical), step=step, kind="output")
+            self._categories = annotation_categories(dataset)
+        for name, value in canonical_records(outputs, dataset.metainfo["classes"], self._categories):
+            self.eval_recorder.record(name, value, step=step, kind="output")
 
     def before_val_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         """Arm eval recording (``eval_run_dir``) for this validation batch: its batch, activations and

@@ -165,7 +165,9 @@ def test_mmdet_tests_on_detectron2_inference_batches(onesample_config: OneSample
     """Runner.test() with ``eval_run_dir``: mmdet's PanopticFPN evaluates detectron2's recorded inference batch
     (image tensor for tensor after mmdet's preprocessor), CocoPanopticMetric scores it, predictions come back
     at the original size and are recorded in the canonical panoptic form beside detectron2's: as the model
-    made them, not as CocoPanopticMetric.process leaves them (it writes void 0 into ``pred_panoptic_seg``)."""
+    made them, not as CocoPanopticMetric.process leaves them (it writes void 0 into ``pred_panoptic_seg``).
+    The record hook records evaluation alone (no ``run_dir``); ``bridge.compare`` of the two evaluation runs
+    names no path and no raw structure as a divergence, and compares the panoptic maps only as results."""
     from detectron2 import model_zoo
     from detectron2.config import get_cfg
     from detectron2.data import MetadataCatalog, build_detection_test_loader
@@ -195,8 +197,7 @@ def test_mmdet_tests_on_detectron2_inference_batches(onesample_config: OneSample
     cfg.model.backbone.init_cfg = None
     cfg.custom_imports = dict(imports=["mmdet_side"], allow_failed_imports=False)
     cfg.custom_hooks = [dict(type="BridgeReplayHook", eval_run_dir=str(tmp_path / "d2_eval")),
-                        dict(type="BridgeRecordHook", run_dir=str(tmp_path / "mm"),
-                             eval_run_dir=str(tmp_path / "mm_eval"))]
+                        dict(type="BridgeRecordHook", eval_run_dir=str(tmp_path / "mm_eval"))]
     cfg.work_dir = str(tmp_path / "work")
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
@@ -219,6 +220,17 @@ def test_mmdet_tests_on_detectron2_inference_batches(onesample_config: OneSample
     d2_panoptic = d2_run.get(panoptic_name, step=0, kind="output")
     mm_panoptic = mm_run.get(panoptic_name, step=0, kind="output")
     assert mm_panoptic["category"].shape == d2_panoptic["category"].shape == (d2_item["height"], d2_item["width"])
+    assert not (tmp_path / "mm").exists()
+
+    from bridge.compare import compare_runs
+
+    result = compare_runs(tmp_path / "d2_eval", tmp_path / "mm_eval", device="cpu")
+    assert [pair.name for pair in result.panoptic] == [panoptic_name]
+    assert not any(item.key.startswith("panoptic.") for item in result.items)
+    assert {"batch.0.file_name", "outputs.0.panoptic_seg.0"} <= {loc.key for loc in result.by_nature}
+    # PanopticFPN in mmdet returns panoptic results only; detectron2's also gives instances and sem_seg
+    assert {loc.key for loc in result.a_only} == {f"instances.{d2_item['image_id']}", f"semantic.{d2_item['image_id']}"}
+    assert not result.b_only and result.first_divergence.kind == "output"
 
 
 def test_rgb_batches_are_fed_as_the_bgr_mmdet_loads() -> None:

@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", dest="html_out", help="write the HTML report here")
     p.add_argument("--kinds", help="comma-separated kinds to compare (default: all)")
     p.add_argument("--quiet", action="store_true", help="no table or progress bar; only the summary line")
+    p.add_argument("--show-raw", action="store_true",
+                   help="count unpaired raw framework structures (batch, outputs) as unpaired (docs/OUTPUTS.md)")
     return p
 
 
@@ -53,10 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     bar.update(task, completed=done, total=total, visible=total >= PROGRESS_MIN_PAIRS)
 
                 result = compare_runs(args.run_a, args.run_b, name_map=args.map_file, atol=args.atol, rtol=args.rtol,
-                                      tolerances=args.tol, device=args.device, kinds=kinds, progress=tick)
+                                      tolerances=args.tol, device=args.device, kinds=kinds, progress=tick,
+                                      show_raw=args.show_raw)
         else:
             result = compare_runs(args.run_a, args.run_b, name_map=args.map_file, atol=args.atol, rtol=args.rtol,
-                                  tolerances=args.tol, device=args.device, kinds=kinds)
+                                  tolerances=args.tol, device=args.device, kinds=kinds, show_raw=args.show_raw)
         if args.json_out:
             write_json(result, args.json_out)
         if args.html_out:

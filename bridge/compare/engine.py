@@ -16,9 +16,11 @@ from bridge import Entry, Run, open_run
 from bridge.devices import resolve_device
 from bridge.errors import BridgeError
 
+from .nature import by_nature_key, split_unpaired
+from .output_entries import CanonicalOutputs, InstancesPair, SemanticPair, canonical_form, compare_canonical_outputs
 from .pairing import Pair, load_map, pair_entries
 from .param_pairing import pair_with_rules
-from .panoptic_entries import PanopticPair, compare_panoptic_records
+from .panoptic_entries import PanopticPair
 from .stats import READ_ELEMS, NumericStats, tensor_stats
 from .tolerance import OPAQUE_DTYPES, TolerancePolicy, ToleranceRule, is_exact_dtype, parse_tol_spec
 
@@ -56,6 +58,7 @@ class ItemResult:
     inf_a: int | None = None
     inf_b: int | None = None
     min_atol: float | None = None
+    status: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict; non-finite floats become None (JSON null)."""
@@ -95,11 +98,21 @@ class ComparisonResult:
     last_passing_before: Location | None
     settings: dict[str, Any] = field(default_factory=dict)
     panoptic: list[PanopticPair] = field(default_factory=list)
+    instances: list[InstancesPair] = field(default_factory=list)
+    semantic: list[SemanticPair] = field(default_factory=list)
+    by_nature: list[Location] = field(default_factory=list)
+    outputs_counted: bool = True
 
     @property
     def passed(self) -> bool:
-        """True when every pair passes and no leaf is unpaired."""
-        return not self.a_only and not self.b_only and all(i.passed for i in self.items)
+        """True when every pair passes, no leaf is unpaired and (unless ``--kinds`` leaves out ``output``)
+        every canonical output result agrees."""
+        return (not self.a_only and not self.b_only and all(i.passed for i in self.items)
+                and (not self.outputs_counted or all(p.passed for p in self.output_pairs())))
+
+    def output_pairs(self) -> list[PanopticPair | InstancesPair | SemanticPair]:
+        """The canonical output results compared, all forms (docs/OUTPUTS.md)."""
+        return [*self.panoptic, *self.instances, *self.semantic]
 
     @property
     def n_failed(self) -> int:
@@ -223,6 +236,7 @@ def compare_runs(
     device: str = "auto",
     kinds: Iterable[str] | None = None,
     progress: ProgressFn | None = None,
+    show_raw: bool = False,
 ) -> ComparisonResult:
     """Compare run ``a`` against run ``b`` leaf by leaf.
 
@@ -231,47 +245,90 @@ def compare_runs(
     through the preset's ``losses:``, other kinds renamed);
     ``atol``/``rtol`` override the dtype defaults; ``tolerances`` holds per-key
     ``'GLOB=ATOL,RTOL'`` overrides (last match wins); ``kinds`` keeps only those kinds;
-    ``progress(done, total)`` is called after each pair. Raises BridgeError on bad input.
+    ``progress(done, total)`` is called after each pair. Canonical output records are compared as results
+    (``output_entries``), not leaf by leaf; leaves that differ by nature are classified as such (``nature``),
+    ``show_raw`` counts unpaired raw framework structures as unpaired. Raises BridgeError on bad input.
     """
     dev = resolve_device(device)
     run_a, run_b = _open(a), _open(b)
     ruleset = load_map(Path(name_map) if isinstance(name_map, os.PathLike) else name_map if name_map is None or isinstance(name_map, str) else list(name_map))
     policy = TolerancePolicy(atol, rtol, tuple(t if isinstance(t, ToleranceRule) else parse_tol_spec(t) for t in tolerances))
     kind_set = set(kinds) if kinds else None
-    ea = [e for e in run_a.entries() if kind_set is None or e.kind in kind_set]
-    eb = [e for e in run_b.entries() if kind_set is None or e.kind in kind_set]
+    ea = [e for e in run_a.entries() if (kind_set is None or e.kind in kind_set) and canonical_form(e) is None]
+    eb = [e for e in run_b.entries() if (kind_set is None or e.kind in kind_set) and canonical_form(e) is None]
     pairing = pair_entries(ea, eb) if ruleset is None else pair_with_rules(ea, eb, ruleset, run_a)
     items: list[ItemResult] = []
     total = len(pairing.pairs)
     with cpu_threads(dev):
+        outputs = compare_canonical_outputs(run_a, run_b, policy, str(dev))  # a view of their own, whatever ``kinds`` keeps
         for n, pair in enumerate(pairing.pairs, 1):
-            items.append(compare_pair(run_a, run_b, pair, policy, dev))
+            items.append(_classify(compare_pair(run_a, run_b, pair, policy, dev)))
             if progress is not None:
                 progress(n, total)
-    first, last_ok = _first_divergence(pairing.pairs, items, pairing.a_only, pairing.b_only)
+    counted = kind_set is None or "output" in kind_set
+    a_only, a_nature = split_unpaired(pairing.a_only, outputs.sites, show_raw)
+    b_only, b_nature = split_unpaired(pairing.b_only, outputs.sites, show_raw)
+    if counted:
+        a_only += outputs.a_only
+        b_only = sorted(b_only + outputs.b_only, key=lambda e: (e.step, e.rank, e.index))
+    first, last_ok = _first_divergence(pairing.pairs, items, a_only, b_only, _output_events(outputs) if counted else [])
     settings = {
         "run_a": str(run_a.path), "run_b": str(run_b.path), "device": str(dev),
         "kinds": sorted(kind_set) if kind_set else None,
         "name_map": str(name_map) if isinstance(name_map, (str, os.PathLike)) else (None if name_map is None else "<inline>"),
-        "tolerance": policy.describe(),
+        "tolerance": policy.describe(), "show_raw": show_raw,
         "unpaired_by_design": [d.to_dict() for d in getattr(pairing, "by_design", ())],
     }
     return ComparisonResult(
         run_a=str(run_a.path), run_b=str(run_b.path), items=items,
-        a_only=[_loc(e, "only in run A") for e in pairing.a_only],
-        b_only=[_loc(e, "only in run B") for e in pairing.b_only],
+        a_only=[_loc(e, _only_reason(e, "A"), e.name if canonical_form(e) else None) for e in a_only],
+        b_only=[_loc(e, _only_reason(e, "B"), e.name if canonical_form(e) else None) for e in b_only],
         first_divergence=first, last_passing_before=last_ok, settings=settings,
-        panoptic=compare_panoptic_records(run_a, run_b, device=str(dev)),  # a view of their own, whatever ``kinds`` keeps
+        panoptic=outputs.panoptic, instances=outputs.instances, semantic=outputs.semantic,
+        by_nature=[_loc(e, why) for e, why in a_nature + b_nature], outputs_counted=counted,
     )
 
 
-def _first_divergence(pairs: list[Pair], items: list[ItemResult], a_only: list[Entry], b_only: list[Entry]) -> tuple[Location | None, Location | None]:
-    """First failing pair or A-only leaf in A's order (step, rank, index); then the last pass before it."""
-    events: list[tuple[tuple, bool, Location]] = []
+def _classify(item: ItemResult) -> ItemResult:
+    """Set the item's status: ``by-nature`` for a leaf that differs by nature (``nature.BY_NATURE_KEYS``;
+    it then counts as passing, its difference kept in ``reason``), else ``pass`` or ``fail``."""
+    why = by_nature_key(item.key) or by_nature_key(item.key_a)
+    if why is not None:
+        item.status, item.passed = "by-nature", True
+        item.reason = f"{why}, differs by nature" + (f": {item.reason}" if item.reason else "")
+    else:
+        item.status = "pass" if item.passed else "fail"
+    return item
+
+
+def _only_reason(entry: Entry, side: str) -> str:
+    form = canonical_form(entry)
+    if form is None:
+        return f"only in run {side}"
+    other = "B" if side == "A" else "A"
+    return f"only in run {side}: run {other} holds no canonical {form} result for this image"
+
+
+def _output_events(outputs: CanonicalOutputs) -> list[tuple[tuple, bool, Location]]:
+    """First-divergence events of the compared canonical results, at their record's place in run A."""
+    events = []
+    for pair in outputs.pairs():
+        entry = outputs.first_leaf.get((pair.step, pair.rank, pair.name))
+        if entry is not None:
+            reason = "" if pair.passed else pair.comparison.summary()
+            events.append(((entry.step, entry.rank, entry.index), pair.passed, _loc(entry, reason, entry.name)))
+    return events
+
+
+def _first_divergence(pairs: list[Pair], items: list[ItemResult], a_only: list[Entry], b_only: list[Entry],
+                      extra: list[tuple[tuple, bool, Location]] = ()) -> tuple[Location | None, Location | None]:
+    """First failing pair, A-only leaf or ``extra`` event in A's order (step, rank, index); then the last pass
+    before it."""
+    events: list[tuple[tuple, bool, Location]] = list(extra)
     for pair, item in zip(pairs, items):
         events.append(((pair.a.step, pair.a.rank, pair.a.index), item.passed, _loc(pair.a, item.reason, pair.key)))
     for e in a_only:
-        events.append(((e.step, e.rank, e.index), False, _loc(e, "only in run A")))
+        events.append(((e.step, e.rank, e.index), False, _loc(e, _only_reason(e, "A"), e.name if canonical_form(e) else None)))
     events.sort(key=lambda ev: ev[0])
     last_ok = None
     for _, ok, loc in events:
@@ -281,5 +338,5 @@ def _first_divergence(pairs: list[Pair], items: list[ItemResult], a_only: list[E
     if b_only:
         e = min(b_only, key=lambda e: (e.step, e.rank, e.index))
         before = [ev for ev in events if ev[0][:2] <= (e.step, e.rank)]
-        return _loc(e, "only in run B"), (before[-1][2] if before else None)
+        return _loc(e, _only_reason(e, "B"), e.name if canonical_form(e) else None), (before[-1][2] if before else None)
     return None, None

@@ -26,6 +26,11 @@ class PanopticPair:
     comparison: PanopticComparison
     device: str = "auto"
 
+    @property
+    def passed(self) -> bool:
+        """True when both results are identical (``PanopticComparison.identical``)."""
+        return self.comparison.identical
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no pixel maps)."""
         return {"step": self.step, "rank": self.rank, "name": self.name, **self.comparison.to_dict()}

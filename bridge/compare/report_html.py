@@ -94,7 +94,7 @@ def _table(result: ComparisonResult) -> str:
         cells = [it.step, it.rank, it.kind, it.key, dtype, shape, _f(it.max_abs), _f(it.mean_abs), _f(it.max_rel),
                  _f(it.rel_l2), "-" if it.cosine is None else f"{it.cosine:.6f}",
                  "-" if it.mismatched is None else it.mismatched, _f(it.atol), _f(it.rtol),
-                 "ok" if it.passed else f"FAIL: {it.reason}"]
+                 ("by nature: " + it.reason if it.status == "by-nature" else "ok") if it.passed else f"FAIL: {it.reason}"]
         tds = "".join(f'<td class="{"l" if c in ("kind", "key", "dtype", "shape", "result") else ""}">{_e(v)}</td>'
                       for c, v in zip(cols, cells))
         rows.append(f'<tr class="{"" if it.passed else "bad"}">{tds}</tr>')
@@ -110,10 +110,25 @@ def _unpaired(result: ComparisonResult) -> str:
     return "".join(parts)
 
 
+def _output_sections(result: ComparisonResult) -> list[tuple[str, str]]:
+    """One section per canonical instances / semantic result (its summary line) and one for by-nature leaves."""
+    sections = []
+    for form, pairs in (("Instances", result.instances), ("Semantic", result.semantic)):
+        for pair in pairs:
+            css = "pass" if pair.passed else "fail"
+            sections.append((f"{form} {pair.name} (step {pair.step}, rank {pair.rank})",
+                             f'<p class="{css}">{_e(pair.comparison.summary())}</p>'))
+    if result.by_nature:
+        lis = "".join(f"<li>step {loc.step} rank {loc.rank} {_e(loc.kind)} {_e(loc.key)}: {_e(loc.reason)}</li>"
+                      for loc in result.by_nature)
+        sections.append((f"Unpaired by nature ({len(result.by_nature)})", f"<ul>{lis}</ul>"))
+    return sections
+
+
 def build_html(result: ComparisonResult, extra_sections: Sequence[tuple[str, str]] = ()) -> str:
     """Return the report as one HTML string; the panoptic pictures of ``result.panoptic`` and then
     ``extra_sections`` ((title, trusted html) pairs) are appended at the end."""
-    extra_sections = [pair.html() for pair in result.panoptic] + list(extra_sections)
+    extra_sections = [pair.html() for pair in result.panoptic] + _output_sections(result) + list(extra_sections)
     verdict = '<span class="pass">PASS</span>' if result.passed else '<span class="fail">FAIL</span>'
     extra = "".join(f"<section><h2>{_e(t)}</h2>{body}</section>" for t, body in extra_sections)
     return (

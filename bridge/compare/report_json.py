@@ -26,6 +26,9 @@ def to_dict(result: ComparisonResult) -> dict[str, Any]:
             "failed": result.n_failed,
             "a_only": len(result.a_only),
             "b_only": len(result.b_only),
+            "by_nature": len(result.by_nature),
+            "outputs": len(result.output_pairs()),
+            "outputs_failed": sum(not p.passed for p in result.output_pairs()),
         },
         "first_divergence": result.first_divergence.to_dict() if result.first_divergence else None,
         "last_passing_before": result.last_passing_before.to_dict() if result.last_passing_before else None,
@@ -36,6 +39,10 @@ def to_dict(result: ComparisonResult) -> dict[str, Any]:
         "settings": result.settings,
         "items": [item.to_dict() for item in result.items],
         "panoptic": [pair.to_dict() for pair in result.panoptic],
+        "instances": [pair.to_dict() for pair in result.instances],
+        "semantic": [pair.to_dict() for pair in result.semantic],
+        "outputs_counted": result.outputs_counted,
+        "by_nature": [loc.to_dict() for loc in result.by_nature],
     }
 
 

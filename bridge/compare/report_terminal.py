@@ -104,10 +104,16 @@ def build_table(result: ComparisonResult) -> Table:
             str(it.step), str(it.rank), it.kind, row.label, dtype, shape or "()",
             _num(_agg(row.items, "max_abs")), _num(_agg(row.items, "max_rel")),
             _num(_agg(row.items, "cosine", min), ".6f"), "-" if mism is None else str(int(mism)),
-            "ok" if row.passed else "FAIL",
+            _verdict(row),
             style=None if row.passed else "red",
         )
     return table
+
+
+def _verdict(row: Row) -> str:
+    if not row.passed:
+        return "FAIL"
+    return "by nature" if any(i.status == "by-nature" for i in row.items) else "ok"
 
 
 def summary_line(result: ComparisonResult) -> str:
@@ -115,6 +121,12 @@ def summary_line(result: ComparisonResult) -> str:
     verdict = "PASS" if result.passed else "FAIL"
     text = (f"{verdict}: {len(result.items)} pairs, {result.n_failed} failed, "
             f"{len(result.a_only)} only in A, {len(result.b_only)} only in B")
+    outputs = result.output_pairs()
+    if outputs:
+        failed = sum(not p.passed for p in outputs)
+        text += f", {len(outputs)} canonical outputs, {failed} differ" + ("" if result.outputs_counted else " (not counted)")
+    if result.by_nature:
+        text += f", {len(result.by_nature)} unpaired by nature"
     fd = result.first_divergence
     if fd is not None:
         text += f"; first divergence: step {fd.step} rank {fd.rank} {fd.kind} {fd.key} ({fd.reason})"
@@ -127,10 +139,17 @@ def print_report(result: ComparisonResult, console: Console | None = None) -> No
     """Print the table, unpaired leaves and summary to ``console`` (stdout by default)."""
     console = console or Console()
     console.print(build_table(result))
-    for pair in result.panoptic:
-        style = "green" if pair.comparison.identical else "red"
-        console.print(f"panoptic {pair.name} step {pair.step} rank {pair.rank}: {pair.comparison.summary()}",
-                      style=style, markup=False, highlight=False)
+    for form, pairs in (("panoptic", result.panoptic), ("instances", result.instances), ("semantic", result.semantic)):
+        for pair in pairs:
+            console.print(f"{form} {pair.name} step {pair.step} rank {pair.rank}: {pair.comparison.summary()}",
+                          style="green" if pair.passed else "red", markup=False, highlight=False)
+    if result.by_nature:
+        reasons: dict[str, int] = {}
+        for loc in result.by_nature:
+            reasons[loc.reason] = reasons.get(loc.reason, 0) + 1
+        console.print(f"{len(result.by_nature)} unpaired leaves differ by nature (not divergences; --show-raw counts "
+                      "raw structures): " + "; ".join(f"{n} {why}" for why, n in reasons.items()),
+                      markup=False, highlight=False)
     failed = [i for i in result.items if not i.passed]
     for it in failed[:20]:
         console.print(f"FAIL step {it.step} rank {it.rank} {it.kind} {it.key}: {it.reason}", style="red", markup=False, highlight=False)
@@ -140,7 +159,9 @@ def print_report(result: ComparisonResult, console: Console | None = None) -> No
         if locs:
             console.print(f"[red]{len(locs)} leaves {title}:[/red]")
             for loc in locs[:50]:
-                console.print(f"  step {loc.step} rank {loc.rank} {loc.kind} {loc.key}", markup=False)
+                why = loc.reason.partition(": ")[2]  # canonical records say why they have no partner
+                console.print(f"  step {loc.step} rank {loc.rank} {loc.kind} {loc.key}" + (f" ({why})" if why else ""),
+                              markup=False)
             if len(locs) > 50:
                 console.print(f"  ... and {len(locs) - 50} more")
     console.print(summary_line(result), style="bold green" if result.passed else "bold red", markup=False, highlight=False)
