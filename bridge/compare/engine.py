@@ -13,13 +13,15 @@ from typing import Any
 import torch
 
 from bridge import Entry, Run, open_run
+from bridge.runs import KINDS
 from bridge.devices import resolve_device
 from bridge.errors import BridgeError
 
 from .pairing import Pair, name_mapper, pair_entries
 from .panoptic_entries import PanopticPair, compare_panoptic_records
 from .stats import READ_ELEMS, NumericStats, tensor_stats
-from .tolerance import OPAQUE_DTYPES, TolerancePolicy, ToleranceRule, is_exact_dtype, parse_tol_spec
+from .tolerance import (OPAQUE_DTYPES, TolerancePolicy, ToleranceRule, check_tolerance, is_exact_dtype,
+                        parse_tol_spec)
 
 ProgressFn = Callable[[int, int], None]
 
@@ -96,9 +98,14 @@ class ComparisonResult:
     panoptic: list[PanopticPair] = field(default_factory=list)
 
     @property
+    def compared_nothing(self) -> bool:
+        """True when no leaf was paired, none is unpaired and no panoptic record met: a vacuous comparison."""
+        return not self.items and not self.a_only and not self.b_only and not self.panoptic
+
+    @property
     def passed(self) -> bool:
-        """True when every pair passes and no leaf is unpaired."""
-        return not self.a_only and not self.b_only and all(i.passed for i in self.items)
+        """True when something was compared, every pair passes and no leaf is unpaired."""
+        return not self.compared_nothing and not self.a_only and not self.b_only and all(i.passed for i in self.items)
 
     @property
     def n_failed(self) -> int:
@@ -226,13 +233,19 @@ def compare_runs(
     ``name_map`` is a converter preset name, a rule file (YAML/JSON) or a list of rule dicts renaming run A's keys;
     ``atol``/``rtol`` override the dtype defaults; ``tolerances`` holds per-key
     ``'GLOB=ATOL,RTOL'`` overrides (last match wins); ``kinds`` keeps only those kinds;
-    ``progress(done, total)`` is called after each pair. Raises BridgeError on bad input.
+    ``progress(done, total)`` is called after each pair. Raises BridgeError on bad input (an unknown kind,
+    a tolerance that is not a finite number >= 0).
     """
+    kind_set = set(kinds) if kinds else None
+    unknown = sorted(kind_set - set(KINDS)) if kind_set else []
+    if unknown:
+        raise BridgeError(f"unknown kind(s) {', '.join(map(repr, unknown))}: kinds are {', '.join(KINDS)}")
+    check_tolerance("atol", atol)
+    check_tolerance("rtol", rtol)
     dev = resolve_device(device)
     run_a, run_b = _open(a), _open(b)
     mapper = name_mapper(Path(name_map) if isinstance(name_map, os.PathLike) else name_map if name_map is None or isinstance(name_map, str) else list(name_map))
     policy = TolerancePolicy(atol, rtol, tuple(t if isinstance(t, ToleranceRule) else parse_tol_spec(t) for t in tolerances))
-    kind_set = set(kinds) if kinds else None
     ea = [e for e in run_a.entries() if kind_set is None or e.kind in kind_set]
     eb = [e for e in run_b.entries() if kind_set is None or e.kind in kind_set]
     pairing = pair_entries(ea, eb, mapper)
