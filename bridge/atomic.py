@@ -31,23 +31,29 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temps(target: str | os.PathLike[str]) -> list[Path]:
-    """Remove the temporary files left beside ``target`` by writers of it that were killed (their process
-    is gone); return the removed paths. Temporary files of live processes are kept."""
-    target = Path(target)
-    removed = []
-    prefix = f".{target.name}."
+def remove_dead_temps(directory: str | os.PathLike[str], prefix: str, suffix: str) -> list[Path]:
+    """Remove the files ``<prefix><pid>.<anything><suffix>`` in ``directory`` whose process ``pid`` no longer
+    exists (temporary files of killed writers); return the removed paths. Live processes' files are kept."""
+    directory = Path(directory)
+    removed: list[Path] = []
     try:
-        names = [n for n in os.listdir(target.parent) if n.startswith(prefix) and n.endswith(".tmp")]
+        names = [n for n in os.listdir(directory) if n.startswith(prefix) and n.endswith(suffix)]
     except OSError:
         return removed
     for name in names:
         pid_text = name[len(prefix):].split(".", 1)[0]
         if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
             with contextlib.suppress(OSError):
-                (target.parent / name).unlink()
-                removed.append(target.parent / name)
+                (directory / name).unlink()
+                removed.append(directory / name)
     return removed
+
+
+def remove_stale_temps(target: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files left beside ``target`` by writers of it that were killed (their process
+    is gone); return the removed paths. Temporary files of live processes are kept."""
+    target = Path(target)
+    return remove_dead_temps(target.parent, f".{target.name}.", ".tmp")
 
 
 def _make_temp(target: Path) -> Path:

@@ -193,8 +193,13 @@ def compare_pair(run_a: Run, run_b: Run, pair: Pair, policy: TolerancePolicy, de
     return _compare_values(item, a.value, b.value, atol, rtol, exact)
 
 
+def _fits_float(value: int | float) -> bool:
+    """True unless ``value`` is an int beyond float range (such ints compare exactly, as Python ints)."""
+    return not isinstance(value, int) or abs(value) < 2**1023
+
+
 def _compare_values(item: ItemResult, va: Any, vb: Any, atol: float, rtol: float, exact: bool) -> ItemResult:
-    numeric = isinstance(va, (int, float)) and isinstance(vb, (int, float))
+    numeric = isinstance(va, (int, float)) and isinstance(vb, (int, float)) and _fits_float(va) and _fits_float(vb)
     if numeric:
         st = tensor_stats([torch.tensor([float(va)], dtype=torch.float64)],
                           [torch.tensor([float(vb)], dtype=torch.float64)],
