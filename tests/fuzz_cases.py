@@ -19,6 +19,7 @@ import json
 import os
 import pickle
 import random
+import shutil
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -219,8 +220,11 @@ def _record_run(rng: random.Random, run: Path) -> None:
 def case_compare(rng: random.Random, workdir: Path) -> Case:
     from bridge.compare.__main__ import main
 
-    for name in ("a", "b"):
-        _record_run(rng, workdir / name)
+    _record_run(rng, workdir / "a")
+    if rng.random() < 0.3:  # the same run twice: a pass, when nothing else is wrong
+        shutil.copytree(workdir / "a", workdir / "b")
+    else:
+        _record_run(rng, workdir / "b")
     argv = ["a", "b", "--device", "cpu"]
     if rng.random() < 0.3:
         argv += ["--kinds", rng.choice([",".join(rng.sample(KINDS, 2)), "activations", "", ",", "grad", "x,meta"])]
@@ -289,6 +293,11 @@ def case_subset(rng: random.Random, workdir: Path) -> Case:
         name = rng.choice(["x.json", f"i{n}.json", "x_subset_first_1.json", "x_onesample_1.json"])
         (workdir / name).write_bytes(_dump_json(rng, _coco(rng)))
         inputs.append(name)
+    if rng.random() < 0.15:  # the first file's output is named like the second input
+        for name in ("x.json", "x_subset_first_1.json"):
+            (workdir / name).write_bytes(_dump_json(rng, _coco(rng)))
+        return Case("subset", main, ["x.json", "x_subset_first_1.json", "--first", "1"], workdir,
+                    output_prefixes=("x_subset_first_1_subset_first_1",))
     mode = rng.choice([["--one"], ["--one", rng.choice(["1", "2", "99", "-1"])],
                        ["--ids", rng.choice(["1,2", "", ",", "1,x", "2", "1,1"])],
                        ["--first", rng.choice(["1", "2", "0", "-3", "99"])]])

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                                   as_safetensors=Path(args.output).suffix.lower() == ".safetensors")
             elapsed = time.perf_counter() - started
             if target_is_config:
-                report.strict_check = mmdet_strict_check(args.target, staged)
+                report.strict_check = mmdet_strict_check(args.target, staged, shown_as=args.output)
             keep_output = report.ok or args.keep_failed
             _stage_names(outputs, names, result, target)
             if args.report:
