@@ -205,10 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = compare_state_dicts({k: v for k, v in sa.items() if k not in skip},
                                    {k: v for k, v in sb.items() if k not in skip})
     ok = all(r["verdict"] in OK_VERDICTS for r in rows)
-    if args.report:
+    render(rows, added, ok, show_all=args.all)
+    if args.report:  # last: a command that fails before here leaves no report
         data = {"ok": ok, "a": str(args.a), "b": str(args.b), "seed": args.seed, "added": added, "rows": rows}
         atomic_write_bytes(args.report, (json.dumps(data, indent=1) + "\n").encode())
-    render(rows, added, ok, show_all=args.all)
     return 0 if ok else 1
 
 

@@ -420,3 +420,11 @@ def test_entry_points_run_guarded() -> None:
         text = path.read_text()
         if "\ndef main(" in text:
             assert "@guarded_main\ndef main(" in text, path
+
+
+def test_initcheck_keys_with_braces_and_unicode_digits(tmp_path: Path, capsys) -> None:
+    a, b, report = tmp_path / "a.pth", tmp_path / "b.pth", tmp_path / "r.json"
+    torch.save({"x.{d}": torch.ones(2), "l.².w": torch.ones(1)}, a)
+    torch.save({"x.{1}": torch.ones(2), "l.0.w": torch.ones(1)}, b)
+    code, out, err = call(initcheck_main, [a, b, "--report", report], capsys)
+    assert code == 1 and not err and "x.{d}" in out and report.exists()

@@ -80,11 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             outputs.write_bytes(args.json_out, to_json_bytes(result))
         if args.html_out:
             outputs.write_bytes(args.html_out, build_html(result).encode("utf-8"))
-        outputs.commit()
-    if args.quiet:
-        print(summary_line(result))
-    else:
-        print_report(result, console)
+        if args.quiet:
+            print(summary_line(result))
+        else:
+            print_report(result, console)
+        outputs.commit()  # last: a command that fails before here leaves no report
     return 0 if result.passed else 1
 
 

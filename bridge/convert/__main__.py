@@ -118,10 +118,10 @@ def main(argv: list[str] | None = None) -> int:
                 data["meta"] = meta | {"report_ok": report.ok, "source_sha256": source_sha256.result(),
                                        "output_written": keep_output}
                 outputs.write_bytes(args.report, _json_bytes(data))
+            render_report(report, title=f"{Path(args.src).name} -> {Path(args.output).name} ({elapsed:.2f}s)")
             outputs.commit(None if keep_output else [p for p in (args.report, *names.values()) if p])
     finally:
         hashing.shutdown(wait=False, cancel_futures=True)
-    render_report(report, title=f"{Path(args.src).name} -> {Path(args.output).name} ({elapsed:.2f}s)")
     if not keep_output:
         print(f"{args.output} not written: the conversion failed its check (--keep-failed writes it anyway)",
               file=sys.stderr)
