@@ -1,8 +1,8 @@
 """Atomic file writes: write to a temporary file in the same folder, then rename over the target.
 
 Temporary files are named ``.<target name>.<pid>.<random>.tmp`` beside the target. A process killed
-mid-write cannot remove its own, so every later write of the same target first removes the temporary
-files of that target whose writing process no longer exists (see docs/EXIT_CODES.md).
+mid-write cannot remove its own, so the first write of a later process into that folder removes the
+temporary files whose writing process no longer exists (see docs/EXIT_CODES.md).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_dead_temps(directory: str | os.PathLike[str], prefix: str, suffix: str) -> list[Path]:
-    """Remove the files ``<prefix><pid>.<anything><suffix>`` in ``directory`` whose process ``pid`` no longer
+def remove_dead_temps(directory: str | os.PathLike[str], prefix: str = ".", suffix: str = ".tmp") -> list[Path]:
+    """Remove the files ``<prefix>...<pid>.<random><suffix>`` in ``directory`` whose process ``pid`` no longer
     exists (temporary files of killed writers); return the removed paths. Live processes' files are kept."""
     directory = Path(directory)
     removed: list[Path] = []
@@ -41,7 +41,8 @@ def remove_dead_temps(directory: str | os.PathLike[str], prefix: str, suffix: st
     except OSError:
         return removed
     for name in names:
-        pid_text = name[len(prefix):].split(".", 1)[0]
+        parts = name[: -len(suffix)].split(".")
+        pid_text = parts[-2] if len(parts) >= 3 else ""
         if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
             with contextlib.suppress(OSError):
                 (directory / name).unlink()
@@ -49,11 +50,19 @@ def remove_dead_temps(directory: str | os.PathLike[str], prefix: str, suffix: st
     return removed
 
 
+#: Directories this process has already cleaned of dead writers' temporary files (scanned once each, so
+#: that writing many files into one folder, like a Recorder, stays linear).
+_CLEANED: set[Path] = set()
+
+
 def remove_stale_temps(target: str | os.PathLike[str]) -> list[Path]:
-    """Remove the temporary files left beside ``target`` by writers of it that were killed (their process
-    is gone); return the removed paths. Temporary files of live processes are kept."""
-    target = Path(target)
-    return remove_dead_temps(target.parent, f".{target.name}.", ".tmp")
+    """Remove the temporary files left in ``target``'s folder by writers that were killed (their process is
+    gone), once per folder and process; return the removed paths. Live processes' files are kept."""
+    folder = Path(target).parent.resolve()
+    if folder in _CLEANED:
+        return []
+    _CLEANED.add(folder)
+    return remove_dead_temps(folder)
 
 
 def _make_temp(target: Path) -> Path:
