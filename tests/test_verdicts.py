@@ -223,7 +223,7 @@ def test_tensors_safetensors_cannot_store(tmp_path: Path, make: Callable[[], tor
     (b"[" * 5000 + b"]" * 5000, "nested"),
     (b"a: &a [x, x, x]\nb: &b [*a, *a, *a]\nrules: [*b, *b]\n", "aliases"),
     (b"- {kind: rename, from: '(a+)+$', to: b}\n", "nests unbounded"),
-])
+], ids=["dim", "shape", "index", "kind", "stage", "utf8", "nested", "aliases", "regex"])
 def test_bad_rule_files(tmp_path: Path, text: bytes, needle: str, capsys) -> None:
     rules = tmp_path / "r.yaml"
     rules.write_bytes(text)
@@ -268,7 +268,7 @@ def _meta(framework: object = "detectron2", **changes: object) -> dict:
     (json.dumps(_meta(dataset_id_to_label={"x": 0})), "dataset_id_to_label"),
     (json.dumps(_meta(framework=["x"])), "'framework'"),
     (json.dumps(_meta(isthing=["yes", "no"])), "isthing"),
-])
+], ids=["deep", "deep-evaluator", "long-int", "id-keys", "framework", "isthing"])
 def test_pathological_meta_json(tmp_path: Path, text: str, needle: str, capsys) -> None:
     bad, good = tmp_path / "bad.json", tmp_path / "good.json"
     bad.write_text(text)
