@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from bridge.atomic import atomic_write_bytes
-from bridge.cli import BAD_INPUT, report_bad_input
+from bridge.cli import check_outputs, guarded_main
 from bridge.errors import BridgeError
 
 OK_VERDICTS = ("equal", "same-distribution")
@@ -70,6 +70,11 @@ def ks_statistic(a: torch.Tensor, b: torch.Tensor) -> float:
     return (cdf_a - cdf_b).abs().max().item()
 
 
+def ks_critical(n: int, m: int) -> float:
+    """The KS statistic above which two samples of sizes ``n`` and ``m`` differ at alpha = 0.001."""
+    return KS_C_ALPHA * math.sqrt((n + m) / (n * m))
+
+
 def verdict(a: torch.Tensor, b: torch.Tensor) -> tuple[str, float]:
     """Verdict for two tensors of the same shape, with the KS statistic (0 when equal)."""
     if a.dtype == b.dtype and torch.equal(a, b):
@@ -81,7 +86,7 @@ def verdict(a: torch.Tensor, b: torch.Tensor) -> tuple[str, float]:
     if n == 0 or m == 0:
         return "different-distribution", 1.0
     d = ks_statistic(sa, sb)
-    critical = KS_C_ALPHA * math.sqrt((n + m) / (n * m))
+    critical = ks_critical(n, m)
     return ("same-distribution" if d <= critical else "different-distribution"), d
 
 
@@ -97,6 +102,9 @@ def compare_state_dicts(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
             row["shape_a"], row["shape_b"] = list(a[key].shape), list(b[key].shape)
         else:
             row["verdict"], row["ks"] = verdict(a[key], b[key])
+            n = min(a[key].numel(), SAMPLE)
+            if row["verdict"] != "equal" and n and a[key].is_floating_point() and b[key].is_floating_point():
+                row["ks_critical"] = ks_critical(n, n)
             row["a"], row["b"] = vars(ParamStats.of(a[key])), vars(ParamStats.of(b[key]))
         rows.append(row)
     return rows
@@ -116,6 +124,15 @@ def fold_rows(rows: list[dict[str, Any]]) -> list[tuple[str, str, dict[str, Any]
         for folded in fold_keys([r["key"] for r in group]):
             out.append((name, folded, next(r for r in group if matches_folded(r["key"], folded))))
     return out
+
+
+def pair_text(a: float, b: float) -> str:
+    """``a/b`` with 4 significant digits, or as many as it takes (up to 17) to show that they differ."""
+    for digits in (4, 6, 9, 12, 17):
+        ta, tb = f"{a:.{digits}g}", f"{b:.{digits}g}"
+        if ta != tb or a == b:
+            break
+    return f"{ta}/{tb}"
 
 
 def render(rows: list[dict[str, Any]], added: list[str], ok: bool, *, show_all: bool = False) -> None:
@@ -141,19 +158,22 @@ def render(rows: list[dict[str, Any]], added: list[str], ok: bool, *, show_all: 
     shown = [r for r in rows if show_all or r["verdict"] not in OK_VERDICTS]
     if shown:
         table = Table(title="parameters" if show_all else "differences")
-        for col in ("verdict", "key (folded)", "mean a/b", "std a/b", "min a/b", "max a/b", "zeros a/b"):
+        for col in ("verdict", "key (folded)", "KS D/critical", "mean a/b", "std a/b", "min a/b", "max a/b",
+                    "zeros a/b"):
             table.add_column(col, overflow="fold")
         for name, folded, first in fold_rows(shown):
+            ks = f"{first['ks']:.4g}/{first['ks_critical']:.4g}" if "ks_critical" in first else ""
             if "a" in first:
-                cells = [f"{first['a'][s]:.4g}/{first['b'][s]:.4g}" for s in ("mean", "std", "min", "max", "zeros")]
+                cells = [ks] + [pair_text(first["a"][s], first["b"][s]) for s in ("mean", "std", "min", "max", "zeros")]
             else:
-                cells = [""] * 5
+                cells = [""] * 6
             table.add_row(name, escape(folded), *cells)
         console.print(table)
     if added:
         console.print("added by the rules, not compared: " + ", ".join(fold_keys(added)), markup=False)
 
 
+@guarded_main
 def main(argv: list[str] | None = None) -> int:
     """Run the initialisation check; return the exit status."""
     p = argparse.ArgumentParser(prog="python -m bridge.initcheck", description=__doc__.splitlines()[0])
@@ -171,24 +191,24 @@ def main(argv: list[str] | None = None) -> int:
     from bridge.convert import convert_state_dict
     from bridge.init_sources import load_initial_state
 
-    try:
-        with tempfile.TemporaryDirectory(prefix="bridge_initcheck_") as tmp:
-            sa = load_initial_state(args.a, seed=args.seed, workdir=tmp, unsafe_pickle=args.unsafe_pickle, name="a")
-            sb = load_initial_state(args.b, seed=args.seed, workdir=tmp, unsafe_pickle=args.unsafe_pickle, name="b")
-            added: list[str] = []
-            if args.preset or args.rules:
-                converted = convert_state_dict(sa, args.preset or args.rules, target_names=list(sb))
-                sa, added = converted.state_dict, sorted(converted.added)
-            skip = set(added)
-            rows = compare_state_dicts({k: v for k, v in sa.items() if k not in skip},
-                                       {k: v for k, v in sb.items() if k not in skip})
-        ok = all(r["verdict"] in OK_VERDICTS for r in rows)
-        if args.report:
-            data = {"ok": ok, "a": str(args.a), "b": str(args.b), "seed": args.seed, "added": added, "rows": rows}
-            atomic_write_bytes(args.report, (json.dumps(data, indent=1) + "\n").encode())
-    except BAD_INPUT as exc:
-        return report_bad_input(exc)
+    check_outputs({"A": args.a if Path(args.a).exists() else None, "B": args.b if Path(args.b).exists() else None,
+                   "--rules": args.rules if args.rules and Path(args.rules).exists() else None},
+                  {"--report": args.report})
+    with tempfile.TemporaryDirectory(prefix="bridge_initcheck_") as tmp:
+        sa = load_initial_state(args.a, seed=args.seed, workdir=tmp, unsafe_pickle=args.unsafe_pickle, name="a")
+        sb = load_initial_state(args.b, seed=args.seed, workdir=tmp, unsafe_pickle=args.unsafe_pickle, name="b")
+        added: list[str] = []
+        if args.preset or args.rules:
+            converted = convert_state_dict(sa, args.preset or args.rules, target_names=list(sb))
+            sa, added = converted.state_dict, sorted(converted.added)
+        skip = set(added)
+        rows = compare_state_dicts({k: v for k, v in sa.items() if k not in skip},
+                                   {k: v for k, v in sb.items() if k not in skip})
+    ok = all(r["verdict"] in OK_VERDICTS for r in rows)
     render(rows, added, ok, show_all=args.all)
+    if args.report:  # last: a command that fails before here leaves no report
+        data = {"ok": ok, "a": str(args.a), "b": str(args.b), "seed": args.seed, "added": added, "rows": rows}
+        atomic_write_bytes(args.report, (json.dumps(data, indent=1) + "\n").encode())
     return 0 if ok else 1
 
 

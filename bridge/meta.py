@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,13 +46,15 @@ from pathlib import Path
 from typing import Any
 
 from bridge.atomic import atomic_open
-from bridge.cli import BAD_INPUT, report_bad_input
+from bridge.cli import guarded_main
 from bridge.errors import BridgeError
 
 REQUIRED_KEYS = ("framework", "source", "classes", "isthing", "dataset_id_to_label", "colors", "void_label",
                  "ignore_label", "label_divisor", "evaluator", "raw")
 INFORMATIVE_EVALUATOR_KEYS = ("type",)
 INFORMATIVE_PREFIXES = ("void_panoptic",)
+#: Deepest nesting of lists and objects a metadata file may have.
+MAX_DEPTH = 32
 
 
 class MetadataError(BridgeError):
@@ -103,6 +106,22 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _is_int_text(text: str) -> bool:
+    return re.fullmatch(r"-?[0-9]{1,18}", text) is not None
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of lists and dicts in ``value``, counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth)
+            if depth <= MAX_DEPTH:
+                stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def validate_metadata(doc: Any, source: str = "metadata") -> dict[str, Any]:
     """Check ``doc`` against the normalized schema; raise :class:`MetadataError` naming the problem."""
     if not isinstance(doc, dict):
@@ -110,12 +129,23 @@ def validate_metadata(doc: Any, source: str = "metadata") -> dict[str, Any]:
     missing = [key for key in REQUIRED_KEYS if key not in doc]
     if missing:
         raise MetadataError(f"{source}: missing required key(s) {', '.join(missing)}")
+    for key in ("framework", "source"):
+        if doc[key] is not None and not isinstance(doc[key], str):
+            raise MetadataError(f"{source}: {key!r} must be a string")
+    if _depth(doc) > MAX_DEPTH:
+        raise MetadataError(f"{source}: nested deeper than {MAX_DEPTH} levels")
     if not isinstance(doc["classes"], list) or not all(isinstance(c, str) for c in doc["classes"]):
         raise MetadataError(f"{source}: 'classes' must be a list of strings")
     if not isinstance(doc["isthing"], list) or len(doc["isthing"]) != len(doc["classes"]):
         raise MetadataError(f"{source}: 'isthing' must be a list with one bool per class")
+    if not isinstance(doc["isthing"], list) or not all(isinstance(t, (bool, int)) for t in doc["isthing"]):
+        raise MetadataError(f"{source}: 'isthing' must be a list of bools")
     if not isinstance(doc["dataset_id_to_label"], dict):
         raise MetadataError(f"{source}: 'dataset_id_to_label' must be an object")
+    for key, value in doc["dataset_id_to_label"].items():
+        if not _is_int_text(key) or isinstance(value, bool) or not isinstance(value, int):
+            raise MetadataError(f"{source}: 'dataset_id_to_label' must map integer ids to integer labels, "
+                                f"got {_short(key, 40)}: {_short(value, 40)}")
     for key in ("evaluator", "raw"):
         if not isinstance(doc[key], dict):
             raise MetadataError(f"{source}: {key!r} must be an object")
@@ -138,6 +168,10 @@ def load_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         doc = json.loads(text)
     except json.JSONDecodeError as error:
         raise MetadataError(f"{path}: not JSON ({error.msg} at line {error.lineno})") from None
+    except RecursionError:
+        raise MetadataError(f"{path}: JSON nested too deeply") from None
+    except ValueError as error:  # e.g. an integer of more digits than Python converts
+        raise MetadataError(f"{path}: unreadable JSON value ({error})") from None
     return validate_metadata(doc, str(path))
 
 
@@ -151,7 +185,10 @@ def write_metadata(doc: Mapping[str, Any], out: str | os.PathLike[str]) -> Path:
 
 
 def _short(value: Any, limit: int = 80) -> str:
-    text = json.dumps(value)
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
@@ -238,16 +275,20 @@ def _print_differences(diffs: Sequence[Difference], a_name: str, b_name: str) ->
         for diff in diffs:
             print(f"{diff.field}: {diff.sentence}")
         return
+    from rich.markup import escape
+
     table = Table(title=f"{len(diffs)} metadata difference(s)")
     table.add_column("field")
-    table.add_column(a_name)
-    table.add_column(b_name)
+    table.add_column(escape(str(a_name)))
+    table.add_column(escape(str(b_name)))
     table.add_column("meaning")
     for diff in diffs:
-        table.add_row(diff.field, _short(diff.a_value, 40), _short(diff.b_value, 40), diff.sentence)
+        table.add_row(escape(diff.field), escape(_short(diff.a_value, 40)), escape(_short(diff.b_value, 40)),
+                      escape(diff.sentence))
     Console(width=200).print(table)
 
 
+@guarded_main
 def main(argv: list[str] | None = None) -> int:
     """CLI: compare two normalized metadata files; exit 0 equivalent, 1 different, 2 bad input."""
     parser = argparse.ArgumentParser(prog="python -m bridge.meta",
@@ -256,11 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("b", help="second metadata JSON (e.g. from python -m mmdet_side.meta)")
     parser.add_argument("--plain", action="store_true", help="plain lines instead of a table")
     args = parser.parse_args(argv)
-    try:
-        a, b = load_metadata(args.a), load_metadata(args.b)
-        diffs = diff_metadata(a, b)
-    except BAD_INPUT as error:
-        return report_bad_input(error)
+    a, b = load_metadata(args.a), load_metadata(args.b)
+    diffs = diff_metadata(a, b)
     if not diffs:
         print(f"equivalent: {args.a} and {args.b}")
         return 0
@@ -268,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         for diff in diffs:
             print(f"{diff.field}: {diff.sentence}")
     else:
-        _print_differences(diffs, a["framework"], b["framework"])
+        _print_differences(diffs, a["framework"] or "a", b["framework"] or "b")
     return 1
 
 

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bridge.atomic import atomic_open
-from bridge.cli import BAD_INPUT, report_bad_input
+from bridge.atomic import atomic_group, atomic_open
+from bridge.cli import check_outputs, finite_nonnegative, guarded_main
 from bridge.devices import resolve_device
 from bridge.errors import BridgeError
 
@@ -43,6 +43,8 @@ IGNORED_SHARE = 0.5
 SPLIT_MIN_SHARE = 0.1
 #: Columns of the stored segment table; records written before ``iscrowd`` have the first four only.
 SEGMENT_COLUMNS = ("id", "category_id", "isthing", "area", "iscrowd")
+#: Largest segment or category id accepted (COCO-panoptic ids are 24-bit RGB values).
+MAX_ID = 2**31 - 1
 
 
 @dataclass
@@ -65,6 +67,12 @@ class CanonicalPanoptic:
         if self.category.ndim != 2 or self.category.shape != self.segment.shape:
             raise BridgeError(f"panoptic maps must be two H×W arrays of one shape, got {self.category.shape} "
                               f"and {self.segment.shape}")
+        for what, values in (("category", self.category), ("segment", self.segment),
+                             ("segments", [int(s.get(k, 0)) for s in self.segments for k in ("id", "category_id")])):
+            values = np.asarray(values, dtype=np.int64)
+            if values.size and (values.min() < 0 or values.max() > MAX_ID):
+                raise BridgeError(f"panoptic {what} ids must lie in 0..{MAX_ID}, got {int(values.min())}.."
+                                  f"{int(values.max())}")
         listed = {int(s["id"]) for s in self.segments}
         if 0 in listed or len(listed) != len(self.segments):
             raise BridgeError("panoptic segments must have unique non-zero ids")
@@ -119,22 +127,21 @@ def canonical_from_segment_map(ids: np.ndarray, segments_info: Sequence[dict[str
 
 
 def canonical_from_panoptic_png(png_path: str | os.PathLike[str], segments_info: Sequence[dict[str, Any]],
-                                categories: Sequence[dict[str, Any]] | None = None) -> CanonicalPanoptic:
+                                categories: Sequence[dict[str, Any]] | None = None,
+                                size: tuple[int, int] | None = None) -> CanonicalPanoptic:
     """Ground truth from a COCO-panoptic RGB id PNG and its ``segments_info`` (dataset category ids).
 
     ``isthing`` comes from the segment, else from ``categories`` (the annotation file's list; default:
-    the COCO panoptic categories); ``iscrowd`` from the segment (default 0).
+    the COCO panoptic categories); ``iscrowd`` from the segment (default 0). The PNG must be 8-bit RGB and,
+    when ``size`` (H, W) is given, of that size (``bridge.semseg_png.read_panoptic_rgb``).
     """
-    from bridge.semseg_png import rgb_to_id
+    from bridge.semseg_png import read_panoptic_rgb, rgb_to_id
 
     if categories is None:
         from bridge.synthetic_coco import panoptic_categories
         categories = panoptic_categories()
     isthing = {int(c["id"]): int(c.get("isthing", 0)) for c in categories}
-    try:
-        rgb = np.asarray(Image.open(png_path).convert("RGB"))
-    except OSError as exc:
-        raise BridgeError(f"{png_path}: cannot read panoptic PNG: {exc}") from None
+    rgb = read_panoptic_rgb(png_path, size)
     infos = []
     for info in segments_info:
         cat = int(info["category_id"])
@@ -166,7 +173,7 @@ def _as_numpy(value: Any, what: str) -> np.ndarray:
         value = value.detach().cpu().numpy()
     try:
         return np.asarray(value, dtype=np.int64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise BridgeError(f"panoptic record: {what} is not an integer array") from None
 
 
@@ -195,9 +202,11 @@ def load_npz(path: str | os.PathLike[str]) -> CanonicalPanoptic:
     """Read a canonical result written by :func:`save_npz`; BridgeError if missing or malformed."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            return from_record({k: data[k] for k in data.files})
-    except (OSError, ValueError, KeyError) as exc:
-        raise BridgeError(f"{path}: cannot read panoptic .npz: {exc}") from None
+            arrays = {k: data[k] for k in data.files}
+    except Exception as exc:  # noqa: BLE001 - a truncated zip raises BadZipFile, EOFError, zlib.error, ...
+        raise BridgeError(f"{path}: cannot read panoptic .npz: {type(exc).__name__}: {exc}") from None
+    try:
+        return from_record(arrays)
     except BridgeError as exc:
         raise BridgeError(f"{path}: {exc}") from None
 
@@ -473,16 +482,15 @@ def _disagreement(a: CanonicalPanoptic, b: CanonicalPanoptic, comparison: Panopt
     """Bool H×W from an existing comparison: pixels whose category differs or whose A segment is not paired
     with their B segment (by a match, or a crowd segment's same-category IoU > 0.5 partner)."""
     dev = resolve_device(device)
-    lut = np.full(int(a.segment.max(initial=0)) + 1, -1, dtype=np.int64)
-    lut[0] = 0
+    partner = {0: 0}
     for m in comparison.matches:
-        lut[m["a_id"]] = m["b_id"]
+        partner[m["a_id"]] = m["b_id"]
     for s in comparison.crowd_a:
         if s["best_iou"] > MATCH_IOU:
-            lut[s["id"]] = s["best_b_id"]
-    seg_a = _on_device(a.segment, dev)
-    diff = (_on_device(a.category, dev) != _on_device(b.category, dev)) | (
-        _on_device(lut, dev)[seg_a] != _on_device(b.segment, dev))
+            partner[s["id"]] = s["best_b_id"]
+    ids_a, index_a = torch.unique(_on_device(a.segment, dev), return_inverse=True)
+    lut = torch.tensor([partner.get(i, -1) for i in ids_a.tolist()], dtype=torch.int64, device=dev)
+    diff = (_on_device(a.category, dev) != _on_device(b.category, dev)) | (lut[index_a] != _on_device(b.segment, dev))
     return diff.cpu().numpy()
 
 
@@ -583,50 +591,57 @@ def default_colors() -> dict[int, Sequence[int]]:
     return {int(c["id"]): c["color"] for c in panoptic_categories() if "color" in c}
 
 
+@guarded_main
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0 identical / PQ ok, 1 differ, 2 bad input)."""
+    """Command-line entry point; returns the exit status (0 identical / PQ ok, 1 differ, 2 bad input).
+    Results of different sizes fail their image (exit 1), they do not stop the comparison."""
     parser = argparse.ArgumentParser(prog="python -m bridge.panoptic", description=__doc__.split("\n")[0])
     parser.add_argument("a", type=Path, help="reference: run directory or canonical .npz")
     parser.add_argument("b", type=Path, help="candidate: run directory or canonical .npz")
-    parser.add_argument("--min-pq", type=float, default=None, help="pass when every image's PQ is at least this")
+    parser.add_argument("--min-pq", type=finite_nonnegative("--min-pq"), default=None,
+                        help="pass when every image's PQ is at least this")
     parser.add_argument("--html", type=Path, default=None, help="write an HTML report here")
     parser.add_argument("--json", type=Path, default=None, help="write a JSON summary here")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (auto: CUDA when available)")
     args = parser.parse_args(argv)
-    try:
-        device = str(resolve_device(args.device))
-        side_a, side_b = _load_side(args.a), _load_side(args.b)
-        if args.a.is_file() and args.b.is_file():
-            side_b = {next(iter(side_a)): next(iter(side_b.values()))}
-        results: dict[str, Any] = {}
-        sections: list[str] = []
-        ok = True
-        colors = default_colors()
-        for key in sorted(set(side_a) | set(side_b), key=lambda k: (k[1], k[0])):
-            label = f"{key[0]} step {key[1]}"
-            if key not in side_a or key not in side_b:
-                print(f"{label}: only in {'A' if key in side_a else 'B'}")
-                results[label] = {"missing_in": "B" if key in side_a else "A"}
-                ok = False
-                continue
-            comp = compare_panoptic(side_a[key], side_b[key], device)
-            passed = comp.identical or (args.min_pq is not None and comp.pq >= args.min_pq)
-            ok = ok and passed
-            print(f"{label}: {'identical' if comp.identical else 'DIFFERS'}: {comp.summary()}")
-            results[label] = comp.to_dict()
-            if args.html:
-                sections.append(html_section(side_a[key], side_b[key], comp, colors, title=label, device=device))
+    check_outputs({"A": args.a, "B": args.b}, {"--json": args.json, "--html": args.html})
+    device = str(resolve_device(args.device))
+    side_a, side_b = _load_side(args.a), _load_side(args.b)
+    if args.a.is_file() and args.b.is_file():
+        side_b = {next(iter(side_a)): next(iter(side_b.values()))}
+    results: dict[str, Any] = {}
+    sections: list[str] = []
+    ok = True
+    colors = default_colors()
+    for key in sorted(set(side_a) | set(side_b), key=lambda k: (k[1], k[0])):
+        label = f"{key[0]} step {key[1]}"
+        if key not in side_a or key not in side_b:
+            print(f"{label}: only in {'A' if key in side_a else 'B'}")
+            results[label] = {"missing_in": "B" if key in side_a else "A"}
+            ok = False
+            continue
+        if side_a[key].shape != side_b[key].shape:
+            print(f"{label}: DIFFERS: size A {side_a[key].shape} vs B {side_b[key].shape} (HxW)")
+            results[label] = {"identical": False, "size_a": list(side_a[key].shape),
+                              "size_b": list(side_b[key].shape)}
+            ok = False
+            continue
+        comp = compare_panoptic(side_a[key], side_b[key], device)
+        passed = comp.identical or (args.min_pq is not None and comp.pq >= args.min_pq)
+        ok = ok and passed
+        print(f"{label}: {'identical' if comp.identical else 'DIFFERS'}: {comp.summary()}")
+        results[label] = comp.to_dict()
+        if args.html:
+            sections.append(html_section(side_a[key], side_b[key], comp, colors, title=label, device=device))
+    with atomic_group() as outputs:
         if args.json:
-            with atomic_open(args.json, "wb") as fh:
-                fh.write(json.dumps({"passed": ok, "images": results}, indent=1).encode())
+            outputs.write_bytes(args.json, json.dumps({"passed": ok, "images": results}, indent=1).encode())
         if args.html:
             page = ("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>panoptic</title></head><body>"
                     f"<h1>{'PASS' if ok else 'FAIL'} {html.escape(str(args.a))} vs {html.escape(str(args.b))}</h1>"
                     f"{''.join(sections)}</body></html>")
-            with atomic_open(args.html, "wb") as fh:
-                fh.write(page.encode())
-    except BAD_INPUT as exc:
-        return report_bad_input(exc)
+            outputs.write_bytes(args.html, page.encode())
+        outputs.commit()
     return 0 if ok else 1
 
 

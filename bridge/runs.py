@@ -107,10 +107,14 @@ class Recorder:
             self._start()
 
     def _start(self) -> None:
-        for path in (self.manifest_path, self.journal_path):
-            if path.exists():
-                raise FormatError(f"{path}: already holds a recording; record into a new run dir")
         self.rank_dir.mkdir(parents=True, exist_ok=True)
+        try:  # an exclusive create: of two recorders started on one rank dir, exactly one gets the journal
+            os.close(os.open(self.journal_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            raise FormatError(f"{self.journal_path}: already holds a recording; record into a new run dir") from None
+        if self.manifest_path.exists():
+            self.journal_path.unlink(missing_ok=True)
+            raise FormatError(f"{self.manifest_path}: already holds a recording; record into a new run dir")
         self._started = True
         self._write_manifest()
 

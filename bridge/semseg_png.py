@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 from PIL import Image
@@ -19,6 +21,43 @@ from bridge.errors import BridgeError
 
 IGNORE_LABEL = 255
 MODES = ("all_classes", "stuff_only")
+#: PIL modes whose pixels decode to exact RGB colours (a COCO-panoptic PNG is 8-bit RGB).
+RGB_MODES = ("RGB", "RGBA", "P")
+
+
+def read_panoptic_rgb(path: str | os.PathLike[str], size: tuple[int, int] | None = None, what: str = "") -> np.ndarray:
+    """Read a COCO-panoptic id PNG as an H×W×3 uint8 array; BridgeError naming ``path`` (and ``what``, e.g.
+    the image) for a file that cannot be one: unreadable or truncated, a decompression bomb (above
+    ``PIL.Image.MAX_IMAGE_PIXELS``), a grayscale or 16-bit PNG (its ids would decode wrong), or a size other
+    than ``size`` (H, W) when given."""
+    where = f"{path}{f' ({what})' if what else ''}"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.mode not in RGB_MODES:
+                    raise BridgeError(f"{where}: a panoptic PNG must be 8-bit RGB, got PIL mode {image.mode!r} "
+                                      "(grayscale or 16-bit ids would decode wrong)")
+                if size is not None and (image.height, image.width) != tuple(size):
+                    raise BridgeError(f"{where}: panoptic PNG is {image.height}x{image.width} (HxW), "
+                                      f"the image is {size[0]}x{size[1]}")
+                return np.asarray(image.convert("RGB"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BridgeError(f"{where}: refusing a decompression bomb: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise BridgeError(f"{where}: cannot read panoptic PNG: {exc}") from None
+
+
+def contained_path(root: Path, file_name: object, what: str) -> Path:
+    """``root / file_name`` for a relative ``file_name`` that stays inside ``root``; BridgeError naming
+    ``what`` (e.g. the annotation) for an absolute name or one with ``..`` (it would escape ``root``)."""
+    if not isinstance(file_name, str) or not file_name or "\x00" in file_name:
+        raise BridgeError(f"{what}: file_name must be a non-empty string, got {file_name!r}")
+    parts = PurePosixPath(file_name).parts
+    if (PurePosixPath(file_name).is_absolute() or PureWindowsPath(file_name).is_absolute()
+            or PureWindowsPath(file_name).drive or ".." in parts or ".." in PureWindowsPath(file_name).parts):
+        raise BridgeError(f"{what}: file_name {file_name!r} leaves {root} (absolute or '..'); refusing it")
+    return root / file_name
 
 
 def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
@@ -39,9 +78,11 @@ def category_to_label(categories: Sequence[dict], mode: str) -> dict[int, int]:
     raise BridgeError(f"unknown semantic-seg mode {mode!r}; choose one of {MODES}")
 
 
-def semantic_from_panoptic(panoptic_png: Path, segments_info: Sequence[dict], labels: dict[int, int]) -> np.ndarray:
-    """Return the uint8 semantic map of one panoptic PNG given its ``segments_info`` and label map."""
-    ids = rgb_to_id(np.asarray(Image.open(panoptic_png).convert("RGB")))
+def semantic_from_panoptic(panoptic_png: Path, segments_info: Sequence[dict], labels: dict[int, int],
+                           size: tuple[int, int] | None = None, what: str = "") -> np.ndarray:
+    """Return the uint8 semantic map of one panoptic PNG given its ``segments_info`` and label map
+    (the PNG is checked by :func:`read_panoptic_rgb`, against ``size`` (H, W) when given)."""
+    ids = rgb_to_id(read_panoptic_rgb(panoptic_png, size, what))
     semantic = np.full(ids.shape, IGNORE_LABEL, dtype=np.uint8)
     for segment in segments_info:
         category_id = int(segment["category_id"])
@@ -55,17 +96,23 @@ def semantic_from_panoptic(panoptic_png: Path, segments_info: Sequence[dict], la
 def write_semantic_pngs(panoptic_json: dict, panoptic_dir: Path, out_dir: Path, mode: str) -> list[Path]:
     """Write the semantic PNG of every annotation in ``panoptic_json`` into ``out_dir`` when missing.
 
-    Files are named like the panoptic PNGs; existing files are kept. Returns the paths, in order.
+    Files are named like the panoptic PNGs; existing files are kept. Returns the paths, in order. A
+    ``file_name`` that would leave ``out_dir`` (absolute, ``..``) is refused, and so is a panoptic PNG of
+    another size than its image (``height``/``width`` in ``images``), a grayscale or 16-bit one.
     """
     labels = category_to_label(panoptic_json["categories"], mode)
+    sizes = {image.get("id"): (image["height"], image["width"]) for image in panoptic_json.get("images", [])
+             if isinstance(image, dict) and isinstance(image.get("height"), int) and isinstance(image.get("width"), int)}
     written = []
     for annotation in panoptic_json["annotations"]:
-        target = out_dir / annotation["file_name"]
+        what = f"annotation of image {annotation.get('image_id')}"
+        target = contained_path(out_dir, annotation.get("file_name"), what)
         if not target.exists():
-            source = panoptic_dir / annotation["file_name"]
+            source = contained_path(panoptic_dir, annotation["file_name"], what)
             if not source.exists():
                 raise BridgeError(f"panoptic PNG {source} (image {annotation['image_id']}) does not exist")
-            semantic = semantic_from_panoptic(source, annotation["segments_info"], labels)
+            semantic = semantic_from_panoptic(source, annotation["segments_info"], labels,
+                                              sizes.get(annotation.get("image_id")), f"image {annotation['image_id']}")
             with atomic_path(target) as tmp:
                 Image.fromarray(semantic).save(tmp, format="PNG")
         written.append(target)

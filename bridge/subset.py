@@ -25,8 +25,8 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from bridge.atomic import atomic_write_bytes
-from bridge.cli import BAD_INPUT, report_bad_input
+from bridge.atomic import atomic_group
+from bridge.cli import check_outputs, guarded_main
 from bridge.errors import SubsetError
 
 Only = Literal["empty", "nonempty"] | None
@@ -380,7 +380,7 @@ def _object_ids(path: Path, raw: Raw, arr: np.ndarray, starts: np.ndarray, ends:
             value = orjson.loads(raw[starts[k]:ends[k]]).get(name)
         except orjson.JSONDecodeError as exc:
             raise SubsetError(f"{path}: malformed JSON in {what} #{k} ({exc})") from None
-        if not isinstance(value, int) or not -2**63 <= value < 2**63:
+        if isinstance(value, bool) or not isinstance(value, int) or not -2**63 <= value < 2**63:
             raise SubsetError(f"{path}: not a COCO file ({what} #{k} has no integer {name!r})")
         ids[k] = value
     return ids
@@ -412,7 +412,13 @@ def _map(path: Path) -> Raw:
 def load_coco(path: Path) -> CocoFile:
     """Read and index a COCO instances or panoptic annotation file."""
     path = Path(path)
-    return _index(path, _map(path))
+    coco = _index(path, _map(path))
+    ids = coco.images.ids
+    if np.unique(ids).size != ids.size:
+        values, counts = np.unique(ids, return_counts=True)
+        raise SubsetError(f"{path}: image id {int(values[counts > 1][0])} appears {int(counts[counts > 1][0])} times "
+                          "in 'images'; image ids must be unique")
+    return coco
 
 
 def select_image_ids(coco: CocoFile, *, one: int | bool | None = None, ids: Sequence[int] | None = None,
@@ -427,6 +433,9 @@ def select_image_ids(coco: CocoFile, *, one: int | bool | None = None, ids: Sequ
         raise SubsetError("give exactly one of --one, --ids, --first")
     if only not in (None, "empty", "nonempty"):
         raise SubsetError(f"unknown filter {only!r}")
+    if ids is not None and (not len(ids) or any(isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer))
+                                                for i in ids)):
+        raise SubsetError(f"--ids must name at least one integer image id, got {list(ids)!r}")
     needs_objects = one is True or only is not None
     with_objects = coco.images_with_objects() if needs_objects else set()
     order = coco.image_ids()
@@ -511,9 +520,12 @@ def subset_tag(*, one: int | bool | None = None, ids: Sequence[int] | None = Non
 
 
 def write_subset(outputs: dict[Path, bytes]) -> list[Path]:
-    """Write every output atomically (call only once all of them are computed)."""
-    for target, data in outputs.items():
-        atomic_write_bytes(target, data)
+    """Write every output to a temporary file, then rename them all into place (call only once all of them
+    are computed): a failure leaves none of them."""
+    with atomic_group() as group:
+        for target, data in outputs.items():
+            group.write_bytes(target, data)
+        group.commit()
     return list(outputs)
 
 
@@ -538,16 +550,22 @@ def cut_subset(ann_paths: Sequence[Path], *, one: int | bool | None = None, ids:
             raise SubsetError(f"{path}: output {target} would collide with another file")
         outputs[target] = cut_bytes(coco, chosen)
         del coco
+    check_outputs({f"input {p}": p for p in map(Path, ann_paths)},
+                  {f"output {t}": t for t in outputs})
     return write_subset(outputs)
 
 
 def _parse_ids(text: str) -> list[int]:
     try:
-        return [int(t) for t in text.split(",") if t.strip()]
+        ids = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
+    if not ids:
+        raise argparse.ArgumentTypeError(f"names no image id: {text!r}")
+    return ids
 
 
+@guarded_main
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 ok, 2 bad input)."""
     parser = argparse.ArgumentParser(prog="python -m bridge.subset", description=__doc__.splitlines()[0])
@@ -561,11 +579,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     only.add_argument("--only-empty", dest="only", action="store_const", const="empty")
     parser.add_argument("--out-dir", type=Path)
     args = parser.parse_args(argv)
-    try:
-        paths = cut_subset(args.ann, one=args.one, ids=args.ids, first=args.first, only=args.only,
-                           out_dir=args.out_dir)
-    except BAD_INPUT as exc:
-        return report_bad_input(exc)
+    paths = cut_subset(args.ann, one=args.one, ids=args.ids, first=args.first, only=args.only, out_dir=args.out_dir)
     for p in paths:
         print(p)
     return 0

@@ -113,7 +113,10 @@ def encode_scalar(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return repr(value)  # "nan", "inf", "-inf"
     if isinstance(value, int) and not isinstance(value, bool) and not _INT64_MIN <= value <= _INT64_MAX:
-        return str(value)
+        try:
+            return str(value)
+        except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+            raise FormatError(f"int leaf of {value.bit_length()} bits is too large to record") from None
     return value
 
 

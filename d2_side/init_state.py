@@ -8,12 +8,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import torch
 
-from bridge.cli import run_reporting_errors
+from bridge.cli import check_outputs, guarded_main, run_reporting_errors
 from bridge.convert import save_checkpoint
 from bridge.errors import BridgeError
 
@@ -37,6 +38,7 @@ def init_state_dict(config: str, seed: int, options: list[str] | None = None) ->
     return build_model(cfg).state_dict()
 
 
+@guarded_main
 def main(argv: list[str] | None = None) -> int:
     """CLI: write the initial state dict; exit 2 with a one-line error on bad input."""
     parser = argparse.ArgumentParser(prog="python -m d2_side.init_state", description=__doc__.splitlines()[0])
@@ -45,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--out", required=True, help=".safetensors or .pth")
     parser.add_argument("--opts", nargs="*", default=[], help="detectron2 config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
+    check_outputs({"CONFIG": args.config if os.path.exists(args.config) else None}, {"-o": args.out})
 
     def write() -> str:
         state = init_state_dict(args.config, args.seed, args.opts)

@@ -10,6 +10,7 @@ ready for mmdet's own ``tools/train.py`` / ``tools/test.py``
 from __future__ import annotations
 
 import argparse
+import os
 import pprint
 import sys
 import tempfile
@@ -17,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bridge.atomic import atomic_open
-from bridge.cli import run_reporting_errors
+from bridge.atomic import atomic_open, remove_dead_temps
+from bridge.cli import check_outputs, guarded_main, run_reporting_errors
 from bridge.errors import BridgeError
 from bridge.onesample import OneSampleConfig, OneSampleSplit, parse_image_ids, prepare_split
 
@@ -124,18 +125,27 @@ def _merge_into(target: dict, changes: dict) -> None:
             target[key] = value
 
 
+#: Name prefix of the probe file written beside the output config while it is loaded (followed by the pid:
+#: a later run removes the probes of killed runs).
+PROBE_PREFIX = ".bridge_config_probe."
+
+
 def _load_config_text(text: str, directory: Path) -> "Config":  # noqa: F821
-    """Load config ``text`` as if written in ``directory`` (its bases resolve from there), without imports."""
+    """Load config ``text`` as if written in ``directory`` (its bases resolve from there), without imports.
+    The probe file is hidden (:data:`PROBE_PREFIX`) and removed; one left by a killed run goes next time."""
     from mmengine.config import Config
 
-    with tempfile.NamedTemporaryFile("w", suffix=".py", dir=directory, encoding="utf-8") as probe:
+    prefix = f"{PROBE_PREFIX}{os.getpid()}."
+    remove_dead_temps(directory, PROBE_PREFIX, ".py")
+    with tempfile.NamedTemporaryFile("w", prefix=prefix, suffix=".py", dir=directory, encoding="utf-8") as probe:
         probe.write(text)
         probe.flush()
         try:
             return Config.fromfile(probe.name, import_custom_modules=False)
         except Exception as exc:  # mmengine raises many types for a bad base: name the base and the cause
+            cause = str(exc).replace(probe.name, "<the config being written>")
             raise BridgeError(f"cannot load the base config to extend it "
-                              f"({type(exc).__name__}: {exc})") from None
+                              f"({type(exc).__name__}: {cause})") from None
 
 
 def bridge_hook_overrides(current: Any, hooks: list[dict]) -> dict:
@@ -194,6 +204,7 @@ def _describe_record_hook(hook: dict | None) -> str | None:
     return f"{line}, activations {', '.join(hook['activations'])}"
 
 
+@guarded_main
 def main(argv: list[str] | None = None) -> int:
     """CLI: write a one-sample config for mmdet's tools; exit 2 with a one-line error on bad input."""
     parser = argparse.ArgumentParser(prog="python -m mmdet_side.config", description=__doc__.splitlines()[0])
@@ -217,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="labels = original COCO category ids: CocoDataset91 / CocoPanopticDataset91, their "
                              "metrics, the heads' class counts and LabelSpaceCheckHook, set together")
     args = parser.parse_args(argv)
+    check_outputs({"--base": args.base if os.path.exists(args.base) else None}, {"-o": args.out})
 
     def write() -> Path:
         config = None

@@ -8,11 +8,12 @@ mmengine's Runner does before training.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
 
-from bridge.cli import run_reporting_errors
+from bridge.cli import check_outputs, guarded_main, run_reporting_errors
 from bridge.convert import save_checkpoint
 from mmdet_side.target import build_model
 
@@ -25,6 +26,7 @@ def init_state_dict(config: str, seed: int) -> dict[str, torch.Tensor]:
     return model.state_dict()
 
 
+@guarded_main
 def main(argv: list[str] | None = None) -> int:
     """CLI: write the initial state dict; exit 2 with a one-line error on bad input."""
     parser = argparse.ArgumentParser(prog="python -m mmdet_side.init_state", description=__doc__.splitlines()[0])
@@ -32,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-o", "--out", required=True, help=".safetensors or .pth")
     args = parser.parse_args(argv)
+    check_outputs({"CONFIG": args.config if os.path.exists(args.config) else None}, {"-o": args.out})
 
     def write() -> str:
         state = init_state_dict(args.config, args.seed)

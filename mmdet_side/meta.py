@@ -16,6 +16,7 @@ in the file's order. What the code really does with void and zero-area segments:
 from __future__ import annotations
 
 import argparse
+import os
 import inspect
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from bridge.cli import run_reporting_errors
+from bridge.cli import check_outputs, guarded_main, run_reporting_errors
 from bridge.errors import BridgeError
 from bridge.meta import make_metadata, write_metadata
 
@@ -107,12 +108,14 @@ def export_mmdet_metadata(config: str | Path | Config) -> dict[str, Any]:
                          evaluator=evaluator, raw=raw)
 
 
+@guarded_main
 def main(argv: list[str] | None = None) -> int:
     """CLI: export a config's val-dataset metadata to JSON; exit 2 with a one-line error on bad input."""
     parser = argparse.ArgumentParser(prog="python -m mmdet_side.meta", description=__doc__.splitlines()[0])
     parser.add_argument("config", help="mmdet config file")
     parser.add_argument("-o", "--out", required=True, help="JSON file to write")
     args = parser.parse_args(argv)
+    check_outputs({"CONFIG": args.config if os.path.exists(args.config) else None}, {"-o": args.out})
     return run_reporting_errors(lambda: write_metadata(export_mmdet_metadata(args.config), args.out))
 
 

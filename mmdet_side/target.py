@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from bridge.atomic import atomic_write_bytes
-from bridge.cli import BAD_INPUT, report_bad_input
+from bridge.cli import BAD_INPUT, guarded_main, report_bad_input
 from bridge.convert import load_checkpoint
 from bridge.errors import BridgeError
 
@@ -82,6 +82,7 @@ def strict_load_check(model: torch.nn.Module, state_dict: dict[str, torch.Tensor
     return result
 
 
+@guarded_main
 def main(argv: list[str] | None = None) -> int:
     """CLI: write the manifest or run the strict check; exit 2 with one ``error:`` line on bad input."""
     parser = argparse.ArgumentParser(prog="python -m mmdet_side.target", description=__doc__.splitlines()[0])

@@ -78,6 +78,11 @@ def test_cli_mismatch_exit_1_with_suggestions(tmp_path: Path) -> None:
     proc = run("bridge.convert", str(src), "-o", str(tmp_path / "o.safetensors"), "--rules", str(rules),
                "--target", str(target), "--report", str(rep))
     assert proc.returncode == 1, proc.stderr
+    assert not (tmp_path / "o.safetensors").exists() and "not written" in proc.stderr  # failed its check
+    assert json.loads(rep.read_text())["meta"]["output_written"] is False
+    proc = run("bridge.convert", str(src), "-o", str(tmp_path / "o.safetensors"), "--rules", str(rules),
+               "--target", str(target), "--report", str(rep), "--keep-failed")
+    assert proc.returncode == 1, proc.stderr
     assert "enc.layers.{0..2}.linear1.weight" in proc.stdout
     data = json.loads(rep.read_text())
     assert data["counts"]["unexpected"] == 3 and data["counts"]["missing"] == 3

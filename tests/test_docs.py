@@ -24,7 +24,7 @@ PYTHON_FENCE = re.compile(r"^[ \t]*```python\n(.*?)^[ \t]*```", re.S | re.M)
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
-class _Parsed(Exception):
+class _Parsed(BaseException):
     """Raised instead of running the command once its arguments have parsed."""
 
 

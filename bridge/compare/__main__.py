@@ -1,4 +1,5 @@
-"""CLI: ``python -m bridge.compare RUN_A RUN_B [options]``; exit 0 pass, 1 diverges/unpaired, 2 bad input."""
+"""CLI: ``python -m bridge.compare RUN_A RUN_B [options]``; exit 0 pass, 1 diverges/unpaired, 2 bad input
+(including an unknown kind, a tolerance that is not finite and >= 0, and a comparison of nothing)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from bridge.cli import BAD_INPUT, report_bad_input
+from pathlib import Path
+
+from bridge.atomic import atomic_group
+from bridge.cli import check_outputs, finite_nonnegative, guarded_main
+from bridge.errors import BridgeError
 
 #: The progress bar shows only for at least this many pairs (and never under --quiet or without a TTY).
 PROGRESS_MIN_PAIRS = 20
@@ -18,8 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_a")
     p.add_argument("run_b")
     p.add_argument("--map", dest="map_file", help="converter preset name or YAML/JSON rules pairing RUN_A's keys with RUN_B's (gradients/parameters converted like the weights, losses through the preset's losses:)")
-    p.add_argument("--atol", type=float, help="absolute tolerance for every float leaf")
-    p.add_argument("--rtol", type=float, help="relative tolerance for every float leaf")
+    p.add_argument("--atol", type=finite_nonnegative("--atol"), help="absolute tolerance for every float leaf")
+    p.add_argument("--rtol", type=finite_nonnegative("--rtol"), help="relative tolerance for every float leaf")
     p.add_argument("--tol", action="append", default=[], metavar="GLOB=ATOL,RTOL", help="per-key override; last match wins")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--json", dest="json_out", help="write the JSON report here")
@@ -31,20 +36,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _nothing_compared(kinds: list[str] | None) -> BridgeError:
+    what = f"no leaf of kind(s) {', '.join(kinds)} in either run" if kinds else "both runs are empty"
+    return BridgeError(f"nothing compared: {what}; a comparison of nothing is not a pass")
+
+
+@guarded_main
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     from rich.console import Console
 
     from .engine import compare_runs
-    from .report_html import write_html
-    from .report_json import write_json
+    from .report_html import build_html
+    from .report_json import to_json_bytes
     from .report_terminal import print_report, summary_line
 
     console = Console() if sys.stdout.isatty() else Console(width=160)
-    kinds = [k for k in args.kinds.split(",") if k] if args.kinds else None
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()] if args.kinds is not None else None
+    if args.kinds is not None and not kinds:
+        parser.error(f"--kinds {args.kinds!r} names no kind")
+    map_input = args.map_file if args.map_file and Path(args.map_file).exists() else None
+    check_outputs({"RUN_A": args.run_a, "RUN_B": args.run_b, "--map": map_input},
+                  {"--json": args.json_out, "--html": args.html_out})
     show_progress = not args.quiet and sys.stdout.isatty()
-    try:
+    with atomic_group() as outputs:
         if show_progress:
             from rich.progress import Progress
 
@@ -60,16 +77,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             result = compare_runs(args.run_a, args.run_b, name_map=args.map_file, atol=args.atol, rtol=args.rtol,
                                   tolerances=args.tol, device=args.device, kinds=kinds, show_raw=args.show_raw)
+        if result.compared_nothing:
+            raise _nothing_compared(kinds)
         if args.json_out:
-            write_json(result, args.json_out)
+            outputs.write_bytes(args.json_out, to_json_bytes(result))
         if args.html_out:
-            write_html(result, args.html_out)
-    except BAD_INPUT as exc:
-        return report_bad_input(exc)
-    if args.quiet:
-        print(summary_line(result))
-    else:
-        print_report(result, console)
+            outputs.write_bytes(args.html_out, build_html(result).encode("utf-8"))
+        if args.quiet:
+            print(summary_line(result))
+        else:
+            print_report(result, console)
+        outputs.commit()  # last: a command that fails before here leaves no report
     return 0 if result.passed else 1
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from bridge import Entry, Run, open_run
+from bridge.runs import KINDS
 from bridge.devices import resolve_device
 from bridge.errors import BridgeError
 
@@ -22,7 +23,8 @@ from .pairing import Pair, load_map, pair_entries
 from .param_pairing import pair_with_rules
 from .panoptic_entries import PanopticPair
 from .stats import READ_ELEMS, NumericStats, tensor_stats
-from .tolerance import OPAQUE_DTYPES, TolerancePolicy, ToleranceRule, is_exact_dtype, parse_tol_spec
+from .tolerance import (OPAQUE_DTYPES, TolerancePolicy, ToleranceRule, check_tolerance, is_exact_dtype,
+                        parse_tol_spec)
 
 ProgressFn = Callable[[int, int], None]
 
@@ -104,10 +106,16 @@ class ComparisonResult:
     outputs_counted: bool = True
 
     @property
+    def compared_nothing(self) -> bool:
+        """True when no leaf was paired, none is unpaired and no panoptic record met: a vacuous comparison."""
+        return (not self.items and not self.a_only and not self.b_only and not self.output_pairs()
+                and not self.by_nature)
+
+    @property
     def passed(self) -> bool:
-        """True when every pair passes, no leaf is unpaired and (unless ``--kinds`` leaves out ``output``)
-        every canonical output result agrees."""
-        return (not self.a_only and not self.b_only and all(i.passed for i in self.items)
+        """True when something was compared, every pair passes, no leaf is unpaired and (unless ``--kinds``
+        leaves out ``output``) every canonical output result agrees."""
+        return (not self.compared_nothing and not self.a_only and not self.b_only and all(i.passed for i in self.items)
                 and (not self.outputs_counted or all(p.passed for p in self.output_pairs())))
 
     def output_pairs(self) -> list[PanopticPair | InstancesPair | SemanticPair]:
@@ -202,8 +210,13 @@ def compare_pair(run_a: Run, run_b: Run, pair: Pair, policy: TolerancePolicy, de
     return _compare_values(item, a.value, b.value, atol, rtol, exact)
 
 
+def _fits_float(value: int | float) -> bool:
+    """True unless ``value`` is an int beyond float range (such ints compare exactly, as Python ints)."""
+    return not isinstance(value, int) or abs(value) < 2**1023
+
+
 def _compare_values(item: ItemResult, va: Any, vb: Any, atol: float, rtol: float, exact: bool) -> ItemResult:
-    numeric = isinstance(va, (int, float)) and isinstance(vb, (int, float))
+    numeric = isinstance(va, (int, float)) and isinstance(vb, (int, float)) and _fits_float(va) and _fits_float(vb)
     if numeric:
         st = tensor_stats([torch.tensor([float(va)], dtype=torch.float64)],
                           [torch.tensor([float(vb)], dtype=torch.float64)],
@@ -247,13 +260,19 @@ def compare_runs(
     ``'GLOB=ATOL,RTOL'`` overrides (last match wins); ``kinds`` keeps only those kinds;
     ``progress(done, total)`` is called after each pair. Canonical output records are compared as results
     (``output_entries``), not leaf by leaf; leaves that differ by nature are classified as such (``nature``),
-    ``show_raw`` counts unpaired raw framework structures as unpaired. Raises BridgeError on bad input.
+    ``show_raw`` counts unpaired raw framework structures as unpaired. Raises BridgeError on bad input (an
+    unknown kind, a tolerance that is not a finite number >= 0).
     """
+    kind_set = set(kinds) if kinds else None
+    unknown = sorted(kind_set - set(KINDS)) if kind_set else []
+    if unknown:
+        raise BridgeError(f"unknown kind(s) {', '.join(map(repr, unknown))}: kinds are {', '.join(KINDS)}")
+    check_tolerance("atol", atol)
+    check_tolerance("rtol", rtol)
     dev = resolve_device(device)
     run_a, run_b = _open(a), _open(b)
     ruleset = load_map(Path(name_map) if isinstance(name_map, os.PathLike) else name_map if name_map is None or isinstance(name_map, str) else list(name_map))
     policy = TolerancePolicy(atol, rtol, tuple(t if isinstance(t, ToleranceRule) else parse_tol_spec(t) for t in tolerances))
-    kind_set = set(kinds) if kinds else None
     ea = [e for e in run_a.entries() if (kind_set is None or e.kind in kind_set) and canonical_form(e) is None]
     eb = [e for e in run_b.entries() if (kind_set is None or e.kind in kind_set) and canonical_form(e) is None]
     pairing = pair_entries(ea, eb) if ruleset is None else pair_with_rules(ea, eb, ruleset, run_a)

@@ -46,7 +46,9 @@ def _records(run: Run) -> set[tuple[int, int, str]]:
 
 
 def compare_panoptic_records(run_a: Run, run_b: Run, device: str = "auto") -> list[PanopticPair]:
-    """Compare every canonical panoptic record present in both runs (same step, rank and name) on ``device``."""
+    """Compare every canonical panoptic record present in both runs (same step, rank and name) on ``device``.
+
+    Records of different sizes are left out: their maps already fail as pairs of different shapes."""
     pairs = []
     for step, rank, name in sorted(_records(run_a) & _records(run_b)):
         try:
@@ -54,5 +56,7 @@ def compare_panoptic_records(run_a: Run, run_b: Run, device: str = "auto") -> li
             b = from_record(run_b.get(name, step=step, kind="output", rank=rank))
         except BridgeError as exc:
             raise BridgeError(f"record {name!r} step {step} rank {rank}: not a canonical panoptic result ({exc})") from None
+        if a.shape != b.shape:
+            continue
         pairs.append(PanopticPair(step, rank, name, a, b, compare_panoptic(a, b, device=device), device))
     return pairs

@@ -46,8 +46,13 @@ def to_dict(result: ComparisonResult) -> dict[str, Any]:
     }
 
 
+def to_json_bytes(result: ComparisonResult) -> bytes:
+    """The report as UTF-8 JSON bytes (indented)."""
+    return orjson.dumps(to_dict(result), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+
+
 def write_json(result: ComparisonResult, path: str | os.PathLike[str]) -> None:
     """Write the report to ``path`` atomically."""
-    data = orjson.dumps(to_dict(result), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+    data = to_json_bytes(result)
     with atomic_open(path, "wb") as handle:
         handle.write(data)

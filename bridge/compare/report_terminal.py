@@ -1,4 +1,6 @@
-"""Terminal report: a rich table (passing layer runs folded), unpaired leaves, a summary line."""
+"""Terminal report: a rich table (passing layer runs folded), unpaired leaves, a summary line.
+
+Recorded text (keys, run paths) is escaped: a key like ``a[/x]`` is shown as it is, never read as markup."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import re
 from dataclasses import dataclass
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .engine import ComparisonResult, ItemResult
@@ -86,7 +89,7 @@ def _agg(items: list[ItemResult], attr: str, fn=max) -> float | None:
 
 def build_table(result: ComparisonResult) -> Table:
     """Return the rich table of pairs, failing rows in red."""
-    table = Table(title=f"{result.run_a}  vs  {result.run_b}", show_lines=False)
+    table = Table(title=escape(f"{result.run_a}  vs  {result.run_b}"), show_lines=False)
     for col in ("step", "rank", "kind", "key", "dtype", "shape", "max_abs", "max_rel", "cosine", "mismatch", "result"):
         table.add_column(
             col,
@@ -101,7 +104,7 @@ def build_table(result: ComparisonResult) -> Table:
         shape = "x".join(map(str, it.shape_a)) if it.shape_a == it.shape_b else f"{it.shape_a}/{it.shape_b}"
         mism = _agg(row.items, "mismatched", sum)
         table.add_row(
-            str(it.step), str(it.rank), it.kind, row.label, dtype, shape or "()",
+            str(it.step), str(it.rank), escape(it.kind), escape(row.label), escape(dtype), shape or "()",
             _num(_agg(row.items, "max_abs")), _num(_agg(row.items, "max_rel")),
             _num(_agg(row.items, "cosine", min), ".6f"), "-" if mism is None else str(int(mism)),
             _verdict(row),

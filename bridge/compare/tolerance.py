@@ -9,6 +9,7 @@ the kinds in EXACT_KINDS (matcher outputs and their loss normalisers).
 from __future__ import annotations
 
 import fnmatch
+import math
 from dataclasses import dataclass, field
 
 from bridge.errors import BridgeError
@@ -56,6 +57,11 @@ class ToleranceRule:
     atol: float
     rtol: float
 
+    def __post_init__(self) -> None:
+        """Refuse a tolerance that is not a finite number >= 0."""
+        check_tolerance(f"tolerance of {self.pattern!r} atol", self.atol)
+        check_tolerance(f"tolerance of {self.pattern!r} rtol", self.rtol)
+
 
 def parse_tol_spec(spec: str) -> ToleranceRule:
     """Parse ``'GLOB=ATOL,RTOL'`` into a :class:`ToleranceRule`; raises BridgeError when malformed."""
@@ -67,9 +73,18 @@ def parse_tol_spec(spec: str) -> ToleranceRule:
         atol, rtol = float(parts[0]), float(parts[1])
     except ValueError:
         raise BridgeError(f"bad --tol {spec!r}: ATOL and RTOL must be numbers") from None
-    if atol < 0 or rtol < 0:
-        raise BridgeError(f"bad --tol {spec!r}: tolerances must be >= 0")
+    if not (math.isfinite(atol) and math.isfinite(rtol)) or atol < 0 or rtol < 0:
+        raise BridgeError(f"bad --tol {spec!r}: ATOL and RTOL must be finite and >= 0")
     return ToleranceRule(pattern, atol, rtol)
+
+
+def check_tolerance(name: str, value: float | None) -> None:
+    """Raise BridgeError unless ``value`` (the ``name`` tolerance) is None or a finite number >= 0: a NaN
+    tolerance would make every difference pass."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise BridgeError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
 @dataclass(frozen=True)

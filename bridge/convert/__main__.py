@@ -4,7 +4,9 @@
 config's model is built on the CPU by ``python -m mmdet_side.target`` in a subprocess (``bridge`` never
 imports mmdet), and the written checkpoint is loaded into it with ``strict=True`` as the final check.
 Exit status: 0 fully matched (or no target), 1 missing/unexpected/mismatched keys or a failed strict load,
-2 bad input.
+2 bad input. A conversion that fails its check (exit 1) writes its report but not its output checkpoint,
+unless ``--keep-failed``; every output is checked against the inputs first, and all are renamed into place
+together at the end.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bridge.atomic import atomic_write_bytes
+from bridge.atomic import AtomicGroup, atomic_group
 from bridge.convert.engine import convert_state_dict
-from bridge.convert.loading import load_checkpoint, load_target_shapes, save_checkpoint
+from bridge.convert.loading import load_checkpoint, load_target_shapes, write_checkpoint_file
 from bridge.convert.mmdet_target import is_mmdet_config, mmdet_config_shapes, mmdet_strict_check
 from bridge.convert.provenance import file_sha256, provenance
 from bridge.convert.report import compare_to_target, render_report, report_without_target
 from bridge.convert.rules import load_rules
-from bridge.cli import BAD_INPUT, report_bad_input
+from bridge.cli import check_outputs, guarded_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,62 +41,90 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="write the report as JSON here")
     p.add_argument("--names-dir", help="write source/target/converted names as sorted JSON lists here")
     p.add_argument("--unsafe-pickle", action="store_true", help="allow arbitrary pickled objects (trusted files)")
+    p.add_argument("--keep-failed", action="store_true",
+                   help="write the output checkpoint even when the conversion fails its check (exit 1)")
     p.add_argument("--fsync", action="store_true",
                    help="flush the output to disk before its atomic rename (survives an OS crash, costs time)")
     return p
 
 
-def _dump_json(path: Path, data: object) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=1, sort_keys=False) + "\n").encode())
+def _json_bytes(data: object) -> bytes:
+    return (json.dumps(data, indent=1, sort_keys=False) + "\n").encode()
 
 
+def _names_files(args: argparse.Namespace) -> dict[str, Path | None]:
+    out = Path(args.names_dir) if args.names_dir else None
+    names = ("source_names.json", "converted_names.json", "target_names.json")
+    return {f"--names-dir {name}": (out / name if out else None) for name in names}
+
+
+def _inputs(args: argparse.Namespace) -> dict[str, str | None]:
+    existing = {k: v for k, v in (("--rules", args.rules), ("--target", args.target)) if v and Path(v).exists()}
+    return {"SRC": args.src, **existing}
+
+
+def _stage_names(outputs: AtomicGroup, names: dict[str, Path | None], result, target) -> None:
+    source, converted, target_file = names.values()
+    if source is None:
+        return
+    outputs.write_bytes(source, _json_bytes(sorted(result.source_keys)))
+    outputs.write_bytes(converted, _json_bytes(sorted(result.state_dict)))
+    if target is not None:
+        outputs.write_bytes(target_file, _json_bytes(sorted(target)))
+
+
+@guarded_main
 def main(argv: list[str] | None = None) -> int:
     """Run the converter; return the exit status."""
     args = build_parser().parse_args(argv)
+    names = _names_files(args)
+    check_outputs(_inputs(args), {"-o": args.output, "--report": args.report, **names})
     hashing = ThreadPoolExecutor(max_workers=1)
     try:
-        rules = load_rules(args.preset or args.rules)
-        # the report's source sha256 is computed while the source is read, converted and written
-        source_sha256 = hashing.submit(file_sha256, args.src) if args.report else None
-        state = load_checkpoint(args.src, unsafe_pickle=args.unsafe_pickle)
-        target_is_config = bool(args.target) and is_mmdet_config(args.target)
-        target = None
-        if target_is_config:
-            target = mmdet_config_shapes(args.target)
-        elif args.target:
-            target = load_target_shapes(args.target, unsafe_pickle=args.unsafe_pickle)
-        started = time.perf_counter()
-        result = convert_state_dict(state, rules, target_names=list(target) if target else None)
-        report = compare_to_target(result, target) if target is not None else report_without_target(result)
-        meta = {
-            "converted_by": "bridge.convert",
-            **provenance(args.src, rules),
-            "target": str(args.target) if args.target else None,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "counts": result.counts(),
-            "rule_hits": result.rule_hits,
-            "unused_rules": result.unused_rules,
-            "report_ok": report.ok,
-        }
-        save_checkpoint(result.state_dict, args.output, meta, fsync=args.fsync)
-        elapsed = time.perf_counter() - started
-        if target_is_config:
-            report.strict_check = mmdet_strict_check(args.target, args.output)
-        if args.names_dir:
-            out = Path(args.names_dir)
-            _dump_json(out / "source_names.json", sorted(result.source_keys))
-            _dump_json(out / "converted_names.json", sorted(result.state_dict))
-            if target is not None:
-                _dump_json(out / "target_names.json", sorted(target))
-        if args.report:
-            data = report.to_json()
-            data["meta"] = meta | {"report_ok": report.ok, "source_sha256": source_sha256.result()}
-            _dump_json(Path(args.report), data)
-    except BAD_INPUT as exc:
-        return report_bad_input(exc)
+        with atomic_group() as outputs:
+            rules = load_rules(args.preset or args.rules)
+            # the report's source sha256 is computed while the source is read, converted and written
+            source_sha256 = hashing.submit(file_sha256, args.src) if args.report else None
+            state = load_checkpoint(args.src, unsafe_pickle=args.unsafe_pickle)
+            target_is_config = bool(args.target) and is_mmdet_config(args.target)
+            target = None
+            if target_is_config:
+                target = mmdet_config_shapes(args.target)
+            elif args.target:
+                target = load_target_shapes(args.target, unsafe_pickle=args.unsafe_pickle)
+            started = time.perf_counter()
+            result = convert_state_dict(state, rules, target_names=list(target) if target else None)
+            report = compare_to_target(result, target) if target is not None else report_without_target(result)
+            meta = {
+                "converted_by": "bridge.convert",
+                **provenance(args.src, rules),
+                "target": str(args.target) if args.target else None,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "counts": result.counts(),
+                "rule_hits": result.rule_hits,
+                "unused_rules": result.unused_rules,
+                "report_ok": report.ok,
+            }
+            staged = outputs.path(args.output)
+            write_checkpoint_file(result.state_dict, staged, meta, fsync=args.fsync, shown_as=args.output,
+                                  as_safetensors=Path(args.output).suffix.lower() == ".safetensors")
+            elapsed = time.perf_counter() - started
+            if target_is_config:
+                report.strict_check = mmdet_strict_check(args.target, staged, shown_as=args.output)
+            keep_output = report.ok or args.keep_failed
+            _stage_names(outputs, names, result, target)
+            if args.report:
+                data = report.to_json()
+                data["meta"] = meta | {"report_ok": report.ok, "source_sha256": source_sha256.result(),
+                                       "output_written": keep_output}
+                outputs.write_bytes(args.report, _json_bytes(data))
+            render_report(report, title=f"{Path(args.src).name} -> {Path(args.output).name} ({elapsed:.2f}s)")
+            outputs.commit(None if keep_output else [p for p in (args.report, *names.values()) if p])
     finally:
         hashing.shutdown(wait=False, cancel_futures=True)
-    render_report(report, title=f"{Path(args.src).name} -> {Path(args.output).name} ({elapsed:.2f}s)")
+    if not keep_output:
+        print(f"{args.output} not written: the conversion failed its check (--keep-failed writes it anyway)",
+              file=sys.stderr)
     return report.exit_code()
 
 

@@ -126,7 +126,7 @@ def _renamed(rule: Rule, key: str, m: re.Match[str], tensor: torch.Tensor) -> li
     n = len(rule.to_list)
     try:
         pieces = torch.split(tensor, sizes, dim) if sizes else torch.chunk(tensor, n, dim)
-    except RuntimeError as exc:
+    except (RuntimeError, IndexError) as exc:
         raise ConversionError(f"rule {rule.label}: cannot split {key!r}: {exc}") from None
     if len(pieces) != n or (sizes is None and tensor.shape[dim] % n):
         raise ConversionError(
@@ -186,7 +186,11 @@ def convert_state_dict(
                     )
                 members[other] = key
         for key, (rule, _m) in value_claims.items():
-            current[key] = _value_transform(rule, key, current[key])
+            try:
+                current[key] = _value_transform(rule, key, current[key])
+            except (RuntimeError, IndexError) as exc:  # e.g. a dim the tensor does not have
+                raise ConversionError(f"rule {rule.label}: cannot apply it to {key!r} "
+                                      f"{list(current[key].shape)}: {str(exc).splitlines()[0]}") from None
             hits[rule.label] += 1
         out: dict[str, torch.Tensor] = {}
         new_origin: dict[str, str] = {}
@@ -220,7 +224,7 @@ def convert_state_dict(
                 parts_keys = [key] + [rule.apply(t, key, m) for t in rule.with_list]
                 try:
                     merged = torch.cat([current[k] for k in parts_keys], rule.options["dim"])
-                except RuntimeError as exc:
+                except (RuntimeError, IndexError) as exc:
                     raise ConversionError(f"rule {rule.label}: cannot concat {parts_keys}: {exc}") from None
                 _put(out, new_origin, rule.apply(rule.to, key, m), merged,  # type: ignore[arg-type]
                      "+".join(origin[k] for k in parts_keys))
@@ -232,7 +236,10 @@ def convert_state_dict(
                 if name in out:
                     continue
                 dtype = _DTYPE_MAP[opts["dtype"]]
-                out[name] = torch.full(opts["shape"], opts["value"], dtype=dtype)
+                try:
+                    out[name] = torch.full(opts["shape"], opts["value"], dtype=dtype)
+                except (RuntimeError, OverflowError, TypeError) as exc:
+                    raise ConversionError(f"rule {rule.label}: cannot make {name!r}: {exc}") from None
                 new_origin[name] = f"<added by {rule.label}>"
                 result.added.append(name)
                 hits[rule.label] += 1

@@ -19,16 +19,25 @@ from bridge.errors import ConversionError
 _WRAPPERS = ("state_dict", "model", "module")
 
 
-def _to_tensor(key: str, value: Any) -> torch.Tensor | None:
+def _to_tensor(key: str, value: Any, where: str) -> torch.Tensor | None:
     if isinstance(value, torch.Tensor):
         return value
-    if isinstance(value, np.ndarray):
-        if value.dtype == object:
-            raise ConversionError(f"key {key!r} holds an object array, not numbers")
-        return torch.from_numpy(np.ascontiguousarray(value) if not value.flags.writeable else value)
-    if isinstance(value, (np.generic, int, float, bool)):
-        return torch.as_tensor(np.asarray(value))
+    if isinstance(value, (np.ndarray, np.generic)) and np.asarray(value).dtype.kind not in "biufc":
+        raise ConversionError(f"{where}: key {key!r} holds a numpy {np.asarray(value).dtype} array, not numbers")
+    try:
+        if isinstance(value, np.ndarray):
+            return torch.from_numpy(np.ascontiguousarray(value) if not value.flags.writeable else value)
+        if isinstance(value, (np.generic, int, float, bool)):
+            return torch.as_tensor(np.asarray(value))
+    except (TypeError, ValueError, OverflowError, RuntimeError) as exc:
+        raise ConversionError(f"{where}: key {key!r}: torch cannot hold {_short_repr(value)} "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     return None
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def unwrap_state_dict(obj: Any, where: str = "<checkpoint>") -> dict[str, torch.Tensor]:
@@ -51,7 +60,7 @@ def unwrap_state_dict(obj: Any, where: str = "<checkpoint>") -> dict[str, torch.
     for key, value in obj.items():
         if not isinstance(key, str):
             raise ConversionError(f"{where}: non-string key {key!r}")
-        tensor = _to_tensor(key, value)
+        tensor = _to_tensor(key, value, where)
         if tensor is None:
             raise ConversionError(f"{where}: key {key!r} holds {type(value).__name__}, not a tensor")
         out[key] = tensor
@@ -76,19 +85,27 @@ def _looks_like_torch_file(path: Path) -> bool:
     return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
+def _looks_like_safetensors(path: Path) -> bool:
+    """True when ``path`` starts like a safetensors file: an 8-byte little-endian header size, then ``{``."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= path.stat().st_size - 8
+
+
 def load_raw(path: str | Path, *, unsafe_pickle: bool = False) -> Any:
-    """Load the object stored in a checkpoint file, safely unless ``unsafe_pickle``."""
+    """Load the object stored in a checkpoint file, safely unless ``unsafe_pickle``. A ``.safetensors``
+    suffix, or content that starts like one, is read with safetensors."""
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"checkpoint not found: {path}")
     suffix = path.suffix.lower()
-    if suffix == ".safetensors":
+    if suffix == ".safetensors" or (suffix not in (".pkl", ".pickle") and _looks_like_safetensors(path)):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
             return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as exc:
+        except (SafetensorError, OSError, ValueError, TypeError, RuntimeError) as exc:
             raise ConversionError(f"corrupt safetensors file {path}: {exc}") from None
     if suffix in (".pkl", ".pickle"):
         return unsafe_load(path) if unsafe_pickle else restricted_load(path)
@@ -170,33 +187,63 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _safetensors_refusal(key: str, tensor: torch.Tensor) -> str | None:
+    """Why safetensors cannot store ``tensor`` (None when it can)."""
+    if tensor.is_quantized:
+        return f"key {key!r} is a quantized tensor ({tensor.dtype})"
+    if tensor.is_complex():
+        return f"key {key!r} is a complex tensor ({tensor.dtype})"
+    if "fnuz" in str(tensor.dtype):
+        return f"key {key!r} has dtype {str(tensor.dtype).removeprefix('torch.')}, which safetensors has no code for"
+    if tensor.is_sparse or tensor.layout != torch.strided:
+        return f"key {key!r} is not a dense tensor ({tensor.layout})"
+    return None
+
+
+def write_checkpoint_file(state_dict: dict[str, torch.Tensor], dest: str | Path, meta: dict[str, Any], *,
+                          as_safetensors: bool, fsync: bool = False, shown_as: str | Path | None = None) -> None:
+    """Write ``{'state_dict', 'meta'}`` with torch.save (or a .safetensors file when ``as_safetensors``) to
+    ``dest`` directly; errors name ``shown_as`` (the path the user gave) instead of ``dest``. Raises
+    ConversionError for tensors safetensors cannot store (quantized, complex, float8 *fnuz*, sparse)."""
+    dest = Path(dest)
+    shown = shown_as if shown_as is not None else dest
+    meta = dict(meta)
+    meta.setdefault("time", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    if as_safetensors:
+        from safetensors.torch import save_file
+
+        tensors: dict[str, torch.Tensor] = {}
+        seen: set[int] = set()
+        for k, v in state_dict.items():
+            refusal = _safetensors_refusal(k, v)
+            if refusal:
+                raise ConversionError(f"{shown}: cannot write .safetensors: {refusal}; write a .pth instead")
+            v = v.contiguous()
+            ident = v.untyped_storage().data_ptr()
+            if v.numel() and ident in seen:  # safetensors refuses shared storage: copy later aliases
+                v = v.clone()
+            seen.add(ident)
+            tensors[k] = v
+        try:
+            save_file(tensors, str(dest), metadata={"meta": json.dumps(meta, sort_keys=True, default=str)})
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ConversionError(f"{shown}: safetensors cannot write it: {str(exc).splitlines()[0]}") from None
+        if fsync:
+            _fsync(dest)
+    else:
+        with open(dest, "wb") as handle:
+            torch.save({"state_dict": state_dict, "meta": meta}, handle)
+            if fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
+
+
 def save_checkpoint(state_dict: dict[str, torch.Tensor], path: str | Path, meta: dict[str, Any], *,
                     fsync: bool = False) -> None:
     """Write ``{'state_dict', 'meta'}`` with torch.save, or a .safetensors file, atomically (temporary file
     renamed over ``path``): a process that dies leaves the old file or the whole new one. ``fsync=True`` also
     flushes the temporary file to disk before the rename, so that an OS crash or power loss does too."""
     path = Path(path)
-    meta = dict(meta)
-    meta.setdefault("time", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     with atomic_path(path) as tmp:
-        if path.suffix.lower() == ".safetensors":
-            from safetensors.torch import save_file
-
-            tensors: dict[str, torch.Tensor] = {}
-            seen: set[int] = set()
-            for k, v in state_dict.items():
-                v = v.contiguous()
-                ident = v.untyped_storage().data_ptr()
-                if v.numel() and ident in seen:  # safetensors refuses shared storage: copy later aliases
-                    v = v.clone()
-                seen.add(ident)
-                tensors[k] = v
-            save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta, sort_keys=True)})
-            if fsync:
-                _fsync(tmp)
-        else:
-            with open(tmp, "wb") as handle:
-                torch.save({"state_dict": state_dict, "meta": meta}, handle)
-                if fsync:
-                    handle.flush()
-                    os.fsync(handle.fileno())
+        write_checkpoint_file(state_dict, tmp, meta, as_safetensors=path.suffix.lower() == ".safetensors",
+                              fsync=fsync, shown_as=path)

@@ -30,14 +30,22 @@ def mmdet_config_shapes(config: str) -> dict[str, tuple[int, ...]]:
         return load_manifest(manifest)
 
 
-def mmdet_strict_check(config: str, checkpoint: str | Path) -> dict[str, Any]:
+def mmdet_strict_check(config: str, checkpoint: str | Path, shown_as: str | Path | None = None) -> dict[str, Any]:
     """Load ``checkpoint`` into the model of ``config`` with ``strict=True``; the check's JSON result.
 
     The result has ``ok``, ``missing``, ``unexpected``, ``size_mismatch`` and ``error`` (None when it loaded).
+    Messages name ``shown_as`` (the path the user gave) instead of ``checkpoint`` (e.g. a temporary file).
     """
-    what = f"target {config}: strict load of {checkpoint}"
-    proc = run_side_module("mmdet_side.target", [config, "--check", str(checkpoint)], what=what, ok_codes=(0, 1))
+    shown = str(shown_as if shown_as is not None else checkpoint)
+    what = f"target {config}: strict load of {shown}"
+    try:
+        proc = run_side_module("mmdet_side.target", [config, "--check", str(checkpoint)], what=what, ok_codes=(0, 1))
+    except FrameworkError as exc:
+        raise FrameworkError(str(exc).replace(str(checkpoint), shown)) from None
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if not lines:
         raise FrameworkError(f"{what}: `python -m mmdet_side.target` printed no result")
-    return json.loads(lines[-1])
+    result = json.loads(lines[-1])
+    if isinstance(result.get("error"), str):
+        result["error"] = result["error"].replace(str(checkpoint), shown)
+    return result

@@ -150,7 +150,7 @@ def fold_keys(keys: list[str]) -> list[str]:
         order: list[tuple] = []
         passthrough: list[list[str]] = []
         for r in rows:
-            if pos < len(r) and r[pos].isdigit():
+            if pos < len(r) and r[pos].isascii() and r[pos].isdigit():
                 sig = tuple(r[:pos]) + ("\0",) + tuple(r[pos + 1:])
                 if sig not in groups:
                     groups[sig] = []
@@ -233,6 +233,6 @@ def render_report(report: Report, console: Any = None, *, title: str = "conversi
 
 
 def matches_folded(key: str, folded: str) -> bool:
-    pattern = re.escape(folded)
-    pattern = re.sub(r"\\\{[^}]*\\\}", r"\\d+", pattern)
+    pattern = re.escape(folded)  # a fold {0..8} / {1,3} matches a number; a key's own braces match themselves
+    pattern = re.sub(r"\\\{[0-9.,\\]+\\\}", lambda m: r"(?:\d+|" + m.group(0) + ")", pattern)
     return re.fullmatch(pattern, key) is not None

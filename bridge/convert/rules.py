@@ -23,6 +23,7 @@ about unless it says ``optional: true`` (e.g. a rule for module names, which no 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,10 +185,90 @@ def _regex(spec: dict[str, Any], field_name: str, label: str) -> re.Pattern[str]
     raw = spec.get(field_name)
     if not isinstance(raw, str) or not raw:
         raise ConversionError(f"rule {label}: needs a regex string in {field_name!r}")
+    if len(raw) > MAX_REGEX_CHARS:
+        raise ConversionError(f"rule {label}: regex in {field_name!r} is longer than {MAX_REGEX_CHARS} characters")
     try:
+        from re import _parser  # type: ignore[attr-defined]
+
+        if _nested_repeat(_parser.parse(raw)):
+            raise ConversionError(f"rule {label}: regex {raw!r} nests unbounded repetitions (like '(a+)+'), "
+                                  "whose matching time can explode; rewrite it without the nesting")
         return re.compile(raw)
-    except re.error as exc:
+    except (re.error, RecursionError, OverflowError) as exc:
         raise ConversionError(f"rule {label}: bad regex {raw!r}: {exc}") from None
+
+
+#: Bounds of the integer fields of rules (tensor dims, sizes, shapes).
+MAX_DIM = 16
+MAX_ELEMENTS = 2**31
+#: Longest regex a rule may hold; nested unbounded repetition (``(a+)+``) is refused (its matching cost
+#: grows exponentially with the key length).
+MAX_REGEX_CHARS = 2000
+
+
+def _int(spec: dict[str, Any], name: str, default: int, label: str, lo: int, hi: int) -> int:
+    value = spec.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConversionError(f"rule {label}: {name!r} must be an integer in {lo}..{hi}, got {value!r}")
+    return value
+
+
+def _int_list(value: Any, name: str, label: str, lo: int, hi: int) -> list[int]:
+    if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi
+                                          for v in value):
+        raise ConversionError(f"rule {label}: {name!r} must be a list of integers in {lo}..{hi}, got {value!r}")
+    return value
+
+
+def _items(parsed: Any) -> list[tuple[Any, Any]]:
+    """The top-level items of a parsed regex, groups opened."""
+    from re import _constants as c  # type: ignore[attr-defined]
+
+    out = []
+    for op, arg in parsed:
+        if op == c.SUBPATTERN:
+            out.extend(_items(arg[-1]))
+        else:
+            out.append((op, arg))
+    return out
+
+
+def _unbounded(op: Any, arg: Any) -> bool:
+    from re import _constants as c  # type: ignore[attr-defined]
+
+    return op in (c.MAX_REPEAT, c.MIN_REPEAT) and (arg[1] == c.MAXREPEAT or arg[1] > 100)
+
+
+def _has_unbounded(parsed: Any) -> bool:
+    from re import _constants as c  # type: ignore[attr-defined]
+
+    for op, arg in _items(parsed):
+        if _unbounded(op, arg) or (op in (c.MAX_REPEAT, c.MIN_REPEAT) and _has_unbounded(arg[2])):
+            return True
+        if op == c.BRANCH and any(_has_unbounded(b) for b in arg[1]):
+            return True
+    return False
+
+
+def _nested_repeat(parsed: Any) -> bool:
+    """True for the classic catastrophic form: an unbounded repetition whose body is nothing but (possibly
+    alternated) unbounded repetitions, such as ``(a+)+``, ``(a*)*`` or ``(?:x+|y+)*``; a body with a fixed
+    character as well (``(?:\\w+\\.)*``) is accepted."""
+    from re import _constants as c  # type: ignore[attr-defined]
+
+    for op, arg in _items(parsed):
+        if op in (c.MAX_REPEAT, c.MIN_REPEAT):
+            body = _items(arg[2])
+            bare = all(o in (c.MAX_REPEAT, c.MIN_REPEAT, c.BRANCH) for o, _a in body)
+            if _unbounded(op, arg) and bare and _has_unbounded(arg[2]):
+                return True
+            if _nested_repeat(arg[2]):
+                return True
+        elif op == c.BRANCH and any(_nested_repeat(b) for b in arg[1]):
+            return True
+        elif op in (c.ASSERT, c.ASSERT_NOT) and _nested_repeat(arg[1]):
+            return True
+    return False
 
 
 def compile_rule(index: int, spec: dict[str, Any]) -> Rule:
@@ -195,10 +276,13 @@ def compile_rule(index: int, spec: dict[str, Any]) -> Rule:
     if not isinstance(spec, dict):
         raise ConversionError(f"rule #{index}: must be a mapping, got {type(spec).__name__}")
     kind = spec.get("kind")
-    label = f"#{index} {kind}"
-    if kind not in ALL_KINDS:
+    if not isinstance(kind, str) or kind not in ALL_KINDS:
         raise ConversionError(f"rule #{index}: unknown kind {kind!r} (known: {', '.join(ALL_KINDS)})")
-    stage = str(spec.get("stage", "main"))
+    label = f"#{index} {kind}"
+    stage = spec.get("stage", "main")
+    if not isinstance(stage, (str, int)) or isinstance(stage, bool):
+        raise ConversionError(f"rule {label}: 'stage' must be a string, got {stage!r}")
+    stage = str(stage)
     opts: dict[str, Any] = {}
     if kind == "add":
         if "key" in spec and "to" in spec:
@@ -214,7 +298,13 @@ def compile_rule(index: int, spec: dict[str, Any]) -> Rule:
         on = str(spec.get("on", "converted"))
         if on not in ("converted", "target", "source"):
             raise ConversionError(f"rule {label}: 'on' must be converted, target or source")
-        opts = {"value": spec.get("value", 0), "dtype": dtype, "shape": list(spec.get("shape", [])), "on": on}
+        value = spec.get("value", 0)
+        if not isinstance(value, (int, float)) or (isinstance(value, int) and not -2**63 <= value < 2**64):
+            raise ConversionError(f"rule {label}: 'value' must be a number, got {value!r}")
+        shape = _int_list(spec.get("shape", []), "shape", label, 0, MAX_ELEMENTS)
+        if len(shape) > MAX_DIM or math.prod(shape) > MAX_ELEMENTS:
+            raise ConversionError(f"rule {label}: 'shape' {shape} is too large")
+        opts = {"value": value, "dtype": dtype, "shape": shape, "on": on}
         return Rule(index, kind, stage, pattern, dict(spec), to=to, options=opts)
     pattern = _regex(spec, "from", label)
     to = of = None
@@ -223,7 +313,9 @@ def compile_rule(index: int, spec: dict[str, Any]) -> Rule:
     if kind == "rename":
         to = compile_template(spec.get("to"), pattern, label)
     elif kind == "drop":
-        opts = {"if_zero": bool(spec.get("if_zero", False)), "hint": str(spec.get("hint", ""))}
+        if not isinstance(spec.get("if_zero", False), bool):
+            raise ConversionError(f"rule {label}: 'if_zero' must be true or false, got {spec.get('if_zero')!r}")
+        opts = {"if_zero": spec.get("if_zero", False), "hint": str(spec.get("hint", ""))}
     elif kind == "drop_alias":
         of = compile_template(spec.get("of"), pattern, label)
     elif kind == "split":
@@ -234,14 +326,16 @@ def compile_rule(index: int, spec: dict[str, Any]) -> Rule:
         sizes = spec.get("sizes")
         if sizes is not None and (not isinstance(sizes, list) or len(sizes) != len(targets)):
             raise ConversionError(f"rule {label}: 'sizes' must have one entry per target")
-        opts = {"dim": int(spec.get("dim", 0)), "sizes": sizes}
+        if sizes is not None:
+            _int_list(sizes, "sizes", label, 0, MAX_ELEMENTS)
+        opts = {"dim": _int(spec, "dim", 0, label, -MAX_DIM, MAX_DIM), "sizes": sizes}
     elif kind == "concat":
         others = spec.get("with")
         if not isinstance(others, list) or not others:
             raise ConversionError(f"rule {label}: 'with' must list the other parts' templates")
         with_list = tuple(compile_template(t, pattern, label) for t in others)
         to = compile_template(spec.get("to"), pattern, label)
-        opts = {"dim": int(spec.get("dim", 0))}
+        opts = {"dim": _int(spec, "dim", 0, label, -MAX_DIM, MAX_DIM)}
     elif kind == "class_rows":
         rows = spec.get("index")
         if isinstance(rows, str):
@@ -250,26 +344,25 @@ def compile_rule(index: int, spec: dict[str, Any]) -> Rule:
             if rows not in INDEX_LISTS:
                 raise ConversionError(f"rule {label}: unknown index list {rows!r} (known: {', '.join(INDEX_LISTS)})")
             rows = list(INDEX_LISTS[rows])
-        if not isinstance(rows, list) or not all(isinstance(i, int) for i in rows):
-            raise ConversionError(f"rule {label}: 'index' must be a list of ints or a known list name")
-        background = str(spec.get("background", "none"))
+        if not isinstance(rows, list) or not all(isinstance(i, int) and not isinstance(i, bool) and
+                                                 0 <= i < MAX_ELEMENTS for i in rows):
+            raise ConversionError(f"rule {label}: 'index' must be a list of ints >= 0 or a known list name")
+        background = spec.get("background", "none")
         if background not in BACKGROUNDS:
             raise ConversionError(f"rule {label}: 'background' must be one of {', '.join(BACKGROUNDS)}")
-        keep_trailing = int(spec.get("keep_trailing", 0))
+        keep_trailing = _int(spec, "keep_trailing", 0, label, 0, MAX_ELEMENTS)
         if keep_trailing and background != "none":
             raise ConversionError(f"rule {label}: give 'background' or 'keep_trailing', not both")
-        opts = {"index": rows, "dim": int(spec.get("dim", 0)), "keep_trailing": keep_trailing,
+        opts = {"index": rows, "dim": _int(spec, "dim", 0, label, -MAX_DIM, MAX_DIM), "keep_trailing": keep_trailing,
                 "background": background}
     elif kind == "reshape":
-        shape = spec.get("shape")
-        if not isinstance(shape, list) or not all(isinstance(i, int) for i in shape):
-            raise ConversionError(f"rule {label}: 'shape' must be a list of ints")
+        shape = _int_list(spec.get("shape"), "shape", label, -1, MAX_ELEMENTS)
         opts = {"shape": shape}
     elif kind == "transpose":
-        dims = spec.get("dims", [0, 1])
-        if not isinstance(dims, list) or len(dims) != 2:
+        dims = _int_list(spec.get("dims", [0, 1]), "dims", label, -MAX_DIM, MAX_DIM)
+        if len(dims) != 2:
             raise ConversionError(f"rule {label}: 'dims' must be two ints")
-        opts = {"dims": [int(d) for d in dims]}
+        opts = {"dims": dims}
     return Rule(index, kind, stage, pattern, dict(spec), to=to, to_list=to_list, of=of, with_list=with_list,
                 options=opts)
 
@@ -279,13 +372,44 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
+#: Limits of a rule file: its size, the nesting of its lists and mappings, and no YAML aliases (an alias
+#: bomb expands a few lines into billions of nodes).
+MAX_RULES_BYTES = 4 * 2**20
+MAX_YAML_DEPTH = 32
+
+
+class _RuleLoader(yaml.SafeLoader):
+    """yaml's safe loader that refuses aliases and nesting deeper than :data:`MAX_YAML_DEPTH`."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        """Compose one node; refuse an alias (``*name``) or a node nested too deeply."""
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise ConversionError(f"YAML aliases (*name) are not allowed in rule files (line {mark.line + 1})")
+        depth = getattr(self, "_depth", 0)
+        if depth >= MAX_YAML_DEPTH:
+            raise ConversionError(f"rule file nested deeper than {MAX_YAML_DEPTH} levels")
+        self._depth = depth + 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth = depth
+
+
 def _read_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        if path.stat().st_size > MAX_RULES_BYTES:
+            raise ConversionError(f"rules file {path} is larger than {MAX_RULES_BYTES} bytes")
+        text = path.read_text(encoding="utf-8")
+        return yaml.load(text, Loader=_RuleLoader)  # noqa: S506 - a safe loader (subclass of SafeLoader)
     except FileNotFoundError:
         raise ConversionError(f"rules file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise ConversionError(f"bad YAML in {path}: {str(exc).splitlines()[0]}") from None
+    except UnicodeDecodeError as exc:
+        raise ConversionError(f"rules file {path} is not UTF-8 text (byte {exc.start})") from None
+    except ConversionError as exc:
+        raise ConversionError(f"{path}: {exc}") from None
+    except (yaml.YAMLError, RecursionError, ValueError, OverflowError) as exc:
+        raise ConversionError(f"bad YAML in {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
 def _expand(data: Any, where: str, seen: tuple[str, ...]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
