@@ -162,15 +162,25 @@ def _scores(src: Side, tgt: Side, skeys: list[str], tkeys: list[str],
     return score, sim, rows
 
 
-def _fingerprint(t: torch.Tensor) -> tuple:
+def _sample(t: torch.Tensor) -> torch.Tensor:
+    """Up to 64 evenly spaced elements of ``t`` (flattened): a cheap first look at its values."""
     flat = t.detach().reshape(-1)
-    head = flat[:16].double().tolist() if flat.numel() else []
-    return (tuple(t.shape), str(t.dtype), tuple(head), float(flat.double().sum()) if flat.numel() else 0.0)
+    step = max(1, flat.numel() // 64)
+    return flat[::step][:64]
+
+
+def _fingerprint(t: torch.Tensor) -> tuple:
+    return (tuple(t.shape), str(t.dtype), tuple(_sample(t).double().tolist()))
 
 
 def _is_constant(t: torch.Tensor) -> bool:
+    sample = _sample(t)
+    if sample.numel() <= 1:
+        return True
+    if not bool((sample == sample[0]).all()):
+        return False
     flat = t.detach().reshape(-1)
-    return flat.numel() <= 1 or bool((flat == flat[0]).all())
+    return bool((flat == flat[0]).all())
 
 
 def _equal_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], akeys: list[str],
@@ -185,9 +195,18 @@ def _equal_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], akeys
         if _is_constant(a[k]):
             continue
         for j in index.get(_fingerprint(a[k]), ()):
-            if torch.equal(a[k], b[bkeys[j]]):
+            if _same(a[k], b[bkeys[j]]):
                 out[i, j] = 1.0
     return out
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal tensors; views of the same memory are equal without reading them."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.data_ptr() == b.data_ptr() and a.stride() == b.stride():
+        return True
+    return torch.equal(a, b)
 
 
 def alias_groups(tensors: dict[str, torch.Tensor]) -> dict[str, list[str]]:
@@ -200,7 +219,7 @@ def alias_groups(tensors: dict[str, torch.Tensor]) -> dict[str, list[str]]:
     for keys in buckets.values():
         while len(keys) > 1:
             first, rest = keys[0], keys[1:]
-            same = [k for k in rest if torch.equal(tensors[first], tensors[k])]
+            same = [k for k in rest if _same(tensors[first], tensors[k])]
             if same:
                 groups[first] = [first] + same
             keys = [k for k in rest if k not in same]
@@ -261,6 +280,14 @@ def _margin(values: np.ndarray, best: int) -> float:
     return float(max(0.0, min(1.0, (values[best] - others.max()) * 4 + 0.5)))
 
 
+def _shared_parts(a: str, b: str) -> tuple[int, int]:
+    """(common trailing dotted parts, common leading dotted parts) of two names."""
+    pa, pb = a.split("."), b.split(".")
+    tail = next((n for n in range(min(len(pa), len(pb))) if pa[-1 - n] != pb[-1 - n]), min(len(pa), len(pb)))
+    head = next((n for n in range(min(len(pa), len(pb))) if pa[n] != pb[n]), min(len(pa), len(pb)))
+    return tail, head
+
+
 def pair_keys(src: Side, tgt: Side, progress=lambda _msg: None) -> Pairing:
     """Pair ``src`` keys with ``tgt`` keys; the source keys equal to a paired one become aliases."""
     first, _, _ = _align_all(src, tgt, None, progress)
@@ -277,7 +304,8 @@ def pair_keys(src: Side, tgt: Side, progress=lambda _msg: None) -> Pairing:
     for s in src.keys:
         if s in pairs:
             continue
-        kept = next((k for k in alias_of.get(s, ()) if k in pairs and k != s), None)
+        kept = max((k for k in alias_of.get(s, ()) if k in pairs and k != s),
+                   key=lambda k: _shared_parts(s, k), default=None)
         if kept is not None:
             out.aliases[s] = kept
         elif src.tensors is not None and src.tensors[s].numel() and not bool(src.tensors[s].count_nonzero()):
