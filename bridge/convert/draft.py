@@ -88,14 +88,30 @@ def _class_rules(src: Side, tgt: Side, pairing: Pairing) -> list[dict[str, Any]]
     return out
 
 
-def _drop_rules(pairing: Pairing) -> list[dict[str, Any]]:
+def _number_regex(keys: list[str]) -> str:
+    """An anchored regex for ``keys`` of one name shape: numbers that vary become ``\\d+``, others stay."""
+    numbers = [_NUM.findall(k) for k in keys]
+    pieces = re.split(r"(\d+)", keys[0])
+    out, pos = "", 0
+    for n, piece in enumerate(pieces):
+        if n % 2 == 0:
+            out += re.escape(piece)
+            continue
+        out += piece if len({nums[pos] for nums in numbers}) == 1 else r"\d+"
+        pos += 1
+    return "^" + out + "$"
+
+
+def _drop_rules(pairing: Pairing, source_keys: list[str]) -> list[dict[str, Any]]:
     """Unpaired all-zero source tensors: dropped while they stay zero (``if_zero``), one rule per name shape."""
     shapes: dict[str, list[str]] = defaultdict(list)
     for key in sorted(pairing.zero):
         shapes[_NUM.sub("#", key)].append(key)
     out = []
-    for n, (shape, keys) in enumerate(shapes.items()):
-        regex = "^" + re.escape(shape).replace("\\#", "#").replace("#", r"\d+") + "$"
+    for n, keys in enumerate(shapes.values()):
+        regex = _number_regex(keys)
+        if any(re.search(regex, k) for k in source_keys if k not in pairing.zero):
+            regex = "^(?:" + "|".join(re.escape(k) for k in keys) + ")$"
         out.append({"stage": "draft-drop", "kind": "drop", "name": f"zero-{n}", "from": regex, "if_zero": True,
                     "confidence": 0.6, "covers": len(keys),
                     "note": "all zeros and unpaired: dropped only while zero",
@@ -157,7 +173,7 @@ def draft_rules(src: Side, tgt: Side, progress: Callable[[str], None] = lambda _
     aliases = generalise(pairing.aliases, {k: 1.0 for k in pairing.aliases}, "drop_alias")
     order_stages(aliases, list(src.shapes), set(src.shapes) - set(pairing.aliases))
     rules = [_spec(d, "draft-aliases", f"alias-{n}") for n, d in enumerate(aliases)]
-    rules += _drop_rules(pairing)
+    rules += _drop_rules(pairing, list(src.shapes))
     rules += _class_rules(src, tgt, pairing)
     ordered = sorted(renames, key=lambda d: (d.stage, -len(d.members)))
     rules += [_spec(d, f"draft-{d.stage + 1}", f"rename-{n}") for n, d in enumerate(ordered)]

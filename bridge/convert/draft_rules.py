@@ -188,7 +188,8 @@ def generalise(pairs: dict[str, str], confidence: dict[str, float], kind: str = 
 
 
 def _lookahead(rule: Draft, foreign: list[str]) -> bool:
-    """Add the longest common tail look-ahead (numbers as ``\\d+``) that keeps ``foreign`` keys out; True if it did."""
+    """Add a look-ahead on the first tail parts of the rule's keys (numbers as ``\\d+``, at most four
+    alternatives) that keeps ``foreign`` keys out; True when one does."""
     pattern = re.compile(rule.regex)
     rests = []
     for s, _ in rule.members:
@@ -196,10 +197,11 @@ def _lookahead(rule: Draft, foreign: list[str]) -> bool:
         rests.append(s[m.end():].split("."))
     depth = min(len(r) for r in rests)
     for n in range(1, depth + 1):
-        shapes = {".".join(_NUM.sub("#", p) for p in r[:n]) for r in rests}
-        if len(shapes) != 1:
+        shapes = sorted({".".join(_NUM.sub("#", p) for p in r[:n]) for r in rests})
+        if len(shapes) > 4:
             return False
-        look = re.escape(shapes.pop()).replace("\\#", "#").replace("#", r"\d+")
+        looks = [re.escape(x).replace("\\#", "#").replace("#", r"\d+") for x in shapes]
+        look = looks[0] if len(looks) == 1 else "(?:" + "|".join(looks) + ")"
         candidate = f"{rule.regex}(?={look}(?:\\.|$))"
         compiled = re.compile(candidate)
         if not any(compiled.search(k) for k in foreign):
