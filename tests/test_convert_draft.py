@@ -1,0 +1,123 @@
+"""``python -m bridge.convert draft``: rule files drafted from two key lists, judged against the presets.
+
+The figure of merit: converting one checkpoint with the draft and with the preset, the share of the target
+keys that receive the very same tensor (``torch.equal``).  Rule counts are compared after ``include:``
+expansion (``len(load_rules(...).rules)``), optional module-name rules of the presets included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from bridge.convert import convert_state_dict, load_checkpoint, load_rules
+from bridge.convert.draft import DraftResult, draft_rules
+from bridge.convert.draft_pairing import LOW_CONFIDENCE, Side
+from tests.conftest import REPO
+from tests.test_convert_dino import MMDET_CONFIG as DINO_CONFIG
+from tests.test_convert_dino import original_state_dict
+from tests.test_convert_presets import CASES, synthetic_d2
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m bridge.convert *args`` from the repository root."""
+    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", COLUMNS="200")
+    return subprocess.run([sys.executable, "-m", "bridge.convert", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def same_tensor_share(state: dict[str, torch.Tensor], preset: str, draft: object) -> tuple[float, list[str]]:
+    """Share of the preset's output keys that the draft fills with an equal tensor, and the keys it does not."""
+    want = convert_state_dict(state, preset).state_dict
+    got = convert_state_dict(state, load_rules(draft)).state_dict  # type: ignore[arg-type]
+    differ = [k for k, v in want.items() if k not in got or got[k].shape != v.shape or not torch.equal(got[k], v)]
+    return 1 - len(differ) / len(want), differ
+
+
+def assert_differences_flagged(result: DraftResult, differ: list[str], preset: str,
+                               state: dict[str, torch.Tensor]) -> None:
+    """Every differing target key is unpaired, or comes from a source key that a low-confidence rule matches."""
+    origin = {t: s for t, s in convert_state_dict(state, preset).origin.items()}
+    low = [re.compile(r["from"] if "from" in r else r["key"]) for r in result.rules
+           if r["confidence"] < LOW_CONFIDENCE]
+    for key in differ:
+        source = origin.get(key, "")
+        flagged = (key in result.pairing.unpaired_target or source in result.pairing.unpaired_source
+                   or any(p.search(source) for p in low))
+        assert flagged, f"{key} (from {source}) differs from the preset without a low-confidence mark"
+
+
+@pytest.mark.parametrize("name,d2,port", CASES, ids=[c[0] for c in CASES])
+def test_maskdino_draft_agrees_with_the_preset(name: str, d2: dict, port: dict) -> None:
+    state = synthetic_d2(d2)
+    result = draft_rules(Side(dict(d2), state), Side(dict(port)))
+    assert result.check["ok"], result.check
+    share, differ = same_tensor_share(state, "maskdino-d2-to-mmdet", result.rules)
+    assert share >= 0.95, (share, differ[:20])
+    assert_differences_flagged(result, differ, "maskdino-d2-to-mmdet", state)
+    assert len(load_rules(result.rules).rules) <= 1.5 * len(load_rules("maskdino-d2-to-mmdet").rules)
+    if name == "real-manifests":
+        assert result.summary()["aliases"] == 62 and result.pairing.unpaired_target == []
+        print(f"Mask DINO: {share:.1%} of {len(port)} target keys as the preset; rules {len(result.rules)} "
+              f"(preset {len(load_rules('maskdino-d2-to-mmdet').rules)}); summary {result.summary()}")
+
+
+def test_draft_cli_writes_a_rule_file_the_converter_runs(tmp_path: Path) -> None:
+    d2, port = CASES[-1][1], CASES[-1][2]
+    src, tgt = tmp_path / "d2.pth", tmp_path / "port.tsv"
+    torch.save({"model": synthetic_d2(d2)}, src)
+    tgt.write_text("key\tshape\tkind\n" + "".join(f"{k}\t{'x'.join(map(str, s))}\tparam\n" for k, s in port.items()))
+    draft, report = tmp_path / "draft.yaml", tmp_path / "draft.json"
+    proc = run_cli("draft", str(src), "--target", str(tgt), "-o", str(draft), "--report", str(report))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "draft: pairing" in proc.stderr and re.search(r"\d+ keys paired, \d+ aliases, \d+ rules, \d+ low-confidence "
+                                                         r"rules, unpaired \d+ source / \d+ target", proc.stdout)
+    data = json.loads(report.read_text())
+    assert data["check"]["ok"] and data["summary"]["rules"] == len(yaml.safe_load(draft.read_text())["rules"])
+    quiet = run_cli("draft", str(src), "--target", str(tgt), "-o", str(tmp_path / "q.yaml"), "--quiet")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    out = tmp_path / "converted.pth"
+    conv = run_cli(str(src), "-o", str(out), "--rules", str(draft), "--target", str(tgt))
+    assert conv.returncode == 0, (conv.stdout + conv.stderr)[-3000:]
+    assert set(load_checkpoint(out)) == set(port)
+
+
+def test_draft_cli_bad_input_is_one_error_line(tmp_path: Path) -> None:
+    draft = tmp_path / "draft.yaml"
+    proc = run_cli("draft", str(tmp_path / "absent.pth"), "--target", str(tmp_path / "absent.tsv"), "-o", str(draft))
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "Traceback" not in proc.stderr and not draft.exists()
+
+
+def test_dino_original_draft_against_mmdet_config(tmp_path: Path) -> None:
+    state = original_state_dict()
+    src = tmp_path / "checkpoint0011_4scale.pth"
+    torch.save({"model": state, "epoch": 11}, src)
+    draft, report = tmp_path / "draft.yaml", tmp_path / "draft.json"
+    proc = run_cli("draft", str(src), "--target", DINO_CONFIG, "-o", str(draft), "--report", str(report), "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(report.read_text())
+    assert data["check"]["ok"], data["check"]
+    share, differ = same_tensor_share(state, "dino-original-to-mmdet", draft)
+    assert share >= 0.95, (share, differ[:20])
+    rules = yaml.safe_load(draft.read_text())["rules"]
+    low = [re.compile(r.get("from") or r["key"]) for r in rules if r["confidence"] < LOW_CONFIDENCE]
+    origin = convert_state_dict(state, "dino-original-to-mmdet").origin
+    unpaired = set(data["unpaired_source"]) | set(data["unpaired_target"])
+    for key in differ:
+        assert key in unpaired or origin[key] in unpaired or any(p.search(origin[key]) for p in low), key
+    preset_rules = len(load_rules("dino-original-to-mmdet").rules)
+    assert len(load_rules(draft).rules) <= 1.5 * preset_rules
+    classes = [r for r in rules if r["kind"] == "class_rows"]
+    assert classes and all(r["index"] == "coco91_to_coco80" for r in classes)
+    assert data["summary"]["aliases"] == 48 and data["summary"]["unpaired_target"] == 0
+    print(f"DINO: {share:.1%} of {len(origin)} target keys as the preset; rules {len(rules)} (preset {preset_rules}); "
+          f"summary {data['summary']}")
