@@ -250,7 +250,7 @@ def _align_all(src: Side, tgt: Side, extra: dict[str, list[str]] | None,
     conf: dict[str, float] = {}
     rows: set[str] = set()
     skeys, tkeys = src.keys, tgt.keys
-    for round_ in range(3):
+    for round_ in range(4):
         if not skeys or not tkeys:
             break
         score, sim, rowmask = _scores(src, tgt, skeys, tkeys, extra)
