@@ -7,6 +7,7 @@ expansion (``len(load_rules(...).rules)``), optional module-name rules of the pr
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import yaml
 from bridge.convert import convert_state_dict, load_checkpoint, load_rules
 from bridge.convert.draft import DraftResult, draft_rules
 from bridge.convert.draft_pairing import LOW_CONFIDENCE, Side
+from bridge.convert.draft_rules import generalise, order_stages
 from tests.conftest import REPO
 from tests.test_convert_dino import MMDET_CONFIG as DINO_CONFIG
 from tests.test_convert_dino import original_state_dict
@@ -53,6 +55,38 @@ def assert_differences_flagged(result: DraftResult, differ: list[str], preset: s
         flagged = (key in result.pairing.unpaired_target or source in result.pairing.unpaired_source
                    or any(p.search(source) for p in low))
         assert flagged, f"{key} (from {source}) differs from the preset without a low-confidence mark"
+
+
+def test_generalise_index_offset_and_split() -> None:
+    pairs = {f"backbone.res{s}.{b}.conv1.weight": f"backbone.layer{s - 1}.{b}.conv1.weight"
+             for s in (2, 3, 4, 5) for b in (0, 1)}
+    pairs.update({f"bbox_embed.{n}.layers.{k}.weight": f"bbox_head.reg_branches.{n}.{2 * k}.weight"
+                  for n in range(3) for k in range(3)})
+    drafts = generalise(pairs, {k: 1.0 for k in pairs})
+    by_regex = {d.regex: d.template for d in drafts}
+    assert by_regex[r"^backbone\.res(\d+)\."] == "backbone.layer{1-1}."
+    assert by_regex[r"^bbox_embed\.(\d+)\.layers\."] == "bbox_head.reg_branches.{1}."  # layers.0 keeps its 0
+    assert {by_regex[rf"^bbox_embed\.(\d+)\.layers\.{k}\."] for k in (1, 2)} == {
+        "bbox_head.reg_branches.{1}.2.", "bbox_head.reg_branches.{1}.4."}
+    assert len(drafts) == 4
+    order_stages(drafts, list(pairs), set())
+    converted = convert_state_dict({k: torch.zeros(1) for k in pairs}, load_rules(
+        [{"stage": f"s{d.stage}", "kind": "rename", "from": d.regex, "to": d.template}
+         for d in sorted(drafts, key=lambda d: d.stage)]))
+    assert {s: t for t, s in converted.origin.items()} == pairs
+
+
+def test_outvoted_minority_and_look_ahead() -> None:
+    pairs = {f"enc.layers.{n}.norm{k}.weight": f"enc.layers.{n}.norms.{k - 1}.weight" for n in range(4) for k in (1, 2)}
+    pairs["enc.layers.0.norm1.weight"], pairs["enc.layers.0.norm2.weight"] = (  # one swapped pair of a layer
+        "enc.layers.0.norms.1.weight", "enc.layers.0.norms.0.weight")
+    (draft,) = generalise(pairs, {k: 1.0 for k in pairs})
+    assert draft.template == "enc.layers.{1}.norms.{2-1}." and len(draft.outvoted) == 2
+    alias = generalise({"head.decoder.bbox_embed.0.w": "head.bbox_embed.0.w",
+                        "head.decoder.class_embed.0.w": "head.class_embed.0.w"}, {}, "drop_alias")
+    keys = ["head.decoder.bbox_embed.0.w", "head.decoder.class_embed.0.w", "head.decoder.layers.0.w"]
+    order_stages(alias, keys, {"head.decoder.layers.0.w"})
+    assert [re.search(alias[0].regex, k) is not None for k in keys] == [True, True, False]
 
 
 @pytest.mark.parametrize("name,d2,port", CASES, ids=[c[0] for c in CASES])
@@ -121,3 +155,44 @@ def test_dino_original_draft_against_mmdet_config(tmp_path: Path) -> None:
     assert data["summary"]["aliases"] == 48 and data["summary"]["unpaired_target"] == 0
     print(f"DINO: {share:.1%} of {len(origin)} target keys as the preset; rules {len(rules)} (preset {preset_rules}); "
           f"summary {data['summary']}")
+
+
+def _demo_module():
+    """examples/panoptic_fpn_demo.py, which builds both PanopticFPN models the way the demo compares them."""
+    spec = importlib.util.spec_from_file_location("panoptic_fpn_demo", REPO / "examples" / "panoptic_fpn_demo.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def edit_low_confidence(rules: list[dict]) -> list[dict]:
+    """The edit docs/DRAFT.md documents for detectron2's PanopticFPN: only rules marked low confidence change."""
+    return [dict(r) for r in rules]
+
+
+def test_panoptic_fpn_draft_loads_strict_and_gives_identical_fpn_levels(tmp_path: Path) -> None:
+    demo = _demo_module()
+    _cfg, d2_model = demo.build_d2(seed=0, size=128)
+    state = d2_model.state_dict()
+    src = tmp_path / "model_final.pth"
+    torch.save({"model": state}, src)
+    draft, report = tmp_path / "draft.yaml", tmp_path / "draft.json"
+    proc = run_cli("draft", str(src), "--target", demo.MMDET_CONFIG, "-o", str(draft), "--report", str(report),
+                   "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(report.read_text())
+    assert data["check"]["ok"], data["check"]
+    rules = yaml.safe_load(draft.read_text())["rules"]
+    edited = edit_low_confidence(rules)
+    changed = [a for a, b in zip(rules, edited) if a != b]
+    assert all(r["confidence"] < LOW_CONFIDENCE for r in changed)
+    converted = convert_state_dict(state, load_rules(edited)).state_dict
+    mm_model = demo.build_mmdet_like_d2()
+    mm_model.load_state_dict(converted, strict=True)
+    image = torch.rand(1, 3, 128, 160, generator=torch.Generator().manual_seed(0)) * 255
+    with torch.no_grad():
+        d2_levels = d2_model.backbone(image)
+        mm_levels = mm_model.extract_feat(image)
+    assert len(mm_levels) == 5
+    for name, mm in zip(["p2", "p3", "p4", "p5", "p6"], mm_levels):
+        assert torch.equal(d2_levels[name], mm), name

@@ -140,8 +140,8 @@ def _add_rules(tgt: Side, pairing: Pairing) -> list[dict[str, Any]]:
              "covers": len(counters), "note": note}]
 
 
-def _stand_in(src: Side, pairing: Pairing) -> dict[str, torch.Tensor]:
-    """Source tensors for the self-check: the real ones, or uninitialised ones (aliases unknown, zeros known)."""
+def _stand_in(src: Side) -> dict[str, torch.Tensor]:
+    """Source tensors for the self-check: the real ones, or uninitialised ones of the manifest's shapes."""
     if src.tensors is not None:
         return src.tensors
     return {k: torch.empty(s) for k, s in src.shapes.items()}
@@ -150,7 +150,7 @@ def _stand_in(src: Side, pairing: Pairing) -> dict[str, torch.Tensor]:
 def self_check(rules: list[dict[str, Any]], src: Side, tgt: Side, pairing: Pairing) -> dict[str, Any]:
     """Run the draft through the converter: which target keys receive the source key the pairing chose."""
     try:
-        result = convert_state_dict(_stand_in(src, pairing), load_rules(rules), target_names=list(tgt.shapes))
+        result = convert_state_dict(_stand_in(src), load_rules(rules), target_names=list(tgt.shapes))
     except ConversionError as exc:
         return {"ok": False, "error": str(exc)}
     report = compare_to_target(result, tgt.shapes)

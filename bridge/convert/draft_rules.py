@@ -132,7 +132,8 @@ def _render(group: _Group, members: list, maps: list[tuple]) -> tuple[str, str]:
     return regex, template
 
 
-def _predict(members: list, maps: list[tuple], tshape: str) -> dict[str, list[int]]:
+def _predict(members: list, maps: list[tuple]) -> dict[str, list[int]]:
+    """Target numbers the rule gives each member's source key."""
     out = {}
     for s, _, ns, _ in members:
         out[s] = [how[1] if how[0] == "lit" else ns[how[1]] + how[2] for how in maps]
@@ -158,7 +159,7 @@ def _generalise_group(group: _Group, confidence: dict[str, float]) -> list[Draft
                 return out
         maps.append(how)
     regex, template = _render(group, members, maps)
-    predicted = _predict(members, maps, group.tshape)
+    predicted = _predict(members, maps)
     outvoted = [(s, t) for s, t, _, nt in members if predicted[s] != nt]
     conf = sum(confidence.get(s, 1.0) for s, *_ in members) / len(members)
     conf = min(1.0, conf + 0.1 * min(len(members) - 1, 3)) if len(members) > 1 else conf * 0.8
