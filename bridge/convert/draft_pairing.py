@@ -255,6 +255,7 @@ def _align_all(src: Side, tgt: Side, extra: dict[str, list[str]] | None,
             break
         score, sim, rowmask = _scores(src, tgt, skeys, tkeys, extra)
         found = _align(score)
+        sim = np.where(score > _NEG / 2, sim, -1.0)  # margins among shape-compatible candidates only
         progress(f"alignment {round_ + 1}: {len(found)} pairs")
         if not found:
             break
