@@ -24,6 +24,10 @@ _TOKEN_RE = re.compile(r"[A-Za-z]+|\d+")
 _NEG = -1e9
 #: Below this a pair is not worth aligning (shape and last name part alone score 0.4).
 _MATCH_FLOOR = 0.35
+#: Among the keys left over after the first alignment, names less alike than this never pair.
+_MIN_SIMILARITY = 0.1
+#: Score taken off a key whose equal-tensor twin is already paired.
+_ALIAS_PENALTY = 0.15
 #: A pair whose name similarity is below this is reported as low confidence.
 LOW_CONFIDENCE = 0.5
 
@@ -244,8 +248,10 @@ def _learned_tokens(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
     return learned
 
 
-def _align_all(src: Side, tgt: Side, extra: dict[str, list[str]] | None,
+def _align_all(src: Side, tgt: Side, extra: dict[str, list[str]] | None, alias_of: dict[str, list[str]],
                progress) -> tuple[dict[str, str], dict[str, float], set[str]]:
+    """Align the keys, then the keys left over, up to four rounds; a key whose equal twin is paired already
+    counts less in later rounds (it is more likely an alias than the key a target is still waiting for)."""
     pairs: dict[str, str] = {}
     conf: dict[str, float] = {}
     rows: set[str] = set()
@@ -254,6 +260,10 @@ def _align_all(src: Side, tgt: Side, extra: dict[str, list[str]] | None,
         if not skeys or not tkeys:
             break
         score, sim, rowmask = _scores(src, tgt, skeys, tkeys, extra)
+        if round_:
+            score = np.where(sim >= _MIN_SIMILARITY, score, _NEG)
+        twin = np.array([any(k in pairs for k in alias_of.get(s, ())) for s in skeys])
+        score = score - _ALIAS_PENALTY * twin[:, None]
         found = _align(score)
         sim = np.where(score > _NEG / 2, sim, -1.0)  # margins among shape-compatible candidates only
         progress(f"alignment {round_ + 1}: {len(found)} pairs")
@@ -289,18 +299,62 @@ def _shared_parts(a: str, b: str) -> tuple[int, int]:
     return tail, head
 
 
+def _block(key: str) -> str:
+    """The block a key belongs to for reordering: its first two dotted parts, numbers dropped."""
+    return ".".join(re.sub(r"\d+", "", p) for p in key.split(".")[:2])
+
+
+def follow_source_order(src: Side, tgt: Side) -> Side:
+    """``tgt`` with its blocks (runs of keys sharing a :func:`_block`) in the order of the source keys they
+    most likely pair with, so that one monotone alignment fits models that register the same blocks in
+    another order (mmdet's DINO: neck after the backbone, heads before encoder and decoder).
+
+    A block's place is the median source position of its anchors: keys whose shape occurs once on each side,
+    and keys with a clearly similar name (similarity >= 0.5); a block without anchors follows its best
+    shape-compatible matches."""
+    skeys, tkeys = src.keys, tgt.keys
+    score, sim, _ = _scores(src, tgt, skeys, tkeys, None)
+    compatible = score > _NEG / 2
+    best = np.argmax(np.where(compatible, score, -np.inf), axis=0).astype(float)
+    best[~compatible.any(axis=0)] = np.nan
+    named = np.where(compatible, sim, -1.0)
+    anchor = np.where(named.max(axis=0) >= 0.5, np.argmax(named, axis=0), np.nan).astype(float)
+    scount, tcount = Counter(src.shapes.values()), Counter(tgt.shapes.values())
+    where = {src.shapes[k]: i for i, k in enumerate(skeys) if scount[src.shapes[k]] == 1}
+    for j, key in enumerate(tkeys):
+        shape = tgt.shapes[key]
+        if tcount[shape] == 1 and shape in where:
+            anchor[j] = where[shape]
+    runs: list[list[int]] = []
+    for j, key in enumerate(tkeys):
+        if runs and _block(tkeys[runs[-1][0]]) == _block(key):
+            runs[-1].append(j)
+        else:
+            runs.append([j])
+    position = []
+    for n, run in enumerate(runs):
+        found = anchor[run][~np.isnan(anchor[run])]
+        if not found.size:
+            found = best[run][~np.isnan(best[run])]
+        position.append((float(np.median(found)) if found.size else float("inf"), n))
+    order = [j for _, n in sorted(position) for j in runs[n]]
+    return Side({tkeys[j]: tgt.shapes[tkeys[j]] for j in order}, tgt.tensors)
+
+
 def pair_keys(src: Side, tgt: Side, progress=lambda _msg: None) -> Pairing:
     """Pair ``src`` keys with ``tgt`` keys; the source keys equal to a paired one become aliases."""
-    first, _, _ = _align_all(src, tgt, None, progress)
-    learned = _learned_tokens([(s, t) for s, t in first.items()])
-    progress(f"learned token correspondences: {len(learned)}")
+    original = tgt
+    tgt = follow_source_order(src, tgt)
     groups = alias_groups(src.tensors) if src.tensors is not None else {}
     alias_of: dict[str, list[str]] = {}
     for members in groups.values():
         for k in members:
             alias_of[k] = members
+    first, _, _ = _align_all(src, tgt, None, alias_of, progress)
+    learned = _learned_tokens([(s, t) for s, t in first.items()])
+    progress(f"learned token correspondences: {len(learned)}")
     # an alias group pairs as many keys as the target has places for; the rest are dropped as aliases
-    pairs, conf, rows = _align_all(src, tgt, learned, progress)
+    pairs, conf, rows = _align_all(src, tgt, learned, alias_of, progress)
     out = Pairing(pairs=pairs, confidence=conf, class_rows=rows)
     for s in src.keys:
         if s in pairs:
@@ -315,7 +369,7 @@ def pair_keys(src: Side, tgt: Side, progress=lambda _msg: None) -> Pairing:
         else:
             out.unpaired_source.append(s)
     paired_t = set(pairs.values())
-    out.unpaired_target = [t for t in tgt.keys if t not in paired_t]
+    out.unpaired_target = [t for t in original.keys if t not in paired_t]
     _candidates(src, tgt, out, learned)
     return out
 
