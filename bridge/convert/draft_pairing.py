@@ -304,16 +304,40 @@ def _block(key: str) -> str:
     return ".".join(re.sub(r"\d+", "", p) for p in key.split(".")[:2])
 
 
-def follow_source_order(src: Side, tgt: Side) -> Side:
-    """``tgt`` with its blocks (runs of keys sharing a :func:`_block`) in the order of the source keys they
-    most likely pair with, so that one monotone alignment fits models that register the same blocks in
-    another order (mmdet's DINO: neck after the backbone, heads before encoder and decoder).
+def _runs(keys: list[str], block) -> list[list[int]]:
+    """Indices of ``keys`` cut into runs of consecutive keys with the same ``block(key)``."""
+    runs: list[list[int]] = []
+    for j, key in enumerate(keys):
+        if runs and block(keys[runs[-1][0]]) == block(key):
+            runs[-1].append(j)
+        else:
+            runs.append([j])
+    return runs
 
-    A block's place is the median source position of its anchors: keys whose shape occurs once on each side,
-    and keys with a clearly similar name (similarity >= 0.5); a block without anchors follows its best
-    shape-compatible matches."""
-    skeys, tkeys = src.keys, tgt.keys
-    score, sim, _ = _scores(src, tgt, skeys, tkeys, None)
+
+def _reordered(tgt: Side, runs: list[list[int]], anchor: np.ndarray, fallback: np.ndarray | None) -> Side:
+    """``tgt`` with each run at the median of its anchors (or of ``fallback``, or right after the run before)."""
+    tkeys = tgt.keys
+    position, last = [], -1.0
+    for n, run in enumerate(runs):
+        found = anchor[run][~np.isnan(anchor[run])]
+        if not found.size and fallback is not None:
+            found = fallback[run][~np.isnan(fallback[run])]
+        last = float(np.median(found)) if found.size else last + 1e-6
+        position.append((last, n))
+    order = [j for _, n in sorted(position) for j in runs[n]]
+    return Side({tkeys[j]: tgt.shapes[tkeys[j]] for j in order}, tgt.tensors)
+
+
+def follow_source_order(src: Side, tgt: Side) -> Side:
+    """``tgt`` reordered so that one monotone alignment fits models that register the same parts in another
+    order: first its blocks (runs sharing the first two dotted parts; mmdet's DINO has the neck after the
+    backbone, the heads before encoder and decoder) at the median source position of their anchors (keys whose
+    shape occurs once on each side, or with a name similarity >= 0.5; else their best shape-compatible
+    matches); then its modules (mmdet's decoder layer: self-attention before cross-attention), moved only
+    where a name match is clear (similarity >= 0.6, 0.15 above the next candidate)."""
+    skeys = src.keys
+    score, sim, _ = _scores(src, tgt, skeys, tgt.keys, None)
     compatible = score > _NEG / 2
     best = np.argmax(np.where(compatible, score, -np.inf), axis=0).astype(float)
     best[~compatible.any(axis=0)] = np.nan
@@ -321,24 +345,17 @@ def follow_source_order(src: Side, tgt: Side) -> Side:
     anchor = np.where(named.max(axis=0) >= 0.5, np.argmax(named, axis=0), np.nan).astype(float)
     scount, tcount = Counter(src.shapes.values()), Counter(tgt.shapes.values())
     where = {src.shapes[k]: i for i, k in enumerate(skeys) if scount[src.shapes[k]] == 1}
-    for j, key in enumerate(tkeys):
+    for j, key in enumerate(tgt.keys):
         shape = tgt.shapes[key]
         if tcount[shape] == 1 and shape in where:
             anchor[j] = where[shape]
-    runs: list[list[int]] = []
-    for j, key in enumerate(tkeys):
-        if runs and _block(tkeys[runs[-1][0]]) == _block(key):
-            runs[-1].append(j)
-        else:
-            runs.append([j])
-    position = []
-    for n, run in enumerate(runs):
-        found = anchor[run][~np.isnan(anchor[run])]
-        if not found.size:
-            found = best[run][~np.isnan(best[run])]
-        position.append((float(np.median(found)) if found.size else float("inf"), n))
-    order = [j for _, n in sorted(position) for j in runs[n]]
-    return Side({tkeys[j]: tgt.shapes[tkeys[j]] for j in order}, tgt.tensors)
+    coarse = _reordered(tgt, _runs(tgt.keys, _block), anchor, best)
+    score, sim, _ = _scores(src, coarse, skeys, coarse.keys, None)
+    named = np.where(score > _NEG / 2, sim, -1.0)
+    top = np.sort(named, axis=0)
+    clear = (top[-1] >= 0.6) & (top[-1] - (top[-2] if len(skeys) > 1 else -1.0) >= 0.15)
+    sure = np.where(clear, np.argmax(named, axis=0), np.nan).astype(float)
+    return _reordered(coarse, _runs(coarse.keys, lambda k: k.rsplit(".", 1)[0]), sure, None)
 
 
 def pair_keys(src: Side, tgt: Side, progress=lambda _msg: None) -> Pairing:
