@@ -133,7 +133,7 @@ def test_draft_cli_bad_input_is_one_error_line(tmp_path: Path) -> None:
 
 def test_dino_original_draft_against_mmdet_config(tmp_path: Path) -> None:
     """The figure for the original DINO against mmdet's real DINO config (blocks in another order on the two
-    sides, mmdet's decoder layer with self-attention before cross-attention): measured, with a floor."""
+    sides, mmdet's decoder layer with self-attention before cross-attention)."""
     state = original_state_dict()
     src = tmp_path / "checkpoint0011_4scale.pth"
     torch.save({"model": state, "epoch": 11}, src)
@@ -141,9 +141,9 @@ def test_dino_original_draft_against_mmdet_config(tmp_path: Path) -> None:
     proc = run_cli("draft", str(src), "--target", DINO_CONFIG, "-o", str(draft), "--report", str(report), "--quiet")
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(report.read_text())
-    assert data["check"]["error"] is None, data["check"]
+    assert data["check"]["ok"], data["check"]
     share, differ = same_tensor_share(state, "dino-original-to-mmdet", draft)
-    assert share >= 0.9, (share, differ[:20])
+    assert share >= 0.95, (share, differ[:20])
     rules = yaml.safe_load(draft.read_text())["rules"]
     classes = [r for r in rules if r["kind"] == "class_rows"]
     assert classes and all(r["index"] == "coco91_to_coco80" for r in classes)
@@ -153,6 +153,7 @@ def test_dino_original_draft_against_mmdet_config(tmp_path: Path) -> None:
     low = [re.compile(r.get("from") or r["key"]) for r in rules if r["confidence"] < LOW_CONFIDENCE]
     origin = convert_state_dict(state, "dino-original-to-mmdet").origin
     unflagged = [k for k in differ if not any(p.search(origin[k]) for p in low)]
+    assert unflagged == []
     print(f"DINO: {share:.1%} of {len(origin)} target keys as the preset ({len(differ)} differ, {len(unflagged)} "
           f"of them not under a low-confidence rule); rules {len(load_rules(draft).rules)} "
           f"(preset {len(load_rules('dino-original-to-mmdet').rules)}); summary {data['summary']}")
