@@ -154,6 +154,7 @@ def test_dino_original_draft_against_mmdet_config(tmp_path: Path) -> None:
     origin = convert_state_dict(state, "dino-original-to-mmdet").origin
     unflagged = [k for k in differ if not any(p.search(origin[k]) for p in low)]
     assert unflagged == []
+    assert len(load_rules(draft).rules) <= 1.5 * len(load_rules("dino-original-to-mmdet").rules)
     print(f"DINO: {share:.1%} of {len(origin)} target keys as the preset ({len(differ)} differ, {len(unflagged)} "
           f"of them not under a low-confidence rule); rules {len(load_rules(draft).rules)} "
           f"(preset {len(load_rules('dino-original-to-mmdet').rules)}); summary {data['summary']}")

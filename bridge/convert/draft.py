@@ -157,9 +157,64 @@ def self_check(rules: list[dict[str, Any]], src: Side, tgt: Side, pairing: Pairi
     wanted = {t: s for s, t in pairing.pairs.items()}
     origin = result.origin
     disagree = sorted(t for t, s in wanted.items() if origin.get(t) != s)
+    strays = sorted({origin[k] for k in list(report.unexpected) + [k for k, *_ in report.shape_mismatch]
+                     if k in origin})
     return {"ok": report.ok, "error": None, "missing": len(report.missing), "unexpected": len(report.unexpected),
             "shape_mismatch": len(report.shape_mismatch), "target_keys_as_paired": len(wanted) - len(disagree),
-            "rule_overrides_pairing": disagree[:50]}
+            "rule_overrides_pairing": disagree[:50], "stray_sources": strays}
+
+
+def _demote(rules: list[dict[str, Any]], strays: list[str]) -> None:
+    """Mark the rename rule that first renames a source key to a name the target lacks (or to another shape)
+    as low confidence, naming the key; rules are in stage order, so the first match is the one that ran."""
+    renames = [r for r in rules if r["kind"] == "rename"]
+    for key in strays:
+        spec = next((r for r in renames if re.search(r["from"], key)), None)
+        if spec is None or spec["confidence"] < LOW_CONFIDENCE:
+            continue
+        spec["confidence"] = round(min(spec["confidence"], LOW_CONFIDENCE) - 0.01, 2)
+        spec["note"] = f"LOW CONFIDENCE: renames {key} to a name the target lacks" + (
+            f"; {spec['note']}" if spec.get("note") else "")
+
+
+_LITERAL_NUMBER = re.compile(r"\{[^}]*\}|(\d+)")
+
+
+def _guessed_numbers(rules: list[dict[str, Any]], tgt: Side, drafts: dict[str, Draft]) -> None:
+    """Mark low confidence a rename whose template writes a number the source name does not hold (``norm3`` ->
+    ``norms.0``) where the target has a same-shaped key with another number there: such a pair rests on order
+    (or a guess) alone."""
+    for spec in rules:
+        draft = drafts.get(spec.get("name", ""))
+        if draft is None or spec["kind"] != "rename" or spec["confidence"] < LOW_CONFIDENCE:
+            continue
+        source_literals = set(re.findall(r"(?<![\\d])\d+", re.sub(r"\(\\d\+\)", "", spec["from"])))
+        spans = [m.span(1) for m in _LITERAL_NUMBER.finditer(spec["to"]) if m.group(1)]
+        spans = [(a, b) for a, b in spans if spec["to"][a:b] not in source_literals]
+        for a, b in spans:
+            probe = spec["to"][:a] + "\x00" + spec["to"][b:]
+            sibling = None
+            for s, t in draft.members[:3]:
+                m = re.search(spec["from"], s)
+                rendered = s[: m.start()] + probe + s[m.end():]
+                pattern = re.compile("^" + re.escape(_render_fields(rendered, m)).replace("\x00", r"\d+") + "$")
+                sibling = next((k for k in tgt.shapes if k != t and pattern.match(k) and tgt.shapes[k] == tgt.shapes[t]),
+                               None)
+                if sibling:
+                    break
+            if sibling:
+                spec["confidence"] = round(min(spec["confidence"], LOW_CONFIDENCE) - 0.01, 2)
+                spec["note"] = (f"LOW CONFIDENCE: writes {spec['to'][a:b]!r} where the source name has no such number; "
+                                f"{sibling} has the same shape")
+                break
+
+
+def _render_fields(text: str, m: re.Match[str]) -> str:
+    """``text`` with its ``{n}`` / ``{n+k}`` / ``{n-k}`` fields filled from ``m`` (the draft's own templates)."""
+    def fill(f: re.Match[str]) -> str:
+        value = int(m.group(int(f.group(1))))
+        return str(value + int(f.group(2) or 0))
+    return re.sub(r"\{(\d+)([+-]\d+)?\}", fill, text)
 
 
 def draft_rules(src: Side, tgt: Side, progress: Callable[[str], None] = lambda _m: None) -> DraftResult:
@@ -177,10 +232,12 @@ def draft_rules(src: Side, tgt: Side, progress: Callable[[str], None] = lambda _
     rules += _class_rules(src, tgt, pairing)
     ordered = sorted(renames, key=lambda d: (d.stage, -len(d.members)))
     rules += [_spec(d, f"draft-{d.stage + 1}", f"rename-{n}") for n, d in enumerate(ordered)]
+    _guessed_numbers(rules, tgt, {f"rename-{n}": d for n, d in enumerate(ordered)})
     rules += _add_rules(tgt, pairing)
     progress(f"{len(rules)} rules; checking the draft with the converter")
     result = DraftResult(rules, pairing)
     result.check = self_check(rules, src, tgt, pairing)
+    _demote(rules, result.check.get("stray_sources", []))
     return result
 
 

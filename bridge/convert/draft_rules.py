@@ -86,13 +86,31 @@ def _target_map(members: list, j: int) -> tuple[tuple, float]:
     return best, n / len(members)
 
 
+def _explained(members: list) -> bool:
+    """True when every target number of ``members`` has one explanation (or a majority one to outvote with)."""
+    for j in range(len(members[0][3])):
+        _, share = _target_map(members, j)
+        if share < 1.0 and not (share >= _MAJORITY and len(members) >= 4):
+            return False
+    return True
+
+
 def _split_position(members: list, j: int) -> int | None:
-    """A source number position whose value decides target number ``j`` (a functional dependency)."""
+    """A source number position to split a group on: one whose value decides target number ``j`` (a
+    functional dependency), else one after which every part is explained; the fewest parts win."""
     options = []
     for i in range(len(members[0][2])):
         seen: dict[int, int] = {}
         if all(seen.setdefault(ns[i], nt[j]) == nt[j] for _, _, ns, nt in members):
             options.append((len(seen), i))
+    if options:
+        return min(options)[1]
+    for i in range(len(members[0][2])):
+        parts: dict[int, list] = defaultdict(list)
+        for m in members:
+            parts[m[2][i]].append(m)
+        if len(parts) > 1 and all(_explained(part) for part in parts.values()):
+            options.append((len(parts), i))
     return min(options)[1] if options else None
 
 
@@ -150,7 +168,7 @@ def _generalise_group(group: _Group, confidence: dict[str, float]) -> list[Draft
             i = _split_position(members, j)
             buckets: dict[object, list] = defaultdict(list)
             for m in members:
-                buckets[m[2][i] if i is not None else m[0]].append(m)
+                buckets[m[2][i] if i is not None else tuple(m[2])].append(m)
             if len(buckets) > 1:
                 out: list[Draft] = []
                 for part in buckets.values():
