@@ -1,5 +1,8 @@
 """``python -m bridge.convert SRC -o DST (--preset NAME | --rules FILE) [--target T] [--report R.json]``.
 
+``python -m bridge.convert draft SOURCE --target TARGET -o draft.yaml`` drafts a rule file instead
+(``bridge.convert.draft_cli``).
+
 ``--target`` is a key manifest TSV, a checkpoint, or an mmdet config (``*.py`` or ``mmdet::...``): the
 config's model is built on the CPU by ``python -m mmdet_side.target`` in a subprocess (``bridge`` never
 imports mmdet), and the written checkpoint is loaded into it with ``strict=True`` as the final check.
@@ -75,7 +78,12 @@ def _stage_names(outputs: AtomicGroup, names: dict[str, Path | None], result, ta
 
 @guarded_main
 def main(argv: list[str] | None = None) -> int:
-    """Run the converter; return the exit status."""
+    """Run the converter (or, with ``draft`` first, the rule drafter); return the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["draft"]:
+        from bridge.convert.draft_cli import main as draft_main
+
+        return draft_main(argv[1:])
     args = build_parser().parse_args(argv)
     names = _names_files(args)
     check_outputs(_inputs(args), {"-o": args.output, "--report": args.report, **names})
