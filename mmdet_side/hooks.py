@@ -17,9 +17,11 @@ from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
 from torch import nn
 
+from bridge.optim import OptimizerTap, record_grad_norm, record_params
 from bridge.panoptic import to_record
 from bridge.runs import Recorder
 from bridge.taps import ModelTaps
+from mmdet_side.optim import clip_setting
 from mmdet_side.panoptic import canonical_from_mmdet
 from mmdet_side.recordable import to_recordable
 
@@ -30,14 +32,22 @@ class BridgeRecordHook(Hook):
     the losses (kind ``loss``), activations of modules matching ``activations`` and gradients of
     parameters matching ``grads``; with ``eval_run_dir``, the batches and predictions of val/test too.
     ``seed_modules`` / ``seed``: as detectron2's ``RecordHook`` (torch's RNG reseeded with ``seed + step`` before
-    each call of those modules in recorded training steps), so both sides' random point sampling lines up."""
+    each call of those modules in recorded training steps), so both sides' random point sampling lines up.
+    ``optimizer_steps`` / ``params`` / ``grad_norm``: as detectron2's ``RecordHook`` (the optimizer record, the
+    parameters and the gradient norm right after the optimizer step, before mmengine zeroes the gradients)."""
 
     priority = "LOW"
 
     def __init__(self, run_dir: str, iterations: Sequence[int] = (0,), activations: Sequence[str] = (),
                  grads: Sequence[str] = (), record_batch: bool = True, eval_run_dir: str | None = None,
-                 seed_modules: Sequence[str] = (), seed: int = 0) -> None:
+                 seed_modules: Sequence[str] = (), seed: int = 0, optimizer_steps: int = 0,
+                 params: Sequence[str] = (), grad_norm: bool = False) -> None:
         self.run_dir = run_dir
+        self.optimizer_steps = optimizer_steps
+        self.params = tuple(params)
+        self.grad_norm = grad_norm
+        self._optimizer_tap: OptimizerTap | None = None
+        self._model: nn.Module | None = None
         self.seed_modules = tuple(seed_modules)
         self.seed = seed
         self.iterations = set(iterations)
@@ -57,6 +67,7 @@ class BridgeRecordHook(Hook):
     def before_run(self, runner) -> None:
         """Open the runs and attach hooks to the model and its data preprocessor."""
         model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        self._model = model
         # Runs are created on first use: tools/test.py with the same config records no training run.
         self.recorder = Recorder(self.run_dir, framework="mmdet", lazy=True)
         self._taps.append(ModelTaps(model, self.recorder, self._train_step, activations=self.activations,
@@ -66,6 +77,23 @@ class BridgeRecordHook(Hook):
             self._taps.append(ModelTaps(model, self.eval_recorder, self._eval_step, activations=self.activations))
             self._handles.append(model.register_forward_hook(self._on_predicted, with_kwargs=True))
         self._handles.append(model.data_preprocessor.register_forward_hook(self._on_preprocessed))
+        if self.optimizer_steps:
+            self._optimizer_tap = OptimizerTap(self.recorder, self.optimizer_steps)
+
+    def before_train(self, runner) -> None:
+        """Watch the optimizer's steps (the optim wrapper exists from here on) for ``params`` / ``grad_norm``."""
+        if self.params or self.grad_norm:
+            optimizer = runner.optim_wrapper.optimizer
+            self._handles.append(optimizer.register_step_post_hook(self._after_optimizer_step))
+
+    def _after_optimizer_step(self, _optimizer, _args: tuple, _kwargs: dict) -> None:
+        step = self._train_step()
+        if step is None:
+            return
+        if self.params:
+            record_params(self.recorder, self._model, step, self.params)
+        if self.grad_norm:
+            record_grad_norm(self.recorder, self._model, step)
 
     def _train_step(self) -> int | None:
         return self._step if self._active is self.recorder else None
@@ -81,6 +109,9 @@ class BridgeRecordHook(Hook):
         """Arm recording when this iteration is one of ``iterations``."""
         self._step = runner.iter if runner.iter in self.iterations else None
         self._active = self.recorder if self._step is not None else None
+        if self._optimizer_tap is not None:
+            self._optimizer_tap.before_iteration(runner.iter, runner.optim_wrapper, self._model,
+                                                 clip_setting(runner.optim_wrapper))
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         """Record the iteration's losses, then disarm."""
@@ -141,6 +172,8 @@ class BridgeRecordHook(Hook):
             handle.remove()
         for taps in self._taps:
             taps.remove()
+        if self._optimizer_tap is not None:
+            self._optimizer_tap.finish()
         for recorder in (self.recorder, self.eval_recorder):
             if recorder is not None:
                 recorder.close()

@@ -16,6 +16,8 @@ from bridge import Entry, Run, open_run
 from bridge.devices import resolve_device
 from bridge.errors import BridgeError
 
+from .band import BandResult, loss_band
+from .optim_entries import OptimComparison, compare_optim_records
 from .pairing import Pair, name_mapper, pair_entries
 from .panoptic_entries import PanopticPair, compare_panoptic_records
 from .stats import READ_ELEMS, NumericStats, tensor_stats
@@ -94,11 +96,15 @@ class ComparisonResult:
     last_passing_before: Location | None
     settings: dict[str, Any] = field(default_factory=dict)
     panoptic: list[PanopticPair] = field(default_factory=list)
+    optim: list[OptimComparison] = field(default_factory=list)
+    band: BandResult | None = None
 
     @property
     def passed(self) -> bool:
-        """True when every pair passes and no leaf is unpaired."""
-        return not self.a_only and not self.b_only and all(i.passed for i in self.items)
+        """True when every pair passes, no leaf is unpaired, the optimizer records agree and the port's
+        losses stay inside the noise band (when one was asked for)."""
+        return (not self.a_only and not self.b_only and all(i.passed for i in self.items)
+                and all(o.passed for o in self.optim) and (self.band is None or self.band.passed))
 
     @property
     def n_failed(self) -> int:
@@ -220,21 +226,28 @@ def compare_runs(
     device: str = "auto",
     kinds: Iterable[str] | None = None,
     progress: ProgressFn | None = None,
+    band_runs: Iterable[Run | str | os.PathLike[str]] = (),
+    band_margin: float = 0.0,
 ) -> ComparisonResult:
     """Compare run ``a`` against run ``b`` leaf by leaf.
 
     ``name_map`` is a converter preset name, a rule file (YAML/JSON) or a list of rule dicts renaming run A's keys;
     ``atol``/``rtol`` override the dtype defaults; ``tolerances`` holds per-key
     ``'GLOB=ATOL,RTOL'`` overrides (last match wins); ``kinds`` keeps only those kinds;
-    ``progress(done, total)`` is called after each pair. Raises BridgeError on bad input.
+    ``progress(done, total)`` is called after each pair. Optimizer records (kind ``optim``) are compared
+    per parameter (``optim_entries``). With ``band_runs`` (more recordings of the reference), run B's losses
+    are judged against the band run A and those span, widened by ``band_margin`` times its width
+    (``band``), instead of leaf by leaf. Raises BridgeError on bad input.
     """
     dev = resolve_device(device)
     run_a, run_b = _open(a), _open(b)
     mapper = name_mapper(Path(name_map) if isinstance(name_map, os.PathLike) else name_map if name_map is None or isinstance(name_map, str) else list(name_map))
     policy = TolerancePolicy(atol, rtol, tuple(t if isinstance(t, ToleranceRule) else parse_tol_spec(t) for t in tolerances))
     kind_set = set(kinds) if kinds else None
-    ea = [e for e in run_a.entries() if kind_set is None or e.kind in kind_set]
-    eb = [e for e in run_b.entries() if kind_set is None or e.kind in kind_set]
+    references = [run_a, *(_open(r) for r in band_runs)]
+    leaf_kinds = {"optim"} | ({"loss"} if len(references) > 1 else set())  # judged by their own views
+    ea = [e for e in run_a.entries() if (kind_set is None or e.kind in kind_set) and e.kind not in leaf_kinds]
+    eb = [e for e in run_b.entries() if (kind_set is None or e.kind in kind_set) and e.kind not in leaf_kinds]
     pairing = pair_entries(ea, eb, mapper)
     items: list[ItemResult] = []
     total = len(pairing.pairs)
@@ -249,6 +262,7 @@ def compare_runs(
         "kinds": sorted(kind_set) if kind_set else None,
         "name_map": str(name_map) if isinstance(name_map, (str, os.PathLike)) else (None if name_map is None else "<inline>"),
         "tolerance": policy.describe(),
+        "band_runs": [str(r.path) for r in references[1:]], "band_margin": band_margin,
     }
     return ComparisonResult(
         run_a=str(run_a.path), run_b=str(run_b.path), items=items,
@@ -256,6 +270,8 @@ def compare_runs(
         b_only=[_loc(e, "only in run B") for e in pairing.b_only],
         first_divergence=first, last_passing_before=last_ok, settings=settings,
         panoptic=compare_panoptic_records(run_a, run_b, device=str(dev)),  # a view of their own, whatever ``kinds`` keeps
+        optim=compare_optim_records(run_a, run_b, mapper) if kind_set is None or "optim" in kind_set else [],
+        band=loss_band(references, run_b, mapper, margin=band_margin) if len(references) > 1 else None,
     )
 
 

@@ -36,6 +36,8 @@ def to_dict(result: ComparisonResult) -> dict[str, Any]:
         "settings": result.settings,
         "items": [item.to_dict() for item in result.items],
         "panoptic": [pair.to_dict() for pair in result.panoptic],
+        "optim": [comparison.to_dict() for comparison in result.optim],
+        "band": result.band.to_dict() if result.band is not None else None,
     }
 
 
