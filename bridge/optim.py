@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -90,7 +91,9 @@ def _param_groups(optimizer: Any) -> list[dict[str, Any]]:
 def describe_optimizer(optimizer: Any, model: nn.Module, *, clip: dict[str, Any] | None = None,
                        schedule: Sequence[Sequence[float]] | None = None) -> dict[str, Any]:
     """Return the ``optimizer`` record's value: type, clip, per trainable parameter of ``model`` (by name)
-    its group index and settings, and the per-group lr schedule. A trainable parameter that no group holds
+    its group index and settings, and the per-group lr schedule. A parameter's ``lr`` is its group's lr at
+    the schedule's first iteration when a schedule is given (the record then does not depend on when it is
+    taken), else the group's current lr. A trainable parameter that no group holds
     gets ``{"group": -1}`` (the optimizer never updates it: a finding in itself). An mmengine OptimWrapper is
     described by the torch optimizer it holds."""
     optimizer = torch_optimizer(optimizer)
@@ -103,6 +106,8 @@ def describe_optimizer(optimizer: Any, model: nn.Module, *, clip: dict[str, Any]
             continue
         index = group_of.get(id(param), -1)
         params[name] = {"group": index, **(settings[index] if index >= 0 else {})}
+        if schedule and index >= 0:
+            params[name]["lr"] = float(schedule[0][index])
     kind = type(optimizer)
     base = next((c for c in kind.__mro__ if c.__module__.startswith("torch.optim")), kind)
     return {
@@ -120,10 +125,12 @@ def lr_schedule(optimizer: Any, advance: Callable[[], Any], iterations: int) -> 
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise BridgeError(f"iterations must be an int >= 1, got {iterations!r}")
     rows = []
-    for it in range(iterations):
-        if it:
-            advance()
-        rows.append(group_lrs(optimizer))
+    with warnings.catch_warnings():  # stepping a scheduler without optimizer.step() is the point here
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+        for it in range(iterations):
+            if it:
+                advance()
+            rows.append(group_lrs(optimizer))
     return rows
 
 
