@@ -61,12 +61,14 @@ def _setting(value: Any) -> Any:
     return None
 
 
-def group_settings(group: dict[str, Any]) -> dict[str, Any]:
-    """The settings of one ``optimizer.param_groups`` entry that change the update (no ``params``,
-    no implementation switches such as ``foreach``), as recordable scalars."""
+def group_settings(group: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """The settings of one ``optimizer.param_groups`` entry that change the update, as recordable scalars:
+    the keys of the optimizer's ``defaults`` (no implementation switches such as ``foreach``) and the
+    schedulers' ``initial_*`` values; bookkeeping keys that other code adds to a group (mmengine's
+    ``lr_mult`` / ``decay_mult``) are left out, their effect is in ``lr`` and ``weight_decay``."""
     out = {}
     for key, value in group.items():
-        if key in IMPLEMENTATION_KEYS:
+        if key in IMPLEMENTATION_KEYS or not (key in defaults or key.startswith("initial_")):
             continue
         setting = _setting(value)
         if setting is not None or value is None:
@@ -99,7 +101,7 @@ def describe_optimizer(optimizer: Any, model: nn.Module, *, clip: dict[str, Any]
     optimizer = torch_optimizer(optimizer)
     groups = _param_groups(optimizer)
     group_of = {id(p): index for index, group in enumerate(groups) for p in group["params"]}
-    settings = [group_settings(group) for group in groups]
+    settings = [group_settings(group, getattr(optimizer, "defaults", {})) for group in groups]
     params: dict[str, Any] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
