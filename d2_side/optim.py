@@ -41,8 +41,8 @@ def clip_setting(optimizer: Any) -> dict[str, Any] | None:
     for _name, cells in _steps(optimizer):
         if "clip_norm_val" in cells:  # FullModelGradientClippingOptimizer.step
             return clip_spec("norm", cells["clip_norm_val"], norm_type=2.0, scope="full_model")
-        if "per_param_clipper" in cells or "global_clipper" in cells:  # optimizer_wgc_step
-            per_param = cells.get("per_param_clipper")
+        if {"per_param_clipper", "global_clipper", "gradient_clipper"} & set(cells):  # optimizer_wgc_step
+            per_param = cells.get("per_param_clipper", cells.get("gradient_clipper"))  # older detectron2
             clipper = per_param if per_param is not None else cells.get("global_clipper")
             cfg = _cells(clipper).get("cfg")
             kind = "norm" if getattr(clipper, "__name__", "") == "clip_grad_norm" else "value"

@@ -124,7 +124,7 @@ def train_mmdet(weights, run_dir: Path, work_dir: Path, milestones: tuple[int, .
         default_hooks=dict(checkpoint=None),
         custom_hooks=[dict(type="BridgeRecordHook", run_dir=str(run_dir), iterations=list(range(STEPS)),
                            record_batch=False, optimizer_steps=STEPS, params=MMDET_PARAMS, grad_norm=True)],
-        log_level="WARNING",
+        default_scope="mmdet", log_level="WARNING",
     )
     runner.train()
 
