@@ -152,12 +152,13 @@ def record_optimizer(recorder: Recorder, optimizer: Any, model: nn.Module, step:
 
 
 def record_params(recorder: Recorder, model: nn.Module, step: int, patterns: Iterable[str]) -> int:
-    """Record the parameters of ``model`` whose names match a glob of ``patterns`` (kind ``param``, one
-    record per parameter, named as the parameter) at ``step``; returns how many were recorded."""
+    """Record the trainable parameters of ``model`` whose names match a glob of ``patterns`` (kind ``param``,
+    one record per parameter, named as the parameter) at ``step``; returns how many were recorded. Frozen
+    parameters are left out: one framework keeps frozen norms as parameters, the other as buffers."""
     patterns = tuple(patterns)
     count = 0
     for name, param in model.named_parameters():
-        if any(fnmatch.fnmatchcase(name, p) for p in patterns):
+        if param.requires_grad and any(fnmatch.fnmatchcase(name, p) for p in patterns):
             recorder.record(name, param.detach(), step=step, kind="param")
             count += 1
     return count
