@@ -9,9 +9,11 @@ import torch
 from detectron2.engine import HookBase
 from torch import nn
 
+from bridge.optim import OptimizerTap, record_grad_norm, record_params
 from bridge.runs import Recorder
 from bridge.taps import ModelTaps
 from d2_side.canonical import canonical_records
+from d2_side.optim import clip_setting
 from d2_side.recordable import to_recordable
 
 
@@ -31,14 +33,23 @@ class RecordHook(HookBase):
     ``{"roi_matcher": "roi_heads.proposal_matcher", "rpn_matcher": "proposal_generator.anchor_matcher"}``.
     Works with any detectron2 trainer whose ``run_step`` calls ``self.model(data)`` (SimpleTrainer,
     AMPTrainer, DefaultTrainer, Mask DINO-style trainers). Each rank writes its own files.
+    ``optimizer_steps=N`` records the optimizer's per-parameter settings, its clipping and the lr of each
+    param group at each of the first N iterations (kind ``optim``, ``bridge.optim``); ``params`` (parameter-name
+    globs) records those parameters after the optimizer step of each recorded iteration (kind ``param``) and
+    ``grad_norm=True`` the L2 norm of all gradients then (``grad_norm``, kind ``grad``).
     """
 
     def __init__(self, run_dir: str, *, iterations: Iterable[int] = (0,), activations: Sequence[str] = (),
                  grads: Sequence[str] = (), record_batch: bool = True, record_losses: bool = True,
                  seed_modules: Sequence[str] = (), seed: int = 0,
-                 matchers: Sequence[str] | Mapping[str, str] = ()) -> None:
+                 matchers: Sequence[str] | Mapping[str, str] = (), optimizer_steps: int = 0,
+                 params: Sequence[str] = (), grad_norm: bool = False) -> None:
         self._run_dir = run_dir
         self._matchers = dict(matchers) if isinstance(matchers, Mapping) else tuple(matchers)
+        self._optimizer_steps = optimizer_steps
+        self._params = tuple(params)
+        self._grad_norm = grad_norm
+        self._optimizer_tap: OptimizerTap | None = None
         self._seed_modules = tuple(seed_modules)
         self._seed = seed
         self._iterations = set(iterations)
@@ -63,6 +74,25 @@ class RecordHook(HookBase):
                                matchers=self._matchers)
         self._handles.append(model.register_forward_pre_hook(self._on_batch))
         self._handles.append(model.register_forward_hook(self._on_losses))
+        if self._optimizer_steps:
+            self._optimizer_tap = OptimizerTap(self.recorder, self._optimizer_steps)
+
+    def before_step(self) -> None:
+        """Read the optimizer's settings and this iteration's learning rates (``optimizer_steps``)."""
+        if self._optimizer_tap is not None:
+            optimizer = self.trainer.optimizer
+            self._optimizer_tap.before_iteration(self.trainer.iter, optimizer, unwrap(self.trainer.model),
+                                                 clip_setting(optimizer))
+
+    def after_step(self) -> None:
+        """Record the chosen parameters and the gradient norm after the optimizer step of a recorded iteration."""
+        step = self._current_step()
+        if step is None:
+            return
+        if self._params:
+            record_params(self.recorder, unwrap(self.trainer.model), step, self._params)
+        if self._grad_norm:
+            record_grad_norm(self.recorder, unwrap(self.trainer.model), step)
 
     def _on_batch(self, _model: nn.Module, inputs: tuple) -> None:
         step = self._current_step()
@@ -80,6 +110,8 @@ class RecordHook(HookBase):
             handle.remove()
         if self._taps is not None:
             self._taps.remove()
+        if self._optimizer_tap is not None:
+            self._optimizer_tap.finish()
         if self.recorder is not None:
             self.recorder.close()
 

@@ -18,9 +18,11 @@ from mmengine.hooks import Hook
 from torch import nn
 
 from bridge.errors import BridgeError
+from bridge.optim import OptimizerTap, record_grad_norm, record_params
 from bridge.runs import Recorder
 from bridge.taps import ModelTaps
 from mmdet_side.canonical import annotation_categories, canonical_records
+from mmdet_side.optim import clip_setting
 from mmdet_side.recordable import to_recordable
 
 
@@ -34,18 +36,26 @@ class BridgeRecordHook(Hook):
     ``seed_modules`` / ``seed``: as detectron2's ``RecordHook`` (torch's RNG reseeded with ``seed + step`` before
     each call of those modules in recorded training steps), so both sides' random point sampling lines up.
     ``matchers``: as detectron2's ``RecordHook`` (kind ``matching``), e.g.
-    ``{"roi_matcher": "roi_head.bbox_assigner", "rpn_matcher": "rpn_head.assigner"}``."""
+    ``{"roi_matcher": "roi_head.bbox_assigner", "rpn_matcher": "rpn_head.assigner"}``.
+    ``optimizer_steps`` / ``params`` / ``grad_norm``: as detectron2's ``RecordHook`` (the optimizer record, the
+    parameters and the gradient norm right after the optimizer step, before mmengine zeroes the gradients)."""
 
     priority = "LOW"
 
     def __init__(self, run_dir: str | None = None, iterations: Sequence[int] = (0,), activations: Sequence[str] = (),
                  grads: Sequence[str] = (), record_batch: bool = True, eval_run_dir: str | None = None,
                  seed_modules: Sequence[str] = (), seed: int = 0,
-                 matchers: Sequence[str] | Mapping[str, str] = ()) -> None:
+                 matchers: Sequence[str] | Mapping[str, str] = (), optimizer_steps: int = 0,
+                 params: Sequence[str] = (), grad_norm: bool = False) -> None:
         if not run_dir and not eval_run_dir:
             raise BridgeError("BridgeRecordHook: give run_dir (training), eval_run_dir (val/test) or both")
         self.run_dir = run_dir
         self.matchers = dict(matchers) if isinstance(matchers, Mapping) else tuple(matchers)
+        self.optimizer_steps = optimizer_steps
+        self.params = tuple(params)
+        self.grad_norm = grad_norm
+        self._optimizer_tap: OptimizerTap | None = None
+        self._model: nn.Module | None = None
         self.seed_modules = tuple(seed_modules)
         self.seed = seed
         self.iterations = set(iterations)
@@ -65,6 +75,7 @@ class BridgeRecordHook(Hook):
     def before_run(self, runner) -> None:
         """Open the runs and attach hooks to the model and its data preprocessor."""
         model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        self._model = model
         # Runs are created on first use: tools/test.py with the same config records no training run.
         if self.run_dir:
             self.recorder = Recorder(self.run_dir, framework="mmdet", lazy=True)
@@ -76,6 +87,23 @@ class BridgeRecordHook(Hook):
             self._taps.append(ModelTaps(model, self.eval_recorder, self._eval_step, activations=self.activations))
             self._handles.append(model.register_forward_hook(self._on_predicted, with_kwargs=True))
         self._handles.append(model.data_preprocessor.register_forward_hook(self._on_preprocessed))
+        if self.optimizer_steps:
+            self._optimizer_tap = OptimizerTap(self.recorder, self.optimizer_steps)
+
+    def before_train(self, runner) -> None:
+        """Watch the optimizer's steps (the optim wrapper exists from here on) for ``params`` / ``grad_norm``."""
+        if self.params or self.grad_norm:
+            optimizer = runner.optim_wrapper.optimizer
+            self._handles.append(optimizer.register_step_post_hook(self._after_optimizer_step))
+
+    def _after_optimizer_step(self, _optimizer, _args: tuple, _kwargs: dict) -> None:
+        step = self._train_step()
+        if step is None:
+            return
+        if self.params:
+            record_params(self.recorder, self._model, step, self.params)
+        if self.grad_norm:
+            record_grad_norm(self.recorder, self._model, step)
 
     def _train_step(self) -> int | None:
         return self._step if self._active is self.recorder and self._active is not None else None
@@ -91,6 +119,9 @@ class BridgeRecordHook(Hook):
         """Arm recording when this iteration is one of ``iterations``."""
         self._step = runner.iter if self.recorder is not None and runner.iter in self.iterations else None
         self._active = self.recorder if self._step is not None else None
+        if self._optimizer_tap is not None:
+            self._optimizer_tap.before_iteration(runner.iter, runner.optim_wrapper, self._model,
+                                                 clip_setting(runner.optim_wrapper))
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         """Record the iteration's losses, then disarm."""
@@ -150,6 +181,8 @@ class BridgeRecordHook(Hook):
             handle.remove()
         for taps in self._taps:
             taps.remove()
+        if self._optimizer_tap is not None:
+            self._optimizer_tap.finish()
         for recorder in (self.recorder, self.eval_recorder):
             if recorder is not None:
                 recorder.close()

@@ -30,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", dest="json_out", help="write the JSON report here")
     p.add_argument("--html", dest="html_out", help="write the HTML report here")
     p.add_argument("--kinds", help="comma-separated kinds to compare (default: all)")
+    p.add_argument("--band", action="append", default=[], metavar="RUN",
+                   help="another recording of the reference (repeat): RUN_B's losses are judged against the "
+                        "band RUN_A and these span")
+    p.add_argument("--band-margin", type=float, default=0.0, metavar="FRAC",
+                   help="widen the noise band by FRAC times its width on each side (default 0)")
     p.add_argument("--quiet", action="store_true", help="no table or progress bar; only the summary line")
     p.add_argument("--show-raw", action="store_true",
                    help="count unpaired raw framework structures (batch, outputs) as unpaired (docs/OUTPUTS.md)")
@@ -73,10 +78,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 result = compare_runs(args.run_a, args.run_b, name_map=args.map_file, atol=args.atol, rtol=args.rtol,
                                       tolerances=args.tol, device=args.device, kinds=kinds, progress=tick,
-                                      show_raw=args.show_raw)
+                                      show_raw=args.show_raw, band_runs=args.band, band_margin=args.band_margin)
         else:
             result = compare_runs(args.run_a, args.run_b, name_map=args.map_file, atol=args.atol, rtol=args.rtol,
-                                  tolerances=args.tol, device=args.device, kinds=kinds, show_raw=args.show_raw)
+                                  tolerances=args.tol, device=args.device, kinds=kinds, show_raw=args.show_raw,
+                                  band_runs=args.band, band_margin=args.band_margin)
         if result.compared_nothing:
             raise _nothing_compared(kinds)
         if args.json_out:

@@ -17,9 +17,11 @@ from bridge.runs import KINDS
 from bridge.devices import resolve_device
 from bridge.errors import BridgeError
 
+from .band import BandResult, loss_band
 from .nature import by_nature_key, split_unpaired
+from .optim_entries import OptimComparison, compare_optim_records
 from .output_entries import CanonicalOutputs, InstancesPair, SemanticPair, canonical_form, compare_canonical_outputs
-from .pairing import Pair, load_map, pair_entries
+from .pairing import Pair, load_map, name_mapper, pair_entries
 from .param_pairing import pair_with_rules
 from .panoptic_entries import PanopticPair
 from .stats import READ_ELEMS, NumericStats, tensor_stats
@@ -104,19 +106,24 @@ class ComparisonResult:
     semantic: list[SemanticPair] = field(default_factory=list)
     by_nature: list[Location] = field(default_factory=list)
     outputs_counted: bool = True
+    optim: list[OptimComparison] = field(default_factory=list)
+    band: BandResult | None = None
 
     @property
     def compared_nothing(self) -> bool:
-        """True when no leaf was paired, none is unpaired and no panoptic record met: a vacuous comparison."""
+        """True when no leaf was paired, none is unpaired and no other view (canonical outputs, optimizer
+        records, loss band) met anything: a vacuous comparison."""
         return (not self.items and not self.a_only and not self.b_only and not self.output_pairs()
-                and not self.by_nature)
+                and not self.by_nature and not self.optim and self.band is None)
 
     @property
     def passed(self) -> bool:
-        """True when something was compared, every pair passes, no leaf is unpaired and (unless ``--kinds``
-        leaves out ``output``) every canonical output result agrees."""
+        """True when something was compared, every pair passes, no leaf is unpaired, (unless ``--kinds``
+        leaves out ``output``) every canonical output result agrees, the optimizer records agree and the
+        port's losses stay inside the noise band (when one was asked for)."""
         return (not self.compared_nothing and not self.a_only and not self.b_only and all(i.passed for i in self.items)
-                and (not self.outputs_counted or all(p.passed for p in self.output_pairs())))
+                and (not self.outputs_counted or all(p.passed for p in self.output_pairs()))
+                and all(o.passed for o in self.optim) and (self.band is None or self.band.passed))
 
     def output_pairs(self) -> list[PanopticPair | InstancesPair | SemanticPair]:
         """The canonical output results compared, all forms (docs/OUTPUTS.md)."""
@@ -250,6 +257,8 @@ def compare_runs(
     kinds: Iterable[str] | None = None,
     progress: ProgressFn | None = None,
     show_raw: bool = False,
+    band_runs: Iterable[Run | str | os.PathLike[str]] = (),
+    band_margin: float = 0.0,
 ) -> ComparisonResult:
     """Compare run ``a`` against run ``b`` leaf by leaf.
 
@@ -260,8 +269,11 @@ def compare_runs(
     ``'GLOB=ATOL,RTOL'`` overrides (last match wins); ``kinds`` keeps only those kinds;
     ``progress(done, total)`` is called after each pair. Canonical output records are compared as results
     (``output_entries``), not leaf by leaf; leaves that differ by nature are classified as such (``nature``),
-    ``show_raw`` counts unpaired raw framework structures as unpaired. Raises BridgeError on bad input (an
-    unknown kind, a tolerance that is not a finite number >= 0).
+    ``show_raw`` counts unpaired raw framework structures as unpaired. Optimizer records (kind ``optim``) are
+    compared per parameter (``optim_entries``). With ``band_runs`` (more recordings of the reference), run B's
+    losses are judged against the band run A and those span, widened by ``band_margin`` times its width
+    (``band``), instead of leaf by leaf. Raises BridgeError on bad input (an unknown kind, a tolerance that is
+    not a finite number >= 0).
     """
     kind_set = set(kinds) if kinds else None
     unknown = sorted(kind_set - set(KINDS)) if kind_set else []
@@ -273,8 +285,13 @@ def compare_runs(
     run_a, run_b = _open(a), _open(b)
     ruleset = load_map(Path(name_map) if isinstance(name_map, os.PathLike) else name_map if name_map is None or isinstance(name_map, str) else list(name_map))
     policy = TolerancePolicy(atol, rtol, tuple(t if isinstance(t, ToleranceRule) else parse_tol_spec(t) for t in tolerances))
-    ea = [e for e in run_a.entries() if (kind_set is None or e.kind in kind_set) and canonical_form(e) is None]
-    eb = [e for e in run_b.entries() if (kind_set is None or e.kind in kind_set) and canonical_form(e) is None]
+    mapper = name_mapper(ruleset)
+    references = [run_a, *(_open(r) for r in band_runs)]
+    leaf_kinds = {"optim"} | ({"loss"} if len(references) > 1 else set())  # judged by their own views
+    ea = [e for e in run_a.entries()
+          if (kind_set is None or e.kind in kind_set) and e.kind not in leaf_kinds and canonical_form(e) is None]
+    eb = [e for e in run_b.entries()
+          if (kind_set is None or e.kind in kind_set) and e.kind not in leaf_kinds and canonical_form(e) is None]
     pairing = pair_entries(ea, eb) if ruleset is None else pair_with_rules(ea, eb, ruleset, run_a)
     items: list[ItemResult] = []
     total = len(pairing.pairs)
@@ -297,6 +314,7 @@ def compare_runs(
         "name_map": str(name_map) if isinstance(name_map, (str, os.PathLike)) else (None if name_map is None else "<inline>"),
         "tolerance": policy.describe(), "show_raw": show_raw,
         "unpaired_by_design": [d.to_dict() for d in getattr(pairing, "by_design", ())],
+        "band_runs": [str(r.path) for r in references[1:]], "band_margin": band_margin,
     }
     return ComparisonResult(
         run_a=str(run_a.path), run_b=str(run_b.path), items=items,
@@ -305,6 +323,8 @@ def compare_runs(
         first_divergence=first, last_passing_before=last_ok, settings=settings,
         panoptic=outputs.panoptic, instances=outputs.instances, semantic=outputs.semantic,
         by_nature=[_loc(e, why) for e, why in a_nature + b_nature], outputs_counted=counted,
+        optim=compare_optim_records(run_a, run_b, mapper) if kind_set is None or "optim" in kind_set else [],
+        band=loss_band(references, run_b, mapper, margin=band_margin) if len(references) > 1 else None,
     )
 
 

@@ -126,9 +126,12 @@ def _output_sections(result: ComparisonResult) -> list[tuple[str, str]]:
 
 
 def build_html(result: ComparisonResult, extra_sections: Sequence[tuple[str, str]] = ()) -> str:
-    """Return the report as one HTML string; the panoptic pictures of ``result.panoptic`` and then
-    ``extra_sections`` ((title, trusted html) pairs) are appended at the end."""
-    extra_sections = [pair.html() for pair in result.panoptic] + _output_sections(result) + list(extra_sections)
+    """Return the report as one HTML string; the panoptic pictures of ``result.panoptic``, the other canonical
+    outputs, the optimizer comparisons, the noise band and then ``extra_sections`` ((title, trusted html) pairs)
+    are appended at the end."""
+    extra_sections = ([pair.html() for pair in result.panoptic] + _output_sections(result)
+                      + [o.html() for o in result.optim]
+                      + ([result.band.html()] if result.band is not None else []) + list(extra_sections))
     verdict = '<span class="pass">PASS</span>' if result.passed else '<span class="fail">FAIL</span>'
     extra = "".join(f"<section><h2>{_e(t)}</h2>{body}</section>" for t, body in extra_sections)
     return (

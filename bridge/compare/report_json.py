@@ -43,6 +43,8 @@ def to_dict(result: ComparisonResult) -> dict[str, Any]:
         "semantic": [pair.to_dict() for pair in result.semantic],
         "outputs_counted": result.outputs_counted,
         "by_nature": [loc.to_dict() for loc in result.by_nature],
+        "optim": [comparison.to_dict() for comparison in result.optim],
+        "band": result.band.to_dict() if result.band is not None else None,
     }
 
 

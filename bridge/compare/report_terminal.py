@@ -135,6 +135,11 @@ def summary_line(result: ComparisonResult) -> str:
         text += f"; first divergence: step {fd.step} rank {fd.rank} {fd.kind} {fd.key} ({fd.reason})"
         lp = result.last_passing_before
         text += f"; last passing before: {lp.key} (step {lp.step})" if lp else "; nothing passed before it"
+    bad_optim = [o for o in result.optim if not o.passed]
+    if bad_optim:
+        text += f"; optimizer records differ at step {', '.join(str(o.step) for o in bad_optim)}"
+    if result.band is not None and not result.band.passed:
+        text += "; losses outside the reference noise band"
     return text
 
 
@@ -153,6 +158,12 @@ def print_report(result: ComparisonResult, console: Console | None = None) -> No
         console.print(f"{len(result.by_nature)} unpaired leaves differ by nature (not divergences; --show-raw counts "
                       "raw structures): " + "; ".join(f"{n} {why}" for why, n in reasons.items()),
                       markup=False, highlight=False)
+    for comparison in result.optim:
+        for line in comparison.lines():
+            console.print(line, style="green" if comparison.passed else "red", markup=False, highlight=False)
+    if result.band is not None:
+        for line in result.band.lines():
+            console.print(line, style="green" if result.band.passed else "red", markup=False, highlight=False)
     failed = [i for i in result.items if not i.passed]
     for it in failed[:20]:
         console.print(f"FAIL step {it.step} rank {it.rank} {it.kind} {it.key}: {it.reason}", style="red", markup=False, highlight=False)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from bridge.atomic import atomic_write_bytes
-from bridge.cli import BAD_INPUT, report_bad_input
+from bridge.cli import BAD_INPUT, check_outputs, guarded_main, report_bad_input
 from bridge.convert.draft import draft_rules, render_yaml, report_json
 from bridge.convert.draft_pairing import Side
 from bridge.convert.loading import load_checkpoint, load_manifest
@@ -45,6 +45,7 @@ def load_side(path: str, *, unsafe_pickle: bool = False, config_ok: bool = False
     return Side({k: tuple(v.shape) for k, v in tensors.items()}, tensors)
 
 
+@guarded_main
 def main(argv: list[str] | None = None) -> int:
     """Draft a rule file; return the exit status."""
     args = build_parser().parse_args(argv)
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     try:
+        check_outputs({"SOURCE": args.source, "--target": args.target}, {"-o": args.output, "--report": args.report})
         progress(f"reading {args.source}")
         src = load_side(args.source, unsafe_pickle=args.unsafe_pickle)
         progress(f"reading {args.target}")
