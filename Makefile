@@ -13,7 +13,7 @@ setup:
 
 test: setup
 	BRIDGE_SHARED=$(abspath $(SHARED)) $(PY) -m pytest -q tests
-	bash scripts/compat_test.sh
+	BRIDGE_SHARED=$(abspath $(SHARED)) bash scripts/compat_test.sh
 
 # Rebuild .venv-compat with the then-newest releases (it is otherwise kept until its inputs change).
 compat-refresh:
