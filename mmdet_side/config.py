@@ -173,7 +173,7 @@ def bridge_hook_overrides(current: Any, hooks: list[dict]) -> dict:
 
 def _requested_hooks(args: argparse.Namespace) -> list[dict]:
     """The bridge hooks the CLI options ask for."""
-    hooks = [dict(type="BridgeSaveWeightsHook")]
+    hooks = []
     if args.replay_dir or args.replay_eval_dir:
         replay = dict(type="BridgeReplayHook", input_format=args.input_format)
         replay |= {"run_dir": args.replay_dir} if args.replay_dir else {}
@@ -181,7 +181,7 @@ def _requested_hooks(args: argparse.Namespace) -> list[dict]:
         hooks.append(replay)
     if args.record_dir:
         hooks.append(dict(type="BridgeRecordHook", run_dir=args.record_dir))
-    return hooks
+    return hooks + [dict(type="BridgeSaveWeightsHook")]
 
 
 def main(argv: list[str] | None = None) -> int:
