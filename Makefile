@@ -6,13 +6,19 @@ SHARED ?= $(wildcard ../shared)
 COCO_ROOT ?=
 DEMO_OUT ?= demo_out
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench clean compat-refresh
 
 setup:
 	@bash scripts/setup_stack.sh
 
 test: setup
 	BRIDGE_SHARED=$(abspath $(SHARED)) $(PY) -m pytest -q tests
+	BRIDGE_SHARED=$(abspath $(SHARED)) bash scripts/compat_test.sh
+
+# Rebuild .venv-compat with the then-newest releases (it is otherwise kept until its inputs change).
+compat-refresh:
+	rm -rf .venv-compat
+	@bash scripts/setup_stack.sh
 
 demo: setup
 	$(PY) examples/panoptic_fpn_demo.py --out $(DEMO_OUT) $(if $(COCO_ROOT),--coco-root $(COCO_ROOT),)

@@ -3,7 +3,9 @@
 ``onesample_overrides`` returns the dict to merge into an mmdet config (Python use);
 ``write_config`` writes a config file that inherits an mmdet config and carries those overrides,
 ready for mmdet's own ``tools/train.py`` / ``tools/test.py``
-(``python -m mmdet_side.config --base mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py -o cfg.py``);
+(``python -m mmdet_side.config --base mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py -o cfg.py``: from the
+command line also a short schedule, ``--iters`` default 10, logged every iteration, random init unless
+``--pretrained``, and ``BridgeSaveWeightsHook`` writing ``<work_dir>/weights_only.pth`` for ``tools/test.py``);
 ``--coco91`` also switches it to labels = original COCO category ids (``mmdet_side.coco91_config``).
 """
 
@@ -69,6 +71,23 @@ def onesample_overrides(config: OneSampleConfig | None = None, *, task: str = "p
     )
 
 
+def short_schedule_overrides(max_iters: int, *, pretrained: bool = False) -> dict:
+    """Config overrides for a short one-sample run: ``max_iters`` iterations (IterBasedTrainLoop, constant
+    learning rate, validation and a checkpoint at the end), a log line every iteration, and, unless
+    ``pretrained``, no download (the backbone's ``init_cfg`` and ``load_from`` set to None: random init)."""
+    if max_iters < 1:
+        raise BridgeError(f"--iters must be at least 1, got {max_iters}")
+    overrides: dict[str, Any] = dict(
+        train_cfg=dict(_delete_=True, type="IterBasedTrainLoop", max_iters=max_iters, val_interval=max_iters),
+        param_scheduler=[dict(type="ConstantLR", factor=1.0, by_epoch=False, begin=0, end=max_iters)],
+        default_hooks=dict(logger=dict(interval=1), checkpoint=dict(by_epoch=False, interval=max_iters)),
+        log_processor=dict(by_epoch=False),
+    )
+    if not pretrained:
+        overrides.update(model=dict(backbone=dict(init_cfg=None)), load_from=None)
+    return overrides
+
+
 def config_text(base: str, overrides: dict) -> str:
     """The text of an mmengine config file inheriting ``base`` with ``overrides`` (one assignment each)."""
     lines = ["# Written by mmdet_side.config: the one-sample subset on top of an mmdet config.",
@@ -78,14 +97,18 @@ def config_text(base: str, overrides: dict) -> str:
 
 
 def write_config(base: str, out: str | Path, config: OneSampleConfig | None = None, *, task: str = "panoptic",
-                 hooks: Sequence[dict] = (), coco91: bool = False) -> Path:
+                 hooks: Sequence[dict] = (), coco91: bool = False, max_iters: int | None = None,
+                 pretrained: bool = False) -> Path:
     """Write (atomically) a config inheriting ``base`` that trains/evaluates on the one-sample splits, with
     ``hooks`` (bridge hook dicts) added to the base's ``custom_hooks`` and ``mmdet_side`` to its imports.
 
     ``coco91=True`` also writes what ``mmdet_side.coco91_config.apply_coco91`` changes (labels = original COCO
-    category ids: dataset and metric types, the heads' class counts, ``LabelSpaceCheckHook``)."""
+    category ids: dataset and metric types, the heads' class counts, ``LabelSpaceCheckHook``).
+    ``max_iters`` also writes :func:`short_schedule_overrides` (None keeps the base config's schedule)."""
     out = Path(out)
     overrides = onesample_overrides(config, task=task)
+    if max_iters is not None:
+        overrides.update(short_schedule_overrides(max_iters, pretrained=pretrained))
     if hooks:
         current = _load_config_text(config_text(base, overrides), out.parent)
         overrides.update(bridge_hook_overrides(current, list(hooks)))
@@ -188,7 +211,7 @@ def _requested_hooks(args: argparse.Namespace) -> list[dict]:
     record = record_hook(args)
     if record is not None:
         hooks.append(record)
-    return hooks
+    return hooks + [dict(type="BridgeSaveWeightsHook")]
 
 
 def _describe_record_hook(hook: dict | None) -> str | None:
@@ -227,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--coco91", action="store_true",
                         help="labels = original COCO category ids: CocoDataset91 / CocoPanopticDataset91, their "
                              "metrics, the heads' class counts and LabelSpaceCheckHook, set together")
+    parser.add_argument("--iters", type=int, default=10,
+                        help="train this many iterations (IterBasedTrainLoop, log every iteration; default 10)")
+    parser.add_argument("--pretrained", action="store_true",
+                        help="keep the base config's pretrained backbone / load_from (downloads); default: random init")
     args = parser.parse_args(argv)
     check_outputs({"--base": args.base if os.path.exists(args.base) else None}, {"-o": args.out})
 
@@ -237,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                 "train": parse_image_ids(args.train_ids, "--train-ids"),
                 "val": parse_image_ids(args.val_ids, "--val-ids")}, args.cache_dir)
         out = write_config(args.base, args.out, config, task=args.task, hooks=_requested_hooks(args),
-                           coco91=args.coco91)
+                           coco91=args.coco91, max_iters=args.iters, pretrained=args.pretrained)
         note = _describe_record_hook(record_hook(args))
         if note:
             print(note, file=sys.stderr if note.startswith("warning") else sys.stdout)

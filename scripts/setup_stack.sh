@@ -15,6 +15,18 @@ D2_SDIST_SHA256=5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# A finished setup is recognised at once: the stamp is a sha256 over every pinned input; it is written
+# into the venv only after the final check passed, so a failed or interrupted setup runs again.
+STAMP="$(cd "$ROOT" && export LC_ALL=C && sha256sum requirements/* scripts/setup_stack.sh scripts/build_detectron2.sh \
+  scripts/setup_compat.sh scripts/check_stack.py patches/* pyproject.toml | sha256sum | cut -c1-16)"
+STAMP_FILE="$VENV/.bridge-setup-stamp"
+VENV_COMPAT="${VENV_COMPAT:-$ROOT/.venv-compat}"
+if [ -x "$VENV/bin/python" ] && [ "$(cat "$STAMP_FILE" 2>/dev/null)" = "$STAMP" ] \
+   && [ -f "$VENV_COMPAT/.bridge-compat-stamp" ]; then
+  echo "setup: $VENV is up to date (stamp $STAMP); nothing to do (delete $STAMP_FILE to force a re-check)"
+  exit 0
+fi
+
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 "$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found %s" % sys.version' \
   || { echo "setup: Python 3.11 is required (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
@@ -73,3 +85,9 @@ step "re-pin setuptools<81 (mmengine needs pkg_resources at run time)"
 
 step "check"
 "$PY" "$ROOT/scripts/check_stack.py"
+
+step "compatibility environment (newest numpy / Pillow / pycocotools / safetensors, the bridge via pip install .)"
+VENV_COMPAT="$VENV_COMPAT" "$ROOT/scripts/setup_compat.sh" "$PYTHON" "$TORCH_VERSION"
+
+echo "$STAMP" > "$STAMP_FILE"
+echo "setup: done (stamp $STAMP written to $STAMP_FILE)"

@@ -207,7 +207,8 @@ def test_cli_coco91_config_runs_mmdet_test_loop(coco_root: Path, tmp_path: Path)
     cfg = Config.fromfile(str(out))
     assert cfg.test_dataloader.dataset.type == "CocoPanopticDataset91"
     assert cfg.test_evaluator.type == "CocoPanopticMetric91" and cfg.model.semantic_head.num_stuff_classes == 110
-    assert cfg.custom_imports.imports == ["mmdet_side"] and cfg.custom_hooks == [dict(type="LabelSpaceCheckHook")]
+    assert cfg.custom_imports.imports == ["mmdet_side"] and cfg.custom_hooks == [dict(type="BridgeSaveWeightsHook"),
+                                                                     dict(type="LabelSpaceCheckHook")]
     for transform in cfg.test_dataloader.dataset.pipeline:
         if transform["type"] == "Resize":
             transform["scale"] = (160, 96)

@@ -184,7 +184,8 @@ def test_mmdet_config_cli_adds_bridge_hooks_to_the_base_config_own(coco_root: Pa
     assert result.returncode == 0, result.stderr[-2000:]
     cfg = Config.fromfile(str(out), import_custom_modules=False)
     assert cfg.custom_imports.imports == ["mmdet_side.coco91", "mmdet_side"]
-    assert [hook["type"] for hook in cfg.custom_hooks] == ["EMAHook", "BridgeReplayHook", "BridgeRecordHook"]
+    assert [hook["type"] for hook in cfg.custom_hooks] == ["EMAHook", "BridgeReplayHook", "BridgeRecordHook",
+                                                     "BridgeSaveWeightsHook"]
     assert cfg.custom_hooks[1] == dict(type="BridgeReplayHook", input_format="RGB", run_dir=str(tmp_path / "d2"))
     missing = [sys.executable, "-m", "mmdet_side.config", "--base", str(tmp_path / "nowhere.py"), "-o",
                str(tmp_path / "x.py"), "--coco-root", str(coco_root), "--cache-dir", str(tmp_path / "cache"),
