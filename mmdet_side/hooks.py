@@ -34,14 +34,15 @@ class BridgeRecordHook(Hook):
     ``seed_modules`` / ``seed``: as detectron2's ``RecordHook`` (torch's RNG reseeded with ``seed + step`` before
     each call of those modules in recorded training steps), so both sides' random point sampling lines up.
     ``matchers``: as detectron2's ``RecordHook`` (kind ``matching``), e.g.
-    ``{"roi_matcher": "roi_head.bbox_assigner", "rpn_matcher": "rpn_head.assigner"}``."""
+    ``{"roi_matcher": "roi_head.bbox_assigner", "rpn_matcher": "rpn_head.assigner"}``.
+    ``inputs``: as detectron2's ``RecordHook`` (each call's arguments, kind ``input``; docs/LAYER_LOCAL.md)."""
 
     priority = "LOW"
 
     def __init__(self, run_dir: str | None = None, iterations: Sequence[int] = (0,), activations: Sequence[str] = (),
                  grads: Sequence[str] = (), record_batch: bool = True, eval_run_dir: str | None = None,
                  seed_modules: Sequence[str] = (), seed: int = 0,
-                 matchers: Sequence[str] | Mapping[str, str] = ()) -> None:
+                 matchers: Sequence[str] | Mapping[str, str] = (), inputs: Sequence[str] = ()) -> None:
         if not run_dir and not eval_run_dir:
             raise BridgeError("BridgeRecordHook: give run_dir (training), eval_run_dir (val/test) or both")
         self.run_dir = run_dir
@@ -50,6 +51,7 @@ class BridgeRecordHook(Hook):
         self.seed = seed
         self.iterations = set(iterations)
         self.activations = tuple(activations)
+        self.inputs = tuple(inputs)
         self.grads = tuple(grads)
         self.record_batch = record_batch
         self.eval_run_dir = eval_run_dir
@@ -70,10 +72,11 @@ class BridgeRecordHook(Hook):
             self.recorder = Recorder(self.run_dir, framework="mmdet", lazy=True)
             self._taps.append(ModelTaps(model, self.recorder, self._train_step, activations=self.activations,
                                         grads=self.grads, seed_modules=self.seed_modules, seed=self.seed,
-                                        matchers=self.matchers))
+                                        matchers=self.matchers, inputs=self.inputs))
         if self.eval_run_dir:
             self.eval_recorder = Recorder(self.eval_run_dir, framework="mmdet", lazy=True)
-            self._taps.append(ModelTaps(model, self.eval_recorder, self._eval_step, activations=self.activations))
+            self._taps.append(ModelTaps(model, self.eval_recorder, self._eval_step, activations=self.activations,
+                                        inputs=self.inputs))
             self._handles.append(model.register_forward_hook(self._on_predicted, with_kwargs=True))
         self._handles.append(model.data_preprocessor.register_forward_hook(self._on_preprocessed))
 
