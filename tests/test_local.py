@@ -1,0 +1,98 @@
+"""Layer-local check on the demo pair (detectron2 PanopticFPN R50 vs mmdet PanopticFPN, converted weights):
+a weight perturbed in one mmdet FPN conv shows local error only there, end-to-end error after it."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bridge import Recorder, open_run
+from bridge.compare.local_entries import local_rows, origin
+from bridge.convert import convert_state_dict, load_rules
+from bridge.local.__main__ import run_local
+from bridge.local.pairing import load_local_map, pair_module
+from bridge.taps import ModelTaps
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("panoptic_fpn_demo", REPO / "examples" / "panoptic_fpn_demo.py")
+demo = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(demo)
+
+D2_MODULES = ["backbone.fpn_lateral?", "backbone.fpn_output?", "proposal_generator.rpn_head.objectness_logits",
+              "proposal_generator.rpn_head.anchor_deltas", "roi_heads.box_head.fc?",
+              "roi_heads.box_predictor.cls_score", "roi_heads.box_predictor.bbox_pred"]
+MMDET_MODULES = ["neck.lateral_convs.*.conv", "neck.fpn_convs.*.conv", "rpn_head.rpn_cls", "rpn_head.rpn_reg",
+                 "roi_head.bbox_head.shared_fcs.*", "roi_head.bbox_head.fc_cls", "roi_head.bbox_head.fc_reg"]
+FAULTY = "neck.fpn_convs.1.conv.weight"  # detectron2's backbone.fpn_output3
+MMDET_CONFIG = """_base_ = 'mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py'
+model = dict(backbone=dict(style='caffe', init_cfg=None, norm_cfg=dict(type='BN', requires_grad=False)),
+             data_preprocessor=dict(mean=[103.53, 116.28, 123.675], std=[1.0, 1.0, 1.0], bgr_to_rgb=False))
+"""
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Run A (detectron2, inputs + activations), run B (mmdet on the faulty checkpoint) and the local run."""
+    from d2_side.hooks import record_inference
+    from mmdet_side.replay import d2_inputs_to_mmdet
+
+    root = tmp_path_factory.mktemp("local")
+    _cfg, d2_model = demo.build_d2(0, 128)
+    torch.manual_seed(1)
+    batch = [{"image": (torch.rand(3, 128, 160) * 255).round(), "height": 128, "width": 160, "image_id": 0}]
+    with Recorder(root / "d2", framework="detectron2") as recorder:
+        record_inference(d2_model, [batch], recorder, activations=D2_MODULES, inputs=D2_MODULES)
+    state = convert_state_dict(d2_model.state_dict(), load_rules(demo.PRESET)).state_dict
+    state[FAULTY] = state[FAULTY] + 0.05 * state[FAULTY].abs().max()
+    torch.save(state, root / "faulty.pth")
+    mm_model = demo.build_mmdet_like_d2()
+    mm_model.load_state_dict(state, strict=True)
+    with Recorder(root / "mmdet", framework="mmdet") as recorder, torch.no_grad():
+        data = mm_model.data_preprocessor(d2_inputs_to_mmdet(batch), False)
+        taps = ModelTaps(mm_model, recorder, lambda: 0, activations=MMDET_MODULES)
+        mm_model.predict(data["inputs"], data["data_samples"])
+        taps.remove()
+    (root / "mmdet_config.py").write_text(MMDET_CONFIG, encoding="utf-8")
+    statuses = run_local(str(root / "d2"), "mmdet", str(root / "mmdet_config.py"), str(root / "faulty.pth"),
+                         [demo.PRESET], str(root / "local"))
+    assert [s for s in statuses if s["status"] != "ok"] == []
+    return {"root": root, "a": root / "d2", "b": root / "mmdet", "local": root / "local"}
+
+
+def test_inputs_recorded_per_call_beside_activation(pair: dict[str, Path]) -> None:
+    """Every call of a shared module (the RPN's objectness conv, once per level) has its own input record."""
+    run = open_run(pair["a"])
+    inputs = {e.name for e in run.entries(kind="input")}
+    activations = {e.name for e in run.entries(kind="activation")}
+    rpn = sorted(n for n in inputs if n.startswith("proposal_generator.rpn_head.objectness_logits"))
+    assert len(rpn) == 5 and inputs == activations
+    first = run.get("proposal_generator.rpn_head.objectness_logits", step=0, kind="input")
+    second = run.get("proposal_generator.rpn_head.objectness_logits#1", step=0, kind="input")
+    assert first["training"] is False and first["args"][0].shape[-2:] != second["args"][0].shape[-2:]
+
+
+def test_pairing_from_conversion_rules() -> None:
+    """Module names pair like their parameters; a `modules:` rule adds a parameter-free container."""
+    mapping = load_local_map([demo.PRESET])
+    assert pair_module("backbone.fpn_output2", mapping) == "neck.fpn_convs.0.conv"
+    assert pair_module("proposal_generator.rpn_head.objectness_logits#3", mapping) == "rpn_head.rpn_cls#3"
+
+
+def test_fault_is_local_only_in_the_seeded_module(pair: dict[str, Path]) -> None:
+    """Local error only in fpn_output3 (the origin); its end-to-end error reaches the RPN's level-3 call."""
+    rows = local_rows(pair["a"], pair["b"], pair["local"], demo.PRESET)
+    by_name = {row.name_a: row for row in rows}
+    for row in rows:
+        print(row.name_a, row.name_b, row.end_to_end, row.local, row.verdict)
+    assert [row.name_a for row in rows if row.local_ok is False] == ["backbone.fpn_output3"]
+    assert origin(rows).name_b == "neck.fpn_convs.1.conv"
+    for name in ("proposal_generator.rpn_head.objectness_logits#1", "proposal_generator.rpn_head.anchor_deltas#1"):
+        assert by_name[name].end_to_end_ok is False and by_name[name].verdict == "inherited"
+    for name in ("backbone.fpn_output2", "backbone.fpn_lateral3", "proposal_generator.rpn_head.objectness_logits"):
+        assert by_name[name].verdict == "ok"
+    assert all(row.local is not None for row in rows)
