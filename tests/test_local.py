@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from bridge import Recorder, open_run
+from bridge.compare import compare_runs
 from bridge.compare.local_entries import local_rows, origin
 from bridge.convert import convert_state_dict, load_rules
 from bridge.local.__main__ import run_local
@@ -96,3 +97,26 @@ def test_fault_is_local_only_in_the_seeded_module(pair: dict[str, Path]) -> None
     for name in ("backbone.fpn_output2", "backbone.fpn_lateral3", "proposal_generator.rpn_head.objectness_logits"):
         assert by_name[name].verdict == "ok"
     assert all(row.local is not None for row in rows)
+
+
+def test_compare_cli_names_the_origin(pair: dict[str, Path]) -> None:
+    """`bridge.compare A B --local RUN_LOCAL` prints the table and the origin; input records stay out of the
+    leaf-by-leaf pairing (nothing 'only in A' from them)."""
+    proc = subprocess.run([sys.executable, "-m", "bridge.compare", str(pair["a"]), str(pair["b"]), "--map", demo.PRESET,
+                           "--local", str(pair["local"]), "--quiet"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert "origin: backbone.fpn_output3 -> neck.fpn_convs.1.conv" in proc.stdout, proc.stdout + proc.stderr
+    assert "inherited" in proc.stdout
+    result = compare_runs(pair["a"], pair["b"], name_map=demo.PRESET)
+    assert not [loc for loc in result.a_only + result.by_nature if loc.kind == "input"]
+
+
+def test_local_cli_bad_input(tmp_path: Path) -> None:
+    """A run without inputs or an unknown side: one error line, exit 2, nothing written."""
+    with Recorder(tmp_path / "a", framework="detectron2") as recorder:
+        recorder.record("x", torch.ones(2), step=0, kind="activation")
+    for side in ("mmdet", "paddle"):
+        proc = subprocess.run([sys.executable, "-m", "bridge.local", str(tmp_path / "a"), "--model-side", side,
+                               "cfg.py", "ckpt.pth", "-o", str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO)
+        assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+        assert not (tmp_path / "out").exists()

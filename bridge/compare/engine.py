@@ -16,6 +16,7 @@ from bridge import Entry, Run, open_run
 from bridge.devices import resolve_device
 from bridge.errors import BridgeError
 
+from .local_kinds import kept_kind
 from .nature import by_nature_key, split_unpaired
 from .output_entries import CanonicalOutputs, InstancesPair, SemanticPair, canonical_form, compare_canonical_outputs
 from .pairing import Pair, load_map, pair_entries
@@ -254,8 +255,8 @@ def compare_runs(
     ruleset = load_map(Path(name_map) if isinstance(name_map, os.PathLike) else name_map if name_map is None or isinstance(name_map, str) else list(name_map))
     policy = TolerancePolicy(atol, rtol, tuple(t if isinstance(t, ToleranceRule) else parse_tol_spec(t) for t in tolerances))
     kind_set = set(kinds) if kinds else None
-    ea = [e for e in run_a.entries() if (kind_set is None or e.kind in kind_set) and canonical_form(e) is None]
-    eb = [e for e in run_b.entries() if (kind_set is None or e.kind in kind_set) and canonical_form(e) is None]
+    ea = [e for e in run_a.entries() if kept_kind(e.kind, kind_set) and canonical_form(e) is None]
+    eb = [e for e in run_b.entries() if kept_kind(e.kind, kind_set) and canonical_form(e) is None]
     pairing = pair_entries(ea, eb) if ruleset is None else pair_with_rules(ea, eb, ruleset, run_a)
     items: list[ItemResult] = []
     total = len(pairing.pairs)

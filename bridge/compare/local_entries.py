@@ -124,7 +124,7 @@ def origin(rows: Sequence[LocalRow]) -> LocalRow | None:
 def format_rows(rows: Sequence[LocalRow]) -> list[str]:
     """Plain text lines of the table and the origin sentence."""
     def fmt(value: float | None) -> str:
-        return "-" if value is None else f"{value:.3g}"
+        return "-" if value is None else "shape" if math.isinf(value) else f"{value:.3g}"
 
     lines = [f"{'step':>4}  {'module (A -> B)':<70} {'end-to-end':>11} {'local':>11}  verdict"]
     for row in rows:
