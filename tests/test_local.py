@@ -66,12 +66,13 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     with Recorder(root / "d2", framework="detectron2") as recorder:
         record_inference(d2_model, [batch], recorder, activations=D2_MODULES, inputs=D2_MODULES)
     (root / "mmdet_config.py").write_text(MMDET_CONFIG, encoding="utf-8")
+    torch.save(d2_model.state_dict(), root / "d2.pth")
     state = convert_state_dict(d2_model.state_dict(), load_rules(demo.PRESET)).state_dict
     _side_b(root, "clean", state, batch)
     faulty = dict(state)
     faulty[FAULTY] = state[FAULTY] + 0.05 * state[FAULTY].abs().max()
     _side_b(root, "faulty", faulty, batch)
-    return {"a": root / "d2", "b": root / "mmdet_faulty", "local": root / "local_faulty",
+    return {"root": root, "a": root / "d2", "b": root / "mmdet_faulty", "local": root / "local_faulty",
             "b_clean": root / "mmdet_clean", "local_clean": root / "local_clean"}
 
 
@@ -144,3 +145,13 @@ def test_local_cli_bad_input(tmp_path: Path) -> None:
                                "cfg.py", "ckpt.pth", "-o", str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO)
         assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
         assert not (tmp_path / "out").exists()
+
+
+def test_detectron2_as_side_b(pair: dict[str, Path]) -> None:
+    """detectron2 replays its own recorded inputs (d2_side.local, model-zoo config + opts): every local error is 0."""
+    root = pair["root"]
+    statuses = run_local(str(pair["a"]), "detectron2", demo.D2_CONFIG, str(root / "d2.pth"), [], str(root / "local_d2"),
+                         opts=["INPUT.MIN_SIZE_TEST", "128"])
+    assert {s["status"] for s in statuses} == {"ok"}
+    rows = local_rows(pair["a"], pair["a"], root / "local_d2")
+    assert rows and all(row.local == 0.0 and row.verdict == "ok" for row in rows)
