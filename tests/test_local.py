@@ -155,3 +155,48 @@ def test_detectron2_as_side_b(pair: dict[str, Path]) -> None:
     assert {s["status"] for s in statuses} == {"ok"}
     rows = local_rows(pair["a"], pair["a"], root / "local_d2")
     assert rows and all(row.local == 0.0 and row.verdict == "ok" for row in rows)
+
+
+def test_module_and_argument_rules_from_a_map_file(tmp_path: Path) -> None:
+    """A `modules:` / `arguments:` file beside the preset: module rules first, arguments renamed (a position
+    becomes a keyword); a bad section is one clear error."""
+    from bridge.errors import FormatError
+    from bridge.local.pairing import argument_renames
+    from bridge.local.replay import apply_renames
+
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("modules:\n  - {from: '^roi_heads\\.box_head$', to: 'roi_head.bbox_head'}\n"
+                     "arguments:\n  - {module: 'roi_heads.*', rename: {src_key_padding_mask: key_padding_mask, '1': y}}\n",
+                     encoding="utf-8")
+    mapping = load_local_map([demo.PRESET, str(extra)])
+    assert pair_module("roi_heads.box_head#2", mapping) == "roi_head.bbox_head#2"
+    assert pair_module("backbone.fpn_lateral4", mapping) == "neck.lateral_convs.2.conv"
+    renames = argument_renames("roi_heads.box_head#1", mapping)
+    assert apply_renames(["x", "second"], {"src_key_padding_mask": None}, renames) == \
+        (["x"], {"key_padding_mask": None, "y": "second"})
+    extra.write_text("modules:\n  - {from: '^a'}\n", encoding="utf-8")
+    with pytest.raises(FormatError, match="modules: each item needs"):
+        load_local_map([str(extra)])
+
+
+def test_training_mode_replay_restores_buffers(tmp_path: Path) -> None:
+    """A call recorded in training mode replays in training mode (batch statistics) and leaves B's BatchNorm
+    statistics and mode as they were."""
+    from bridge.local.replay import replay_pairs
+
+    torch.manual_seed(0)
+    model_a = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 1), torch.nn.BatchNorm2d(3)).train()
+    with Recorder(tmp_path / "a") as recorder:
+        taps = ModelTaps(model_a, recorder, lambda: 0, activations=["1"], inputs=["1"])
+        model_a(torch.randn(4, 2, 5, 5))
+        taps.remove()
+    model_b = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 1), torch.nn.BatchNorm2d(3)).eval()
+    model_b.load_state_dict(model_a.state_dict())
+    before = {k: v.clone() for k, v in model_b.state_dict().items()}
+    with Recorder(tmp_path / "local") as recorder:
+        statuses = replay_pairs(model_b, open_run(tmp_path / "a"), [{"step": 0, "name_a": "1", "name_b": "1",
+                                                                     "renames": {}}], recorder, torch.device("cpu"))
+    assert statuses[0]["status"] == "ok" and not model_b.training
+    assert all(torch.equal(before[k], v) for k, v in model_b.state_dict().items())
+    out_a = open_run(tmp_path / "a").get("1", step=0, kind="activation")
+    assert torch.allclose(open_run(tmp_path / "local").get("1", step=0, kind="local"), out_a, atol=1e-6)
