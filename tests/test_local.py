@@ -97,7 +97,8 @@ def test_pairing_from_conversion_rules() -> None:
 
 def test_fault_is_local_only_in_the_seeded_module(pair: dict[str, Path]) -> None:
     """Local error only in fpn_output3 (the origin); its end-to-end error reaches the RPN's level-3 call."""
-    rows = local_rows(pair["a"], pair["b"], pair["local"], demo.PRESET)
+    rows = local_rows(pair["a"], pair["b"], pair["local"])  # paired as the replay paired them (local_pairs)
+    assert rows == local_rows(pair["a"], pair["b"], pair["local"], demo.PRESET)
     by_name = {row.name_a: row for row in rows}
     for row in rows:
         print(row.name_a, row.name_b, row.end_to_end, row.local, row.verdict)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from bridge.local.pairing import LocalMap, load_local_map, pair_module
+from bridge.local.replay import PAIRS_RECORD
 from bridge.runs import Run, open_run
 
 #: Tolerance of a float32 activation when none is given: absolute, relative.
@@ -76,7 +77,8 @@ def local_rows(run_a: Run | str | os.PathLike[str], run_b: Run | str | os.PathLi
                run_local: Run | str | os.PathLike[str], name_map: Any = None, *,
                atol: float | None = None, rtol: float | None = None,
                local_map: LocalMap | None = None) -> list[LocalRow]:
-    """One row per module call recorded as ``input`` in run A (A's order), with verdicts ``origin`` (first
+    """One row per module call recorded as ``input`` in run A (A's order), paired as ``bridge.local`` paired it
+    (the local run's ``local_pairs`` record; else through ``name_map`` / ``local_map``), with verdicts ``origin`` (first
     local failure), ``local`` (a later local failure), ``inherited``, ``ok`` or ``unpaired``."""
     runs = [r if isinstance(r, Run) else open_run(r) for r in (run_a, run_b, run_local)]
     a, b, loc = runs
@@ -86,9 +88,11 @@ def local_rows(run_a: Run | str | os.PathLike[str], run_b: Run | str | os.PathLi
     for entry in a.entries(kind="input"):
         if (entry.step, entry.name) not in seen:
             seen.append((entry.step, entry.name))
+    recorded = _get(loc, PAIRS_RECORD, 0, "meta") or []
+    paired = {(item["step"], item["name_a"]): item["name_b"] for item in recorded}
     rows = []
     for step, name_a in seen:
-        name_b = pair_module(name_a, mapping)
+        name_b = paired.get((step, name_a)) or pair_module(name_a, mapping)
         out_a = _get(a, name_a, step, "activation")
         row = LocalRow(step, name_a, name_b, None, None, None, None)
         for field, other in (("end_to_end", _get(b, name_b, step, "activation")), ("local", _get(loc, name_b, step, "local"))):

@@ -14,6 +14,9 @@ from bridge.taps import UNRECORDABLE
 #: Kind of the records written by the replay.
 LOCAL = "local"
 
+#: Name of the ``meta`` record (step 0) of a local run listing every replayed call: step, name_a, name_b, status.
+PAIRS_RECORD = "local_pairs"
+
 
 def _to_device(value: Any, device: torch.device) -> Any:
     if isinstance(value, torch.Tensor):

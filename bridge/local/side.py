@@ -13,7 +13,7 @@ from torch import nn
 from bridge.atomic import atomic_write_bytes
 from bridge.cli import BAD_INPUT, report_bad_input
 from bridge.errors import BridgeError
-from bridge.local.replay import replay_pairs
+from bridge.local.replay import PAIRS_RECORD, replay_pairs
 from bridge.runs import Recorder, open_run
 
 
@@ -41,6 +41,8 @@ def side_main(prog: str, framework: str, build: Callable[[str, str, list[str]], 
         run_a = open_run(args.run_a)
         with Recorder(args.out, framework=framework) as recorder:
             statuses = replay_pairs(model, run_a, tasks, recorder, device)
+            recorder.record(PAIRS_RECORD, [{k: s[k] for k in ("step", "name_a", "name_b", "status")} for s in statuses],
+                            step=0, kind="meta")
         atomic_write_bytes(args.statuses, json.dumps(statuses).encode())
         return 0
     except BAD_INPUT as error:
