@@ -7,6 +7,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from bridge.cli import guarded_main
+
 #: Each verb and the module whose ``main(argv)`` it runs.
 VERBS = {
     "subset": "bridge.subset",
@@ -15,6 +17,7 @@ VERBS = {
     "panoptic": "bridge.panoptic",
     "meta": "bridge.meta",
     "initcheck": "bridge.initcheck",
+    "local": "bridge.local.__main__",
 }
 
 
@@ -25,6 +28,7 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+@guarded_main
 def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch ``argv`` (default ``sys.argv[1:]``) to the verb's ``main``; return its exit status
     (2 with an ``error:`` line for a missing or unknown verb)."""

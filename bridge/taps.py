@@ -7,7 +7,6 @@ code draws in the same order."""
 from __future__ import annotations
 
 import fnmatch
-import fnmatch
 import inspect
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -19,6 +18,9 @@ from torch import nn
 from bridge.errors import BridgeError
 from bridge.matching import KIND as MATCHING, record_matching
 from bridge.runs import Recorder
+
+#: Kind of the records holding module call arguments.
+INPUT = "input"
 
 
 def match_names(names: Iterable[str], patterns: Sequence[str]) -> list[str]:
@@ -66,13 +68,16 @@ class ModelTaps:
     plain object held by a module (detectron2's ``roi_heads.proposal_matcher``, mmdet's
     ``roi_head.bbox_assigner``: its ``__call__`` / ``assign`` result), wrapped until :meth:`remove`.
     Each call is one record: ``name``, ``name#1``, ... (a matcher called once per image).
+    ``inputs`` (module-name globs) records each call's arguments as kind ``input`` under the same name and
+    ``#N`` suffix as its activation (:func:`module_inputs`), for the layer-local check (docs/LAYER_LOCAL.md).
     Warns (``UserWarning``) when an activation glob matches no module, or matches modules nested inside
     other matched modules (:func:`nested_matches`).
     """
 
     def __init__(self, model: nn.Module, recorder: Recorder, step_of: Callable[[], int | None], *,
                  activations: Sequence[str] = (), grads: Sequence[str] = (), seed_modules: Sequence[str] = (),
-                 seed: int = 0, matchers: Sequence[str] | Mapping[str, str] = ()) -> None:
+                 seed: int = 0, matchers: Sequence[str] | Mapping[str, str] = (),
+                 inputs: Sequence[str] = ()) -> None:
         self._recorder = recorder
         self._step_of = step_of
         self._handles: list = []
@@ -84,6 +89,8 @@ class ModelTaps:
         _warn_about_globs(list(modules), matched, activations)
         for name in matched:
             self._handles.append(modules[name].register_forward_hook(self._activation_hook(name)))
+        for name in match_names(modules, inputs):
+            self._handles.append(modules[name].register_forward_pre_hook(self._input_hook(name), with_kwargs=True))
         for name in match_names(modules, seed_modules):
             self._handles.append(modules[name].register_forward_pre_hook(self._seed_hook(seed)))
         parameters = dict(model.named_parameters())
@@ -102,6 +109,14 @@ class ModelTaps:
             step = self._step_of()
             if step is not None:
                 self._recorder.record(self._unique(name, step, "activation"), output, step=step, kind="activation")
+        return hook
+
+    def _input_hook(self, name: str) -> Callable:
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            step = self._step_of()
+            if step is not None:
+                self._recorder.record(self._unique(name, step, INPUT), module_inputs(module, args, kwargs),
+                                      step=step, kind=INPUT)
         return hook
 
     def _seed_hook(self, seed: int) -> Callable:
@@ -149,6 +164,30 @@ class ModelTaps:
         for owner, attr, target in reversed(self._restore):
             setattr(owner, attr, target)
         self._restore.clear()
+
+
+def module_inputs(module: nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """The recorded form of one module call: ``{"args": [...], "kwargs": {...}, "training": bool}``.
+
+    Tensors, lists, tuples, str-keyed dicts, None and numbers are kept as they are; any other object (a
+    framework's data sample, a module) becomes the string ``<unrecordable TYPE>``, and a call holding one
+    cannot be replayed (``bridge.local`` reports it)."""
+    return {"args": [_recordable(a) for a in args], "kwargs": {k: _recordable(v) for k, v in kwargs.items()},
+            "training": bool(module.training)}
+
+
+def _recordable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) or value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_recordable(v) for v in value)
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: _recordable(v) for k, v in value.items()}
+    return f"{UNRECORDABLE}{type(value).__name__}>"
+
+
+#: Prefix of the string standing in for an argument that cannot be recorded.
+UNRECORDABLE = "<unrecordable "
 
 
 class _MatcherProxy:

@@ -31,6 +31,7 @@ class RecordHook(HookBase):
     each call of those modules in recorded steps; give the mmdet hook the same to line up random sampling.
     ``matchers`` records matcher outputs as kind ``matching`` (``bridge.taps.ModelTaps``), e.g.
     ``{"roi_matcher": "roi_heads.proposal_matcher", "rpn_matcher": "proposal_generator.anchor_matcher"}``.
+    ``inputs`` (module-name globs) records each call's arguments as kind ``input`` (docs/LAYER_LOCAL.md).
     Works with any detectron2 trainer whose ``run_step`` calls ``self.model(data)`` (SimpleTrainer,
     AMPTrainer, DefaultTrainer, Mask DINO-style trainers). Each rank writes its own files.
     ``optimizer_steps=N`` records the optimizer's per-parameter settings, its clipping and the lr of each
@@ -43,8 +44,9 @@ class RecordHook(HookBase):
                  grads: Sequence[str] = (), record_batch: bool = True, record_losses: bool = True,
                  seed_modules: Sequence[str] = (), seed: int = 0,
                  matchers: Sequence[str] | Mapping[str, str] = (), optimizer_steps: int = 0,
-                 params: Sequence[str] = (), grad_norm: bool = False) -> None:
+                 params: Sequence[str] = (), grad_norm: bool = False, inputs: Sequence[str] = ()) -> None:
         self._run_dir = run_dir
+        self._inputs = tuple(inputs)
         self._matchers = dict(matchers) if isinstance(matchers, Mapping) else tuple(matchers)
         self._optimizer_steps = optimizer_steps
         self._params = tuple(params)
@@ -71,7 +73,7 @@ class RecordHook(HookBase):
         model = self.trainer.model
         self._taps = ModelTaps(unwrap(model), self.recorder, self._current_step, activations=self._activations,
                                grads=self._grads, seed_modules=self._seed_modules, seed=self._seed,
-                               matchers=self._matchers)
+                               matchers=self._matchers, inputs=self._inputs)
         self._handles.append(model.register_forward_pre_hook(self._on_batch))
         self._handles.append(model.register_forward_hook(self._on_losses))
         if self._optimizer_steps:
@@ -119,16 +121,17 @@ class RecordHook(HookBase):
 @torch.no_grad()
 def record_inference(model: nn.Module, batches: Iterable[list[dict]], recorder: Recorder, *,
                      activations: Sequence[str] = (), max_batches: int | None = None,
-                     metadata: Any = None) -> int:
+                     metadata: Any = None, inputs: Sequence[str] = ()) -> int:
     """Run ``model`` in eval mode on ``batches`` (e.g. ``build_detection_test_loader``) and record, per
     batch index as step, the inputs (kind ``batch``), the outputs (``panoptic_seg``, ``instances``,
-    ``sem_seg``; kind ``output``) and chosen activations. With the dataset's ``metadata``, each image's
+    ``sem_seg``; kind ``output``), chosen activations and the arguments of chosen modules (``inputs``, kind
+    ``input``). With the dataset's ``metadata``, each image's
     ``panoptic_seg``, ``instances`` and ``sem_seg`` are also recorded in the canonical forms
     (``panoptic.<image_id>``, ``instances.<image_id>``, ``semantic.<image_id>``; see docs/OUTPUTS.md), which
     ``bridge.compare`` pairs with mmdet's. Returns the number of batches recorded."""
     model.eval()
     step_box: list[int | None] = [None]
-    taps = ModelTaps(unwrap(model), recorder, lambda: step_box[0], activations=activations)
+    taps = ModelTaps(unwrap(model), recorder, lambda: step_box[0], activations=activations, inputs=inputs)
     count = 0
     try:
         for step, inputs in enumerate(batches):

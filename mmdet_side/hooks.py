@@ -38,7 +38,8 @@ class BridgeRecordHook(Hook):
     ``matchers``: as detectron2's ``RecordHook`` (kind ``matching``), e.g.
     ``{"roi_matcher": "roi_head.bbox_assigner", "rpn_matcher": "rpn_head.assigner"}``.
     ``optimizer_steps`` / ``params`` / ``grad_norm``: as detectron2's ``RecordHook`` (the optimizer record, the
-    parameters and the gradient norm right after the optimizer step, before mmengine zeroes the gradients)."""
+    parameters and the gradient norm right after the optimizer step, before mmengine zeroes the gradients).
+    ``inputs``: as detectron2's ``RecordHook`` (each call's arguments, kind ``input``; docs/LAYER_LOCAL.md)."""
 
     priority = "LOW"
 
@@ -46,7 +47,7 @@ class BridgeRecordHook(Hook):
                  grads: Sequence[str] = (), record_batch: bool = True, eval_run_dir: str | None = None,
                  seed_modules: Sequence[str] = (), seed: int = 0,
                  matchers: Sequence[str] | Mapping[str, str] = (), optimizer_steps: int = 0,
-                 params: Sequence[str] = (), grad_norm: bool = False) -> None:
+                 params: Sequence[str] = (), grad_norm: bool = False, inputs: Sequence[str] = ()) -> None:
         if not run_dir and not eval_run_dir:
             raise BridgeError("BridgeRecordHook: give run_dir (training), eval_run_dir (val/test) or both")
         self.run_dir = run_dir
@@ -60,6 +61,7 @@ class BridgeRecordHook(Hook):
         self.seed = seed
         self.iterations = set(iterations)
         self.activations = tuple(activations)
+        self.inputs = tuple(inputs)
         self.grads = tuple(grads)
         self.record_batch = record_batch
         self.eval_run_dir = eval_run_dir
@@ -81,10 +83,11 @@ class BridgeRecordHook(Hook):
             self.recorder = Recorder(self.run_dir, framework="mmdet", lazy=True)
             self._taps.append(ModelTaps(model, self.recorder, self._train_step, activations=self.activations,
                                         grads=self.grads, seed_modules=self.seed_modules, seed=self.seed,
-                                        matchers=self.matchers))
+                                        matchers=self.matchers, inputs=self.inputs))
         if self.eval_run_dir:
             self.eval_recorder = Recorder(self.eval_run_dir, framework="mmdet", lazy=True)
-            self._taps.append(ModelTaps(model, self.eval_recorder, self._eval_step, activations=self.activations))
+            self._taps.append(ModelTaps(model, self.eval_recorder, self._eval_step, activations=self.activations,
+                                        inputs=self.inputs))
             self._handles.append(model.register_forward_hook(self._on_predicted, with_kwargs=True))
         self._handles.append(model.data_preprocessor.register_forward_hook(self._on_preprocessed))
         if self.optimizer_steps:

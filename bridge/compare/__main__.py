@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no table or progress bar; only the summary line")
     p.add_argument("--show-raw", action="store_true",
                    help="count unpaired raw framework structures (batch, outputs) as unpaired (docs/OUTPUTS.md)")
+    p.add_argument("--local", dest="local_run", metavar="RUN_LOCAL",
+                   help="run written by `python -m bridge.local`: show each module's end-to-end and local error "
+                        "and the origin of the divergence (docs/LAYER_LOCAL.md)")
     return p
 
 
@@ -89,12 +92,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             outputs.write_bytes(args.json_out, to_json_bytes(result))
         if args.html_out:
             outputs.write_bytes(args.html_out, build_html(result).encode("utf-8"))
+        local_lines = local_report(args) if args.local_run else []
         if args.quiet:
             print(summary_line(result))
         else:
             print_report(result, console)
+        for line in local_lines:
+            print(line)
         outputs.commit()  # last: a command that fails before here leaves no report
     return 0 if result.passed else 1
+
+
+def local_report(args: argparse.Namespace) -> list[str]:
+    """The layer-local table of ``--local`` (bridge.compare.local_entries)."""
+    from .local_entries import format_rows, local_rows
+
+    return format_rows(local_rows(args.run_a, args.run_b, args.local_run, args.map_file, atol=args.atol, rtol=args.rtol))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from bridge.devices import resolve_device
 from bridge.errors import BridgeError
 
 from .band import BandResult, loss_band
+from .local_kinds import kept_kind
 from .nature import by_nature_key, split_unpaired
 from .optim_entries import OptimComparison, compare_optim_records
 from .output_entries import CanonicalOutputs, InstancesPair, SemanticPair, canonical_form, compare_canonical_outputs
@@ -289,9 +290,9 @@ def compare_runs(
     references = [run_a, *(_open(r) for r in band_runs)]
     leaf_kinds = {"optim"} | ({"loss"} if len(references) > 1 else set())  # judged by their own views
     ea = [e for e in run_a.entries()
-          if (kind_set is None or e.kind in kind_set) and e.kind not in leaf_kinds and canonical_form(e) is None]
+          if kept_kind(e.kind, kind_set) and e.kind not in leaf_kinds and canonical_form(e) is None]
     eb = [e for e in run_b.entries()
-          if (kind_set is None or e.kind in kind_set) and e.kind not in leaf_kinds and canonical_form(e) is None]
+          if kept_kind(e.kind, kind_set) and e.kind not in leaf_kinds and canonical_form(e) is None]
     pairing = pair_entries(ea, eb) if ruleset is None else pair_with_rules(ea, eb, ruleset, run_a)
     items: list[ItemResult] = []
     total = len(pairing.pairs)

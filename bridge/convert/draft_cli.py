@@ -75,6 +75,3 @@ def main(argv: list[str] | None = None) -> int:
           f"{s['unpaired_target']} target ({seconds:.2f}s)")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Run modules of a model on recorded inputs (framework-free: both sides' ``local`` entry points use it)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from bridge.runs import Recorder, Run
+from bridge.taps import UNRECORDABLE
+
+#: Kind of the records written by the replay.
+LOCAL = "local"
+
+#: Name of the ``meta`` record (step 0) of a local run listing every replayed call: step, name_a, name_b, status.
+PAIRS_RECORD = "local_pairs"
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    return value
+
+
+def _has_unrecordable(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.startswith(UNRECORDABLE)
+    if isinstance(value, (list, tuple)):
+        return any(_has_unrecordable(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_unrecordable(v) for v in value.values())
+    return False
+
+
+def apply_renames(args: list[Any], kwargs: dict[str, Any], renames: dict[str, str]) -> tuple[list[Any], dict[str, Any]]:
+    """Rename keyword arguments and turn renamed positions (digit keys) into keywords."""
+    if not renames:
+        return args, kwargs
+    moved = {renames[str(i)]: a for i, a in enumerate(args) if str(i) in renames}
+    kept = [a for i, a in enumerate(args) if str(i) not in renames]
+    return kept, {**{renames.get(k, k): v for k, v in kwargs.items()}, **moved}
+
+
+def replay_call(module: nn.Module, recorded: dict[str, Any], renames: dict[str, str], device: torch.device) -> Any:
+    """``module``'s output on one recorded call, in the recorded train/eval mode, without gradients; the
+    module's mode and buffers (BatchNorm statistics) are restored afterwards."""
+    args, kwargs = apply_renames(list(recorded.get("args") or []), dict(recorded.get("kwargs") or {}), renames)
+    was_training = module.training
+    buffers = {name: buf.clone() for name, buf in module.named_buffers()}
+    try:
+        module.train(bool(recorded.get("training", False)))
+        with torch.no_grad():
+            return module(*_to_device(args, device), **_to_device(kwargs, device))
+    finally:
+        module.train(was_training)
+        with torch.no_grad():
+            for name, buf in module.named_buffers():
+                buf.copy_(buffers[name])
+
+
+def replay_pairs(model: nn.Module, run_a: Run, tasks: Sequence[dict[str, Any]], recorder: Recorder,
+                 device: torch.device) -> list[dict[str, Any]]:
+    """Replay every task (``bridge.local.pairing.plan_pairs``) and record B's output as kind ``local`` under
+    ``name_b``; one status per task: ``ok``, ``no module`` (B has no module of that name), ``unrecordable
+    input`` or ``failed: ...`` (the module raised)."""
+    modules = dict(model.named_modules())
+    statuses = []
+    for task in tasks:
+        base = task["name_b"].split("#", 1)[0]
+        status = "ok"
+        if base not in modules:
+            status = "no module"
+        else:
+            recorded = run_a.get(task["name_a"], step=task["step"], kind="input")
+            if _has_unrecordable(recorded):
+                status = "unrecordable input"
+            else:
+                try:
+                    output = replay_call(modules[base], recorded, task["renames"], device)
+                    recorder.record(task["name_b"], output, step=task["step"], kind=LOCAL)
+                except Exception as exc:  # a module's own error on these inputs is a finding, not a crash
+                    status = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        statuses.append({**task, "status": status})
+    return statuses

@@ -1,0 +1,47 @@
+"""``python -m d2_side.local CONFIG CHECKPOINT --run-a RUN_A --tasks T.json -o OUT --statuses S.json [--opts K V ...]``:
+detectron2 as side B of the layer-local check (``python -m bridge.local`` launches it; docs/LAYER_LOCAL.md)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from torch import nn
+
+from bridge.convert import load_checkpoint
+from bridge.cli import guarded_main
+from bridge.errors import BridgeError
+from bridge.local.side import side_main
+
+
+def build(config: str, checkpoint: str, opts: list[str]) -> nn.Module:
+    """detectron2's model of ``config`` (a file, or a model-zoo path) with ``opts`` merged and ``checkpoint``
+    loaded strictly, on the CPU, in eval mode."""
+    from detectron2 import model_zoo
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    cfg = get_cfg()
+    try:
+        cfg.merge_from_file(config if os.path.isfile(config) else model_zoo.get_config_file(config))
+        cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *opts])
+    except Exception as exc:  # yacs / model_zoo raise many kinds on a bad config or override
+        raise BridgeError(f"{config}: cannot load the detectron2 config ({type(exc).__name__}: {exc})") from None
+    model = build_model(cfg)
+    state = load_checkpoint(checkpoint)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise BridgeError(f"{checkpoint}: does not load into {config} with strict=True "
+                          f"({str(exc).splitlines()[0]})") from None
+    return model.eval()
+
+
+@guarded_main
+def main(argv: list[str] | None = None) -> int:
+    """CLI (see the module docstring)."""
+    return side_main("python -m d2_side.local", "detectron2", build, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""``python -m mmdet_side.local CONFIG CHECKPOINT --run-a RUN_A --tasks T.json -o OUT --statuses S.json``: mmdet as
+side B of the layer-local check (``python -m bridge.local`` launches it; docs/LAYER_LOCAL.md)."""
+
+from __future__ import annotations
+
+import sys
+
+from torch import nn
+
+from bridge.convert import load_checkpoint
+from bridge.cli import guarded_main
+from bridge.errors import BridgeError
+from bridge.local.side import side_main
+from mmdet_side.target import build_model
+
+
+def build(config: str, checkpoint: str, opts: list[str]) -> nn.Module:
+    """The model of the mmdet ``config`` (file or ``mmdet::``) with ``checkpoint`` loaded strictly, in eval mode."""
+    if opts:
+        raise BridgeError(f"--opts {' '.join(opts)}: mmdet configs take no overrides here; write them in the config")
+    model = build_model(config)
+    state = load_checkpoint(checkpoint)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise BridgeError(f"{checkpoint}: does not load into {config} with strict=True "
+                          f"({str(exc).splitlines()[0]})") from None
+    return model.eval()
+
+
+@guarded_main
+def main(argv: list[str] | None = None) -> int:
+    """CLI (see the module docstring)."""
+    return side_main("python -m mmdet_side.local", "mmdet", build, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
