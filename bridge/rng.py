@@ -474,5 +474,49 @@ def load_tape(run_dir: str | os.PathLike[str], step: int = 0, rank: int = 0,
     return labels, draws
 
 
-__all__ = ["record", "replay", "load_tape", "normalize_scopes", "Draw", "TapeRecording", "TapeReplay",
+
+def tape_steps(run_dir: str | os.PathLike[str], rank: int = 0, name: str = TAPE_NAME) -> list[int]:
+    """The steps at which ``run_dir`` holds a tape on ``rank``; raises ``RngTapeError`` when it holds none."""
+    try:
+        run = open_run(run_dir)
+    except FormatError as exc:
+        raise RngTapeError(f"{run_dir}: cannot read the rng tape: {exc}") from None
+    steps = sorted({e.step for e in run.entries(rank=rank, kind="rng") if e.name == name})
+    if not steps:
+        raise RngTapeError(f"{run_dir}: no rng tape {name!r} on rank {rank} (ranks {run.ranks()}); record one with "
+                           f"rng_scopes=[...] on the record hook")
+    return steps
+
+
+class IterationTape:
+    """One tape block per training iteration, opened and closed from a trainer's hooks (``begin`` before the
+    iteration, ``end`` after it, ``abort`` when training stops inside one)."""
+
+    def __init__(self) -> None:
+        self._block: Any = None
+        self.tape: TapeRecording | TapeReplay | None = None
+
+    def begin(self, block: Any) -> None:
+        """Enter ``block`` (a :func:`record` or :func:`replay` context); a block still open is ended first."""
+        self.end()
+        self._block = block
+        self.tape = block.__enter__()
+
+    def end(self) -> dict[str, dict[str, int]] | None:
+        """Leave the open block (the tape is written, or left-over draws raise) and return its summary."""
+        block, self._block = self._block, None
+        if block is None:
+            return None
+        block.__exit__(None, None, None)
+        return self.tape.summary()
+
+    def abort(self) -> None:
+        """Leave the open block without writing or checking anything (training stopped inside it)."""
+        block, self._block = self._block, None
+        if block is not None:
+            stopped = RuntimeError("training stopped inside a taped iteration")
+            block.__exit__(type(stopped), stopped, None)
+
+
+__all__ = ["record", "replay", "load_tape", "tape_steps", "IterationTape", "normalize_scopes", "Draw", "TapeRecording", "TapeReplay",
            "RngTapeError", "RngTapeMismatch", "RngTapeMissing", "RngTapeLeftover", "TAPE_NAME", "MATCH_MODES"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -10,6 +10,7 @@ from detectron2.engine import HookBase
 from torch import nn
 
 from bridge.panoptic import to_record
+from bridge.rng import IterationTape, record
 from bridge.runs import Recorder
 from bridge.taps import ModelTaps
 from d2_side.panoptic import canonical_from_d2
@@ -30,14 +31,20 @@ class RecordHook(HookBase):
     Usage: ``trainer.register_hooks([RecordHook("runs/d2", iterations=[0, 1], activations=["backbone.*"])])``.
     ``seed_modules`` (module-name globs, e.g. ``["criterion"]``) reseed torch's RNG with ``seed + step`` before
     each call of those modules in recorded steps; give the mmdet hook the same to line up random sampling.
+    ``rng_scopes`` (module-name globs, or a mapping label -> globs; see ``bridge.rng``) records the RNG tape of
+    each recorded iteration: every random draw made while a matching module runs (record ``rng``, kind ``rng``),
+    for ``ReplayHook`` / mmdet's ``BridgeReplayHook`` to replay.
     Works with any detectron2 trainer whose ``run_step`` calls ``self.model(data)`` (SimpleTrainer,
     AMPTrainer, DefaultTrainer, Mask DINO-style trainers). Each rank writes its own files.
     """
 
     def __init__(self, run_dir: str, *, iterations: Iterable[int] = (0,), activations: Sequence[str] = (),
                  grads: Sequence[str] = (), record_batch: bool = True, record_losses: bool = True,
-                 seed_modules: Sequence[str] = (), seed: int = 0) -> None:
+                 seed_modules: Sequence[str] = (), seed: int = 0,
+                 rng_scopes: Sequence[str] | Mapping[str, str | Sequence[str]] = ()) -> None:
         self._run_dir = run_dir
+        self._rng_scopes = rng_scopes
+        self._rng = IterationTape()
         self._seed_modules = tuple(seed_modules)
         self._seed = seed
         self._iterations = set(iterations)
@@ -62,6 +69,16 @@ class RecordHook(HookBase):
         self._handles.append(model.register_forward_pre_hook(self._on_batch))
         self._handles.append(model.register_forward_hook(self._on_losses))
 
+    def before_step(self) -> None:
+        """In a recorded iteration with ``rng_scopes``: start the iteration's RNG tape."""
+        step = self._current_step()
+        if step is not None and self._rng_scopes:
+            self._rng.begin(record(self.recorder, step, model=unwrap(self.trainer.model), scopes=self._rng_scopes))
+
+    def after_step(self) -> None:
+        """Write the iteration's RNG tape."""
+        self._rng.end()
+
     def _on_batch(self, _model: nn.Module, inputs: tuple) -> None:
         step = self._current_step()
         if step is not None and self._record_batch and inputs:
@@ -74,6 +91,7 @@ class RecordHook(HookBase):
 
     def after_train(self) -> None:
         """Detach every hook and close the run."""
+        self._rng.abort()
         for handle in self._handles:
             handle.remove()
         if self._taps is not None:

@@ -10,7 +10,7 @@ Switch it on from a config, nothing in mmdet is edited::
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mmdet.registry import HOOKS
@@ -18,6 +18,7 @@ from mmengine.hooks import Hook
 from torch import nn
 
 from bridge.panoptic import to_record
+from bridge.rng import IterationTape, record
 from bridge.runs import Recorder
 from bridge.taps import ModelTaps
 from mmdet_side.panoptic import canonical_from_mmdet
@@ -30,14 +31,20 @@ class BridgeRecordHook(Hook):
     the losses (kind ``loss``), activations of modules matching ``activations`` and gradients of
     parameters matching ``grads``; with ``eval_run_dir``, the batches and predictions of val/test too.
     ``seed_modules`` / ``seed``: as detectron2's ``RecordHook`` (torch's RNG reseeded with ``seed + step`` before
-    each call of those modules in recorded training steps), so both sides' random point sampling lines up."""
+    each call of those modules in recorded training steps), so both sides' random point sampling lines up.
+    ``rng_scopes``: as detectron2's ``RecordHook``, the RNG tape of each recorded training iteration (every
+    random draw made while a module matching the globs runs; record ``rng``, kind ``rng``)."""
 
     priority = "LOW"
 
     def __init__(self, run_dir: str, iterations: Sequence[int] = (0,), activations: Sequence[str] = (),
                  grads: Sequence[str] = (), record_batch: bool = True, eval_run_dir: str | None = None,
-                 seed_modules: Sequence[str] = (), seed: int = 0) -> None:
+                 seed_modules: Sequence[str] = (), seed: int = 0,
+                 rng_scopes: Sequence[str] | Mapping[str, str | Sequence[str]] = ()) -> None:
         self.run_dir = run_dir
+        self.rng_scopes = rng_scopes
+        self._rng = IterationTape()
+        self._model: nn.Module | None = None
         self.seed_modules = tuple(seed_modules)
         self.seed = seed
         self.iterations = set(iterations)
@@ -57,6 +64,7 @@ class BridgeRecordHook(Hook):
     def before_run(self, runner) -> None:
         """Open the runs and attach hooks to the model and its data preprocessor."""
         model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        self._model = model
         # Runs are created on first use: tools/test.py with the same config records no training run.
         self.recorder = Recorder(self.run_dir, framework="mmdet", lazy=True)
         self._taps.append(ModelTaps(model, self.recorder, self._train_step, activations=self.activations,
@@ -78,12 +86,15 @@ class BridgeRecordHook(Hook):
             self._active.record("batch", to_recordable(output), step=self._step, kind="batch")
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        """Arm recording when this iteration is one of ``iterations``."""
+        """Arm recording when this iteration is one of ``iterations`` (and start its RNG tape with ``rng_scopes``)."""
         self._step = runner.iter if runner.iter in self.iterations else None
         self._active = self.recorder if self._step is not None else None
+        if self._step is not None and self.rng_scopes:
+            self._rng.begin(record(self.recorder, self._step, model=self._model, scopes=self.rng_scopes))
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        """Record the iteration's losses, then disarm."""
+        """Write the iteration's RNG tape, record its losses, then disarm."""
+        self._rng.end()
         if self._step is not None and outputs is not None:
             self.recorder.record("losses", to_recordable(dict(outputs)), step=self._step, kind="loss")
         self._step, self._active = None, None
@@ -137,6 +148,7 @@ class BridgeRecordHook(Hook):
 
     def after_run(self, runner) -> None:
         """Detach every hook and close the runs."""
+        self._rng.abort()
         for handle in self._handles:
             handle.remove()
         for taps in self._taps:
