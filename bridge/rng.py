@@ -442,18 +442,23 @@ def replay(run_dir: str | os.PathLike[str], step: int = 0, rank: int = 0, model:
         tape.check_left_over()
 
 
+def _open_tapes(run_dir: str | os.PathLike[str], rank: int, name: str) -> tuple[Any, list[int]]:
+    """The opened run and the steps holding a tape ``name`` on ``rank``; RngTapeError for an unreadable run."""
+    try:
+        run = open_run(run_dir)
+    except FormatError as exc:
+        raise RngTapeError(f"{run_dir}: cannot read the rng tape: {exc}") from None
+    return run, sorted({e.step for e in run.entries(rank=rank, kind="rng") if e.name == name})
+
+
 def load_tape(run_dir: str | os.PathLike[str], step: int = 0, rank: int = 0,
               name: str = TAPE_NAME) -> tuple[list[str], list[Draw]]:
     """Read the tape (record ``name``, kind ``rng``) of ``step`` on ``rank``: its scope labels and its draws
     in call order (values on the CPU). Raises ``RngTapeError`` naming the run, step and rank."""
     where = f"{run_dir} step {step} rank {rank}"
-    try:
-        run = open_run(run_dir)
-    except FormatError as exc:
-        raise RngTapeError(f"{run_dir}: cannot read the rng tape: {exc}") from None
+    run, steps = _open_tapes(run_dir, rank, name)
     if rank not in run.ranks():
         raise RngTapeError(f"{where}: the run has no rank {rank} (ranks {run.ranks()})")
-    steps = sorted({e.step for e in run.entries(rank=rank, kind="rng") if e.name == name})
     if step not in steps:
         raise RngTapeError(f"{where}: no rng tape {name!r} for step {step} on rank {rank} "
                            f"(tapes at steps {steps or 'none'})")
@@ -474,14 +479,9 @@ def load_tape(run_dir: str | os.PathLike[str], step: int = 0, rank: int = 0,
     return labels, draws
 
 
-
 def tape_steps(run_dir: str | os.PathLike[str], rank: int = 0, name: str = TAPE_NAME) -> list[int]:
     """The steps at which ``run_dir`` holds a tape on ``rank``; raises ``RngTapeError`` when it holds none."""
-    try:
-        run = open_run(run_dir)
-    except FormatError as exc:
-        raise RngTapeError(f"{run_dir}: cannot read the rng tape: {exc}") from None
-    steps = sorted({e.step for e in run.entries(rank=rank, kind="rng") if e.name == name})
+    run, steps = _open_tapes(run_dir, rank, name)
     if not steps:
         raise RngTapeError(f"{run_dir}: no rng tape {name!r} on rank {rank} (ranks {run.ranks()}); record one with "
                            f"rng_scopes=[...] on the record hook")
