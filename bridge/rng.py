@@ -94,7 +94,7 @@ def _call_site() -> str:
     frame = sys._getframe(2)
     while frame is not None:
         filename = frame.f_code.co_filename
-        if not filename.startswith(_SKIP_DIRS) and not filename.startswith("<"):
+        if not filename.startswith(_SKIP_DIRS):
             return f"{filename}:{frame.f_lineno}"
         frame = frame.f_back
     return "?"
