@@ -52,7 +52,9 @@ def build_dino(size: int, device: str):
         layer.self_attn_cfg.dropout = 0.1
     cfg.model.decoder.layer_cfg.cross_attn_cfg.dropout = 0.1
     torch.manual_seed(0)
-    model = MODELS.build(cfg.model).to(device).train()
+    model = MODELS.build(cfg.model)
+    model.init_weights()  # DINO's level_embed is uninitialised memory until then
+    model = model.to(device).train()
     image = (torch.rand(3, size, size, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
     sample = DetDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size), scale_factor=(1.0, 1.0)))
     boxes = torch.tensor([[0.1, 0.1, 0.5, 0.8], [0.4, 0.2, 0.9, 0.7]]) * size

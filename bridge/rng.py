@@ -102,17 +102,21 @@ def _call_site() -> str:
 
 def normalize_scopes(scopes: Sequence[str] | Mapping[str, str | Sequence[str]]) -> dict[str, tuple[str, ...]]:
     """Scope label -> module-name globs. A sequence of globs makes each glob its own label; a mapping names
-    the labels (``{'loss': 'criterion*'}``), so that two frameworks' module names share one label."""
+    the labels (``{'loss': 'criterion*'}``), so that two frameworks' module names share one label. In a
+    mapping the glob ``""`` is the model itself (its forward, when called as ``model(...)``)."""
     if isinstance(scopes, str):
         raise BridgeError(f"rng scopes must be a list of module-name globs or a mapping label -> globs, got the "
                           f"string {scopes!r} (write [{scopes!r}])")
     if isinstance(scopes, Mapping):
         items = [(str(label), (globs,) if isinstance(globs, str) else tuple(globs)) for label, globs in scopes.items()]
+        empty_glob_ok = True
     else:
         items = [(str(glob), (str(glob),)) for glob in scopes]
+        empty_glob_ok = False
     for label, globs in items:
-        if not label or not globs or not all(isinstance(glob, str) and glob for glob in globs):
-            raise BridgeError(f"rng scope {label!r}: needs a non-empty label and non-empty module-name globs, got {globs!r}")
+        if not label or not globs or not all(isinstance(g, str) and (g or empty_glob_ok) for g in globs):
+            raise BridgeError(f"rng scope {label!r}: needs a non-empty label and module-name globs, got {globs!r} "
+                              f"(the model itself: a mapping {{'model': ''}})")
     return dict(items)
 
 
@@ -147,6 +151,10 @@ class _Scopes:
                 owner[name] = label
         for name, label in owner.items():
             module = modules[name]
+            if type(module).__call__ is not nn.Module.__call__:
+                raise BridgeError(f"rng scope {label!r}: module {name!r} ({type(module).__name__}) overrides __call__, "
+                                  f"so its forward hooks never run and its draws cannot be scoped to it; scope the "
+                                  f"module that calls it (or the model, {{'model': ''}})")
             self._handles.append(module.register_forward_pre_hook(self._enter_hook(label, name)))
             self._handles.append(module.register_forward_hook(self._exit_hook(), always_call=True))
 

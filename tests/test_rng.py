@@ -265,3 +265,18 @@ def test_values_land_on_the_replaying_draws_own_tensor(tmp_path: Path) -> None:
         replayed = draws()
     assert replayed[0].requires_grad and replayed[0].is_leaf
     assert all(torch.equal(a, b) for a, b in zip(recorded, replayed))
+
+
+class _CallOverride(nn.Module):
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.rand(3)
+
+
+def test_modules_that_override_call_cannot_be_scopes_but_the_model_can(tmp_path: Path) -> None:
+    net = nn.Sequential(_CallOverride())
+    with pytest.raises(BridgeError, match=r"module '0' \(_CallOverride\) overrides __call__"):
+        _record(tmp_path / "bad", lambda: None, model=net, scopes=["0"])
+    with Recorder(tmp_path / "run") as recorder, record(recorder, model=net, scopes={"model": ""}) as tape:
+        net(torch.zeros(3))
+    assert tape.summary() == {"model": {"recorded": 1, "replayed": 0, "left_over": 0}}
+    assert [(d.scope, d.module) for d in load_tape(tmp_path / "run", 0)[1]] == [("model", "")]
