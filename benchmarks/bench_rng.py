@@ -4,8 +4,8 @@ the transformer, random weights, one synthetic image with two boxes), measured i
 * plain: ``model.loss`` + ``backward``;
 * recorded, whole block: ``record(recorder, step)`` around forward and backward (every op passes the tape's
   dispatch mode), the tape written at the end;
-* recorded, scoped: ``record(..., model, scopes=['dn_query_generator', 'encoder', 'decoder'])`` (the mode is
-  on only while those modules run);
+* recorded, scoped: ``record(..., model, scopes={'model': '', 'encoder': 'encoder', 'decoder': 'decoder'})``
+  (the mode is on only while the model runs its forward: backward runs without it);
 * replayed: ``replay(run, step, model=..., scopes=...)`` of the scoped tape.
 
 Variants are interleaved ``--repeats`` times; the median of each is printed with its ratio to plain. The
@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 from bridge import Recorder  # noqa: E402
 from bridge.rng import load_tape, record, replay  # noqa: E402
 
-SCOPES = ["dn_query_generator", "encoder", "decoder"]
+SCOPES = {"model": "", "encoder": "encoder", "decoder": "decoder"}
 
 
 def build_dino(size: int, device: str):
@@ -70,7 +70,7 @@ def timed_step(model, data, block, device: str) -> float:
         torch.cuda.synchronize()
     start = time.perf_counter()
     with block:
-        losses = model.loss(data["inputs"], data["data_samples"])
+        losses = model(data["inputs"], data["data_samples"], mode="loss")
         sum(v for k, v in losses.items() if "loss" in k).backward()
     if device == "cuda":
         torch.cuda.synchronize()
@@ -80,7 +80,7 @@ def timed_step(model, data, block, device: str) -> float:
 def main() -> None:
     """Run the variants interleaved and print medians with ratios to the plain step."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=320)
+    parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workdir", default=None)
