@@ -30,7 +30,7 @@ from .tree import (
 
 FORMAT_VERSION = 1
 KINDS: tuple[str, ...] = ("batch", "output", "loss", "activation", "grad", "param", "meta", "matching", "optim",
-                          "input", "local")
+                          "input", "local", "rng")
 MANIFEST = "manifest.json"
 JOURNAL = "journal.jsonl"
 _ABORT_MESSAGE_CHARS = 2000

@@ -10,6 +10,7 @@ from detectron2.engine import HookBase
 from torch import nn
 
 from bridge.optim import OptimizerTap, record_grad_norm, record_params
+from bridge.rng import IterationTape, record
 from bridge.runs import Recorder
 from bridge.taps import ModelTaps
 from d2_side.canonical import canonical_records
@@ -32,6 +33,9 @@ class RecordHook(HookBase):
     ``matchers`` records matcher outputs as kind ``matching`` (``bridge.taps.ModelTaps``), e.g.
     ``{"roi_matcher": "roi_heads.proposal_matcher", "rpn_matcher": "proposal_generator.anchor_matcher"}``.
     ``inputs`` (module-name globs) records each call's arguments as kind ``input`` (docs/LAYER_LOCAL.md).
+    ``rng_scopes`` (module-name globs, or a mapping label -> globs; see ``bridge.rng``) records the RNG tape of
+    each recorded iteration: every random draw made while a matching module runs (record ``rng``, kind ``rng``),
+    for ``ReplayHook`` / mmdet's ``BridgeReplayHook`` to replay.
     Works with any detectron2 trainer whose ``run_step`` calls ``self.model(data)`` (SimpleTrainer,
     AMPTrainer, DefaultTrainer, Mask DINO-style trainers). Each rank writes its own files.
     ``optimizer_steps=N`` records the optimizer's per-parameter settings, its clipping and the lr of each
@@ -44,7 +48,8 @@ class RecordHook(HookBase):
                  grads: Sequence[str] = (), record_batch: bool = True, record_losses: bool = True,
                  seed_modules: Sequence[str] = (), seed: int = 0,
                  matchers: Sequence[str] | Mapping[str, str] = (), optimizer_steps: int = 0,
-                 params: Sequence[str] = (), grad_norm: bool = False, inputs: Sequence[str] = ()) -> None:
+                 params: Sequence[str] = (), grad_norm: bool = False, inputs: Sequence[str] = (),
+                 rng_scopes: Sequence[str] | Mapping[str, str | Sequence[str]] = ()) -> None:
         self._run_dir = run_dir
         self._inputs = tuple(inputs)
         self._matchers = dict(matchers) if isinstance(matchers, Mapping) else tuple(matchers)
@@ -52,6 +57,8 @@ class RecordHook(HookBase):
         self._params = tuple(params)
         self._grad_norm = grad_norm
         self._optimizer_tap: OptimizerTap | None = None
+        self._rng_scopes = rng_scopes
+        self._rng = IterationTape()
         self._seed_modules = tuple(seed_modules)
         self._seed = seed
         self._iterations = set(iterations)
@@ -80,14 +87,20 @@ class RecordHook(HookBase):
             self._optimizer_tap = OptimizerTap(self.recorder, self._optimizer_steps)
 
     def before_step(self) -> None:
-        """Read the optimizer's settings and this iteration's learning rates (``optimizer_steps``)."""
+        """Read the optimizer's settings and this iteration's learning rates (``optimizer_steps``); in a recorded
+        iteration with ``rng_scopes``, start the iteration's RNG tape."""
         if self._optimizer_tap is not None:
             optimizer = self.trainer.optimizer
             self._optimizer_tap.before_iteration(self.trainer.iter, optimizer, unwrap(self.trainer.model),
                                                  clip_setting(optimizer))
+        step = self._current_step()
+        if step is not None and self._rng_scopes:
+            self._rng.begin(record(self.recorder, step, model=unwrap(self.trainer.model), scopes=self._rng_scopes))
 
     def after_step(self) -> None:
-        """Record the chosen parameters and the gradient norm after the optimizer step of a recorded iteration."""
+        """Write the iteration's RNG tape, then record the chosen parameters and the gradient norm after the
+        optimizer step of a recorded iteration."""
+        self._rng.end()
         step = self._current_step()
         if step is None:
             return
@@ -108,6 +121,7 @@ class RecordHook(HookBase):
 
     def after_train(self) -> None:
         """Detach every hook and close the run."""
+        self._rng.abort()
         for handle in self._handles:
             handle.remove()
         if self._taps is not None:

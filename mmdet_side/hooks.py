@@ -19,6 +19,7 @@ from torch import nn
 
 from bridge.errors import BridgeError
 from bridge.optim import OptimizerTap, record_grad_norm, record_params
+from bridge.rng import IterationTape, record
 from bridge.runs import Recorder
 from bridge.taps import ModelTaps
 from mmdet_side.canonical import annotation_categories, canonical_records
@@ -39,7 +40,9 @@ class BridgeRecordHook(Hook):
     ``{"roi_matcher": "roi_head.bbox_assigner", "rpn_matcher": "rpn_head.assigner"}``.
     ``optimizer_steps`` / ``params`` / ``grad_norm``: as detectron2's ``RecordHook`` (the optimizer record, the
     parameters and the gradient norm right after the optimizer step, before mmengine zeroes the gradients).
-    ``inputs``: as detectron2's ``RecordHook`` (each call's arguments, kind ``input``; docs/LAYER_LOCAL.md)."""
+    ``inputs``: as detectron2's ``RecordHook`` (each call's arguments, kind ``input``; docs/LAYER_LOCAL.md).
+    ``rng_scopes``: as detectron2's ``RecordHook``, the RNG tape of each recorded training iteration (every
+    random draw made while a module matching the globs runs; record ``rng``, kind ``rng``)."""
 
     priority = "LOW"
 
@@ -47,7 +50,8 @@ class BridgeRecordHook(Hook):
                  grads: Sequence[str] = (), record_batch: bool = True, eval_run_dir: str | None = None,
                  seed_modules: Sequence[str] = (), seed: int = 0,
                  matchers: Sequence[str] | Mapping[str, str] = (), optimizer_steps: int = 0,
-                 params: Sequence[str] = (), grad_norm: bool = False, inputs: Sequence[str] = ()) -> None:
+                 params: Sequence[str] = (), grad_norm: bool = False, inputs: Sequence[str] = (),
+                 rng_scopes: Sequence[str] | Mapping[str, str | Sequence[str]] = ()) -> None:
         if not run_dir and not eval_run_dir:
             raise BridgeError("BridgeRecordHook: give run_dir (training), eval_run_dir (val/test) or both")
         self.run_dir = run_dir
@@ -56,6 +60,8 @@ class BridgeRecordHook(Hook):
         self.params = tuple(params)
         self.grad_norm = grad_norm
         self._optimizer_tap: OptimizerTap | None = None
+        self.rng_scopes = rng_scopes
+        self._rng = IterationTape()
         self._model: nn.Module | None = None
         self.seed_modules = tuple(seed_modules)
         self.seed = seed
@@ -119,15 +125,18 @@ class BridgeRecordHook(Hook):
             self._active.record("batch", to_recordable(output), step=self._step, kind="batch")
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        """Arm recording when this iteration is one of ``iterations``."""
+        """Arm recording when this iteration is one of ``iterations`` (and start its RNG tape with ``rng_scopes``)."""
         self._step = runner.iter if self.recorder is not None and runner.iter in self.iterations else None
         self._active = self.recorder if self._step is not None else None
         if self._optimizer_tap is not None:
             self._optimizer_tap.before_iteration(runner.iter, runner.optim_wrapper, self._model,
                                                  clip_setting(runner.optim_wrapper))
+        if self._step is not None and self.rng_scopes:
+            self._rng.begin(record(self.recorder, self._step, model=self._model, scopes=self.rng_scopes))
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        """Record the iteration's losses, then disarm."""
+        """Write the iteration's RNG tape, record its losses, then disarm."""
+        self._rng.end()
         if self._step is not None and outputs is not None:
             self.recorder.record("losses", to_recordable(dict(outputs)), step=self._step, kind="loss")
         self._step, self._active = None, None
@@ -180,6 +189,7 @@ class BridgeRecordHook(Hook):
 
     def after_run(self, runner) -> None:
         """Detach every hook and close the runs."""
+        self._rng.abort()
         for handle in self._handles:
             handle.remove()
         for taps in self._taps:

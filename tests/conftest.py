@@ -56,10 +56,13 @@ def record_d2_mask_rcnn(onesample_config: OneSampleConfig, run_dir: Path) -> Non
 def record_d2_training(onesample_config: OneSampleConfig, run_dir: Path, config_file: str, dataset: str, *,
                        iterations: list[int], activations: Sequence[str] = (), grads: Sequence[str] = (),
                        seed_modules: Sequence[str] = (), extra_opts: Sequence[str] = (),
-                       rng_draws_before_training: int = 0, matchers: dict[str, str] | None = None) -> None:
+                       rng_draws_before_training: int = 0, matchers: dict[str, str] | None = None,
+                       rng_scopes: Sequence[str] = (), rng_replay_dir: str = "",
+                       rng_replay_scopes: Sequence[str] = ()) -> None:
     """Train a detectron2 model-zoo model (random weights, seed 0, SimpleTrainer, CPU, small images) for
     ``len(iterations)`` iterations on ``dataset`` with RecordHook on at ``iterations``.
-    ``rng_draws_before_training`` moves torch's RNG on before training (a run with another random state)."""
+    ``rng_draws_before_training`` moves torch's RNG on before training (a run with another random state).
+    ``rng_scopes`` records the RNG tape; ``rng_replay_dir`` replays one (ReplayHook, ``rng_replay_scopes``)."""
     import torch
     from detectron2 import model_zoo
     from detectron2.config import get_cfg
@@ -69,6 +72,7 @@ def record_d2_training(onesample_config: OneSampleConfig, run_dir: Path, config_
 
     from d2_side.datasets import register_onesample
     from d2_side.hooks import RecordHook
+    from d2_side.replay_hook import ReplayHook
 
     register_onesample(onesample_config)
     cfg = get_cfg()
@@ -79,9 +83,11 @@ def record_d2_training(onesample_config: OneSampleConfig, run_dir: Path, config_
     torch.manual_seed(0)
     model = build_model(cfg)
     trainer = SimpleTrainer(model, build_detection_train_loader(cfg), torch.optim.SGD(model.parameters(), lr=1e-4))
-    trainer.register_hooks([RecordHook(str(run_dir), iterations=iterations, activations=list(activations),
-                                       grads=list(grads), seed_modules=list(seed_modules),
-                                       matchers=matchers or {})])
+    hooks = [RecordHook(str(run_dir), iterations=iterations, activations=list(activations), grads=list(grads),
+                        seed_modules=list(seed_modules), matchers=matchers or {}, rng_scopes=list(rng_scopes))]
+    if rng_replay_dir:
+        hooks.append(ReplayHook(rng_replay_dir, rng_scopes=list(rng_replay_scopes)))
+    trainer.register_hooks(hooks)
     torch.rand(rng_draws_before_training)
     trainer.train(0, len(iterations))
 
