@@ -54,7 +54,10 @@ function apply(){var k=document.getElementById('f-kind').value,s=document.getEle
  plot.querySelectorAll('details.group').forEach(function(d){var any=Array.prototype.some.call(d.querySelectorAll('.row'),function(r){return r.style.display!=='none';});
   d.style.display=any?'':'none';if((q||s==='fail')&&any)d.open=true;});
  document.getElementById('shown-count').textContent=String(shown);}
-['f-kind','f-status','f-text','f-sort'].forEach(function(id){var el=document.getElementById(id);el.addEventListener('input',apply);el.addEventListener('change',apply);});
+var ids={kind:'f-kind',status:'f-status',key:'f-text',sort:'f-sort'};
+location.hash.replace(/^#/,'').split('&').forEach(function(kv){var p=kv.split('=');if(ids[p[0]]&&p.length===2)
+ document.getElementById(ids[p[0]]).value=decodeURIComponent(p[1]);});
+Object.keys(ids).forEach(function(k){var el=document.getElementById(ids[k]);el.addEventListener('input',apply);el.addEventListener('change',apply);});
 apply();plot.setAttribute('data-ready','1');
 })();
 """
@@ -227,6 +230,7 @@ def _entries(report: dict[str, Any]) -> list[str]:
            '<label>key <input id="f-text" type="search" placeholder="filter"></label>'
            '<label>sort <select id="f-sort"><option value="order">recording order</option><option value="error">'
            'error</option><option value="status">status</option><option value="kind">kind</option></select></label>'
+           '<span class="muted">(also from the address: #status=fail&amp;kind=grad&amp;key=res2&amp;sort=error)</span>'
            f'<span><span id="shown-count">{total}</span> of {total} shown</span></div><div id="entry-plot">']
     for block in blocks:
         out.append(f'<h3 class="muted">{_e(block["source"])}</h3>')
