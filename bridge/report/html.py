@@ -38,7 +38,7 @@ if(dataEl){var hm=JSON.parse(dataEl.textContent);var cv=document.getElementById(
  cv.width=cols*cell;cv.height=rows*cell;var ctx=cv.getContext('2d');var mx=0;
  hm.cells.forEach(function(r){r.forEach(function(v){if(v>mx)mx=v;});});
  hm.cells.forEach(function(r,y){r.forEach(function(v,x){ctx.fillStyle=colour(mx>0?v/mx:0);ctx.fillRect(x*cell,y*cell,cell,cell);});});
- cv.setAttribute('data-drawn','1');cv.setAttribute('data-max',String(mx));}
+ cv.setAttribute('data-drawn','1');document.getElementById('heatmap-max').textContent=mx.toPrecision(3);cv.setAttribute('data-max',String(mx));}
 var plot=document.getElementById('entry-plot');if(!plot)return;
 var rowsAll=Array.prototype.slice.call(plot.querySelectorAll('.row'));
 function apply(){var k=document.getElementById('f-kind').value,s=document.getElementById('f-status').value,
@@ -99,16 +99,17 @@ def _histogram_svg(hist: dict[str, Any], atol: float | None) -> str:
     w, h, left, bottom = 520, 180, 50, 30
     counts = hist["counts"]
     bars = [("exact 0", hist["zeros"])] if hist["zeros"] else []
-    top = max([c for c in counts] + [hist["zeros"], 1])
+    top = max(counts + [1]) if counts else max(hist["zeros"], 1)  # the exact-zero bar is clipped, its count written
     parts = [f'<svg id="error-histogram" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
              f'role="img" aria-label="histogram of |a-b|">',
              f'<line x1="{left}" y1="{h - bottom}" x2="{w - 10}" y2="{h - bottom}" stroke="#444"/>']
     x0 = left
     if bars:
-        bh = (h - bottom - 10) * hist["zeros"] / top
+        bh = (h - bottom - 10) * min(1.0, hist["zeros"] / top)
         parts.append(f'<rect class="zeros" x="{x0}" y="{h - bottom - bh:.1f}" width="24" height="{bh:.1f}" fill="#999">'
                      f'<title>{hist["zeros"]} elements exactly equal</title></rect>'
-                     f'<text x="{x0}" y="{h - bottom + 14}">0</text>')
+                     f'<text x="{x0}" y="{h - bottom + 14}">0</text>'
+                     f'<text x="{x0}" y="{h - bottom - bh - 2:.1f}">{hist["zeros"]}</text>')
         x0 += 34
     if counts:
         lo, hi = hist["lo"], hist["hi"]
@@ -143,7 +144,7 @@ def _picture(t: dict[str, Any] | None) -> list[str]:
             f'tolerance atol {_num(t.get("atol"))}, rtol {_num(t.get("rtol"))}</span></p>',
             f'<h3>Where the error lives</h3><p class="muted">|a - b|: {_e(hm["how"])} ({hm["rows"]} x {hm["cols"]}'
             f'{"" if len(hm["cells"]) == hm["rows"] and len(hm["cells"][0]) == hm["cols"] else ", cells summed block by block"}'
-            f'); brighter = larger error</p>',
+            f'); dark = 0, bright = the largest cell (<span id="heatmap-max"></span>)</p>',
             f'<canvas id="heatmap" width="10" height="10" style="image-rendering:pixelated;border:1px solid #ccc">'
             f'</canvas><script type="application/json" id="heatmap-data">{data}</script>',
             f'<h3>Error histogram</h3><p class="muted">{t["histogram"]["zeros"]} elements exactly equal'

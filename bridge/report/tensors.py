@@ -90,8 +90,9 @@ def histogram(diff: torch.Tensor) -> dict[str, Any]:
     if nonzero.numel():
         logs = torch.log10(nonzero)
         lo, hi = float(logs.min()), float(logs.max())
-        if hi - lo < 1e-9:
-            lo, hi = lo - 0.5, hi + 0.5
+        if hi - lo < 0.2:  # (nearly) one value: a decade around it
+            mid = (lo + hi) / 2
+            lo, hi = mid - 0.5, mid + 0.5
         out.update(lo=lo, hi=hi, counts=[int(c) for c in torch.histc(logs, bins=BINS, min=lo, max=hi)])
     return out
 
