@@ -132,6 +132,12 @@ def _histogram_svg(hist: dict[str, Any], atol: float | None) -> str:
     return "".join(parts)
 
 
+def _sample_note(hist: dict[str, Any]) -> str:
+    if hist.get("every", 1) <= 1:
+        return ""
+    return f'of {hist["sampled"]} elements sampled (one chunk in {hist["every"]}): '
+
+
 def _picture(t: dict[str, Any] | None) -> list[str]:
     if t is None:
         return ['<h2>First divergent tensor</h2><p class="muted" id="no-picture">No failing tensor pair to picture '
@@ -147,7 +153,7 @@ def _picture(t: dict[str, Any] | None) -> list[str]:
             f'); dark = 0, bright = the largest cell (<span id="heatmap-max"></span>)</p>',
             f'<canvas id="heatmap" width="10" height="10" style="image-rendering:pixelated;border:1px solid #ccc">'
             f'</canvas><script type="application/json" id="heatmap-data">{data}</script>',
-            f'<h3>Error histogram</h3><p class="muted">{t["histogram"]["zeros"]} elements exactly equal'
+            f'<h3>Error histogram</h3><p class="muted">{_sample_note(t["histogram"])}{t["histogram"]["zeros"]} elements exactly equal'
             f'{", " + str(t["histogram"]["nonfinite"]) + " non-finite" if t["histogram"]["nonfinite"] else ""}</p>',
             _histogram_svg(t["histogram"], t.get("atol"))]
 

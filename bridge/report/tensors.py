@@ -61,6 +61,9 @@ def _block_sum(m: torch.Tensor) -> torch.Tensor:
 
 #: Elements per chunk of work (cache-sized, like bridge.compare's reads).
 CHUNK_ELEMS = 1 << 16
+#: Histogram of at most about this many elements: a larger tensor is sampled one chunk in k (the heatmap
+#: always covers every element).
+HIST_SAMPLE_ELEMS = 1 << 22
 #: Histogram bins: a quarter decade each, over 1e-20 .. 1e10 (values beyond land in the end bins).
 BINS_PER_DECADE = 4
 _LOW_DECADE, _HIGH_DECADE = -20, 10
@@ -69,14 +72,21 @@ _LOW_DECADE, _HIGH_DECADE = -20, 10
 class _Histogram:
     """Streaming histogram of |a - b| on fixed log-scale bins; exact zeros and non-finite values counted apart."""
 
-    def __init__(self) -> None:
+    def __init__(self, every: int = 1) -> None:
+        self.every = every  # count one chunk in ``every`` (a strided sample of a large tensor)
+        self.seen = 0
+        self.sampled = 0
         self.counts = torch.zeros((_HIGH_DECADE - _LOW_DECADE) * BINS_PER_DECADE, dtype=torch.long)
         self.zeros = 0
         self.nonfinite = 0
 
     def add(self, diff: torch.Tensor) -> None:
-        """Count one (cache-sized) chunk of |a - b|."""
+        """Count one (cache-sized) chunk of |a - b| (when it falls in the sample)."""
+        self.seen += 1
+        if (self.seen - 1) % self.every:
+            return
         flat = diff.reshape(-1)
+        self.sampled += flat.numel()
         zeros = int((flat == 0).sum())
         nonfinite = flat.numel() - int(torch.isfinite(flat).sum())
         self.zeros += zeros
@@ -90,7 +100,8 @@ class _Histogram:
     def to_dict(self) -> dict[str, Any]:
         """The occupied bins (one empty bin either side): ``counts``, ``lo`` / ``hi`` (log10 of the edges)."""
         used = torch.nonzero(self.counts).reshape(-1)
-        out: dict[str, Any] = {"zeros": self.zeros, "nonfinite": self.nonfinite, "counts": [], "lo": None, "hi": None}
+        out: dict[str, Any] = {"zeros": self.zeros, "nonfinite": self.nonfinite, "counts": [], "lo": None, "hi": None,
+                               "sampled": self.sampled, "every": self.every}
         if used.numel():
             first, last = max(int(used[0]) - 1, 0), min(int(used[-1]) + 1, self.counts.numel() - 1)
             out.update(counts=[int(c) for c in self.counts[first:last + 1]],
@@ -139,7 +150,8 @@ def error_map(run_a: Run, run_b: Run, pair: Pair, shape: list[int]) -> tuple[tor
     N x C x H x W (and more trailing dims, flattened into W): summed over channels, for the batch element with
     the largest error. B x Q x D (query tensors): per-query rows over the feature dim, for the worst batch
     element; Q x D: as is; one dim: one row."""
-    hist = _Histogram()
+    numel = math.prod(shape)
+    hist = _Histogram(max(1, math.ceil(numel / HIST_SAMPLE_ELEMS)))
     if len(shape) <= 2:
         (xa, xb), = list(_slices(run_a, run_b, pair, max(1, shape[0] if shape else 1)))
         view = [1, 1] if not shape else [shape[0], 1] if len(shape) == 1 else shape
