@@ -13,6 +13,7 @@ import torch
 from bridge import Recorder
 from bridge.compare.__main__ import main as compare_main
 from bridge.convert.__main__ import main as convert_main
+from bridge.meta import main as meta_main
 from bridge.meta import make_metadata
 from bridge.report.__main__ import main as report_main
 from bridge.report.pieces import Piece
@@ -114,6 +115,11 @@ def test_exit_codes_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[
     bad_meta = _metadata(tmp_path / "mm_bad.json", "mmdet", ["dog", "cat"])
     assert report_main([str(good[1]), str(bad_meta), "-o", str(out)]) == 1
     assert "FAIL: first failing stage: metadata" in capsys.readouterr().out
+    diff = tmp_path / "meta_diff.json"  # the diff bridge.meta writes is a piece of its own
+    assert meta_main([str(good[1]), str(bad_meta), "--json", str(diff), "--plain"]) == 1
+    assert report_main([str(diff), "-o", str(out), "--json", str(tmp_path / "r.json")]) == 1
+    findings = json.loads((tmp_path / "r.json").read_text())["stages"][1]["findings"]
+    assert findings[1] == "classes.order: class order: label 0 is 'cat' in detectron2 but 'dog' in mmdet"
     capsys.readouterr()
 
     unknown = tmp_path / "unknown.json"
