@@ -22,6 +22,7 @@ bench: setup
 	$(PY) benchmarks/bench_compare.py --size-gb 0.5
 	$(PY) benchmarks/bench_convert.py
 	$(PY) benchmarks/bench_record.py
+	$(PY) benchmarks/bench_report.py --size-gb 0.5
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache
