@@ -29,6 +29,7 @@ bench: setup
 	$(PY) benchmarks/bench_convert.py
 	$(PY) benchmarks/bench_record.py
 	$(PY) benchmarks/fuzz_cli.py --cases 5000
+	$(PY) benchmarks/bench_report.py --size-gb 0.5
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

@@ -18,6 +18,7 @@ VERBS = {
     "meta": "bridge.meta",
     "initcheck": "bridge.initcheck",
     "local": "bridge.local.__main__",
+    "report": "bridge.report.__main__",
 }
 
 

@@ -2,7 +2,7 @@
 
 Framework-free: this module never imports detectron2, mmdet, mmengine or mmcv. The exporters live in
 ``d2_side.meta`` (``python -m d2_side.meta DATASET -o d2.json``) and ``mmdet_side.meta``
-(``python -m mmdet_side.meta CONFIG -o mmdet.json``); ``python -m bridge.meta A.json B.json`` compares
+(``python -m mmdet_side.meta CONFIG -o mmdet.json``); ``python -m bridge.meta A.json B.json [--json OUT]`` compares
 two exports and exits 0 when they are equivalent, 1 when they differ, 2 on bad input.
 
 Normalized JSON (one object; every key below is required)::
@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.atomic import atomic_open
-from bridge.cli import guarded_main
+from bridge.cli import check_outputs, guarded_main
 from bridge.errors import BridgeError
 
 REQUIRED_KEYS = ("framework", "source", "classes", "isthing", "dataset_id_to_label", "colors", "void_label",
@@ -288,6 +288,16 @@ def _print_differences(diffs: Sequence[Difference], a_name: str, b_name: str) ->
     Console(width=200).print(table)
 
 
+def write_differences(diffs: Sequence[Difference], a: str, b: str, out: str | os.PathLike[str]) -> Path:
+    """Write ``{"a", "b", "equivalent", "differences": [{field, a_value, b_value, sentence}]}`` atomically."""
+    doc = {"a": str(a), "b": str(b), "equivalent": not diffs,
+           "differences": [{"field": d.field, "a_value": d.a_value, "b_value": d.b_value, "sentence": d.sentence}
+                           for d in diffs]}
+    with atomic_open(out, "w") as handle:
+        json.dump(doc, handle, indent=1)
+    return Path(out)
+
+
 @guarded_main
 def main(argv: list[str] | None = None) -> int:
     """CLI: compare two normalized metadata files; exit 0 equivalent, 1 different, 2 bad input."""
@@ -296,9 +306,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("a", help="first metadata JSON (e.g. from python -m d2_side.meta)")
     parser.add_argument("b", help="second metadata JSON (e.g. from python -m mmdet_side.meta)")
     parser.add_argument("--plain", action="store_true", help="plain lines instead of a table")
+    parser.add_argument("--json", dest="json_out", help="also write the differences as JSON here (for bridge.report)")
     args = parser.parse_args(argv)
+    check_outputs({"A": args.a, "B": args.b}, {"--json": args.json_out})
     a, b = load_metadata(args.a), load_metadata(args.b)
     diffs = diff_metadata(a, b)
+    if args.json_out:
+        write_differences(diffs, args.a, args.b, args.json_out)
     if not diffs:
         print(f"equivalent: {args.a} and {args.b}")
         return 0

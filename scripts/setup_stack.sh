@@ -83,6 +83,22 @@ step "d2-mmdet-bridge itself (editable)"
 step "re-pin setuptools<81 (mmengine needs pkg_resources at run time)"
 "${PIP[@]}" install -q -c "$ROOT/requirements/constraints.txt" setuptools
 
+step "chromium for the report's browser test (tests/test_report.py), from the OS packages"
+if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then
+  echo "chromium: $(command -v chromium || command -v chromium-browser)"
+elif ! command -v apt-get >/dev/null 2>&1; then
+  echo "chromium is missing and this system has no apt-get: install Chromium with its package manager" >&2
+elif [ "$(id -u)" = 0 ]; then
+  { DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; } \
+    || echo "could not install chromium (tests/test_report.py will fail): apt-get install -y chromium" >&2
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+  sudo -n env DEBIAN_FRONTEND=noninteractive apt-get update -q \
+    && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium \
+    || echo "could not install chromium (tests/test_report.py will fail): sudo apt-get install -y chromium" >&2
+else
+  echo "chromium is missing (tests/test_report.py needs it): run  sudo apt-get install -y chromium" >&2
+fi
+
 step "check"
 "$PY" "$ROOT/scripts/check_stack.py"
 
