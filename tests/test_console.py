@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import bridge
+
 from bridge.console import VERBS, main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,10 +28,11 @@ def test_each_verb_dispatches_to_its_modules_main(verb: str, capsys: pytest.Capt
 
 def test_verbs_are_the_modules_with_a_command_line() -> None:
     """Every ``python -m bridge.X`` command line is a verb (``bridge.console`` itself aside)."""
+    package = Path(bridge.__file__).parent  # the installed package, in the clone or in site-packages
     commands = set()
-    for path in (REPO / "bridge").rglob("*.py"):
+    for path in package.rglob("*.py"):
         if 'if __name__ == "__main__":' in path.read_text(encoding="utf-8") and path.stem != "console":
-            module = ".".join(path.relative_to(REPO).with_suffix("").parts)
+            module = ".".join(path.relative_to(package.parent).with_suffix("").parts)
             commands.add(module)
     assert commands == set(VERBS.values())
 
