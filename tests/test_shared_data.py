@@ -1,10 +1,8 @@
 """The real-data checks need ``../shared`` (``make test`` passes it as BRIDGE_SHARED when it exists beside the
 clone; CI always has it). Without it those checks are not collected, so this test stands for them: it fails
-with the list of what was not run, unless BRIDGE_NO_SHARED=1 says so on purpose, and then it is reported as
-one skipped line with the same list (docs/INSTALL.md, "Tests and ../shared")."""
+with the list of what was not run (docs/INSTALL.md, "Tests and ../shared"): a missing check is a failure,
+never a skip."""
 from __future__ import annotations
-
-import os
 
 import pytest
 
@@ -25,10 +23,8 @@ def test_shared_reference_data_is_present() -> None:
         return
     message = (f"BRIDGE_SHARED is unset (no ../shared beside the clone), so these real-data checks were not "
                f"run:\n{missing}")
-    if os.environ.get("BRIDGE_NO_SHARED") == "1":
-        pytest.skip("BRIDGE_NO_SHARED=1: " + message)
-    pytest.fail(message + "\nPut the reference data at ../shared (or set BRIDGE_SHARED=/path/to/shared), or set "
-                "BRIDGE_NO_SHARED=1 to run without them on purpose.", pytrace=False)
+    pytest.fail(message + "\nPut the reference data at ../shared (or set BRIDGE_SHARED=/path/to/shared).",
+                pytrace=False)
 
 
 def test_the_list_names_every_module_that_reads_shared() -> None:
