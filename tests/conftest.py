@@ -60,7 +60,8 @@ def record_d2_training(onesample_config: OneSampleConfig, run_dir: Path, config_
                        rng_scopes: Sequence[str] = (), rng_replay_dir: str = "",
                        rng_replay_scopes: Sequence[str] = ()) -> None:
     """Train a detectron2 model-zoo model (random weights, seed 0, SimpleTrainer, CPU, small images) for
-    ``len(iterations)`` iterations on ``dataset`` with RecordHook on at ``iterations``.
+    ``len(iterations)`` iterations on ``dataset`` with RecordHook on at ``iterations``. Python's and numpy's
+    RNGs are seeded too (the random flip and the sampler's seed), so runs differ only in torch's draws.
     ``rng_draws_before_training`` moves torch's RNG on before training (a run with another random state).
     ``rng_scopes`` records the RNG tape; ``rng_replay_dir`` replays one (ReplayHook, ``rng_replay_scopes``)."""
     import torch
@@ -69,12 +70,14 @@ def record_d2_training(onesample_config: OneSampleConfig, run_dir: Path, config_
     from detectron2.data import build_detection_train_loader
     from detectron2.engine import SimpleTrainer
     from detectron2.modeling import build_model
+    from detectron2.utils.env import seed_all_rng
 
     from d2_side.datasets import register_onesample
     from d2_side.hooks import RecordHook
     from d2_side.replay_hook import ReplayHook
 
     register_onesample(onesample_config)
+    seed_all_rng(0)
     cfg = get_cfg()
     cfg.merge_from_file(model_zoo.get_config_file(config_file))
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TRAIN", "(96,)",
