@@ -134,3 +134,36 @@ def test_mask_dino_full_model_clipping_wrapper_is_detected() -> None:
     optimizer = maybe_add_full_model_gradient_clipping(torch.optim.AdamW)(nn.Linear(2, 2).parameters(), lr=1e-4)
     assert clip_setting(optimizer) == {"type": "norm", "max": 0.01, "norm_type": 2.0, "scope": "full_model"}
     assert clip_setting(torch.optim.AdamW(nn.Linear(2, 2).parameters())) is None
+
+
+class _SharedNorm(nn.Module):
+    """One LayerNorm reachable under two names, as Mask DINO's ``decoder_norm`` is its decoder's ``norm``."""
+
+    def __init__(self, alias_first: bool) -> None:
+        super().__init__()
+        norm = nn.LayerNorm(2)
+        if alias_first:
+            self.decoder_norm = norm
+        self.decoder = nn.Module()
+        self.decoder.norm = norm
+        self.head = nn.Linear(2, 2)
+
+
+def test_optimizer_records_pair_a_shared_parameter_listed_under_its_alias(tmp_path: Path) -> None:
+    rules = [{"stage": "aliases", "kind": "drop_alias", "from": r"^decoder_norm\.(.*)$", "of": "decoder.norm.{1}"},
+             {"rename": {"from": r"^head\.", "to": "cls."}}]
+    a, b = _SharedNorm(alias_first=True), _SharedNorm(alias_first=False)
+    b.cls = b.head
+    del b.head
+    assert [n for n, _ in a.named_parameters()][:2] == ["decoder_norm.weight", "decoder_norm.bias"]
+    for run, net, norm_decay in (("a", a, 0.0), ("b", b, 0.0), ("c", b, 0.05)):
+        norm = list(net.decoder.norm.parameters())
+        rest = [p for p in net.parameters() if all(p is not q for q in norm)]
+        optimizer = torch.optim.AdamW([{"params": norm, "weight_decay": norm_decay}, {"params": rest}], lr=1e-4)
+        with Recorder(tmp_path / run) as recorder:
+            record_optimizer(recorder, optimizer, net, 0)
+    [same] = compare_runs(tmp_path / "a", tmp_path / "b", name_map=rules).optim
+    assert same.passed and same.paired == 4 and same.a_only == [] and same.b_only == []
+    [other] = compare_runs(tmp_path / "a", tmp_path / "c", name_map=rules).optim
+    assert not other.passed and other.a_only == [] and other.b_only == []
+    assert any("decoder.norm.*: weight_decay 0 vs 0.05 (2 parameters" in line for line in other.lines()), other.lines()

@@ -324,7 +324,7 @@ def compare_runs(
         first_divergence=first, last_passing_before=last_ok, settings=settings,
         panoptic=outputs.panoptic, instances=outputs.instances, semantic=outputs.semantic,
         by_nature=[_loc(e, why) for e, why in a_nature + b_nature], outputs_counted=counted,
-        optim=compare_optim_records(run_a, run_b, mapper) if kind_set is None or "optim" in kind_set else [],
+        optim=compare_optim_records(run_a, run_b, mapper, ruleset) if kind_set is None or "optim" in kind_set else [],
         band=loss_band(references, run_b, mapper, margin=band_margin) if len(references) > 1 else None,
     )
 

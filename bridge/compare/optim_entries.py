@@ -10,8 +10,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bridge.convert.rules import RuleSet
 from bridge.optim import RECORD_NAME
 from bridge.runs import Run
+
+from .param_pairing import parameter_name_mapper
 
 KIND = "optim"
 #: Relative tolerance for float settings: mmengine's chained schedulers and detectron2's closed forms
@@ -221,8 +224,11 @@ def _records(run: Run) -> set[tuple[int, int]]:
     return {(e.step, e.rank) for e in run.entries(kind=KIND) if e.name == RECORD_NAME}
 
 
-def compare_optim_records(run_a: Run, run_b: Run, mapper: Callable[[str], str] | None) -> list[OptimComparison]:
-    """Compare the ``optimizer`` records of both runs at every (step, rank) either run holds."""
+def compare_optim_records(run_a: Run, run_b: Run, mapper: Callable[[str], str] | None,
+                          ruleset: RuleSet | None = None) -> list[OptimComparison]:
+    """Compare the ``optimizer`` records of both runs at every (step, rank) either run holds. With ``ruleset``
+    run A's parameter names pair as their gradients do (``param_pairing.parameter_name_mapper``: a shared
+    parameter listed under an alias stands for its kept key); otherwise through ``mapper``."""
     in_a, in_b = _records(run_a), _records(run_b)
     out = []
     for step, rank in sorted(in_a | in_b):
@@ -231,6 +237,7 @@ def compare_optim_records(run_a: Run, run_b: Run, mapper: Callable[[str], str] |
         elif (step, rank) not in in_a:
             out.append(OptimComparison(step, rank, missing="A"))
         else:
-            out.append(compare_optim(step, rank, run_a.get(RECORD_NAME, step=step, kind=KIND, rank=rank),
-                                     run_b.get(RECORD_NAME, step=step, kind=KIND, rank=rank), mapper))
+            a = run_a.get(RECORD_NAME, step=step, kind=KIND, rank=rank)
+            names = parameter_name_mapper(ruleset, a["params"]) if ruleset is not None else mapper
+            out.append(compare_optim(step, rank, a, run_b.get(RECORD_NAME, step=step, kind=KIND, rank=rank), names))
     return out

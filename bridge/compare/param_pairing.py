@@ -197,3 +197,30 @@ def _pair_losses(a_entries: list[Any], b_entries: list[Any], ruleset: RuleSet) -
         else:
             pairs.append(Pair(ea, eb, k[3]))
     return RulePairing(pairs, a_only, sorted(b_table.values(), key=_order), tuple(by_design))
+
+
+def parameter_name_mapper(ruleset: RuleSet, names: Iterable[str]) -> Callable[[str], str]:
+    """Map run A's parameter names (of one record that lists ``names``, e.g. an optimizer's parameters) to B's
+    as :func:`pair_with_rules` pairs their tensors: through the rules; a ``drop_alias`` whose kept key is not
+    among ``names`` stands for the kept key (``named_parameters`` lists a shared parameter once, under the name
+    met first). A name the rules drop, split or concatenate is returned unchanged (it stays unpaired)."""
+    listed = set(names)
+    scalar = torch.empty((), device="meta")
+    cache: dict[str, str] = {}
+
+    def first_name(name: str) -> str | None:
+        try:
+            mapped = map_named_tensor(name, scalar, ruleset, values=False)
+        except BridgeError:
+            return None
+        for drop in mapped.dropped:
+            if drop.alias_of is not None and drop.alias_of not in listed:
+                return first_name(drop.alias_of)
+        return mapped.tensors[0][0] if len(mapped.tensors) == 1 else None
+
+    def translate(name: str) -> str:
+        if name not in cache:
+            cache[name] = first_name(name) or name
+        return cache[name]
+
+    return translate
