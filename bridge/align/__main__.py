@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default: the recipe's out:)")
     p.add_argument("--stages", help="comma-separated stages to run (default: the recipe's stages:, else all of "
                                     "data, reference, convert, port, compare, report)")
+    p.add_argument("--coco-root", help="a real COCO root (replaces the recipe's data:, e.g. synthetic)")
     p.add_argument("--dry-run", action="store_true", help="print the commands and run nothing")
     return p
 
@@ -33,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages is not None else None
     try:
-        recipe = load_recipe(args.recipe, out=args.out, stages=stages)
+        recipe = load_recipe(args.recipe, out=args.out, stages=stages, coco_root=args.coco_root)
         layout = Layout(recipe)
         steps = plan(layout)
         if args.dry_run:

@@ -3,6 +3,7 @@ that fails (its partial outputs removed, its stderr tail shown) and return the v
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -90,6 +91,9 @@ def execute(stages: list[Stage], layout: Layout) -> int:
                 print(f"[{stage.name}] skipped: the conversion failed its check (see {layout.convert_report})")
                 continue
             if stage.name == "report":
+                if layout.recipe.known:
+                    atomic_write_bytes(layout.known, json.dumps({"known_differences": layout.recipe.known},
+                                                                indent=1).encode())
                 stage = report_stage(layout)
                 if not report_pieces(layout):
                     raise StageError("stage report: nothing to report (no conversion, metadata or compare piece "

@@ -56,6 +56,7 @@ class Layout:
         self.compare_json = self.out / "compare.json"
         self.report_html = self.out / "report.html"
         self.report_json = self.out / "report.json"
+        self.known = self.out / "known.json"
         self.converted = self._path(recipe.convert.get("output")) or self.out / "port_weights.pth"
 
     def _path(self, text: str | None) -> Path | None:
@@ -183,13 +184,15 @@ def _compare_stage(layout: Layout) -> Stage:
 
 
 def report_pieces(layout: Layout) -> list[Path]:
-    """The pieces that exist for the report: conversion report, both metadata documents, the compare JSON."""
+    """The pieces that exist for the report: conversion report, both metadata documents, the compare JSON, and
+    the recipe's known differences (``out/known.json``, written before the report stage runs)."""
     recipe = layout.recipe
     metas = [layout.meta(recipe.reference), layout.meta(recipe.port)]
     pieces = [layout.convert_report] if layout.convert_report.exists() else []
     if all(meta is not None and meta.exists() for meta in metas):
         pieces += metas
-    return pieces + ([layout.compare_json] if layout.compare_json.exists() else [])
+    pieces += [layout.compare_json] if layout.compare_json.exists() else []
+    return pieces + ([layout.known] if pieces and recipe.known else [])
 
 
 def report_stage(layout: Layout) -> Stage:

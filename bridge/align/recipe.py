@@ -17,7 +17,9 @@ FRAMEWORKS = ("detectron2", "mmdet")
 #: Every stage, in the order they run.
 STAGES = ("data", "reference", "convert", "port", "compare", "report")
 SIDES = ("reference", "port")
-_TOP_KEYS = {"family", "out", "data", "reference", "port", "convert", "record", "compare", "stages"}
+_TOP_KEYS = {"family", "out", "data", "reference", "port", "convert", "record", "compare", "stages", "known"}
+#: The report's stages a ``known:`` entry can name (``bridge.report.stages.STAGES``).
+REPORT_STAGES = ("weights", "metadata", "inference", "losses", "gradients", "optimizer", "evaluation")
 _SIDE_KEYS = {"framework", "python", "builder", "command", "env", "cwd", "config", "options", "dataset", "task",
               "seed", "input_format", "run", "weights", "meta"}
 
@@ -62,6 +64,7 @@ class Recipe:
     convert: dict[str, Any]
     compare: dict[str, Any]
     family: str | None = None
+    known: list[dict[str, str]] = field(default_factory=list)
 
 
 class _Checker:
@@ -164,8 +167,10 @@ def _side(check: _Checker, raw: Any, name: str, family: str | None, record: dict
     return side
 
 
-def parse_recipe(data: Any, path: Path, *, out: str | None = None, stages: list[str] | None = None) -> Recipe:
-    """Check the parsed YAML ``data`` of the recipe ``path``; ``out`` / ``stages`` override the recipe's."""
+def parse_recipe(data: Any, path: Path, *, out: str | None = None, stages: list[str] | None = None,
+                 coco_root: str | None = None) -> Recipe:
+    """Check the parsed YAML ``data`` of the recipe ``path``; ``out`` / ``stages`` / ``coco_root`` override the
+    recipe's (a COCO root replaces ``data.synthetic``)."""
     check = _Checker(path)
     top = check.mapping(data, "", _TOP_KEYS)
     if not top:
@@ -175,6 +180,8 @@ def parse_recipe(data: Any, path: Path, *, out: str | None = None, stages: list[
     reference = _side(check, top.get("reference"), "reference", family, record)
     port = _side(check, top.get("port"), "port", family, record)
     data_cfg = check.mapping(top.get("data"), "data", {"coco_root", "synthetic", "train_ids", "val_ids", "cache_dir"})
+    if coco_root is not None:
+        data_cfg = {k: v for k, v in data_cfg.items() if k != "synthetic"} | {"coco_root": coco_root}
     if "coco_root" in data_cfg and "synthetic" in data_cfg:
         raise check.fail("data", "give either coco_root or synthetic, not both")
     if "coco_root" in data_cfg:
@@ -213,15 +220,26 @@ def parse_recipe(data: Any, path: Path, *, out: str | None = None, stages: list[
     if "convert" in chosen and reference.commands and not (convert.get("source") or reference.weights):
         raise check.fail("reference.weights", "missing: a command side names the checkpoint its run used, the "
                                               "source of the convert stage (or give convert.source)")
+    known = top.get("known") or []
+    if not isinstance(known, list):
+        raise check.fail("known", "expected a list of {stage, match, note}")
+    for n, entry in enumerate(known):
+        entry = check.mapping(entry, f"known[{n}]", {"stage", "match", "note"})
+        check.choice(entry.get("stage"), f"known[{n}].stage", REPORT_STAGES, required=True)
+        check.text(entry.get("match"), f"known[{n}].match", required=True)
+        check.text(entry.get("note"), f"known[{n}].note", required=True)
     out_text = out if out is not None else check.text(top.get("out"), "out")
     if out_text is None:
         raise check.fail("out", "missing (or give --out)")
     return Recipe(path=path, out=Path(out_text), stages=[s for s in STAGES if s in chosen], reference=reference,
-                  port=port, data=data_cfg, convert=convert, compare=compare, family=family)
+                  port=port, data=data_cfg, convert=convert, compare=compare, family=family,
+                  known=[{k: str(v) for k, v in entry.items()} for entry in known])
 
 
-def load_recipe(path: str | os.PathLike[str], *, out: str | None = None, stages: list[str] | None = None) -> Recipe:
-    """Read the recipe file ``path`` (``yaml.safe_load``) and check it; :class:`RecipeError` names the file and key."""
+def load_recipe(path: str | os.PathLike[str], *, out: str | None = None, stages: list[str] | None = None,
+                coco_root: str | None = None) -> Recipe:
+    """Read the recipe file ``path`` (``yaml.safe_load``) and check it (overrides as :func:`parse_recipe`);
+    :class:`RecipeError` names the file and key."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -235,4 +253,4 @@ def load_recipe(path: str | os.PathLike[str], *, out: str | None = None, stages:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise RecipeError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
-    return parse_recipe(data, p, out=out, stages=stages)
+    return parse_recipe(data, p, out=out, stages=stages, coco_root=coco_root)
