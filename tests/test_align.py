@@ -125,3 +125,13 @@ def test_a_side_interpreter_that_does_not_exist_fails_its_stage(tmp_path: Path, 
     recipe["stages"] = ["reference", "report"]
     assert main([str(write_recipe(tmp_path, recipe))]) == 2
     assert capsys.readouterr().err.startswith("error: stage reference: cannot run ")
+
+
+def test_an_out_folder_of_other_content_is_refused_before_anything_runs(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "mine"
+    (out / "coco").mkdir(parents=True)
+    (out / "coco" / "keep.txt").write_text("a user's file")
+    assert main([str(write_recipe(tmp_path, structures_recipe(out)))]) == 2
+    assert "was not written by python -m bridge.align" in capsys.readouterr().err
+    assert sorted(p.name for p in out.rglob("*")) == ["coco", "keep.txt"]

@@ -16,6 +16,8 @@ from bridge.errors import BridgeError
 
 #: Lines of a failed process's stderr shown with the error.
 TAIL_LINES = 25
+#: The file that marks a folder as written by ``bridge.align`` (the only kind of existing folder it writes into).
+MARKER = ".bridge-align"
 
 
 class StageError(BridgeError):
@@ -77,10 +79,22 @@ def run_stage(stage: Stage, layout: Layout, log: list[str]) -> int:
     return code
 
 
+def claim(out: Path) -> None:
+    """Make ``out`` a bridge.align folder: create it, or accept it when empty or marked by an earlier run;
+    refuse (before writing anything) a file or a folder of other content, whose files a stage could replace."""
+    if out.exists() and not out.is_dir():
+        raise BridgeError(f"{out}: exists and is not a directory; choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise BridgeError(f"{out}: exists and was not written by python -m bridge.align (no {MARKER} inside); "
+                          "choose a new --out or empty it")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by python -m bridge.align; its stages replace their own outputs here\n")
+
+
 def execute(stages: list[Stage], layout: Layout) -> int:
     """Run ``stages`` in order; return 0 aligned, 1 divergence found (the report's, else the compare's or the
     conversion's verdict). ``out/commands.sh`` lists every command run, for rerunning by hand."""
-    layout.out.mkdir(parents=True, exist_ok=True)
+    claim(layout.out)
     for stale in (layout.report_html, layout.report_json):
         _remove(stale, layout.out)
     log: list[str] = []
