@@ -6,6 +6,7 @@ tests/test_demo.py."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,8 @@ import pytest
 import yaml
 
 from bridge.align.__main__ import main
-from bridge.align.recipe import RecipeError, load_recipe
+from bridge.align.plan import Layout, plan
+from bridge.align.recipe import RecipeError, load_recipe, parse_recipe
 from tests.conftest import REPO
 
 DEMO = REPO / "examples" / "panoptic_fpn_demo.yaml"
@@ -135,3 +137,21 @@ def test_an_out_folder_of_other_content_is_refused_before_anything_runs(tmp_path
     assert main([str(write_recipe(tmp_path, structures_recipe(out)))]) == 2
     assert "was not written by python -m bridge.align" in capsys.readouterr().err
     assert sorted(p.name for p in out.rglob("*")) == ["coco", "keep.txt"]
+
+
+def test_the_recipes_in_docs_align_md_are_valid_and_plan(tmp_path: Path) -> None:
+    """docs/ALIGN.md's recipe reference and its Mask DINO sketch pass the recipe check and plan their commands."""
+    page = REPO / "docs" / "ALIGN.md"
+    blocks = re.findall(r"^```yaml\n(.*?)^```", page.read_text(encoding="utf-8"), re.S | re.M)
+    assert len(blocks) == 2
+    for block in blocks:
+        recipe = parse_recipe(yaml.safe_load(block), page, out=str(tmp_path / "out"))
+        stages = plan(Layout(recipe))
+        assert [stage.name for stage in stages][-2:] == ["compare", "report"]
+    maskdino = {stage.name: stage for stage in stages}
+    assert maskdino["reference"].steps[0].env["BRIDGE_RECORD_DIR"] == str(tmp_path / "out" / "runs" / "reference")
+    config, test = (step.argv for step in maskdino["port"].steps)
+    assert config[config.index("--replay-eval-dir") + 1] == str(tmp_path / "out" / "runs" / "reference")
+    assert test[-1] == str(tmp_path / "out" / "port_weights.pth") and maskdino["port"].steps[0].cwd == "/src/mmdetection"
+    assert "--preset maskdino-d2-to-mmdet" in maskdino["convert"].steps[0].shell()
+    assert "/ckpt/maskdino_r50_panoptic.pth" in maskdino["convert"].steps[0].argv
