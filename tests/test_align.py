@@ -30,8 +30,10 @@ def write_recipe(tmp_path: Path, recipe: dict, name: str = "recipe.yaml") -> Pat
 
 def structures_recipe(out: Path) -> dict:
     """Reference and port are command sides recording the same predictions in their own framework's structures."""
-    side = lambda framework: {"framework": framework, "cwd": str(REPO),  # noqa: E731
-                              "command": ["{python}", "-m", "tests.align_structures", framework, "{run}"]}
+    def side(framework: str) -> dict:
+        return {"framework": framework, "cwd": str(REPO),
+                "command": ["{python}", "-m", "tests.align_structures", framework, "{run}"]}
+
     return {"out": str(out), "data": {"synthetic": {"images": 1, "size": [48, 64]}},
             "reference": side("detectron2"), "port": side("mmdet"),
             "stages": ["data", "reference", "port", "compare", "report"]}

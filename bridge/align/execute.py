@@ -70,6 +70,8 @@ def run_stage(stage: Stage, layout: Layout, log: list[str]) -> int:
         code = result.returncode
         if stage.name in ("compare", "report"):
             sys.stdout.write(result.stdout)
+        elif result.stdout.strip():
+            print(f"  {result.stdout.strip().splitlines()[-1]}")
         if code not in stage.verdict_codes or (code != 0 and number < len(stage.steps) - 1):
             for path in stage.outputs:
                 _remove(path, layout.out)
