@@ -430,8 +430,10 @@ def _recipe(rng: random.Random) -> dict:
         "convert": {"preset": "d2-panoptic-fpn-to-mmdet"}, "stages": ["data", "reference", "convert", "port"],
         "known": [{"stage": "inference", "match": "x", "note": "y"}]}
     for _ in range(rng.choice([0, 1, 1, 2, 3])):
+        if not doc:
+            break
         section = rng.choice(list(doc))
-        target = doc[section] if isinstance(doc[section], dict) and rng.random() < 0.6 else doc
+        target = doc[section] if isinstance(doc[section], dict) and doc[section] and rng.random() < 0.6 else doc
         key = rng.choice(list(target)) if target is not doc else section
         if rng.random() < 0.25:
             target.pop(key)

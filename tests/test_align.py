@@ -82,6 +82,7 @@ def test_dry_run_prints_the_demo_commands_and_writes_nothing(tmp_path: Path, cap
     (lambda r: r["reference"].update(command=["python", "train_net.py"]), "key 'reference': give either builder or command"),
     (lambda r: r["data"].update(synthetic={"images": 0}), "key 'data.synthetic.images': expected 1..99"),
     (lambda r: r.update(known=[{"stage": "inference", "match": "x"}]), "key 'known[0].note': missing"),
+    (lambda r: r.update(data={"coco_root": "$BRIDGE_NO_SUCH_VARIABLE/coco"}), "key 'data.coco_root': "),
 ])
 def test_bad_recipe_is_one_error_line_naming_file_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                            change, message: str) -> None:

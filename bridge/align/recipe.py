@@ -185,7 +185,10 @@ def parse_recipe(data: Any, path: Path, *, out: str | None = None, stages: list[
     if "coco_root" in data_cfg and "synthetic" in data_cfg:
         raise check.fail("data", "give either coco_root or synthetic, not both")
     if "coco_root" in data_cfg:
-        check.text(data_cfg["coco_root"], "data.coco_root", required=True)
+        root = os.path.expandvars(check.text(data_cfg["coco_root"], "data.coco_root", required=True))
+        if "$" in root:
+            raise check.fail("data.coco_root", f"{data_cfg['coco_root']!r} names an unset environment variable")
+        data_cfg = dict(data_cfg, coco_root=root)
     else:
         synthetic = check.mapping(data_cfg.get("synthetic"), "data.synthetic", {"images", "size"})
         images = check.integer(synthetic.get("images"), "data.synthetic.images", 2)
