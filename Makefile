@@ -20,8 +20,10 @@ compat-refresh:
 	rm -rf .venv-compat
 	@bash scripts/setup_stack.sh
 
+# The demo's recipe runs every stage; exit 1 (the divergences the demo is known to show) is its expected verdict.
 demo: setup
-	$(PY) examples/panoptic_fpn_demo.py --out $(DEMO_OUT) $(if $(COCO_ROOT),--coco-root $(COCO_ROOT),)
+	$(PY) -m bridge.align examples/panoptic_fpn_demo.yaml --out $(DEMO_OUT) $(if $(COCO_ROOT),--coco-root $(COCO_ROOT),) \
+		|| [ $$? -eq 1 ]
 
 bench: setup
 	$(PY) benchmarks/bench_subset.py --scale 0.25

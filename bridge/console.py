@@ -19,6 +19,7 @@ VERBS = {
     "initcheck": "bridge.initcheck",
     "local": "bridge.local.__main__",
     "report": "bridge.report.__main__",
+    "align": "bridge.align.__main__",
 }
 
 

@@ -418,9 +418,49 @@ def case_png(rng: random.Random, workdir: Path) -> Case:
     return Case("semseg_png", main, [], workdir, output_prefixes=("cache/",))
 
 
+def _recipe(rng: random.Random) -> dict:
+    """The demo's recipe with keys dropped or replaced by odd values."""
+    doc: dict[str, object] = {
+        "family": rng.choice(["panoptic_fpn", "mask_rcnn", "maskdino", "[/x]"]), "out": "out",
+        "data": {"synthetic": {"images": 2, "size": [240, 320]}},
+        "reference": {"framework": "detectron2", "config": "COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml",
+                      "builder": "examples.panoptic_fpn_demo:build_d2", "options": ["MODEL.DEVICE", "cpu"]},
+        "port": {"framework": "mmdet", "command": [["{python}", "-m", "mmdet_side.config", "--base", "x.py"],
+                                                   ["{python}", "tools/test.py", "{weights}"]], "env": {"A": "{run}"}},
+        "convert": {"preset": "d2-panoptic-fpn-to-mmdet"}, "stages": ["data", "reference", "convert", "port"],
+        "known": [{"stage": "inference", "match": "x", "note": "y"}]}
+    for _ in range(rng.choice([0, 1, 1, 2, 3])):
+        if not doc:
+            break
+        section = rng.choice(list(doc))
+        target = doc[section] if isinstance(doc[section], dict) and doc[section] and rng.random() < 0.6 else doc
+        key = rng.choice(list(target)) if target is not doc else section
+        if rng.random() < 0.25:
+            target.pop(key)
+        else:
+            target[key] = rng.choice([_odd_json(rng), _text(rng), [], {}, None, 0, True])
+    return doc
+
+
+def case_align(rng: random.Random, workdir: Path) -> Case:
+    """Hostile recipes through the recipe check and the plan (``--dry-run``: nothing runs, nothing is written)."""
+    import yaml
+
+    from bridge.align.__main__ import main
+
+    data = yaml.safe_dump(_recipe(rng)).encode()
+    (workdir / "recipe.yaml").write_bytes(_mutate_bytes(rng, data) if rng.random() < 0.2 else data)
+    argv = ["recipe.yaml", "--dry-run"]
+    if rng.random() < 0.3:
+        argv += ["--stages", rng.choice(["", ",", "data,bogus", "report", _text(rng)])]
+    if rng.random() < 0.2:
+        argv += ["--out", rng.choice(["recipe.yaml", "", ".", _text(rng) or "o"])]
+    return Case("align", main, argv, workdir)
+
+
 GENERATORS: dict[str, Callable[[random.Random, Path], Case]] = {
     "compare": case_compare, "convert": case_convert, "subset": case_subset, "panoptic": case_panoptic,
-    "meta": case_meta, "initcheck": case_initcheck, "semseg_png": case_png,
+    "meta": case_meta, "initcheck": case_initcheck, "semseg_png": case_png, "align": case_align,
 }
 
 

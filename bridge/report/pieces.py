@@ -18,6 +18,7 @@ PIECE_TYPES = {
     "initcheck": "python -m bridge.initcheck A B --report OUT.json",
     "compare": "python -m bridge.compare RUN_A RUN_B --json OUT.json",
     "parity": "bridge.panoptic_parity.ParityReport.to_dict() (evaluator tables side by side)",
+    "known": "python -m bridge.align (a recipe's known: differences, explained where they show; docs/ALIGN.md)",
 }
 
 
@@ -51,6 +52,8 @@ def detect_type(data: Any) -> str | None:
         return "metadata_diff"
     if {"framework", "classes", "isthing", "dataset_id_to_label", "evaluator"} <= keys:
         return "metadata"
+    if {"known_differences"} <= keys:
+        return "known"
     return None
 
 

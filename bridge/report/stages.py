@@ -204,6 +204,23 @@ def _parity(stage: Stage, piece: Piece) -> None:
     stage.tolerances.append(f"evaluator tables: |detectron2 - mmdet| <= {d.get('tolerance')} per metric")
 
 
+def _known(stages: dict[str, Stage], piece: Piece) -> None:
+    """Explain known differences where they show: each entry ``{stage, match, note}`` of the piece adds
+    ``known difference: NOTE`` to its stage when one of that stage's findings contains ``match``. Verdicts
+    stay as they are: a known difference is still a difference."""
+    entries = piece.data["known_differences"]
+    if not isinstance(entries, list):
+        raise PieceError(f"{piece.path}: known_differences must be a list")
+    for n, entry in enumerate(entries):
+        if (not isinstance(entry, dict) or entry.get("stage") not in stages
+                or not all(isinstance(entry.get(k), str) and entry.get(k) for k in ("match", "note"))):
+            raise PieceError(f"{piece.path}: known_differences[{n}]: expected {{stage: one of {', '.join(STAGES)}, "
+                             "match: text, note: text}")
+        stage = stages[entry["stage"]]
+        if any(entry["match"] in finding for finding in stage.findings):
+            stage.findings.append(f"known difference ({entry['match']}): {entry['note']}")
+
+
 def judge(pieces: Sequence[Piece]) -> list[Stage]:
     """The stages, in :data:`STAGES` order, judged from ``pieces``. Normalized metadata documents pair up in
     the order given (two make one diff); an odd one out is bad input (:class:`PieceError`)."""
@@ -226,6 +243,9 @@ def judge(pieces: Sequence[Piece]) -> list[Stage]:
             _compare(stages, piece)
         elif piece.type == "parity":
             _parity(stages["evaluation"], piece)
+    for piece in pieces:
+        if piece.type == "known":
+            _known(stages, piece)
     if pending_meta is not None:
         raise PieceError(f"{pending_meta.path}: a metadata document needs its counterpart from the other framework "
                          "(give both, or the diff written by python -m bridge.meta A B --json OUT)")

@@ -1,0 +1,110 @@
+"""``python -m mmdet_side.record_model``: build an mmdet model, run it on the one-sample split and record it.
+
+Mirrors ``python -m d2_side.record_model`` (same arguments, ``bridge.align.side``). The config (``--config``:
+a file, e.g. the one-sample config ``python -m mmdet_side.config`` writes, or ``mmdet::NAME``, then the
+``KEY=VALUE`` options as mmdet's ``--cfg-options``) is handed to ``--builder`` (default: ``MODELS.build(cfg.model)``),
+seeded with ``--seed``; ``--weights`` is loaded with strict=True and ``--save-weights`` writes what the model
+holds. The model runs in eval mode on the config's test dataloader, or on the batches of the detectron2 run
+``--replay`` (``mmdet_side.replay.d2_inputs_to_mmdet``, ``--input-format``), and records into ``--out``: the
+batch after the data preprocessor, ``normalized_input`` (the preprocessor's ``inputs``), the chosen
+activations, the raw predictions and the canonical results (docs/OUTPUTS.md; labels mapped to the test
+dataset's category ids by name). ``--meta-out`` writes the test dataset's metadata (``mmdet_side.meta``).
+Used by ``python -m bridge.align`` (docs/ALIGN.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from bridge.align.side import globs, load_builder, load_weights, recorded_batches, save_weights, side_parser
+from bridge.cli import guarded_main, run_reporting_errors
+from bridge.errors import BridgeError
+from bridge.runs import Recorder
+from bridge.taps import ModelTaps
+
+PROG = "python -m mmdet_side.record_model"
+
+
+def load_config(name: str, opts: list[str]):
+    """The mmengine config of a file or ``mmdet::NAME``, with the ``KEY=VALUE`` options merged."""
+    from mmengine.config import Config, DictAction
+
+    options = argparse.ArgumentParser(prog=PROG)
+    options.add_argument("--cfg-options", nargs="*", action=DictAction, default={})
+    try:
+        merged = options.parse_args(["--cfg-options", *opts]).cfg_options if opts else {}
+        if Path(name).is_file():
+            cfg = Config.fromfile(name)
+        else:
+            cfg = Config.fromstring(f"_base_ = {name!r}\n", ".py")
+        cfg.merge_from_dict(merged)
+    except SystemExit:
+        raise BridgeError(f"options {' '.join(opts)}: expected KEY=VALUE pairs") from None
+    except Exception as exc:  # mmengine raises many types for a bad config
+        raise BridgeError(f"--config {name}: cannot load ({type(exc).__name__}: {exc})") from None
+    return cfg
+
+
+def record_model(args: argparse.Namespace) -> str:
+    """Build, (load,) run and record as ``args`` say; return a line naming the run."""
+    from mmdet.registry import DATASETS, MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.runner import Runner
+
+    from mmdet_side.canonical import annotation_categories, canonical_records
+    from mmdet_side.meta import export_mmdet_metadata
+    from mmdet_side.recordable import to_recordable
+    from mmdet_side.replay import d2_inputs_to_mmdet
+
+    register_all_modules()
+    cfg = load_config(args.config, args.opts)
+    torch.manual_seed(args.seed)
+    model = (load_builder(args.builder) if args.builder else lambda c: MODELS.build(c.model))(cfg)
+    if args.weights:
+        load_weights(model, args.weights)
+    if args.save_weights:
+        save_weights(model, args.save_weights, "mmdet")
+    model.eval()
+    dataset = DATASETS.build(cfg.test_dataloader.dataset)
+    classes, categories = dataset.metainfo["classes"], annotation_categories(dataset)
+    if args.replay:
+        batches = [d2_inputs_to_mmdet(batch, args.input_format) for batch in recorded_batches(args.replay)]
+    else:
+        batches = Runner.build_dataloader(cfg.test_dataloader)
+    step_box: list[int | None] = [None]
+    count = 0
+    with Recorder(args.out, framework="mmdet") as recorder, torch.no_grad():
+        taps = ModelTaps(model, recorder, lambda: step_box[0], activations=globs(args.activations))
+        try:
+            for step, batch in enumerate(batches):
+                step_box[0] = step
+                data = model.data_preprocessor(batch, False)
+                recorder.record("batch", to_recordable(data), step=step, kind="batch")
+                recorder.record("normalized_input", data["inputs"], step=step, kind="activation")
+                predictions = model.predict(data["inputs"], data["data_samples"])
+                recorder.record("outputs", to_recordable(list(predictions)), step=step, kind="output")
+                for name, value in canonical_records(predictions, classes, categories):
+                    recorder.record(name, value, step=step, kind="output")
+                count += 1
+        finally:
+            taps.remove()
+    if args.meta_out:
+        from bridge.meta import write_metadata
+
+        write_metadata(export_mmdet_metadata(cfg), args.meta_out)
+    return f"recorded {count} batch(es) of {cfg.test_dataloader.dataset.get('ann_file')} into {args.out}"
+
+
+@guarded_main
+def main(argv: list[str] | None = None) -> int:
+    """CLI; exit 2 with one ``error:`` line on bad input."""
+    args = side_parser(PROG, "mmdet").parse_args(argv)
+    return run_reporting_errors(lambda: record_model(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
