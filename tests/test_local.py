@@ -201,3 +201,46 @@ def test_training_mode_replay_restores_buffers(tmp_path: Path) -> None:
     assert all(torch.equal(before[k], v) for k, v in model_b.state_dict().items())
     out_a = open_run(tmp_path / "a").get("1", step=0, kind="activation")
     assert torch.allclose(open_run(tmp_path / "local").get("1", step=0, kind="local"), out_a, atol=1e-6)
+
+
+class _NormEvalNet(torch.nn.Module):
+    """A parent whose ``train()`` keeps its BatchNorm in eval mode, as mmdet's ResNet does with ``norm_eval``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 1), torch.nn.BatchNorm2d(3))
+
+    def train(self, mode: bool = True) -> "_NormEvalNet":
+        super().train(mode)
+        self.layer[1].eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x)
+
+
+def test_training_mode_replay_honours_the_parents_train_override(tmp_path: Path) -> None:
+    """A submodule replayed in training mode runs as it does inside its model: the root is switched, so a
+    parent's ``train()`` override (norm_eval) holds; every mode is restored afterwards."""
+    from bridge.local.replay import replay_pairs
+
+    torch.manual_seed(0)
+    model_a = _NormEvalNet()
+    with torch.no_grad():
+        model_a.layer[1].running_mean.uniform_(-1, 1)
+        model_a.layer[1].running_var.uniform_(0.5, 2)
+    model_a.train()
+    with Recorder(tmp_path / "a") as recorder:
+        taps = ModelTaps(model_a, recorder, lambda: 0, activations=["layer"], inputs=["layer"])
+        model_a(torch.randn(4, 2, 5, 5))
+        taps.remove()
+    model_b = _NormEvalNet()
+    model_b.load_state_dict(model_a.state_dict())
+    model_b.eval()
+    with Recorder(tmp_path / "local") as recorder:
+        statuses = replay_pairs(model_b, open_run(tmp_path / "a"), [{"step": 0, "name_a": "layer", "name_b": "layer",
+                                                                     "renames": {}}], recorder, torch.device("cpu"))
+    assert statuses[0]["status"] == "ok"
+    assert not any(m.training for m in model_b.modules())
+    out_a = open_run(tmp_path / "a").get("layer", step=0, kind="activation")
+    assert torch.equal(open_run(tmp_path / "local").get("layer", step=0, kind="local"), out_a)

@@ -47,18 +47,22 @@ def apply_renames(args: list[Any], kwargs: dict[str, Any], renames: dict[str, st
     return kept, {**{renames.get(k, k): v for k, v in kwargs.items()}, **moved}
 
 
-def replay_call(module: nn.Module, recorded: dict[str, Any], renames: dict[str, str], device: torch.device) -> Any:
-    """``module``'s output on one recorded call, in the recorded train/eval mode, without gradients; the
-    module's mode and buffers (BatchNorm statistics) are restored afterwards."""
+def replay_call(model: nn.Module, module: nn.Module, recorded: dict[str, Any], renames: dict[str, str],
+                device: torch.device) -> Any:
+    """``module``'s output on one recorded call, without gradients, with ``model`` (its root) switched to the
+    recorded train/eval mode as a whole, so that a parent's ``train()`` override applies (mmdet's ResNet keeps
+    its BatchNorms in eval mode under ``norm_eval``); every module's mode and ``module``'s buffers (BatchNorm
+    statistics) are restored afterwards."""
     args, kwargs = apply_renames(list(recorded.get("args") or []), dict(recorded.get("kwargs") or {}), renames)
-    was_training = module.training
+    modes = {m: m.training for m in model.modules()}
     buffers = {name: buf.clone() for name, buf in module.named_buffers()}
     try:
-        module.train(bool(recorded.get("training", False)))
+        model.train(bool(recorded.get("training", False)))
         with torch.no_grad():
             return module(*_to_device(args, device), **_to_device(kwargs, device))
     finally:
-        module.train(was_training)
+        for m, mode in modes.items():
+            m.training = mode
         with torch.no_grad():
             for name, buf in module.named_buffers():
                 buf.copy_(buffers[name])
@@ -82,7 +86,7 @@ def replay_pairs(model: nn.Module, run_a: Run, tasks: Sequence[dict[str, Any]], 
                 status = "unrecordable input"
             else:
                 try:
-                    output = replay_call(modules[base], recorded, task["renames"], device)
+                    output = replay_call(model, modules[base], recorded, task["renames"], device)
                     recorder.record(task["name_b"], output, step=task["step"], kind=LOCAL)
                 except Exception as exc:  # a module's own error on these inputs is a finding, not a crash
                     status = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
