@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = importlib.util.spec_from_file_location("panoptic_fpn_demo", REPO / "examples" / "panoptic_fpn_demo.py")
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
-    _cfg, model = demo.build_d2(0, args.size)
+    _cfg, model = demo.d2_model(0, args.size)
     names = [name for name, module in model.named_modules() if name and not list(module.children())][: args.modules]
     torch.manual_seed(1)
     height, width = args.size, args.size * 5 // 4

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from bridge.align.side import globs, load_builder, load_weights, recorded_batches, save_weights, side_parser
+from bridge.align.side import (config_setups, globs, load_builder, load_weights, recorded_batches, save_weights,
+                               side_parser)
 from bridge.cli import guarded_main, run_reporting_errors
 from bridge.errors import BridgeError
 from bridge.runs import Recorder
@@ -28,12 +29,16 @@ from bridge.runs import Recorder
 PROG = "python -m d2_side.record_model"
 
 
-def load_config(name: str, opts: list[str]):
-    """detectron2's config of a model-zoo name or a config file, with the ``KEY VALUE`` options merged."""
+def load_config(name: str, opts: list[str], setups: list[str] = ()):
+    """detectron2's config of a model-zoo name or a config file, with the ``KEY VALUE`` options merged; each
+    ``setups`` function (``MODULE:FUNCTION``, e.g. Mask DINO's ``add_maskdino_config``) is called with the
+    default config first, as a research repo's ``train_net.py`` does before merging its files."""
     from detectron2 import model_zoo
     from detectron2.config import get_cfg
 
     cfg = get_cfg()
+    for setup in config_setups(list(setups)):
+        setup(cfg)
     try:
         cfg.merge_from_file(name if Path(name).is_file() else model_zoo.get_config_file(name))
         cfg.merge_from_list(list(opts))
@@ -63,7 +68,7 @@ def record_model(args: argparse.Namespace) -> str:
     from d2_side.meta import export_d2_metadata
 
     register_onesample()
-    cfg = load_config(args.config, args.opts)
+    cfg = load_config(args.config, args.opts, args.config_setup)
     if not cfg.DATASETS.TEST:
         raise BridgeError(f"--config {args.config}: DATASETS.TEST is empty (name the one-sample dataset)")
     dataset = cfg.DATASETS.TEST[0]

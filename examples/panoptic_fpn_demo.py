@@ -14,6 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
+#: What the recipe names, for code that builds the demo pair without it (tests, benchmarks).
+PRESET = "d2-panoptic-fpn-to-mmdet"
+D2_CONFIG = "COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml"
+MMDET_CONFIG = "mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py"
+
 
 def build_d2(cfg: Any) -> nn.Module:
     """detectron2's PanopticFPN R50 of ``cfg`` (the recipe sets the CPU, no weights and the test size)."""
@@ -32,6 +37,30 @@ def build_mmdet_like_d2(cfg: Any) -> nn.Module:
     model = MODELS.build(cfg.model)
     return_instances_and_semantics(model, num_things=cfg.model.semantic_head.num_things_classes)
     return model
+
+
+def d2_model(seed: int, size: int) -> tuple[Any, nn.Module]:
+    """detectron2's config and PanopticFPN R50 on the CPU, random weights from ``seed``, test size ``size``,
+    in eval mode: the recipe's reference side, built in-process."""
+    from detectron2 import model_zoo
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    cfg.merge_from_file(model_zoo.get_config_file(D2_CONFIG))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", str(size),
+                         "INPUT.MAX_SIZE_TEST", str(size * 2)])
+    torch.manual_seed(seed)
+    return cfg, build_d2(cfg).eval()
+
+
+def mmdet_model_like_d2() -> nn.Module:
+    """mmdet's PanopticFPN R50 configured like detectron2's (:func:`build_mmdet_like_d2`), in eval mode: the
+    recipe's port side, built in-process."""
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+
+    register_all_modules()
+    return build_mmdet_like_d2(Config.fromstring(f"_base_ = {MMDET_CONFIG!r}\n", ".py")).eval()
 
 
 def return_instances_and_semantics(model: nn.Module, num_things: int) -> None:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from bridge.align.side import globs, load_builder, load_weights, recorded_batches, save_weights, side_parser
+from bridge.align.side import (config_setups, globs, load_builder, load_weights, recorded_batches, save_weights,
+                               side_parser)
 from bridge.cli import guarded_main, run_reporting_errors
 from bridge.errors import BridgeError
 from bridge.runs import Recorder
@@ -29,8 +30,9 @@ from bridge.taps import ModelTaps
 PROG = "python -m mmdet_side.record_model"
 
 
-def load_config(name: str, opts: list[str]):
-    """The mmengine config of a file or ``mmdet::NAME``, with the ``KEY=VALUE`` options merged."""
+def load_config(name: str, opts: list[str], setups: list[str] = ()):
+    """The mmengine config of a file or ``mmdet::NAME``, with the ``KEY=VALUE`` options merged, then passed to
+    each ``setups`` function (``MODULE:FUNCTION``, e.g. one that sets a port's options like the reference's)."""
     from mmengine.config import Config, DictAction
 
     options = argparse.ArgumentParser(prog=PROG)
@@ -46,6 +48,8 @@ def load_config(name: str, opts: list[str]):
         raise BridgeError(f"options {' '.join(opts)}: expected KEY=VALUE pairs") from None
     except Exception as exc:  # mmengine raises many types for a bad config
         raise BridgeError(f"--config {name}: cannot load ({type(exc).__name__}: {exc})") from None
+    for setup in config_setups(list(setups)):
+        setup(cfg)
     return cfg
 
 
@@ -61,7 +65,7 @@ def record_model(args: argparse.Namespace) -> str:
     from mmdet_side.replay import d2_inputs_to_mmdet
 
     register_all_modules()
-    cfg = load_config(args.config, args.opts)
+    cfg = load_config(args.config, args.opts, args.config_setup)
     torch.manual_seed(args.seed)
     model = (load_builder(args.builder) if args.builder else lambda c: MODELS.build(c.model))(cfg)
     if args.weights:

@@ -190,13 +190,13 @@ def _build_pair() -> tuple[nn.Module, nn.Module]:
     """detectron2's PanopticFPN R50 (seed 0) and mmdet's configured like it, loaded with the converted weights."""
     sys.path.insert(0, str(REPO / "examples"))
     try:
-        from panoptic_fpn_demo import build_d2, build_mmdet_like_d2
+        from panoptic_fpn_demo import d2_model, mmdet_model_like_d2
     finally:
         sys.path.remove(str(REPO / "examples"))
-    _cfg, d2_model = build_d2(seed=0, size=128)
-    mm_model = build_mmdet_like_d2()
-    mm_model.load_state_dict(convert_state_dict(d2_model.state_dict(), PRESET).state_dict, strict=True)
-    return d2_model, mm_model
+    _cfg, d2_net = d2_model(seed=0, size=128)
+    mm_net = mmdet_model_like_d2()
+    mm_net.load_state_dict(convert_state_dict(d2_net.state_dict(), PRESET).state_dict, strict=True)
+    return d2_net, mm_net
 
 
 def _record_semantic_grads(run_dir: Path, model: nn.Module, features, logits_of, image: torch.Tensor,

@@ -171,7 +171,7 @@ def _demo_module():
 
 def test_panoptic_fpn_draft_loads_strict_and_gives_identical_fpn_levels(tmp_path: Path) -> None:
     demo = _demo_module()
-    _cfg, d2_model = demo.build_d2(seed=0, size=128)
+    _cfg, d2_model = demo.d2_model(seed=0, size=128)
     state = d2_model.state_dict()
     src = tmp_path / "model_final.pth"
     torch.save({"model": state}, src)
@@ -191,7 +191,7 @@ def test_panoptic_fpn_draft_loads_strict_and_gives_identical_fpn_levels(tmp_path
     # class order only (detectron2: 'things' first, mmdet: last); the bias starts at zero, equal either way
     assert "semantic_head.conv_logits.weight" in differ
     assert set(differ) <= {"semantic_head.conv_logits.weight", "semantic_head.conv_logits.bias"}
-    mm_model = demo.build_mmdet_like_d2()
+    mm_model = demo.mmdet_model_like_d2()
     mm_model.load_state_dict(converted, strict=True)
     image = torch.rand(1, 3, 128, 160, generator=torch.Generator().manual_seed(0)) * 255
     with torch.no_grad():

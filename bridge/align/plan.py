@@ -138,6 +138,7 @@ def _builder_steps(layout: Layout, side: Side) -> list[Step]:
     argv = [side.python, "-m", f"{package}.record_model", "--config", config, "--out", str(layout.run(side)),
             "--seed", str(side.seed), "--meta-out", str(layout.meta(side))]
     argv += ["--builder", side.builder] if side.builder else []
+    argv += [arg for spec in side.config_setup for arg in ("--config-setup", spec)]
     argv += ["--activations", ",".join(side.record)] if side.record else []
     weights = layout.weights(side)
     argv += ["--weights", str(weights)] if weights else []

@@ -20,7 +20,8 @@ SIDES = ("reference", "port")
 _TOP_KEYS = {"family", "out", "data", "reference", "port", "convert", "record", "compare", "stages", "known"}
 #: The report's stages a ``known:`` entry can name (``bridge.report.stages.STAGES``).
 REPORT_STAGES = ("weights", "metadata", "inference", "losses", "gradients", "optimizer", "evaluation")
-_SIDE_KEYS = {"framework", "python", "builder", "command", "env", "cwd", "config", "options", "dataset", "task",
+_SIDE_KEYS = {"framework", "python", "builder", "config_setup", "command", "env", "cwd", "config", "options", "dataset",
+              "task",
               "seed", "input_format", "run", "weights", "meta"}
 
 
@@ -36,6 +37,7 @@ class Side:
     framework: str
     python: str
     builder: str | None = None
+    config_setup: list[str] = field(default_factory=list)
     commands: list[list[str]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
@@ -144,6 +146,12 @@ def _side(check: _Checker, raw: Any, name: str, family: str | None, record: dict
     commands = _commands(check, raw["command"], f"{name}.command") if "command" in raw else []
     if builder and commands:
         raise check.fail(name, "give either builder or command, not both")
+    setups = check.strings(raw.get("config_setup"), f"{name}.config_setup")
+    for spec in setups:
+        if ":" not in spec or spec.startswith(":") or spec.endswith(":"):
+            raise check.fail(f"{name}.config_setup", f"expected MODULE:FUNCTION, got {spec!r}")
+    if setups and commands:
+        raise check.fail(name, "config_setup belongs to a builder side (a command side sets up its own config)")
     config = check.text(raw.get("config"), f"{name}.config")
     if not commands and config is None:
         raise check.fail(f"{name}.config", "missing (a builder side builds from a config: a detectron2 model-zoo "
@@ -153,7 +161,8 @@ def _side(check: _Checker, raw: Any, name: str, family: str | None, record: dict
     globs = record.get(name)
     side = Side(
         name=name, framework=framework, python=check.text(raw.get("python"), f"{name}.python") or sys.executable,
-        builder=builder, commands=commands, env=env, cwd=check.text(raw.get("cwd"), f"{name}.cwd"), config=config,
+        builder=builder, config_setup=setups, commands=commands, env=env,
+        cwd=check.text(raw.get("cwd"), f"{name}.cwd"), config=config,
         options=check.strings(raw.get("options"), f"{name}.options"),
         dataset=check.text(raw.get("dataset"), f"{name}.dataset") or (defaults.d2_dataset if defaults else None),
         task=check.choice(raw.get("task"), f"{name}.task", ("panoptic", "instances", "detection"))

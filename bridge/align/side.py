@@ -25,6 +25,9 @@ def side_parser(prog: str, framework: str) -> argparse.ArgumentParser:
     p.add_argument("--builder", default="",
                    help="MODULE:FUNCTION called with the loaded config, returning the model (default: the "
                         "framework's own model builder)")
+    p.add_argument("--config-setup", action="append", default=[], metavar="MODULE:FUNCTION",
+                   help="called with the config before the model is built (repeatable): detectron2 before the config "
+                        "file is merged (a research repo's add_*_config), mmdet after it is loaded")
     p.add_argument("--weights", default="", help="checkpoint to load with strict=True (default: the builder's init)")
     p.add_argument("--save-weights", default="", help="write the model's state dict here (.pth or .safetensors)")
     p.add_argument("--replay", default="", help="feed the batches a detectron2 run recorded instead of the dataset")
@@ -38,19 +41,29 @@ def side_parser(prog: str, framework: str) -> argparse.ArgumentParser:
     return p
 
 
-def load_builder(spec: str) -> Callable[[Any], Any]:
-    """The callable ``MODULE:FUNCTION`` names; :class:`BridgeError` naming ``--builder`` when it is not one."""
+def load_callable(spec: str, option: str = "--builder") -> Callable[..., Any]:
+    """The callable ``MODULE:FUNCTION`` names; :class:`BridgeError` naming ``option`` when it is not one."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise BridgeError(f"--builder {spec!r}: expected MODULE:FUNCTION")
+        raise BridgeError(f"{option} {spec!r}: expected MODULE:FUNCTION")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise BridgeError(f"--builder {spec!r}: cannot import {module_name}: {exc}") from None
-    builder = getattr(module, attr, None)
-    if not callable(builder):
-        raise BridgeError(f"--builder {spec!r}: {module_name} has no function {attr}")
-    return builder
+        raise BridgeError(f"{option} {spec!r}: cannot import {module_name}: {exc}") from None
+    found = getattr(module, attr, None)
+    if not callable(found):
+        raise BridgeError(f"{option} {spec!r}: {module_name} has no function {attr}")
+    return found
+
+
+def load_builder(spec: str) -> Callable[[Any], Any]:
+    """The model builder ``--builder MODULE:FUNCTION`` names (see :func:`load_callable`)."""
+    return load_callable(spec, "--builder")
+
+
+def config_setups(specs: list[str]) -> list[Callable[[Any], Any]]:
+    """The functions ``--config-setup MODULE:FUNCTION`` name, in order (see :func:`load_callable`)."""
+    return [load_callable(spec, "--config-setup") for spec in specs]
 
 
 def globs(text: str) -> list[str]:
