@@ -288,3 +288,73 @@ def test_training_mode_replay_restores_buffers(tmp_path: Path) -> None:
     assert all(torch.equal(before[k], v) for k, v in model_b.state_dict().items())
     out_a = open_run(tmp_path / "a").get("1", step=0, kind="activation")
     assert torch.allclose(open_run(tmp_path / "local").get("1", step=0, kind="local"), out_a, atol=1e-6)
+
+
+class _CoderA:
+    """A parameter-free box coder: ``decode(boxes, deltas, scale)``."""
+
+    def decode(self, boxes: torch.Tensor, deltas: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        return boxes + deltas * scale
+
+
+class _CoderB:
+    """The same coder with the arguments the other way round, as mmdet's ``decode(bboxes, pred_bboxes)``."""
+
+    def decode(self, deltas: torch.Tensor, boxes: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        return boxes + deltas * scale
+
+
+class _Head(torch.nn.Module):
+    def __init__(self, coder: object) -> None:
+        super().__init__()
+        self.reg = torch.nn.Linear(4, 4)
+        self.coder = coder
+
+    def forward(self, boxes: torch.Tensor) -> torch.Tensor:
+        return self.coder.decode(boxes, self.reg(boxes)) + self.coder.decode(boxes, boxes, scale=2.0)
+
+
+def test_functions_recorded_per_call_and_replayed_with_renamed_arguments(tmp_path: Path) -> None:
+    """`functions=` records each call of a held object's method (arguments as input with the path, output as
+    activation, `#N` per call) and puts the method back; bridge.local replays A's calls into B's function
+    through `functions:` and positional renames; a function record without a `functions:` path, or a path
+    B lacks, is a status, not a crash; a path the model lacks is one clear error at recording."""
+    from bridge.errors import BridgeError, FormatError
+    from bridge.local.pairing import plan_pairs
+    from bridge.local.replay import replay_pairs
+
+    torch.manual_seed(0)
+    model_a = _Head(_CoderA())
+    with Recorder(tmp_path / "a") as recorder:
+        taps = ModelTaps(model_a, recorder, lambda: 0, functions={"decode": "coder.decode"})
+        model_a(torch.rand(3, 4))
+        taps.remove()
+    assert "decode" not in vars(model_a.coder)
+    run_a = open_run(tmp_path / "a")
+    second = run_a.get("decode#1", step=0, kind="input")
+    assert second["function"] == "coder.decode" and second["kwargs"] == {"scale": 2.0} and len(second["args"]) == 2
+    assert {(e.name, e.kind) for e in run_a.entries()} == {(n, k) for n in ("decode", "decode#1")
+                                                           for k in ("input", "activation")}
+    with pytest.raises(BridgeError, match="functions: 'coder.nope'"):
+        ModelTaps(model_a, recorder, lambda: 0, functions={"x": "coder.nope"})
+
+    rules = tmp_path / "functions.yaml"
+    rules.write_text("functions: {decode: coder.decode}\narguments:\n  - {module: decode, rename: {'0': boxes, '1': deltas}}\n",
+                     encoding="utf-8")
+    model_b = _Head(_CoderB())
+    tasks = plan_pairs([("decode", 0), ("decode#1", 0)], load_local_map([str(rules)]))
+    assert tasks[1] == {"step": 0, "name_a": "decode#1", "name_b": "decode#1", "function": "coder.decode",
+                        "renames": {"0": "boxes", "1": "deltas"}}
+    wrong = [{**tasks[0], "function": "coder.encode"}, {k: v for k, v in tasks[1].items() if k != "function"}]
+    with Recorder(tmp_path / "local") as recorder:
+        statuses = replay_pairs(model_b, run_a, tasks, recorder, torch.device("cpu"))
+    with Recorder(tmp_path / "local_wrong") as recorder:
+        wrong_statuses = replay_pairs(model_b, run_a, wrong, recorder, torch.device("cpu"))
+    assert [s["status"] for s in statuses] == ["ok", "ok"]
+    assert wrong_statuses[0]["status"].startswith("no function (functions: 'coder.encode'")
+    assert wrong_statuses[1]["status"].startswith("function record without a path")
+    rows = local_rows(tmp_path / "a", tmp_path / "a", tmp_path / "local")
+    assert [(row.name_a, row.local, row.verdict) for row in rows] == [("decode", 0.0, "ok"), ("decode#1", 0.0, "ok")]
+    rules.write_text("functions: [coder.decode]\n", encoding="utf-8")
+    with pytest.raises(FormatError, match="functions: a mapping record name"):
+        load_local_map([str(rules)])
