@@ -358,3 +358,30 @@ def test_functions_recorded_per_call_and_replayed_with_renamed_arguments(tmp_pat
     rules.write_text("functions: [coder.decode]\n", encoding="utf-8")
     with pytest.raises(FormatError, match="functions: a mapping record name"):
         load_local_map([str(rules)])
+
+
+class _LossHead(_Head):
+    """``_Head`` returning a loss dict, as a detectron2 trainer's model does."""
+
+    def forward(self, batch: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"loss": super().forward(batch[0]).square().mean()}
+
+
+def test_detectron2_record_hook_records_functions(tmp_path: Path) -> None:
+    """RecordHook(functions=...) in a detectron2 SimpleTrainer: each call of the coder in a recorded iteration
+    (input with its path, output), none in the others, and the coder's own method back after training."""
+    from detectron2.engine import SimpleTrainer
+
+    from d2_side.hooks import RecordHook
+
+    torch.manual_seed(0)
+    model = _LossHead(_CoderA())
+    trainer = SimpleTrainer(model, [[torch.rand(3, 4)]] * 3, torch.optim.SGD(model.parameters(), lr=0.1))
+    trainer.register_hooks([RecordHook(str(tmp_path / "run"), iterations=[1], record_batch=False,
+                                       functions={"decode": "coder.decode"})])
+    trainer.train(0, 3)
+    run = open_run(tmp_path / "run")
+    assert {(e.name, e.step, e.kind) for e in run.entries(kind="input")} == {("decode", 1, "input"), ("decode#1", 1, "input")}
+    assert run.get("decode#1", step=1, kind="input")["function"] == "coder.decode"
+    assert run.get("decode", step=1, kind="activation").shape == (3, 4)
+    assert "decode" not in vars(model.coder)
