@@ -70,6 +70,11 @@ class ModelTaps:
     Each call is one record: ``name``, ``name#1``, ... (a matcher called once per image).
     ``inputs`` (module-name globs) records each call's arguments as kind ``input`` under the same name and
     ``#N`` suffix as its activation (:func:`module_inputs`), for the layer-local check (docs/LAYER_LOCAL.md).
+    ``functions`` records calls of parameter-free functions, methods of objects the model holds (a box coder:
+    detectron2's ``proposal_generator.box2box_transform.apply_deltas``, mmdet's ``rpn_head.bbox_coder.decode``):
+    a mapping record name -> attribute path (or a list of paths, recorded under the path). The method is
+    shadowed on its object until :meth:`remove`; each call records its arguments as kind ``input``
+    (:func:`function_inputs`) and its output as kind ``activation``, ``name``, ``name#1``, ... per call.
     Warns (``UserWarning``) when an activation glob matches no module, or matches modules nested inside
     other matched modules (:func:`nested_matches`).
     """
@@ -77,13 +82,14 @@ class ModelTaps:
     def __init__(self, model: nn.Module, recorder: Recorder, step_of: Callable[[], int | None], *,
                  activations: Sequence[str] = (), grads: Sequence[str] = (), seed_modules: Sequence[str] = (),
                  seed: int = 0, matchers: Sequence[str] | Mapping[str, str] = (),
-                 inputs: Sequence[str] = ()) -> None:
+                 inputs: Sequence[str] = (), functions: Sequence[str] | Mapping[str, str] = ()) -> None:
         self._recorder = recorder
         self._step_of = step_of
         self._handles: list = []
         self._restore: list[tuple[Any, str, Any]] = []
         self._calls: dict[tuple[str, int, str], int] = {}
         self._wrap_matchers(model, matchers)
+        self._wrap_functions(model, functions)
         modules = dict(model.named_modules())
         matched = match_names(modules, activations)
         _warn_about_globs(list(modules), matched, activations)
@@ -156,14 +162,63 @@ class ModelTaps:
         if step is not None:
             record_matching(self._recorder, self._unique(name, step, MATCHING), output, step=step)
 
+    def _wrap_functions(self, model: nn.Module, functions: Sequence[str] | Mapping[str, str]) -> None:
+        wanted = dict(functions) if isinstance(functions, Mapping) else {path: path for path in functions}
+        for record_name, path in wanted.items():
+            owner, attr = resolve_function(model, path)
+            original = getattr(owner, attr)
+            self._restore.append((owner, attr, getattr(owner, "__dict__", {}).get(attr, _ABSENT)))
+            setattr(owner, attr, self._function_stand_in(record_name, path, original))
+
+    def _function_stand_in(self, name: str, path: str, original: Callable) -> Callable:
+        def stand_in(*args: Any, **kwargs: Any) -> Any:
+            step = self._step_of()
+            if step is not None:
+                self._recorder.record(self._unique(name, step, INPUT), function_inputs(path, args, kwargs),
+                                      step=step, kind=INPUT)
+            output = original(*args, **kwargs)
+            if step is not None:
+                self._recorder.record(self._unique(name, step, "activation"), recordable(output), step=step,
+                                      kind="activation")
+            return output
+        return stand_in
+
     def remove(self) -> None:
-        """Detach every hook from the model and put wrapped matchers back."""
+        """Detach every hook from the model and put wrapped matchers and functions back."""
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
         for owner, attr, target in reversed(self._restore):
-            setattr(owner, attr, target)
+            if target is _ABSENT:
+                delattr(owner, attr)
+            else:
+                setattr(owner, attr, target)
         self._restore.clear()
+
+
+#: Marks an attribute that was not in the object's own ``__dict__`` (a class method), deleted on restore.
+_ABSENT = object()
+
+
+def resolve_function(model: nn.Module, path: str) -> tuple[Any, str]:
+    """(object, method name) of the attribute path ``path`` below ``model`` (``rpn_head.bbox_coder.decode``);
+    BridgeError when a part is missing or the last one is not callable."""
+    *parts, attr = path.split(".")
+    owner: Any = model
+    for depth, part in enumerate(parts):
+        owner = getattr(owner, part, None)
+        if owner is None:
+            raise BridgeError(f"functions: {path!r}: the model has no {'.'.join(parts[:depth + 1])!r}")
+    if not callable(getattr(owner, attr, None)):
+        raise BridgeError(f"functions: {path!r}: {type(owner).__name__} has no method {attr!r}")
+    return owner, attr
+
+
+def function_inputs(path: str, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """The recorded form of one function call: ``{"args": [...], "kwargs": {...}, "function": path}`` (values as
+    in :func:`module_inputs`); ``function`` tells ``bridge.local`` to replay it as a function, not a module."""
+    return {"args": [recordable(a) for a in args], "kwargs": {k: recordable(v) for k, v in kwargs.items()},
+            "function": path}
 
 
 def module_inputs(module: nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
@@ -172,17 +227,19 @@ def module_inputs(module: nn.Module, args: tuple, kwargs: dict) -> dict[str, Any
     Tensors, lists, tuples, str-keyed dicts, None and numbers are kept as they are; any other object (a
     framework's data sample, a module) becomes the string ``<unrecordable TYPE>``, and a call holding one
     cannot be replayed (``bridge.local`` reports it)."""
-    return {"args": [_recordable(a) for a in args], "kwargs": {k: _recordable(v) for k, v in kwargs.items()},
+    return {"args": [recordable(a) for a in args], "kwargs": {k: recordable(v) for k, v in kwargs.items()},
             "training": bool(module.training)}
 
 
-def _recordable(value: Any) -> Any:
+def recordable(value: Any) -> Any:
+    """``value`` with every leaf that is not a tensor, None, number or str (nor a list, tuple or str-keyed dict
+    of those) replaced by the string ``<unrecordable TYPE>``."""
     if isinstance(value, torch.Tensor) or value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (list, tuple)):
-        return type(value)(_recordable(v) for v in value)
+        return type(value)(recordable(v) for v in value)
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        return {k: _recordable(v) for k, v in value.items()}
+        return {k: recordable(v) for k, v in value.items()}
     return f"{UNRECORDABLE}{type(value).__name__}>"
 
 

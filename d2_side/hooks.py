@@ -33,6 +33,9 @@ class RecordHook(HookBase):
     ``matchers`` records matcher outputs as kind ``matching`` (``bridge.taps.ModelTaps``), e.g.
     ``{"roi_matcher": "roi_heads.proposal_matcher", "rpn_matcher": "proposal_generator.anchor_matcher"}``.
     ``inputs`` (module-name globs) records each call's arguments as kind ``input`` (docs/LAYER_LOCAL.md).
+    ``functions`` (record name -> attribute path of a method of an object the model holds, e.g.
+    ``{"rpn_decode": "proposal_generator.box2box_transform.apply_deltas"}``) records each call's arguments
+    (kind ``input``) and output (kind ``activation``) for the layer-local check (``bridge.taps.ModelTaps``).
     ``rng_scopes`` (module-name globs, or a mapping label -> globs; see ``bridge.rng``) records the RNG tape of
     each recorded iteration: every random draw made while a matching module runs (record ``rng``, kind ``rng``),
     for ``ReplayHook`` / mmdet's ``BridgeReplayHook`` to replay.
@@ -49,8 +52,10 @@ class RecordHook(HookBase):
                  seed_modules: Sequence[str] = (), seed: int = 0,
                  matchers: Sequence[str] | Mapping[str, str] = (), optimizer_steps: int = 0,
                  params: Sequence[str] = (), grad_norm: bool = False, inputs: Sequence[str] = (),
-                 rng_scopes: Sequence[str] | Mapping[str, str | Sequence[str]] = ()) -> None:
+                 rng_scopes: Sequence[str] | Mapping[str, str | Sequence[str]] = (),
+                 functions: Sequence[str] | Mapping[str, str] = ()) -> None:
         self._run_dir = run_dir
+        self._functions = dict(functions) if isinstance(functions, Mapping) else tuple(functions)
         self._inputs = tuple(inputs)
         self._matchers = dict(matchers) if isinstance(matchers, Mapping) else tuple(matchers)
         self._optimizer_steps = optimizer_steps
@@ -80,7 +85,7 @@ class RecordHook(HookBase):
         model = self.trainer.model
         self._taps = ModelTaps(unwrap(model), self.recorder, self._current_step, activations=self._activations,
                                grads=self._grads, seed_modules=self._seed_modules, seed=self._seed,
-                               matchers=self._matchers, inputs=self._inputs)
+                               matchers=self._matchers, inputs=self._inputs, functions=self._functions)
         self._handles.append(model.register_forward_pre_hook(self._on_batch))
         self._handles.append(model.register_forward_hook(self._on_losses))
         if self._optimizer_steps:
@@ -135,17 +140,19 @@ class RecordHook(HookBase):
 @torch.no_grad()
 def record_inference(model: nn.Module, batches: Iterable[list[dict]], recorder: Recorder, *,
                      activations: Sequence[str] = (), max_batches: int | None = None,
-                     metadata: Any = None, inputs: Sequence[str] = ()) -> int:
+                     metadata: Any = None, inputs: Sequence[str] = (),
+                     functions: Sequence[str] | Mapping[str, str] = ()) -> int:
     """Run ``model`` in eval mode on ``batches`` (e.g. ``build_detection_test_loader``) and record, per
     batch index as step, the inputs (kind ``batch``), the outputs (``panoptic_seg``, ``instances``,
     ``sem_seg``; kind ``output``), chosen activations and the arguments of chosen modules (``inputs``, kind
-    ``input``). With the dataset's ``metadata``, each image's
-    ``panoptic_seg``, ``instances`` and ``sem_seg`` are also recorded in the canonical forms
+    ``input``) and the calls of chosen ``functions`` (as ``RecordHook``). With the dataset's ``metadata``,
+    each image's ``panoptic_seg``, ``instances`` and ``sem_seg`` are also recorded in the canonical forms
     (``panoptic.<image_id>``, ``instances.<image_id>``, ``semantic.<image_id>``; see docs/OUTPUTS.md), which
     ``bridge.compare`` pairs with mmdet's. Returns the number of batches recorded."""
     model.eval()
     step_box: list[int | None] = [None]
-    taps = ModelTaps(unwrap(model), recorder, lambda: step_box[0], activations=activations, inputs=inputs)
+    taps = ModelTaps(unwrap(model), recorder, lambda: step_box[0], activations=activations, inputs=inputs,
+                     functions=functions)
     count = 0
     try:
         for step, inputs in enumerate(batches):

@@ -41,6 +41,8 @@ class BridgeRecordHook(Hook):
     ``optimizer_steps`` / ``params`` / ``grad_norm``: as detectron2's ``RecordHook`` (the optimizer record, the
     parameters and the gradient norm right after the optimizer step, before mmengine zeroes the gradients).
     ``inputs``: as detectron2's ``RecordHook`` (each call's arguments, kind ``input``; docs/LAYER_LOCAL.md).
+    ``functions``: as detectron2's ``RecordHook`` (calls of a held object's method, e.g.
+    ``{"rpn_decode": "rpn_head.bbox_coder.decode"}``: arguments as kind ``input``, output as ``activation``).
     ``rng_scopes``: as detectron2's ``RecordHook``, the RNG tape of each recorded training iteration (every
     random draw made while a module matching the globs runs; record ``rng``, kind ``rng``)."""
 
@@ -51,7 +53,8 @@ class BridgeRecordHook(Hook):
                  seed_modules: Sequence[str] = (), seed: int = 0,
                  matchers: Sequence[str] | Mapping[str, str] = (), optimizer_steps: int = 0,
                  params: Sequence[str] = (), grad_norm: bool = False, inputs: Sequence[str] = (),
-                 rng_scopes: Sequence[str] | Mapping[str, str | Sequence[str]] = ()) -> None:
+                 rng_scopes: Sequence[str] | Mapping[str, str | Sequence[str]] = (),
+                 functions: Sequence[str] | Mapping[str, str] = ()) -> None:
         if not run_dir and not eval_run_dir:
             raise BridgeError("BridgeRecordHook: give run_dir (training), eval_run_dir (val/test) or both")
         self.run_dir = run_dir
@@ -68,6 +71,7 @@ class BridgeRecordHook(Hook):
         self.iterations = set(iterations)
         self.activations = tuple(activations)
         self.inputs = tuple(inputs)
+        self.functions = dict(functions) if isinstance(functions, Mapping) else tuple(functions)
         self.grads = tuple(grads)
         self.record_batch = record_batch
         self.eval_run_dir = eval_run_dir
@@ -89,11 +93,11 @@ class BridgeRecordHook(Hook):
             self.recorder = Recorder(self.run_dir, framework="mmdet", lazy=True)
             self._taps.append(ModelTaps(model, self.recorder, self._train_step, activations=self.activations,
                                         grads=self.grads, seed_modules=self.seed_modules, seed=self.seed,
-                                        matchers=self.matchers, inputs=self.inputs))
+                                        matchers=self.matchers, inputs=self.inputs, functions=self.functions))
         if self.eval_run_dir:
             self.eval_recorder = Recorder(self.eval_run_dir, framework="mmdet", lazy=True)
             self._taps.append(ModelTaps(model, self.eval_recorder, self._eval_step, activations=self.activations,
-                                        inputs=self.inputs))
+                                        inputs=self.inputs, functions=self.functions))
             self._handles.append(model.register_forward_hook(self._on_predicted, with_kwargs=True))
         self._handles.append(model.data_preprocessor.register_forward_hook(self._on_preprocessed))
         if self.optimizer_steps:

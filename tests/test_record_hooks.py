@@ -47,7 +47,7 @@ def small_mmdet_config(onesample_config: OneSampleConfig, tmp_path_factory: pyte
     work = tmp_path_factory.mktemp("mmdet_cfg")
     record_hook = dict(type="BridgeRecordHook", run_dir=str(work / "run_train"), iterations=[0, 1],
                        activations=["backbone.layer1"], eval_run_dir=str(work / "run_eval"),
-                       inputs=["neck.fpn_convs.0.conv"])
+                       inputs=["neck.fpn_convs.0.conv"], functions={"rpn_decode": "rpn_head.bbox_coder.decode"})
     path = write_config("mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py", work / "base.py", onesample_config,
                         hooks=[record_hook])
     cfg = Config.fromfile(str(path))
@@ -82,6 +82,9 @@ def test_mmdet_tools_train_then_test_with_record_hook(small_mmdet_config: Path, 
     assert run.get("backbone.layer1", step=0, kind="activation").shape[1] == 256
     recorded = run.get("neck.fpn_convs.0.conv", step=0, kind="input")  # inputs=: the call's arguments and mode
     assert recorded["training"] is True and recorded["args"][0].shape[1] == 256 and recorded["kwargs"] == {}
+    decoded = run.get("rpn_decode", step=0, kind="input")  # functions=: the RPN's proposal decoding
+    assert decoded["function"] == "rpn_head.bbox_coder.decode" and set(decoded["kwargs"]) == {"max_shape"}
+    assert run.get("rpn_decode", step=0, kind="activation").shape == decoded["args"][1].shape
 
     # torch >= 2.6 loads with weights_only=True by default, and mmengine 0.10.7 checkpoints carry its
     # HistoryBuffer in 'message_hub': keep only the weights (this checkpoint was made by this test).
@@ -101,6 +104,7 @@ def test_mmdet_tools_train_then_test_with_record_hook(small_mmdet_config: Path, 
     canonical = from_record(eval_run.get(f"panoptic.{image_id}", step=0, kind="output"))
     assert canonical.category.shape == tuple(predictions[0]["metainfo"]["ori_shape"])
     assert eval_run.get("neck.fpn_convs.0.conv", step=0, kind="input")["training"] is False
+    assert eval_run.get("rpn_decode", step=0, kind="input")["function"] == "rpn_head.bbox_coder.decode"
 
 
 def test_seed_modules_line_up_random_sampling_across_runs(onesample_config: OneSampleConfig, tmp_path: Path) -> None:

@@ -88,11 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   band_runs=args.band, band_margin=args.band_margin)
         if result.compared_nothing:
             raise _nothing_compared(kinds)
+        local_json, local_sections, local_lines = local_report(args)
         if args.json_out:
-            outputs.write_bytes(args.json_out, to_json_bytes(result))
+            outputs.write_bytes(args.json_out, to_json_bytes(result, local_json))
         if args.html_out:
-            outputs.write_bytes(args.html_out, build_html(result).encode("utf-8"))
-        local_lines = local_report(args) if args.local_run else []
+            outputs.write_bytes(args.html_out, build_html(result, local_sections).encode("utf-8"))
         if args.quiet:
             print(summary_line(result))
         else:
@@ -103,11 +103,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if result.passed else 1
 
 
-def local_report(args: argparse.Namespace) -> list[str]:
-    """The layer-local table of ``--local`` (bridge.compare.local_entries)."""
-    from .local_entries import format_rows, local_rows
+def local_report(args: argparse.Namespace) -> tuple[dict | None, list[tuple[str, str]], list[str]]:
+    """The layer-local check of ``--local`` (bridge.compare.local_entries) for each report: the JSON section
+    (None without ``--local``), the HTML sections and the terminal lines."""
+    if not args.local_run:
+        return None, [], []
+    from .local_entries import format_rows, local_html, local_rows, local_section
 
-    return format_rows(local_rows(args.run_a, args.run_b, args.local_run, args.map_file, atol=args.atol, rtol=args.rtol))
+    rows = local_rows(args.run_a, args.run_b, args.local_run, args.map_file, atol=args.atol, rtol=args.rtol)
+    return local_section(rows, args.atol, args.rtol), [("Layer-local check", local_html(rows))], format_rows(rows)
 
 
 if __name__ == "__main__":

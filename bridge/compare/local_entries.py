@@ -9,6 +9,7 @@ exceeds tolerance while its local error does not is **inherited** (docs/LAYER_LO
 
 from __future__ import annotations
 
+import html
 import math
 import os
 from collections.abc import Sequence
@@ -39,8 +40,12 @@ class LocalRow:
     verdict: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form."""
-        return dict(vars(self))
+        """JSON form: errors as numbers, ``"shape"`` when the shapes differ, None when a side lacks the record."""
+        return {**vars(self), "end_to_end": _json_error(self.end_to_end), "local": _json_error(self.local)}
+
+
+def _json_error(value: float | None) -> float | str | None:
+    return "shape" if value is not None and math.isinf(value) else value
 
 
 def _leaves(value: Any) -> list[torch.Tensor]:
@@ -125,16 +130,43 @@ def origin(rows: Sequence[LocalRow]) -> LocalRow | None:
     return next((row for row in rows if row.verdict == "origin"), None)
 
 
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else "shape" if math.isinf(value) else f"{value:.3g}"
+
+
 def format_rows(rows: Sequence[LocalRow]) -> list[str]:
     """Plain text lines of the table and the origin sentence."""
-    def fmt(value: float | None) -> str:
-        return "-" if value is None else "shape" if math.isinf(value) else f"{value:.3g}"
-
     lines = [f"{'step':>4}  {'module (A -> B)':<70} {'end-to-end':>11} {'local':>11}  verdict"]
     for row in rows:
-        lines.append(f"{row.step:>4}  {row.name_a + ' -> ' + row.name_b:<70} {fmt(row.end_to_end):>11} "
-                     f"{fmt(row.local):>11}  {row.verdict}")
+        lines.append(f"{row.step:>4}  {row.name_a + ' -> ' + row.name_b:<70} {_fmt(row.end_to_end):>11} "
+                     f"{_fmt(row.local):>11}  {row.verdict}")
+    return [*lines, origin_line(rows)]
+
+
+def origin_line(rows: Sequence[LocalRow]) -> str:
+    """The sentence naming the origin (or saying there is none)."""
     found = origin(rows)
-    lines.append(f"origin: {found.name_a} -> {found.name_b} (step {found.step}): local error {fmt(found.local)}"
-                 if found else "origin: none (every local error within tolerance)")
-    return lines
+    return (f"origin: {found.name_a} -> {found.name_b} (step {found.step}): local error {_fmt(found.local)}"
+            if found else "origin: none (every local error within tolerance)")
+
+
+def local_section(rows: Sequence[LocalRow], atol: float | None = None, rtol: float | None = None) -> dict[str, Any]:
+    """The ``local`` section of the JSON report (docs/COMPARE_JSON.md): the tolerance, the origin row (or None)
+    and every row (:meth:`LocalRow.to_dict`)."""
+    found = origin(rows)
+    return {"atol": atol if atol is not None else DEFAULT_TOL[0], "rtol": rtol if rtol is not None else DEFAULT_TOL[1],
+            "origin": found.to_dict() if found else None, "rows": [row.to_dict() for row in rows]}
+
+
+def local_html(rows: Sequence[LocalRow]) -> str:
+    """The table of the HTML report (``id="local"``; rows with local error marked), then the origin sentence."""
+    head = "".join(f'<th class="l">{c}</th>' if c in ("module A", "module B", "verdict") else f"<th>{c}</th>"
+                   for c in ("step", "module A", "module B", "end-to-end", "local", "verdict"))
+    body = []
+    for row in rows:
+        cells = [f"<td>{row.step}</td>", f'<td class="l">{html.escape(row.name_a)}</td>',
+                 f'<td class="l">{html.escape(row.name_b)}</td>', f"<td>{_fmt(row.end_to_end)}</td>",
+                 f"<td>{_fmt(row.local)}</td>", f'<td class="l">{row.verdict}</td>']
+        body.append(f'<tr class="{"bad" if row.local_ok is False else ""}">{"".join(cells)}</tr>')
+    return (f'<table id="local"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+            f"<p>{html.escape(origin_line(rows))}</p>")

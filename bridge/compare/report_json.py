@@ -14,8 +14,9 @@ from .engine import ComparisonResult
 SCHEMA_VERSION = 1
 
 
-def to_dict(result: ComparisonResult) -> dict[str, Any]:
-    """Return the JSON-ready report; non-finite floats are null."""
+def to_dict(result: ComparisonResult, local: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Return the JSON-ready report; non-finite floats are null. ``local``: the layer-local section
+    (``bridge.compare.local_entries.local_section``, with ``--local``), else null."""
     return {
         "schema_version": SCHEMA_VERSION,
         "passed": result.passed,
@@ -45,12 +46,13 @@ def to_dict(result: ComparisonResult) -> dict[str, Any]:
         "by_nature": [loc.to_dict() for loc in result.by_nature],
         "optim": [comparison.to_dict() for comparison in result.optim],
         "band": result.band.to_dict() if result.band is not None else None,
+        "local": local,
     }
 
 
-def to_json_bytes(result: ComparisonResult) -> bytes:
-    """The report as UTF-8 JSON bytes (indented)."""
-    return orjson.dumps(to_dict(result), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+def to_json_bytes(result: ComparisonResult, local: dict[str, Any] | None = None) -> bytes:
+    """The report as UTF-8 JSON bytes (indented); ``local`` as in :func:`to_dict`."""
+    return orjson.dumps(to_dict(result, local), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
 
 
 def write_json(result: ComparisonResult, path: str | os.PathLike[str]) -> None:

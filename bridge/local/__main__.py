@@ -1,7 +1,8 @@
 """``python -m bridge.local RUN_A --model-side {mmdet,detectron2} CONFIG CHECKPOINT --map PRESET -o RUN_LOCAL``.
 
 Pairs every module call recorded in RUN_A as kind ``input`` with side B's module through ``--map``
-(``bridge.local.pairing``), runs B's module on those inputs in a subprocess of B's framework
+(``bridge.local.pairing``; a ``functions=`` record with the attribute path its ``functions:`` section names),
+runs B's module or function on those inputs in a subprocess of B's framework
 (``python -m mmdet_side.local`` / ``d2_side.local``, so ``bridge`` never imports a framework) and writes its
 outputs as kind ``local`` into RUN_LOCAL (written beside, then renamed into place). Prints one line per call;
 exit 0 when every paired call ran, 1 when some could not, 2 on bad input.
@@ -32,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_a", help="run holding module inputs (kind input)")
     p.add_argument("--model-side", nargs=3, required=True, metavar=("SIDE", "CONFIG", "CHECKPOINT"),
                    help="mmdet or detectron2, its config, and the checkpoint of side B (e.g. the converted one)")
-    p.add_argument("--map", action="append", default=[], help="preset or rule file (modules:/arguments: sections "
-                                                              "allowed); repeatable")
+    p.add_argument("--map", action="append", default=[], help="preset or rule file (modules:/arguments:/functions: "
+                                                              "sections allowed); repeatable")
     p.add_argument("--opts", nargs="*", default=[], help="detectron2 config overrides KEY VALUE ...")
     p.add_argument("--device", default="cpu")
     p.add_argument("-o", "--out", required=True, help="run directory to write")

@@ -9,8 +9,11 @@ rules applied to the name, or to ``name.weight``), so ``backbone.fpn_output2`` p
       - {from: '^roi_heads\\.box_head$', to: 'roi_head.bbox_head'}
     arguments:                     # per-module argument renames (A's name glob)
       - {module: 'sem_seg_head.*', rename: {src_key_padding_mask: key_padding_mask, '0': query}}
+    functions:                     # record name (``functions=`` of both record hooks) -> B's attribute path
+      rpn_decode: rpn_head.bbox_coder.decode
 
 An argument rename names a keyword, or a position as a digit string; a renamed position becomes a keyword.
+A function record keeps its name on both sides; ``arguments:`` items match it like a module name.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class LocalMap:
     ruleset: RuleSet | None = None
     modules: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
     arguments: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    functions: dict[str, str] = field(default_factory=dict)
 
 
 def load_local_map(sources: Sequence[str | Path]) -> LocalMap:
@@ -71,12 +75,21 @@ def _add_sections(result: LocalMap, data: dict[str, Any], source: str) -> None:
             raise FormatError(f"--map {source}: arguments: each item needs 'module' (glob) and 'rename' (mapping), "
                               f"got {item!r}")
         result.arguments.append((item["module"], {str(k): str(v) for k, v in item["rename"].items()}))
+    functions = data.get("functions") or {}
+    if not isinstance(functions, dict) or not all(isinstance(k, str) and isinstance(v, str) and v
+                                                  for k, v in functions.items()):
+        raise FormatError(f"--map {source}: functions: a mapping record name -> B's attribute path "
+                          f"(e.g. rpn_decode: rpn_head.bbox_coder.decode), got {functions!r}")
+    result.functions.update(functions)
 
 
 def pair_module(name: str, local_map: LocalMap) -> str:
-    """B's module name for A's module ``name`` (a ``#N`` call suffix is kept); unchanged when no rule applies."""
+    """B's module name for A's module ``name`` (a ``#N`` call suffix is kept); unchanged when no rule applies
+    or ``name`` is a function record of ``functions:``."""
     match = _OCCURRENCE.match(name)
     base, mark = (match["name"], match["mark"] or "") if match else (name, "")
+    if base in local_map.functions:
+        return name
     for pattern, template in local_map.modules:
         if pattern.fullmatch(base):
             return pattern.sub(template, base) + mark
@@ -96,6 +109,13 @@ def argument_renames(name: str, local_map: LocalMap) -> dict[str, str]:
 
 
 def plan_pairs(input_records: Iterable[tuple[str, int]], local_map: LocalMap) -> list[dict[str, Any]]:
-    """One replay task per recorded (A name, step): ``{"step", "name_a", "name_b", "renames"}``."""
-    return [{"step": step, "name_a": name, "name_b": pair_module(name, local_map),
-             "renames": argument_renames(name, local_map)} for name, step in input_records]
+    """One replay task per recorded (A name, step): ``{"step", "name_a", "name_b", "renames"}``, with
+    ``"function"`` (B's attribute path) for a function record of ``functions:``."""
+    tasks = []
+    for name, step in input_records:
+        task: dict[str, Any] = {"step": step, "name_a": name, "name_b": pair_module(name, local_map),
+                                "renames": argument_renames(name, local_map)}
+        if name.split("#", 1)[0] in local_map.functions:
+            task["function"] = local_map.functions[name.split("#", 1)[0]]
+        tasks.append(task)
+    return tasks

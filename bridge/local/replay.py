@@ -8,8 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from bridge.errors import BridgeError
 from bridge.runs import Recorder, Run
-from bridge.taps import UNRECORDABLE
+from bridge.taps import UNRECORDABLE, recordable, resolve_function
 
 #: Kind of the records written by the replay.
 LOCAL = "local"
@@ -68,25 +69,49 @@ def replay_call(model: nn.Module, module: nn.Module, recorded: dict[str, Any], r
                 buf.copy_(buffers[name])
 
 
+def replay_function(function: Any, recorded: dict[str, Any], renames: dict[str, str], device: torch.device) -> Any:
+    """``function``'s output on one recorded call (arguments renamed and moved to ``device``), without gradients."""
+    args, kwargs = apply_renames(list(recorded.get("args") or []), dict(recorded.get("kwargs") or {}), renames)
+    with torch.no_grad():
+        return function(*_to_device(args, device), **_to_device(kwargs, device))
+
+
+def _target(model: nn.Module, modules: dict[str, nn.Module], task: dict[str, Any]) -> tuple[Any, str]:
+    """The module or function ``task`` replays into, or None with the status saying why."""
+    if "function" in task:
+        try:
+            owner, attr = resolve_function(model, task["function"])
+        except BridgeError as exc:
+            return None, f"no function ({exc})"
+        return getattr(owner, attr), "ok"
+    base = task["name_b"].split("#", 1)[0]
+    return (modules[base], "ok") if base in modules else (None, "no module")
+
+
 def replay_pairs(model: nn.Module, run_a: Run, tasks: Sequence[dict[str, Any]], recorder: Recorder,
                  device: torch.device) -> list[dict[str, Any]]:
     """Replay every task (``bridge.local.pairing.plan_pairs``) and record B's output as kind ``local`` under
-    ``name_b``; one status per task: ``ok``, ``no module`` (B has no module of that name), ``unrecordable
-    input`` or ``failed: ...`` (the module raised)."""
+    ``name_b``; one status per task: ``ok``, ``no module`` (B has no module of that name), ``no function
+    (...)`` (a function task whose attribute path B lacks), ``function record without a path`` (A recorded a
+    function call, ``--map`` names no ``functions:`` path for it), ``unrecordable input`` or ``failed: ...``
+    (the module or function raised)."""
     modules = dict(model.named_modules())
     statuses = []
     for task in tasks:
-        base = task["name_b"].split("#", 1)[0]
-        status = "ok"
-        if base not in modules:
-            status = "no module"
+        recorded = run_a.get(task["name_a"], step=task["step"], kind="input")
+        if "function" in recorded and "function" not in task:
+            target, status = None, "function record without a path (add functions: NAME: PATH to --map)"
         else:
-            recorded = run_a.get(task["name_a"], step=task["step"], kind="input")
+            target, status = _target(model, modules, task)
+        if target is not None:
             if _has_unrecordable(recorded):
                 status = "unrecordable input"
             else:
                 try:
-                    output = replay_call(model, modules[base], recorded, task["renames"], device)
+                    if "function" in task:
+                        output = recordable(replay_function(target, recorded, task["renames"], device))
+                    else:
+                        output = replay_call(model, target, recorded, task["renames"], device)
                     recorder.record(task["name_b"], output, step=task["step"], kind=LOCAL)
                 except Exception as exc:  # a module's own error on these inputs is a finding, not a crash
                     status = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
