@@ -47,14 +47,28 @@ def load_config(name: str, opts: list[str], setups: list[str] = ()):
     return cfg
 
 
+def normalized_input(model: torch.nn.Module, batch: list[dict]) -> torch.Tensor | None:
+    """The padded, normalized image tensor ``model`` computes from ``batch``: its ``preprocess_image`` (detectron2's
+    meta-architectures), else what Mask2Former-style models do inline in ``forward`` (``pixel_mean`` /
+    ``pixel_std``, then ``ImageList.from_tensors`` with ``size_divisibility``); None when it has neither."""
+    from detectron2.structures import ImageList
+
+    with torch.no_grad():
+        if hasattr(model, "preprocess_image"):
+            return model.preprocess_image(batch).tensor
+        if all(hasattr(model, name) for name in ("pixel_mean", "pixel_std", "size_divisibility")):
+            images = [(x["image"].to(model.pixel_mean.device) - model.pixel_mean) / model.pixel_std for x in batch]
+            return ImageList.from_tensors(images, model.size_divisibility).tensor
+    return None
+
+
 def _with_normalized_input(model: torch.nn.Module, batches: Iterable[list[dict]],
                            recorder: Recorder) -> Iterator[list[dict]]:
     """Yield ``batches``, recording each one's ``normalized_input`` (kind ``activation``) first."""
     for step, batch in enumerate(batches):
-        if hasattr(model, "preprocess_image"):
-            with torch.no_grad():
-                recorder.record("normalized_input", model.preprocess_image(batch).tensor, step=step,
-                                kind="activation")
+        tensor = normalized_input(model, batch)
+        if tensor is not None:
+            recorder.record("normalized_input", tensor, step=step, kind="activation")
         yield batch
 
 

@@ -17,6 +17,7 @@ import yaml
 from bridge.align.__main__ import main
 from bridge.align.plan import Layout, plan
 from bridge.align.recipe import RecipeError, load_recipe, parse_recipe
+from bridge.errors import BridgeError
 from tests.conftest import REPO
 
 DEMO = REPO / "examples" / "panoptic_fpn_demo.yaml"
@@ -83,6 +84,8 @@ def test_dry_run_prints_the_demo_commands_and_writes_nothing(tmp_path: Path, cap
     (lambda r: r["data"].update(synthetic={"images": 0}), "key 'data.synthetic.images': expected 1..99"),
     (lambda r: r.update(known=[{"stage": "inference", "match": "x"}]), "key 'known[0].note': missing"),
     (lambda r: r.update(data={"coco_root": "$BRIDGE_NO_SUCH_VARIABLE/coco"}), "key 'data.coco_root': "),
+    (lambda r: r["reference"].update(config_setup=["maskdino"]), "key 'reference.config_setup': expected MODULE:FUNCTION"),
+    (lambda r: r["known"][1].update(accept=True), "key 'known[1].accept': only an evaluator-metadata difference"),
 ])
 def test_bad_recipe_is_one_error_line_naming_file_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                            change, message: str) -> None:
@@ -143,7 +146,7 @@ def test_an_out_folder_of_other_content_is_refused_before_anything_runs(tmp_path
 
 
 def test_the_recipes_in_docs_align_md_are_valid_and_plan(tmp_path: Path) -> None:
-    """docs/ALIGN.md's recipe reference and its Mask DINO sketch pass the recipe check and plan their commands."""
+    """docs/ALIGN.md's recipe reference and its Mask DINO recipe pass the recipe check and plan their commands."""
     page = REPO / "docs" / "ALIGN.md"
     blocks = re.findall(r"^```yaml\n(.*?)^```", page.read_text(encoding="utf-8"), re.S | re.M)
     assert len(blocks) == 2
@@ -152,9 +155,66 @@ def test_the_recipes_in_docs_align_md_are_valid_and_plan(tmp_path: Path) -> None
         stages = plan(Layout(recipe))
         assert [stage.name for stage in stages][-2:] == ["compare", "report"]
     maskdino = {stage.name: stage for stage in stages}
-    assert maskdino["reference"].steps[0].env["BRIDGE_RECORD_DIR"] == str(tmp_path / "out" / "runs" / "reference")
-    config, test = (step.argv for step in maskdino["port"].steps)
-    assert config[config.index("--replay-eval-dir") + 1] == str(tmp_path / "out" / "runs" / "reference")
-    assert test[-1] == str(tmp_path / "out" / "port_weights.pth") and maskdino["port"].steps[0].cwd == "/src/mmdetection"
+    reference = maskdino["reference"].steps[0].argv
+    assert reference[reference.index("--config-setup") + 1] == "maskdino_setup:reference"
+    assert "MODEL.MaskDINO.TEST.SEMANTIC_ON" in reference and "/src/MaskDINO" in maskdino["reference"].steps[0].env["PYTHONPATH"]
+    config, record = (step.argv for step in maskdino["port"].steps)
+    assert config[config.index("--base") + 1].endswith("maskdino_r50_8xb2-lsj-50e_coco-panoptic.py")
+    assert record[record.index("--replay") + 1] == str(tmp_path / "out" / "runs" / "reference")
+    assert record[record.index("--weights") + 1] == str(tmp_path / "out" / "port_weights.pth")
     assert "--preset maskdino-d2-to-mmdet" in maskdino["convert"].steps[0].shell()
-    assert "/ckpt/maskdino_r50_panoptic.pth" in maskdino["convert"].steps[0].argv
+    assert "--target port_state_dict.pth" in maskdino["convert"].steps[0].shell()
+    assert [entry.get("accept") for entry in recipe.known] == [True] * 4
+
+
+def add_bridge_test_keys(cfg) -> None:
+    """A config set-up as a research repo's ``add_*_config``: a detectron2 key the stock config lacks, or on an
+    mmdet config a changed model setting."""
+    if hasattr(cfg, "merge_from_file"):
+        from detectron2.config import CfgNode
+
+        cfg.BRIDGE_TEST = CfgNode({"POINTS": 100})
+    else:
+        cfg.model.backbone.depth = 101
+
+
+def test_config_setup_runs_before_the_config_is_used(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from d2_side.record_model import load_config as load_d2_config
+    from mmdet_side.record_model import load_config as load_mmdet_config
+
+    setup = "tests.test_align:add_bridge_test_keys"
+    d2 = load_d2_config("COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml", ["BRIDGE_TEST.POINTS", "12544"], [setup])
+    assert d2.BRIDGE_TEST.POINTS == 12544
+    with pytest.raises(BridgeError, match="BRIDGE_TEST"):  # without the set-up the key is unknown to detectron2
+        load_d2_config("COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml", ["BRIDGE_TEST.POINTS", "1"])
+    mm = load_mmdet_config("mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py", [], [setup])
+    assert mm.model.backbone.depth == 101
+    with pytest.raises(BridgeError, match="--config-setup 'tests.test_align:no_such_function'"):
+        load_mmdet_config("mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py", [], ["tests.test_align:no_such_function"])
+    recipe = yaml.safe_load(DEMO.read_text())
+    recipe["reference"]["config_setup"] = [setup]
+    assert main([str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    reference = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("[reference]"))
+    assert f"--config-setup {setup}" in reference
+
+
+def test_normalized_input_of_a_model_that_normalizes_inside_forward() -> None:
+    """Mask2Former / Mask DINO normalize and pad in ``forward`` (no ``preprocess_image``): the detectron2 side
+    records the same tensor from ``pixel_mean``, ``pixel_std`` and ``size_divisibility``."""
+    import torch
+
+    from d2_side.record_model import normalized_input
+
+    class InlineNormalizing(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("pixel_mean", torch.tensor([1.0, 2.0, 3.0]).view(3, 1, 1), False)
+            self.register_buffer("pixel_std", torch.tensor([2.0, 2.0, 4.0]).view(3, 1, 1), False)
+            self.size_divisibility = 32
+
+    image = torch.arange(3 * 40 * 50, dtype=torch.float32).view(3, 40, 50)
+    tensor = normalized_input(InlineNormalizing(), [{"image": image}])
+    assert tensor.shape == (1, 3, 64, 64) and not tensor[..., 40:, :].any() and not tensor[..., 50:].any()
+    assert torch.equal(tensor[0, :, :40, :50], (image - torch.tensor([1.0, 2.0, 3.0]).view(3, 1, 1))
+                       / torch.tensor([2.0, 2.0, 4.0]).view(3, 1, 1))
+    assert normalized_input(torch.nn.Linear(2, 2), [{"image": image}]) is None

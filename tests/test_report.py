@@ -178,3 +178,24 @@ def test_page_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert '<span id="shown-count">1</span>' in proc.stdout
     assert 'data-key="decoder.queries" style="display: none;"' in proc.stdout
+
+
+def test_a_recipe_accepts_evaluator_metadata_differences_only() -> None:
+    from bridge.report.pieces import PieceError
+
+    diff = _piece("metadata_diff", {"equivalent": False, "differences": [
+        {"field": "evaluator.max_dets", "a_value": [1, 10, 100], "b_value": [100, 300, 1000],
+         "sentence": "evaluator max_dets: detectron2 uses [1, 10, 100] where mmdet uses [100, 300, 1000]"},
+        {"field": "void_label", "a_value": None, "b_value": 0, "sentence": "void label: a has none where b has 0"}]})
+    accept_max_dets = {"stage": "metadata", "match": "max_dets", "note": "fewer than 100 detections", "accept": True}
+    stages = judge([diff, _piece("known", {"known_differences": [accept_max_dets]})])
+    metadata = next(s for s in stages if s.name == "metadata")
+    assert metadata.status == "fail" and "void_label: void label: a has none where b has 0" in metadata.findings
+    assert metadata.findings[0].endswith("2 differences, 1 accepted by the recipe")
+    assert "accepted difference: evaluator.max_dets: evaluator max_dets: detectron2 uses [1, 10, 100] where mmdet " \
+           "uses [100, 300, 1000] (fewer than 100 detections)" in metadata.findings
+    accept_void = {"stage": "metadata", "match": "void_label", "note": "no void pixels here", "accept": True}
+    stages = judge([diff, _piece("known", {"known_differences": [accept_max_dets, accept_void]})])
+    assert next(s for s in stages if s.name == "metadata").status == "pass" and exit_code(stages) == 0
+    with pytest.raises(PieceError, match=r"known_differences\[0\]: .*accept: true \(stage metadata only\)"):
+        judge([diff, _piece("known", {"known_differences": [accept_max_dets | {"stage": "inference"}]})])

@@ -66,7 +66,7 @@ class Recipe:
     convert: dict[str, Any]
     compare: dict[str, Any]
     family: str | None = None
-    known: list[dict[str, str]] = field(default_factory=list)
+    known: list[dict[str, Any]] = field(default_factory=list)
 
 
 class _Checker:
@@ -236,16 +236,21 @@ def parse_recipe(data: Any, path: Path, *, out: str | None = None, stages: list[
     if not isinstance(known, list):
         raise check.fail("known", "expected a list of {stage, match, note}")
     for n, entry in enumerate(known):
-        entry = check.mapping(entry, f"known[{n}]", {"stage", "match", "note"})
-        check.choice(entry.get("stage"), f"known[{n}].stage", REPORT_STAGES, required=True)
+        entry = check.mapping(entry, f"known[{n}]", {"stage", "match", "note", "accept"})
+        stage = check.choice(entry.get("stage"), f"known[{n}].stage", REPORT_STAGES, required=True)
         check.text(entry.get("match"), f"known[{n}].match", required=True)
         check.text(entry.get("note"), f"known[{n}].note", required=True)
+        if entry.get("accept") not in (None, True, False):
+            raise check.fail(f"known[{n}].accept", "expected true or false")
+        if entry.get("accept") and stage != "metadata":
+            raise check.fail(f"known[{n}].accept", "only an evaluator-metadata difference can be accepted (stage "
+                                                   "metadata); tensors and results are judged by tolerances")
     out_text = out if out is not None else check.text(top.get("out"), "out")
     if out_text is None:
         raise check.fail("out", "missing (or give --out)")
     return Recipe(path=path, out=Path(out_text), stages=[s for s in STAGES if s in chosen], reference=reference,
                   port=port, data=data_cfg, convert=convert, compare=compare, family=family,
-                  known=[{k: str(v) for k, v in entry.items()} for entry in known])
+                  known=[{k: v if k == "accept" else str(v) for k, v in entry.items()} for entry in known])
 
 
 def load_recipe(path: str | os.PathLike[str], *, out: str | None = None, stages: list[str] | None = None,

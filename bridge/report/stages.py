@@ -93,12 +93,22 @@ def _initcheck(stage: Stage, piece: Piece) -> None:
     stage.tolerances.append("initcheck: equal, or a two-sample Kolmogorov-Smirnov test not rejecting at alpha 0.001")
 
 
-def _metadata(stage: Stage, piece_a: Piece, piece_b: Piece | None, diffs: list[dict[str, Any]]) -> None:
+def _metadata(stage: Stage, piece_a: Piece, piece_b: Piece | None, diffs: list[dict[str, Any]],
+              accepted: Sequence[dict[str, Any]] = ()) -> None:
+    """Judge the metadata differences; one that an ``accepted`` known difference matches (its ``match`` in the
+    field or the sentence) is listed as accepted, with the recipe's note, and does not fail the stage."""
     src = str(piece_a.path) if piece_b is None else f"{piece_a.path} + {piece_b.path}"
-    stage.judge(not diffs, src)
-    stage.findings.append(f"evaluator metadata ({src}): " + ("equivalent" if not diffs else f"{len(diffs)} differences"))
-    stage.findings.extend(f"{d['field']}: {d['sentence']}" for d in diffs)
-    stage.tolerances.append("metadata: classes, ids, labels and evaluator settings exact")
+    texts = [f"{d['field']}: {d['sentence']}" for d in diffs]
+    reasons = [next((entry["note"] for entry in accepted if entry["match"] in text), None) for text in texts]
+    open_diffs = [text for text, reason in zip(texts, reasons) if reason is None]
+    stage.judge(not open_diffs, src)
+    summary = "equivalent" if not diffs else f"{len(diffs)} differences"
+    if len(open_diffs) < len(diffs):
+        summary += f", {len(diffs) - len(open_diffs)} accepted by the recipe"
+    stage.findings.append(f"evaluator metadata ({src}): {summary}")
+    stage.findings.extend(open_diffs)
+    stage.findings.extend(f"accepted difference: {text} ({reason})" for text, reason in zip(texts, reasons) if reason)
+    stage.tolerances.append("metadata: classes, ids, labels and evaluator settings exact, unless accepted by the recipe")
 
 
 def metadata_differences(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
@@ -204,20 +214,30 @@ def _parity(stage: Stage, piece: Piece) -> None:
     stage.tolerances.append(f"evaluator tables: |detectron2 - mmdet| <= {d.get('tolerance')} per metric")
 
 
-def _known(stages: dict[str, Stage], piece: Piece) -> None:
-    """Explain known differences where they show: each entry ``{stage, match, note}`` of the piece adds
-    ``known difference: NOTE`` to its stage when one of that stage's findings contains ``match``. Verdicts
-    stay as they are: a known difference is still a difference."""
+def _known_entries(piece: Piece) -> list[dict[str, Any]]:
+    """The checked entries of a ``known`` piece: ``{stage, match, note}`` and optionally ``accept: true`` (only
+    for stage ``metadata``); :class:`PieceError` naming the file and the entry otherwise."""
     entries = piece.data["known_differences"]
     if not isinstance(entries, list):
         raise PieceError(f"{piece.path}: known_differences must be a list")
     for n, entry in enumerate(entries):
-        if (not isinstance(entry, dict) or entry.get("stage") not in stages
-                or not all(isinstance(entry.get(k), str) and entry.get(k) for k in ("match", "note"))):
+        if (not isinstance(entry, dict) or entry.get("stage") not in STAGES
+                or not all(isinstance(entry.get(k), str) and entry.get(k) for k in ("match", "note"))
+                or entry.get("accept") not in (None, True, False)
+                or (entry.get("accept") is True and entry["stage"] != "metadata")):
             raise PieceError(f"{piece.path}: known_differences[{n}]: expected {{stage: one of {', '.join(STAGES)}, "
-                             "match: text, note: text}")
+                             "match: text, note: text, accept: true (stage metadata only)}")
+    return entries
+
+
+def _known(stages: dict[str, Stage], piece: Piece) -> None:
+    """Explain known differences where they show: each entry ``{stage, match, note}`` of the piece adds
+    ``known difference: NOTE`` to its stage when one of that stage's findings contains ``match``. Verdicts
+    stay as they are (a known difference is still a difference), except for evaluator-metadata differences an
+    entry accepts (``accept: true``), which :func:`_metadata` lists as accepted."""
+    for entry in _known_entries(piece):
         stage = stages[entry["stage"]]
-        if any(entry["match"] in finding for finding in stage.findings):
+        if entry.get("accept") is not True and any(entry["match"] in finding for finding in stage.findings):
             stage.findings.append(f"known difference ({entry['match']}): {entry['note']}")
 
 
@@ -225,6 +245,8 @@ def judge(pieces: Sequence[Piece]) -> list[Stage]:
     """The stages, in :data:`STAGES` order, judged from ``pieces``. Normalized metadata documents pair up in
     the order given (two make one diff); an odd one out is bad input (:class:`PieceError`)."""
     stages = {name: Stage(name) for name in STAGES}
+    accepted = [entry for piece in pieces if piece.type == "known" for entry in _known_entries(piece)
+                if entry.get("accept") is True]
     pending_meta: Piece | None = None
     for piece in pieces:
         if piece.type == "conversion":
@@ -232,12 +254,13 @@ def judge(pieces: Sequence[Piece]) -> list[Stage]:
         elif piece.type == "initcheck":
             _initcheck(stages["weights"], piece)
         elif piece.type == "metadata_diff":
-            _metadata(stages["metadata"], piece, None, list(piece.data["differences"]))
+            _metadata(stages["metadata"], piece, None, list(piece.data["differences"]), accepted)
         elif piece.type == "metadata":
             if pending_meta is None:
                 pending_meta = piece
                 continue
-            _metadata(stages["metadata"], pending_meta, piece, metadata_differences(pending_meta.data, piece.data))
+            _metadata(stages["metadata"], pending_meta, piece, metadata_differences(pending_meta.data, piece.data),
+                      accepted)
             pending_meta = None
         elif piece.type == "compare":
             _compare(stages, piece)
