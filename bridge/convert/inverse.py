@@ -227,7 +227,8 @@ def _spell_item(op: Any, arg: Any, groups: GroupValues) -> list[str]:
         return [chr(arg[0][1])]
     if op in (_c.MAX_REPEAT, _c.MIN_REPEAT) and arg[1] <= 1:
         present = _spell(arg[2], groups) if arg[1] == 1 else []
-        absent = [""] if arg[0] == 0 else []
+        took_part = any(groups.values.get(index) is not None for index in _optional_groups(arg[2]))
+        absent = [""] if arg[0] == 0 and not took_part else []
         return present + absent if op == _c.MAX_REPEAT else absent + present
     if op in (_c.MAX_REPEAT, _c.MIN_REPEAT) and arg[0] == arg[1]:
         return _spell(list(arg[2]) * arg[0], groups)

@@ -47,7 +47,8 @@ class Inversion:
     rule: NameRule
     sources: tuple[str, ...]
     outputs: tuple[str, ...]
-    #: Length of the inverse match: the more of the key a rule's own text covers, the more specific it is.
+    #: Literal characters of the template that gave the key: the more of it a rule spells out, the more
+    #: specific the rule (``bbox_head.cls_branches.6.`` over ``bbox_head.cls_branches.{n}.``).
     specificity: int
 
 
@@ -128,6 +129,7 @@ class NameRule(Rule):
         if found is None:
             return []
         m, groups = found
+        literal = sum(len(text) for kind, text, _offset in template.parts if kind == "lit")
         out = []
         for text in spell(self.pattern, groups):  # type: ignore[arg-type]
             source = key[: m.start()] + text + key[m.end():]
@@ -139,7 +141,7 @@ class NameRule(Rule):
             except ConversionError:
                 continue
             if key in outputs:
-                out.append(Inversion(self, tuple(self.parts(source, forward)), tuple(outputs), m.end() - m.start()))
+                out.append(Inversion(self, tuple(self.parts(source, forward)), tuple(outputs), literal))
         return out
 
     @cached_property

@@ -181,14 +181,23 @@ def _rule_text(rule: dict[str, Any]) -> str:
     return f"{{kind: rename, from: '{rule['from']}', to: '{rule['to']}'}}"
 
 
-def render_report(report: Report, console: Any = None, *, title: str = "conversion") -> None:
+def render_report(report: Report, console: Any = None, *, title: str = "conversion", quiet: bool = False) -> None:
     """Print the report as rich tables (layer indices folded) to ``console`` (default: stdout), with the
-    suggested rule of each unmatched key, the strict-load check and a warning per rule that matched nothing."""
+    suggested rule of each unmatched key, the strict-load check and a warning per rule that matched nothing;
+    ``quiet`` prints one verdict line and the warnings instead of the tables."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     console = console or Console(width=max(160, Console().width))
+    if quiet:
+        counts = ", ".join(f"{len(getattr(report, name))} {name}" for name in
+                           ("converted", "dropped", "added", "missing", "unexpected", "shape_mismatch"))
+        verdict = ("fully matched" if report.ok else "NOT matched") if report.has_target else "no target given"
+        console.print(f"{title}: {verdict} ({counts})", markup=False)
+        for label in report.unused_rules:
+            console.print(f"warning: rule {label} matched no key", markup=False)
+        return
     summary = Table(title=f"{title}: {'fully matched' if report.ok else 'NOT matched'}"
                     if report.has_target else f"{title} (no target given)")
     summary.add_column("category")
