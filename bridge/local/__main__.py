@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from bridge.cli import BAD_INPUT, check_outputs, guarded_main, report_bad_input
+from bridge.cli import BAD_INPUT, check_outputs, examples, guarded_main, report_bad_input
 from bridge.errors import BridgeError
 from bridge.frameworks import run_side_module
 from bridge.local.pairing import load_local_map, plan_pairs
@@ -28,7 +28,11 @@ SIDE_MODULES = {"mmdet": "mmdet_side.local", "detectron2": "d2_side.local"}
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser."""
-    p = argparse.ArgumentParser(prog="python -m bridge.local", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bridge.local", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=examples(
+                                    "python -m bridge.local runs/d2 --model-side mmdet "
+                                    "mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py mmdet.pth \\\n"
+                                    "      --map d2-panoptic-fpn-to-mmdet -o runs/local"))
     p.add_argument("run_a", help="run holding module inputs (kind input)")
     p.add_argument("--model-side", nargs=3, required=True, metavar=("SIDE", "CONFIG", "CHECKPOINT"),
                    help="mmdet or detectron2, its config, and the checkpoint of side B (e.g. the converted one)")
