@@ -84,6 +84,13 @@ class Rule:
         """Return the match of this rule's regex on ``key`` (``re.search`` semantics)."""
         return self.pattern.search(key) if self.pattern is not None else None
 
+    @property
+    def regex(self) -> re.Pattern[str]:
+        """The rule's ``from`` regex (every kind but a fixed-key ``add`` has one)."""
+        if self.pattern is None:
+            raise ConversionError(f"rule {self.label}: has no regex")
+        return self.pattern
+
     @classmethod
     def parse(cls, index: int, stage: str, spec: dict[str, Any], label: str) -> Rule:
         """Compile ``spec`` (a mapping whose ``kind`` is this class's); ConversionError naming the rule."""
@@ -131,7 +138,7 @@ class NameRule(Rule):
         m, groups = found
         literal = sum(len(text) for kind, text, _offset in template.parts if kind == "lit")
         out = []
-        for text in spell(self.pattern, groups):  # type: ignore[arg-type]
+        for text in spell(self.regex, groups):
             source = key[: m.start()] + text + key[m.end():]
             forward = self.match(source)
             if forward is None or self.parts(source, forward)[0] != source:
@@ -150,15 +157,15 @@ class NameRule(Rule):
 
     def _inverse(self, template: Template) -> InverseTemplate:
         if template.source not in self._inverses:
-            self._inverses[template.source] = invert_template(template, self.pattern)  # type: ignore[arg-type]
+            self._inverses[template.source] = invert_template(template, self.regex)
         return self._inverses[template.source]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Rename(NameRule):
     """``{kind: rename, from, to}``: replace the matched part of the key."""
 
-    to: Template | None = None
+    to: Template
     kind: ClassVar[str] = "rename"
 
     @classmethod
@@ -167,21 +174,21 @@ class Rename(NameRule):
         return cls(index, stage, pattern, dict(spec), to=compile_template(spec.get("to"), pattern, label))
 
     def forward_names(self, key: str, m: re.Match[str]) -> list[str]:
-        return [self.apply(self.to, key, m)]  # type: ignore[arg-type]
+        return [self.apply(self.to, key, m)]
 
     def forward(self, key, m, current, check=True):
-        return [(self.apply(self.to, key, m), current[key])]  # type: ignore[arg-type]
+        return [(self.apply(self.to, key, m), current[key])]
 
     def invert(self, key: str) -> list[Inversion]:
-        return self._inverted(key, self.to, self.forward_names)  # type: ignore[arg-type]
+        return self._inverted(key, self.to, self.forward_names)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Split(NameRule):
     """``{kind: split, from, to: [t1, t2, ...], dim, sizes}``: one tensor into several keys (equal chunks
     unless ``sizes``); backwards, the pieces are concatenated again."""
 
-    to_list: tuple[Template, ...] = ()
+    to_list: tuple[Template, ...]
     dim: int = 0
     sizes: list[int] | None = None
     kind: ClassVar[str] = "split"
@@ -225,13 +232,13 @@ class Split(NameRule):
         return [torch.cat(tensors, self.dim)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Concat(NameRule):
     """``{kind: concat, from, with: [...], to, dim}``: the matched key and its ``with`` parts into one tensor;
     backwards, split again (by the original parts' sizes when the original is at hand, else equally)."""
 
-    with_list: tuple[Template, ...] = ()
-    to: Template | None = None
+    with_list: tuple[Template, ...]
+    to: Template
     dim: int = 0
     kind: ClassVar[str] = "concat"
 
@@ -249,7 +256,7 @@ class Concat(NameRule):
         return [key] + [self.apply(t, key, m) for t in self.with_list]
 
     def forward_names(self, key: str, m: re.Match[str]) -> list[str]:
-        return [self.apply(self.to, key, m)]  # type: ignore[arg-type]
+        return [self.apply(self.to, key, m)]
 
     def forward(self, key, m, current, check=True):
         parts = self.parts(key, m)
@@ -260,12 +267,12 @@ class Concat(NameRule):
         return [(self.forward_names(key, m)[0], merged)]
 
     def invert(self, key: str) -> list[Inversion]:
-        return self._inverted(key, self.to, self.forward_names)  # type: ignore[arg-type]
+        return self._inverted(key, self.to, self.forward_names)
 
     def unmerge(self, tensors, original):
         (merged,) = tensors
         if all(shape is not None for shape in original):
-            sizes = [shape[self.dim] for shape in original]  # type: ignore[index]
+            sizes = [shape[self.dim] for shape in original if shape is not None]
         elif merged.shape[self.dim] % len(original) == 0:
             sizes = [merged.shape[self.dim] // len(original)] * len(original)
         else:
@@ -315,12 +322,12 @@ def same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(a, b)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DropAlias(NameRule):
     """``{kind: drop_alias, from, of}``: drop a key that holds the same values as the kept key ``of`` (a shared
     module listed twice); backwards, the alias is recreated as the very same tensor as its kept key."""
 
-    of: Template | None = None
+    of: Template
     kind: ClassVar[str] = "drop_alias"
 
     @classmethod
@@ -330,7 +337,7 @@ class DropAlias(NameRule):
 
     def kept(self, key: str, m: Any) -> str:
         """The kept key ``key`` is an alias of."""
-        return self.apply(self.of, key, m)  # type: ignore[arg-type]
+        return self.apply(self.of, key, m)
 
     def forward_names(self, key: str, m: re.Match[str]) -> list[str]:
         return []
@@ -347,7 +354,7 @@ class DropAlias(NameRule):
 
     def aliases_of(self, kept: str) -> list[str]:
         """The alias names whose kept key is ``kept``, each checked forwards (greedy first)."""
-        return [inv.sources[0] for inv in self._inverted(kept, self.of, lambda src, m: [self.kept(src, m)])]  # type: ignore[arg-type]
+        return [inv.sources[0] for inv in self._inverted(kept, self.of, lambda src, m: [self.kept(src, m)])]
 
 
 # --------------------------------------------------------------------------- value rules
@@ -498,12 +505,12 @@ class Transpose(ValueRule):
 # --------------------------------------------------------------------------- add
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Add(Rule):
     """``{kind: add, key | key + to, value, dtype, shape, on}``: create keys the source lacks (for each name
     of the ``on`` pool the regex matches, or one fixed key); backwards, a created key is removed again."""
 
-    to: Template | None = None
+    to: Template
     value: int | float = 0
     dtype: str = "float32"
     shape: tuple[int, ...] = ()
@@ -537,8 +544,8 @@ class Add(Rule):
     def names(self, pools: Mapping[str, list[str]]) -> list[str]:
         """The keys the rule names: its fixed key, or its template applied to the keys of its ``on`` pool."""
         if self.pattern is None:
-            return [self.to.render(None, self.label)]  # type: ignore[union-attr]
-        return [self.apply(self.to, k, m) for k in pools[self.on] if (m := self.match(k))]  # type: ignore[arg-type]
+            return [self.to.render(None, self.label)]
+        return [self.apply(self.to, k, m) for k in pools[self.on] if (m := self.match(k))]
 
     def make(self, name: str) -> torch.Tensor:
         """The tensor the rule creates for ``name``."""
