@@ -22,6 +22,7 @@ Finally the result is converted forwards again and must give back the input bit 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,14 @@ class _Traced:
     inputs: dict[str, torch.Tensor]
     run: StageRun
 
+    @cached_property
+    def outputs(self) -> dict[tuple[str, ...], tuple[str, ...]]:
+        """The output keys made from each tuple of stage-input keys (several for a split)."""
+        out: dict[tuple[str, ...], list[str]] = {}
+        for key, sources in self.run.sources.items():
+            out.setdefault(sources, []).append(key)
+        return {sources: tuple(keys) for sources, keys in out.items()}
+
     def value(self, key: str) -> torch.Tensor | None:
         """The original's stage-input tensor at ``key``; None when absent or only a shape (a manifest)."""
         tensor = self.inputs.get(key)
@@ -162,7 +171,7 @@ def _reverse_stage(ruleset: RuleSet, stage: str, current: dict[str, torch.Tensor
         if traced is not None and key in traced.run.sources and traced.run.sources[key]:
             sources = traced.run.sources[key]
             rule = _made_by(traced, key, ruleset, stage)
-            outputs = tuple(k for k, s in traced.run.sources.items() if s == sources) if rule else (key,)
+            outputs = traced.outputs[sources] if rule else (key,)
         else:
             found = _symbolic(ruleset, stage, key, current)
             if not found:
