@@ -197,3 +197,13 @@ def test_cli_reverse_writes_a_detectron2_checkpoint(tmp_path: Path, capsys: pyte
                          "--target", "mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py"])
     assert code == 2 and capsys.readouterr().err.startswith("error: --target")
 
+
+
+def test_a_source_name_the_template_cannot_spell_is_reported() -> None:
+    rules = [{"kind": "rename", "from": r"^old\.\w+\.(?P<rest>.*)$", "to": "new.{rest}"}]
+    out = convert_state_dict({"old.abc.w": torch.ones(1), "other": torch.zeros(1)}, rules).state_dict
+    alone = reverse_state_dict(out, rules)
+    assert not alone.ok and [k for k, _why in alone.not_restored] == ["new.w"]
+    assert "cannot spell" in alone.not_restored[0][1] and "--target" in alone.not_restored[0][1]
+    exact = reverse_state_dict(out, rules, original={"old.abc.w": torch.ones(1), "other": torch.zeros(1)})
+    assert exact.ok and set(exact.state_dict) == {"old.abc.w", "other"}

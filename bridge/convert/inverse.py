@@ -140,9 +140,7 @@ def invert_template(template: Template, pattern: re.Pattern[str]) -> InverseTemp
     """The inverse regex of ``template`` rendered from matches of ``pattern``; NotInvertible when there is none."""
     sources = _group_sources(pattern.pattern)
     optional = _optional_groups(_parser.parse(pattern.pattern))
-    head, tail = _anchors(pattern.pattern)
-    if head and "|" in pattern.pattern and _top_level_branch(pattern.pattern):
-        head, tail = "", ""
+    head, tail = ("", "") if _top_level_branch(pattern.pattern) else _anchors(pattern.pattern)
     out = [head]
     captures: list[tuple[str, int, int]] = []
     seen: dict[tuple[int, int], str] = {}

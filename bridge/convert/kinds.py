@@ -138,7 +138,11 @@ class NameRule(Rule):
         m, groups = found
         literal = sum(len(text) for kind, text, _offset in template.parts if kind == "lit")
         out = []
-        for text in spell(self.regex, groups):
+        try:
+            texts = spell(self.regex, groups)
+        except NotInvertible as exc:
+            raise NotInvertible(f"rule {self.label}: cannot spell the source of {key!r}: {exc}") from None
+        for text in texts:
             source = key[: m.start()] + text + key[m.end():]
             forward = self.match(source)
             if forward is None or self.parts(source, forward)[0] != source:

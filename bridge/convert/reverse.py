@@ -111,13 +111,15 @@ class _Traced:
         return None if tensor is None or tensor.is_meta else tensor
 
 
-def _trace(ruleset: RuleSet, original: dict[str, torch.Tensor]) -> list[_Traced]:
-    """The original converted forwards stage by stage (value checks skipped for a manifest's meta tensors)."""
+def _trace(ruleset: RuleSet, original: dict[str, torch.Tensor], target_names: list[str]) -> list[_Traced]:
+    """The original converted forwards stage by stage (value checks skipped for a manifest's meta tensors);
+    ``target_names`` (the converted checkpoint's keys) feed ``add`` rules with ``on: target``."""
     check = not any(t.is_meta for t in original.values())
     hits = {rule.label: 0 for rule in ruleset.rules}
     current, out = dict(original), []
     for stage in ruleset.stages:
-        run = run_stage(ruleset, stage, current, hits=hits, source_names=list(original), check=check)
+        run = run_stage(ruleset, stage, current, hits=hits, source_names=list(original), target_names=target_names,
+                        check=check)
         out.append(_Traced(current, run))
         current = run.out
     return out
@@ -129,14 +131,18 @@ def _made_by(traced: _Traced, key: str, ruleset: RuleSet, stage: str) -> NameRul
     return found[0] if found else None
 
 
-def _symbolic(ruleset: RuleSet, stage: str, key: str, present: dict[str, torch.Tensor]) -> list[Inversion]:
-    """The ways ``key`` can come from the stage's name rules, checked forwards, most specific first."""
+def _symbolic(ruleset: RuleSet, stage: str, key: str, present: dict[str, torch.Tensor],
+              ) -> tuple[list[Inversion], list[str]]:
+    """The ways ``key`` can come from the stage's name rules, checked forwards, most specific first; and why
+    a rule whose template matches ``key`` could not name its source."""
     found: list[Inversion] = []
+    failures: list[str] = []
     rules = ruleset.name_rules(stage)
     for rule in rules:
         try:
             candidates = rule.invert(key)
-        except NotInvertible:
+        except NotInvertible as exc:
+            failures.append(str(exc))
             continue
         for inv in candidates:
             if not all(o in present for o in inv.outputs):
@@ -147,7 +153,7 @@ def _symbolic(ruleset: RuleSet, stage: str, key: str, present: dict[str, torch.T
             except ConversionError:  # two rules of the stage would claim the source
                 continue
     order = {id(r): i for i, r in enumerate(rules)}
-    return sorted(found, key=lambda inv: (-inv.specificity, order[id(inv.rule)]))
+    return sorted(found, key=lambda inv: (-inv.specificity, order[id(inv.rule)])), failures
 
 
 def _reverse_stage(ruleset: RuleSet, stage: str, current: dict[str, torch.Tensor], origin: dict[str, str],
@@ -173,7 +179,10 @@ def _reverse_stage(ruleset: RuleSet, stage: str, current: dict[str, torch.Tensor
             rule = _made_by(traced, key, ruleset, stage)
             outputs = traced.outputs[sources] if rule else (key,)
         else:
-            found = _symbolic(ruleset, stage, key, current)
+            found, failures = _symbolic(ruleset, stage, key, current)
+            if not found and failures:
+                result.not_restored.append((key, failures[0] + "; give the original as --target"))
+                continue
             if not found:
                 rule, sources, outputs = None, (key,), (key,)
             else:
@@ -275,7 +284,7 @@ def reverse_state_dict(
     The input dict is not modified; renamed tensors are the same objects (no copies).
     """
     ruleset = load_rules(rules)
-    traces = _trace(ruleset, original) if original is not None else None
+    traces = _trace(ruleset, original, list(state_dict)) if original is not None else None
     result = ReverseResult(state_dict={}, source_keys=list(state_dict), rules_source=ruleset.source)
     pools = {"source": list(original) if original is not None else [], "target": list(state_dict)}
     current, origin = dict(state_dict), {k: k for k in state_dict}
