@@ -207,3 +207,13 @@ def test_a_source_name_the_template_cannot_spell_is_reported() -> None:
     assert "cannot spell" in alone.not_restored[0][1] and "--target" in alone.not_restored[0][1]
     exact = reverse_state_dict(out, rules, original={"old.abc.w": torch.ones(1), "other": torch.zeros(1)})
     assert exact.ok and set(exact.state_dict) == {"old.abc.w", "other"}
+
+
+def test_split_pieces_are_found_in_any_order() -> None:
+    rules = [{"kind": "split", "from": r"^(.*)\.in_proj$", "to": ["{1}.q", "{1}.k"]}]
+    sd = {"attn.in_proj": torch.randn(4, 2)}
+    out = convert_state_dict(sd, rules).state_dict
+    shuffled = {"attn.k": out["attn.k"], "attn.q": out["attn.q"]}
+    result = reverse_state_dict(shuffled, rules)
+    assert result.ok and list(result.state_dict) == ["attn.in_proj"]
+    assert torch.equal(result.state_dict["attn.in_proj"], sd["attn.in_proj"])

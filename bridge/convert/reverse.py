@@ -170,9 +170,8 @@ def _reverse_stage(ruleset: RuleSet, stage: str, current: dict[str, torch.Tensor
     new_origin: dict[str, str] = {}
     renamed: set[str] = set()
     consumed: set[str] = set()
-    for key in list(current):
-        if key in consumed:
-            continue
+    plans: list[tuple[str, NameRule | None, tuple[str, ...], tuple[str, ...]]] = []
+    for key in current:
         rule: NameRule | None
         if traced is not None and key in traced.run.sources and traced.run.sources[key]:
             sources = traced.run.sources[key]
@@ -190,6 +189,12 @@ def _reverse_stage(ruleset: RuleSet, stage: str, current: dict[str, torch.Tensor
                 others = sorted({inv.sources[0] for inv in found[1:]} - {sources[0]})
                 if others:
                     result.ambiguous.append(Ambiguous(key, sources[0], others, rule.label))
+        plans.append((key, rule, sources, outputs))
+    # a split's later pieces are taken with its first one, wherever they stand in the checkpoint
+    pieces = {o for key, rule, _s, outputs in plans if rule is not None for o in outputs if o != key}
+    for key, rule, sources, outputs in plans:
+        if key in consumed or (rule is None and key in pieces):
+            continue
         missing = [o for o in outputs if o not in current or o in consumed]
         if missing:
             result.not_restored.append((sources[0], f"rule {rule.label if rule else '?'}: needs {missing}"))
