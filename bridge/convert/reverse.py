@@ -156,24 +156,29 @@ def _symbolic(ruleset: RuleSet, stage: str, key: str, present: dict[str, torch.T
     return sorted(found, key=lambda inv: (-inv.specificity, order[id(inv.rule)])), failures
 
 
-def _reverse_stage(ruleset: RuleSet, stage: str, current: dict[str, torch.Tensor], origin: dict[str, str],
-                   traced: _Traced | None, pools: dict[str, list[str]], result: ReverseResult,
-                   ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    current = dict(current)
+_Plan = tuple[str, NameRule | None, tuple[str, ...], tuple[str, ...]]  # key, rule, source keys, output keys
+
+
+def _remove_added(ruleset: RuleSet, stage: str, current: dict[str, torch.Tensor], origin: dict[str, str],
+                  traced: _Traced | None, pools: dict[str, list[str]], result: ReverseResult) -> None:
+    """Remove the keys the stage's ``add`` rules created: those the original's trace added, or (without it)
+    those that still hold exactly the added value."""
+    created = {name for name, _r in traced.run.added} if traced else None
     for rule in reversed(ruleset.add_rules(stage)):
-        created = {name for name, _r in traced.run.added} if traced else None
         for name in rule.names(pools | {"converted": list(current)}):
             if name in current and (name in created if created is not None else rule.made(current[name])):
                 del current[name]
                 result.removed.append((origin.pop(name), rule.label))
-    new: dict[str, torch.Tensor] = {}
-    new_origin: dict[str, str] = {}
-    renamed: set[str] = set()
-    consumed: set[str] = set()
-    plans: list[tuple[str, NameRule | None, tuple[str, ...], tuple[str, ...]]] = []
+
+
+def _plan(ruleset: RuleSet, stage: str, current: dict[str, torch.Tensor], traced: _Traced | None,
+          result: ReverseResult) -> list[_Plan]:
+    """For each key: the name rule it came from (None: passed through), its source keys and the output keys
+    the inversion takes (a split's pieces); from the trace when it has the key, else from the templates."""
+    plans: list[_Plan] = []
     for key in current:
         rule: NameRule | None
-        if traced is not None and key in traced.run.sources and traced.run.sources[key]:
+        if traced is not None and traced.run.sources.get(key):
             sources = traced.run.sources[key]
             rule = _made_by(traced, key, ruleset, stage)
             outputs = traced.outputs[sources] if rule else (key,)
@@ -190,6 +195,20 @@ def _reverse_stage(ruleset: RuleSet, stage: str, current: dict[str, torch.Tensor
                 if others:
                     result.ambiguous.append(Ambiguous(key, sources[0], others, rule.label))
         plans.append((key, rule, sources, outputs))
+    return plans
+
+
+def _reverse_stage(ruleset: RuleSet, stage: str, current: dict[str, torch.Tensor], origin: dict[str, str],
+                   traced: _Traced | None, pools: dict[str, list[str]], result: ReverseResult,
+                   ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Undo one stage: the stage's output dict (and each key's mmdet origin) back to the stage's input."""
+    current, origin = dict(current), dict(origin)
+    _remove_added(ruleset, stage, current, origin, traced, pools, result)
+    new: dict[str, torch.Tensor] = {}
+    new_origin: dict[str, str] = {}
+    renamed: set[str] = set()
+    consumed: set[str] = set()
+    plans = _plan(ruleset, stage, current, traced, result)
     # a split's later pieces are taken with its first one, wherever they stand in the checkpoint
     pieces = {o for key, rule, _s, outputs in plans if rule is not None for o in outputs if o != key}
     for key, rule, sources, outputs in plans:
