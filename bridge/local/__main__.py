@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from bridge.cli import BAD_INPUT, check_outputs, examples, guarded_main, report_bad_input
+from bridge.cli import BAD_INPUT, add_quiet_option, check_outputs, examples, guarded_main, report_bad_input
 from bridge.errors import BridgeError
 from bridge.frameworks import run_side_module
 from bridge.local.pairing import load_local_map, plan_pairs
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opts", nargs="*", default=[], help="detectron2 config overrides KEY VALUE ...")
     p.add_argument("--device", default="cpu")
     p.add_argument("-o", "--out", required=True, help="run directory to write")
+    add_quiet_option(p, "print the calls that fail and the final line, not every call")
     return p
 
 
@@ -81,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BAD_INPUT as error:
         return report_bad_input(error)
     for status in statuses:
+        if args.quiet and status["status"] == "ok":
+            continue
         print(f"step {status['step']}  {status['name_a']} -> {status['name_b']}: {status['status']}")
     bad = [s for s in statuses if s["status"] != "ok"]
     print(f"{len(statuses) - len(bad)} of {len(statuses)} module calls replayed into {args.out}")
