@@ -217,3 +217,14 @@ def test_split_pieces_are_found_in_any_order() -> None:
     result = reverse_state_dict(shuffled, rules)
     assert result.ok and list(result.state_dict) == ["attn.in_proj"]
     assert torch.equal(result.state_dict["attn.in_proj"], sd["attn.in_proj"])
+
+
+def test_cli_reverse_names_from_a_detectron2_config(panoptic_fpn: dict, tmp_path: Path) -> None:
+    d2, mmdet, back = tmp_path / "d2.pth", tmp_path / "mmdet.pth", tmp_path / "back.pth"
+    torch.save({"model": panoptic_fpn}, d2)
+    assert convert_main([str(d2), "-o", str(mmdet), "--preset", "d2-panoptic-fpn-to-mmdet", "--quiet"]) == 0
+    report = tmp_path / "r.json"
+    assert convert_main([str(mmdet), "-o", str(back), "--preset", "d2-panoptic-fpn-to-mmdet", "--reverse",
+                         "--target", D2_CONFIG, "--json", str(report), "--quiet"]) == 0
+    assert json.loads(report.read_text())["ambiguous"] == []
+    assert_identical(load_checkpoint(back), panoptic_fpn)

@@ -13,9 +13,9 @@ together at the end.
 
 ``--reverse`` runs the same rules backwards: SRC is the converted (mmdet) checkpoint, DST the detectron2 one
 (``{'model': state_dict, 'meta': ...}``), and ``--target`` the original the rules were written for (its
-checkpoint, or its key manifest for names only): it names the keys exactly and gives back what the forward
-conversion dropped (``bridge.convert.reverse``). Exit 0 when everything was restored and converting DST
-forwards gives SRC back bit for bit, 1 otherwise (DST then only with ``--keep-failed``).
+checkpoint; or, for names only, its key manifest or detectron2 config): it names the keys exactly and gives
+back what the forward conversion dropped (``bridge.convert.reverse``). Exit 0 when everything was restored
+and converting DST forwards gives SRC back bit for bit, 1 otherwise (DST then only with ``--keep-failed``).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "convert to; a config's model also gets the written file with strict=True")
     p.add_argument("--reverse", action="store_true",
                    help="run the rules backwards: SRC is the converted checkpoint, --target the original "
-                        "(checkpoint, or key manifest TSV for names only)")
+                        "(checkpoint; key manifest TSV or detectron2 config for names only)")
     add_json_option(p, "write the report as JSON here")
     add_quiet_option(p, "print no tables, only warnings and the verdict line")
     p.add_argument("--names-dir", help="write source/target/converted names as sorted JSON lists here")

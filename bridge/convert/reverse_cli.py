@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,15 +21,21 @@ from bridge.convert.report import fold_keys
 from bridge.convert.reverse import Ambiguous, ReverseResult, reverse_state_dict
 from bridge.convert.rules import load_rules
 from bridge.errors import ConversionError
+from bridge.init_sources import load_initial_state
 
 
 def load_original(path: str, *, unsafe_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """The original of a reverse conversion: a checkpoint's tensors, or meta tensors of a key manifest's shapes."""
+    """The original of a reverse conversion: a checkpoint's tensors, or meta tensors (names and shapes only) of
+    a key manifest or of the model a detectron2 config builds (``python -m d2_side.init_state``, a subprocess)."""
     if is_mmdet_config(path):
-        raise ConversionError(f"--target {path}: with --reverse, --target is the original checkpoint the rules "
-                              "were written for (or its key manifest TSV), not an mmdet config")
+        raise ConversionError(f"--target {path}: with --reverse, --target is the original the rules were written "
+                              "for (checkpoint, key manifest TSV or detectron2 config), not an mmdet config")
     if Path(path).suffix.lower() in (".tsv", ".txt"):
         return {k: torch.empty(shape, device="meta") for k, shape in load_manifest(path).items()}
+    if Path(path).suffix.lower() in (".yaml", ".yml"):
+        with tempfile.TemporaryDirectory(prefix="bridge_reverse_") as tmp:
+            built = load_initial_state(path, seed=0, workdir=tmp, name="original")
+        return {k: torch.empty(v.shape, dtype=v.dtype, device="meta") for k, v in built.items()}
     return load_checkpoint(path, unsafe_pickle=unsafe_pickle)
 
 
