@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 
 from bridge.atomic import atomic_write_bytes
-from bridge.cli import BAD_INPUT, add_json_option, add_quiet_option, check_outputs, examples, guarded_main, report_bad_input
+from bridge.cli import (
+    BAD_INPUT, add_json_option, add_quiet_option, check_outputs, examples, guarded_main, report_bad_input,
+)
 from bridge.convert.draft import draft_rules, render_yaml, report_json
 from bridge.convert.draft_pairing import Side
 from bridge.convert.loading import load_checkpoint, load_manifest
@@ -28,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bridge.convert draft", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=examples(
                                     "python -m bridge.convert draft checkpoint0011_4scale.pth "
-                                    "--target mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py -o draft.yaml --json draft.json"))
+                                    "--target mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py -o draft.yaml "
+                                    "--json draft.json"))
     p.add_argument("source", help="source checkpoint or key manifest TSV")
     p.add_argument("--target", required=True, help="target checkpoint, key manifest TSV, or mmdet config")
     p.add_argument("-o", "--out", "--output", dest="output", required=True, help="the drafted rule file (.yaml)")

@@ -252,8 +252,8 @@ class Concat(NameRule):
         others = spec.get("with")
         if not isinstance(others, list) or not others:
             raise ConversionError(f"rule {label}: 'with' must list the other parts' templates")
-        return cls(index, stage, pattern, dict(spec), with_list=tuple(compile_template(t, pattern, label) for t in others),
-                   to=compile_template(spec.get("to"), pattern, label),
+        return cls(index, stage, pattern, dict(spec),
+                   with_list=tuple(compile_template(t, pattern, label) for t in others), to=compile_template(spec.get("to"), pattern, label),
                    dim=int_field(spec, "dim", 0, label, -MAX_DIM, MAX_DIM))
 
     def parts(self, key: str, m: re.Match[str]) -> list[str]:
@@ -298,7 +298,8 @@ class Drop(NameRule):
         pattern = compile_regex(spec, "from", label)
         if not isinstance(spec.get("if_zero", False), bool):
             raise ConversionError(f"rule {label}: 'if_zero' must be true or false, got {spec.get('if_zero')!r}")
-        return cls(index, stage, pattern, dict(spec), if_zero=spec.get("if_zero", False), hint=str(spec.get("hint", "")))
+        return cls(index, stage, pattern, dict(spec), if_zero=spec.get("if_zero", False),
+                   hint=str(spec.get("hint", "")))
 
     def forward_names(self, key: str, m: re.Match[str]) -> list[str]:
         return []
@@ -466,7 +467,8 @@ class Reshape(ValueRule):
     @classmethod
     def parse(cls, index: int, stage: str, spec: dict[str, Any], label: str) -> Reshape:
         pattern = compile_regex(spec, "from", label)
-        return cls(index, stage, pattern, dict(spec), shape=tuple(int_list(spec.get("shape"), "shape", label, -1, MAX_ELEMENTS)))
+        shape = int_list(spec.get("shape"), "shape", label, -1, MAX_ELEMENTS)
+        return cls(index, stage, pattern, dict(spec), shape=tuple(shape))
 
     def forward(self, key: str, tensor: torch.Tensor) -> torch.Tensor:
         try:

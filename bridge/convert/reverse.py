@@ -84,7 +84,8 @@ class ReverseResult:
             "restored": [{"source": s, "target": t} for s, t in self.restored],
             "removed": [{"key": k, "rule": r} for k, r in self.removed],
             "from_original": [{"key": k, "rule": r} for k, r in self.from_original],
-            "ambiguous": [{"key": a.key, "chosen": a.chosen, "others": a.others, "rule": a.rule} for a in self.ambiguous],
+            "ambiguous": [{"key": a.key, "chosen": a.chosen, "others": a.others, "rule": a.rule}
+                          for a in self.ambiguous],
             "not_restored": [{"key": k, "why": w} for k, w in self.not_restored],
             "mismatched": self.mismatched,
         }
@@ -342,6 +343,6 @@ def _identical(a: torch.Tensor, b: torch.Tensor) -> bool:
     if a.dtype != b.dtype or a.shape != b.shape:
         return False
     if a.is_floating_point() or a.is_complex():
-        return bool(torch.equal(a.contiguous().reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8)))
+        a, b = a.contiguous().reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8)
     return bool(torch.equal(a, b))
 
