@@ -6,7 +6,7 @@ and a ~200M-parameter one (the same plus large extra layers).  Each measurement 
 subprocess and reports its wall time and ru_maxrss.  Targets, each checked in the printed verdict:
 conversion time <= 1.2x the baseline's, conversion peak RSS <= 1.2x the baseline's, and the conversion's
 RSS above its imports <= 1.2x the file size, i.e. no second copy of the tensors (renames move tensors;
-torch.load uses mmap=True).  For information (not a target) it also times the converter with ``--report``
+torch.load uses mmap=True).  For information (not a target) it also times the converter with ``--json``
 (which adds the source's sha256, hashed in a thread while it converts and writes) against the baseline doing
 that extra work too.  The converter's ``--fsync`` (off by default) is not measured.
 
@@ -151,7 +151,7 @@ def best_of(runs: list[dict]) -> dict:
 
 
 def measure_interleaved(repeat: int, jobs: dict[str, tuple[str, ...]]) -> dict[str, dict]:
-    """``repeat`` rounds of every job in turn (baseline, baseline + sha256, convert, convert --report,
+    """``repeat`` rounds of every job in turn (baseline, baseline + sha256, convert, convert --json,
     baseline, ...), so that slow
     phases of the shared machine hit each job alike; the best run of each job."""
     runs: dict[str, list[dict]] = {name: [] for name in jobs}
@@ -178,7 +178,7 @@ def main() -> int:
         print(f"shapes from {'manifest ' + str(MANIFEST) if MANIFEST.is_file() else 'built-in approximation'}")
         print(f"{'case':15} {'params':>9} {'file MB':>8} | {'load+save s':>11} {'RSS MB':>7} | "
               f"{'+sha256 s':>12} | {'convert s':>9} {'RSS MB':>7} {'net MB':>7} | {'t ratio':>7} "
-              f"{'RSS ratio':>9} | {'--report s':>12} {'ratio':>7}")
+              f"{'RSS ratio':>9} | {'--json s':>12} {'ratio':>7}")
         for name, extra in cases:
             src = Path(tmp) / f"{name}.pth"
             built = subprocess.run([sys.executable, __file__, "--build", str(src), str(extra)], check=True,
@@ -189,7 +189,7 @@ def main() -> int:
                 "base": (CHILD_BASELINE, str(src), str(Path(tmp) / "base_out.pth")),
                 "same": (CHILD_BASELINE_SAME_WORK, str(src), str(Path(tmp) / "base_out.pth")),
                 "conv": (CHILD_CONVERT, str(src), str(Path(tmp) / "conv_out.pth")),
-                "conv_report": (CHILD_CONVERT, str(src), str(Path(tmp) / "conv_out.pth"), "--report",
+                "conv_report": (CHILD_CONVERT, str(src), str(Path(tmp) / "conv_out.pth"), "--json",
                                 str(Path(tmp) / "report.json"))})
             base, same, conv = best["base"], best["same"], best["conv"]
             (Path(tmp) / "base_out.pth").unlink()

@@ -7,6 +7,7 @@ output path that would overwrite an input, land inside an input directory or col
 
 from __future__ import annotations
 
+import argparse
 import functools
 import math
 import os
@@ -134,3 +135,20 @@ def finite_nonnegative(option: str) -> Callable[[str], float]:
 
     parse.__name__ = option.lstrip("-")
     return parse
+
+
+def add_json_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--json PATH``, the one name of every verb's JSON report (``--report``, its former name in convert,
+    convert draft and initcheck, is still read but no longer shown)."""
+    parser.add_argument("--json", metavar="PATH", help=help)
+    parser.add_argument("--report", dest="json", help=argparse.SUPPRESS)
+
+
+def add_quiet_option(parser: argparse.ArgumentParser, help: str = "print nothing but errors and the final line") -> None:
+    """``--quiet``, the same flag on every verb."""
+    parser.add_argument("--quiet", action="store_true", help=help)
+
+
+def examples(*commands: str) -> str:
+    """An ``--help`` epilog listing example command lines (use with RawDescriptionHelpFormatter)."""
+    return "examples:\n" + "\n".join(f"  {command}" for command in commands)

@@ -1,4 +1,4 @@
-"""``python -m bridge.initcheck A B [--preset NAME | --rules FILE] [--seed N] [--report OUT.json]``.
+"""``python -m bridge.initcheck A B [--preset NAME | --rules FILE] [--seed N] [--json OUT.json] [--quiet]``.
 
 A and B are state-dict files, detectron2 configs (``.yaml`` or a model-zoo path) or mmdet configs (``.py``
 or ``mmdet::...``); a config's model is built with ``--seed`` in a subprocess (``bridge.init_sources``).
@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from bridge.atomic import atomic_write_bytes
-from bridge.cli import check_outputs, guarded_main
+from bridge.cli import add_json_option, add_quiet_option, check_outputs, examples, guarded_main
 from bridge.errors import BridgeError
 
 OK_VERDICTS = ("equal", "same-distribution")
@@ -112,8 +112,7 @@ def compare_state_dicts(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 
 def fold_rows(rows: list[dict[str, Any]]) -> list[tuple[str, str, dict[str, Any]]]:
     """(verdict, folded keys, first row) per group of rows with one verdict, keys folded like the converter's."""
-    from bridge.convert import fold_keys
-    from bridge.convert.report import matches_folded
+    from bridge.folding import fold_keys, matches_folded
 
     by_verdict: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
@@ -135,22 +134,29 @@ def pair_text(a: float, b: float) -> str:
     return f"{ta}/{tb}"
 
 
-def render(rows: list[dict[str, Any]], added: list[str], ok: bool, *, show_all: bool = False) -> None:
+def render(rows: list[dict[str, Any]], added: list[str], ok: bool, *, show_all: bool = False,
+           quiet: bool = False) -> None:
     """Print a summary of verdict counts, then the rows (folded; only the differing ones unless ``show_all``)
-    with the statistics of their first key, then the keys the rules added (not compared)."""
+    with the statistics of their first key, then the keys the rules added (not compared); ``quiet`` prints
+    the summary as one line."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    from bridge.convert import fold_keys
+    from bridge.folding import fold_keys
 
     console = Console(width=max(160, Console().width))
-    summary = Table(title=f"initcheck: {'all equal or same distribution' if ok else 'DIFFERENCES'}")
-    summary.add_column("verdict")
-    summary.add_column("count", justify="right")
+    title = f"initcheck: {'all equal or same distribution' if ok else 'DIFFERENCES'}"
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
+    if quiet:
+        console.print(f"{title} (" + ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
+                      + f", {len(added)} added by the rules)", markup=False)
+        return
+    summary = Table(title=title)
+    summary.add_column("verdict")
+    summary.add_column("count", justify="right")
     for name, count in sorted(counts.items()):
         summary.add_row(name, str(count))
     summary.add_row("added by the rules (not compared)", str(len(added)))
@@ -176,7 +182,12 @@ def render(rows: list[dict[str, Any]], added: list[str], ok: bool, *, show_all: 
 @guarded_main
 def main(argv: list[str] | None = None) -> int:
     """Run the initialisation check; return the exit status."""
-    p = argparse.ArgumentParser(prog="python -m bridge.initcheck", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bridge.initcheck", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=examples(
+                                    "python -m bridge.initcheck COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml "
+                                    "mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py \\\n"
+                                    "      --preset d2-panoptic-fpn-to-mmdet --seed 0 --json init.json",
+                                    "python -m bridge.initcheck a.pth b.pth --all"))
     p.add_argument("a", help="state-dict file, detectron2 config (.yaml or model-zoo path) or mmdet config "
                              "(.py or mmdet::...)")
     p.add_argument("b", help="the same kinds as A")
@@ -184,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--preset", help="rule set that maps A's names to B's")
     g.add_argument("--rules", help="YAML rule file that maps A's names to B's")
     p.add_argument("--seed", type=int, default=0, help="seed of the models built from configs (default 0)")
-    p.add_argument("--report", help="write the rows as JSON here")
+    add_json_option(p, "write the rows as JSON here")
+    add_quiet_option(p, "print one verdict line instead of the tables")
     p.add_argument("--all", action="store_true", help="print every parameter, not only the differing ones")
     p.add_argument("--unsafe-pickle", action="store_true")
     args = p.parse_args(argv)
@@ -193,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
     check_outputs({"A": args.a if Path(args.a).exists() else None, "B": args.b if Path(args.b).exists() else None,
                    "--rules": args.rules if args.rules and Path(args.rules).exists() else None},
-                  {"--report": args.report})
+                  {"--json": args.json})
     with tempfile.TemporaryDirectory(prefix="bridge_initcheck_") as tmp:
         sa = load_initial_state(args.a, seed=args.seed, workdir=tmp, unsafe_pickle=args.unsafe_pickle, name="a")
         sb = load_initial_state(args.b, seed=args.seed, workdir=tmp, unsafe_pickle=args.unsafe_pickle, name="b")
@@ -205,10 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = compare_state_dicts({k: v for k, v in sa.items() if k not in skip},
                                    {k: v for k, v in sb.items() if k not in skip})
     ok = all(r["verdict"] in OK_VERDICTS for r in rows)
-    render(rows, added, ok, show_all=args.all)
-    if args.report:  # last: a command that fails before here leaves no report
+    render(rows, added, ok, show_all=args.all, quiet=args.quiet)
+    if args.json:  # last: a command that fails before here leaves no report
         data = {"ok": ok, "a": str(args.a), "b": str(args.b), "seed": args.seed, "added": added, "rows": rows}
-        atomic_write_bytes(args.report, (json.dumps(data, indent=1) + "\n").encode())
+        atomic_write_bytes(args.json, (json.dumps(data, indent=1) + "\n").encode())
     return 0 if ok else 1
 
 

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.atomic import atomic_open
-from bridge.cli import check_outputs, guarded_main
+from bridge.cli import add_quiet_option, check_outputs, examples, guarded_main
 from bridge.errors import BridgeError
 
 REQUIRED_KEYS = ("framework", "source", "classes", "isthing", "dataset_id_to_label", "colors", "void_label",
@@ -302,11 +302,14 @@ def write_differences(diffs: Sequence[Difference], a: str, b: str, out: str | os
 def main(argv: list[str] | None = None) -> int:
     """CLI: compare two normalized metadata files; exit 0 equivalent, 1 different, 2 bad input."""
     parser = argparse.ArgumentParser(prog="python -m bridge.meta",
-                                     description="Compare two normalized evaluator-metadata JSON files.")
+                                     description="Compare two normalized evaluator-metadata JSON files.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=examples(
+                                         "python -m bridge.meta d2_meta.json mmdet_meta.json --json meta_diff.json"))
     parser.add_argument("a", help="first metadata JSON (e.g. from python -m d2_side.meta)")
     parser.add_argument("b", help="second metadata JSON (e.g. from python -m mmdet_side.meta)")
     parser.add_argument("--plain", action="store_true", help="plain lines instead of a table")
     parser.add_argument("--json", dest="json_out", help="also write the differences as JSON here (for bridge.report)")
+    add_quiet_option(parser, "print one verdict line, not the differences")
     args = parser.parse_args(argv)
     check_outputs({"A": args.a, "B": args.b}, {"--json": args.json_out})
     a, b = load_metadata(args.a), load_metadata(args.b)
@@ -316,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     if not diffs:
         print(f"equivalent: {args.a} and {args.b}")
         return 0
-    if args.plain:
+    if args.quiet:
+        print(f"{len(diffs)} differences: {args.a} and {args.b}")
+    elif args.plain:
         for diff in diffs:
             print(f"{diff.field}: {diff.sentence}")
     else:

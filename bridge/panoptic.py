@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 from bridge.atomic import atomic_group, atomic_open
-from bridge.cli import check_outputs, finite_nonnegative, guarded_main
+from bridge.cli import add_quiet_option, check_outputs, examples, finite_nonnegative, guarded_main
 from bridge.devices import resolve_device
 from bridge.errors import BridgeError
 
@@ -595,7 +595,11 @@ def default_colors() -> dict[int, Sequence[int]]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 identical / PQ ok, 1 differ, 2 bad input).
     Results of different sizes fail their image (exit 1), they do not stop the comparison."""
-    parser = argparse.ArgumentParser(prog="python -m bridge.panoptic", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bridge.panoptic", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=examples(
+                                         "python -m bridge.panoptic runs/d2 runs/mmdet --min-pq 99 --json pq.json "
+                                         "--html pq.html",
+                                         "python -m bridge.panoptic a.npz b.npz"))
     parser.add_argument("a", type=Path, help="reference: run directory or canonical .npz")
     parser.add_argument("b", type=Path, help="candidate: run directory or canonical .npz")
     parser.add_argument("--min-pq", type=finite_nonnegative("--min-pq"), default=None,
@@ -603,6 +607,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--html", type=Path, default=None, help="write an HTML report here")
     parser.add_argument("--json", type=Path, default=None, help="write a JSON summary here")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (auto: CUDA when available)")
+    add_quiet_option(parser, "print the images that fail and one verdict line, not every image")
     args = parser.parse_args(argv)
     check_outputs({"A": args.a, "B": args.b}, {"--json": args.json, "--html": args.html})
     device = str(resolve_device(args.device))
@@ -629,7 +634,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         comp = compare_panoptic(side_a[key], side_b[key], device)
         passed = comp.identical or (args.min_pq is not None and comp.pq >= args.min_pq)
         ok = ok and passed
-        print(f"{label}: {'identical' if comp.identical else 'DIFFERS'}: {comp.summary()}")
+        if not (args.quiet and passed):
+            print(f"{label}: {'identical' if comp.identical else 'DIFFERS'}: {comp.summary()}")
         results[label] = comp.to_dict()
         if args.html:
             sections.append(html_section(side_a[key], side_b[key], comp, colors, title=label, device=device))
@@ -642,6 +648,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{''.join(sections)}</body></html>")
             outputs.write_bytes(args.html, page.encode())
         outputs.commit()
+    if args.quiet:
+        print(f"panoptic: {'PASS' if ok else 'FAIL'} ({len(results)} images)")
     return 0 if ok else 1
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import orjson
 
 from bridge.atomic import atomic_group
-from bridge.cli import check_outputs, guarded_main
+from bridge.cli import add_quiet_option, check_outputs, examples, guarded_main
 from bridge.errors import SubsetError
 
 Only = Literal["empty", "nonempty"] | None
@@ -568,7 +568,11 @@ def _parse_ids(text: str) -> list[int]:
 @guarded_main
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 ok, 2 bad input)."""
-    parser = argparse.ArgumentParser(prog="python -m bridge.subset", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bridge.subset", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=examples(
+                                         "python -m bridge.subset instances_val2017.json panoptic_val2017.json "
+                                         "--first 8 --only-nonempty --out-dir subsets/",
+                                         "python -m bridge.subset instances_val2017.json --one 139"))
     parser.add_argument("ann", nargs="+", type=Path, help="COCO instances or panoptic JSON files")
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--one", nargs="?", type=int, const=True, default=None, metavar="IMAGE_ID")
@@ -577,10 +581,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     only = parser.add_mutually_exclusive_group()
     only.add_argument("--only-nonempty", dest="only", action="store_const", const="nonempty")
     only.add_argument("--only-empty", dest="only", action="store_const", const="empty")
-    parser.add_argument("--out-dir", type=Path)
+    parser.add_argument("--out-dir", type=Path, help="where the subset files go (default: next to each input)")
+    add_quiet_option(parser, "do not print the written paths")
     args = parser.parse_args(argv)
     paths = cut_subset(args.ann, one=args.one, ids=args.ids, first=args.first, only=args.only, out_dir=args.out_dir)
-    for p in paths:
+    for p in [] if args.quiet else paths:
         print(p)
     return 0
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from bridge.cli import check_outputs, guarded_main, run_reporting_errors
+from bridge.cli import check_outputs, examples, guarded_main, run_reporting_errors
 from bridge.convert import save_checkpoint
 from bridge.errors import BridgeError
 
@@ -41,7 +41,9 @@ def init_state_dict(config: str, seed: int, options: list[str] | None = None) ->
 @guarded_main
 def main(argv: list[str] | None = None) -> int:
     """CLI: write the initial state dict; exit 2 with a one-line error on bad input."""
-    parser = argparse.ArgumentParser(prog="python -m d2_side.init_state", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m d2_side.init_state", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=examples("python -m d2_side.init_state COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml --seed 0 -o d2_init.safetensors"))
     parser.add_argument("config")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-o", "--out", required=True, help=".safetensors or .pth")

@@ -22,7 +22,7 @@ from typing import Any
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
 
-from bridge.cli import guarded_main, run_reporting_errors
+from bridge.cli import examples, guarded_main, run_reporting_errors
 from bridge.errors import BridgeError
 from bridge.meta import make_metadata, write_metadata
 
@@ -117,7 +117,9 @@ def export_d2_metadata(dataset_name: str) -> dict[str, Any]:
 @guarded_main
 def main(argv: list[str] | None = None) -> int:
     """CLI: export a dataset's metadata to JSON; exit 2 with a one-line error on bad input."""
-    parser = argparse.ArgumentParser(prog="python -m d2_side.meta", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m d2_side.meta", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=examples("python -m d2_side.meta coco_2017_val_panoptic_separated -o d2_meta.json"))
     parser.add_argument("dataset", help="registered detectron2 dataset name")
     parser.add_argument("-o", "--out", required=True, help="JSON file to write")
     args = parser.parse_args(argv)

@@ -25,7 +25,7 @@ from typing import Any
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from bridge.cli import check_outputs, guarded_main, run_reporting_errors
+from bridge.cli import check_outputs, examples, guarded_main, run_reporting_errors
 from bridge.errors import BridgeError
 from bridge.meta import make_metadata, write_metadata
 
@@ -111,7 +111,9 @@ def export_mmdet_metadata(config: str | Path | Config) -> dict[str, Any]:
 @guarded_main
 def main(argv: list[str] | None = None) -> int:
     """CLI: export a config's val-dataset metadata to JSON; exit 2 with a one-line error on bad input."""
-    parser = argparse.ArgumentParser(prog="python -m mmdet_side.meta", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m mmdet_side.meta", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=examples("python -m mmdet_side.meta mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py -o mmdet_meta.json"))
     parser.add_argument("config", help="mmdet config file")
     parser.add_argument("-o", "--out", required=True, help="JSON file to write")
     args = parser.parse_args(argv)

@@ -4,8 +4,9 @@
 ``mmdet::...``) on the CPU with ``MODELS.build`` (no ``init_weights``, so nothing is downloaded) and writes
 every state-dict key as ``key<TAB>shape<TAB>param|buffer``, the manifest format ``bridge.convert`` reads.
 ``python -m mmdet_side.target CONFIG --check CKPT`` loads a checkpoint (safely, through
-``bridge.convert.load_checkpoint``) into that model with ``load_state_dict(strict=True)`` and prints one
-JSON line ``{"ok", "missing", "unexpected", "size_mismatch", "error"}``; exit 0 when it loads, 1 when not.
+``bridge.convert.load_checkpoint``) into that model with ``load_state_dict(strict=True)`` and writes
+``{"ok", "missing", "unexpected", "size_mismatch", "error"}`` to ``--json PATH`` (without ``--json``, prints it
+as one JSON line); exit 0 when it loads, 1 when not.
 ``bridge.convert --target CONFIG`` runs both in a subprocess, so that ``bridge`` never imports mmdet.
 """
 
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 
 from bridge.atomic import atomic_write_bytes
-from bridge.cli import BAD_INPUT, guarded_main, report_bad_input
+from bridge.cli import BAD_INPUT, add_quiet_option, examples, guarded_main, report_bad_input
 from bridge.convert import load_checkpoint
 from bridge.errors import BridgeError
 
@@ -85,21 +86,34 @@ def strict_load_check(model: torch.nn.Module, state_dict: dict[str, torch.Tensor
 @guarded_main
 def main(argv: list[str] | None = None) -> int:
     """CLI: write the manifest or run the strict check; exit 2 with one ``error:`` line on bad input."""
-    parser = argparse.ArgumentParser(prog="python -m mmdet_side.target", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mmdet_side.target", description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=examples(
+            "python -m mmdet_side.target mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py --manifest port.tsv",
+            "python -m mmdet_side.target mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py --check mmdet.pth "
+            "--json check.json"))
     parser.add_argument("config", help="mmdet config: a .py file or mmdet::path/to/config.py")
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--manifest", help="write the model's key manifest TSV here")
     action.add_argument("--check", help="checkpoint to load with strict=True")
+    parser.add_argument("--json", metavar="PATH", help="with --check: write the result as JSON here")
+    add_quiet_option(parser, "print nothing on success")
     args = parser.parse_args(argv)
     try:
         if args.check:
             state = load_checkpoint(args.check)
             result = strict_load_check(build_model(args.config), state)
-            print(json.dumps(result))
+            if args.json:
+                atomic_write_bytes(args.json, (json.dumps(result) + "\n").encode())
+                if not args.quiet or not result["ok"]:
+                    print(f"strict load of {args.check}: {'ok' if result['ok'] else 'FAILED'}")
+            else:
+                print(json.dumps(result))
             return 0 if result["ok"] else 1
         lines = manifest_lines(build_model(args.config))
         atomic_write_bytes(args.manifest, ("\n".join(lines) + "\n").encode())
-        print(args.manifest)
+        if not args.quiet:
+            print(args.manifest)
         return 0
     except BAD_INPUT as error:
         return report_bad_input(error)

@@ -160,7 +160,18 @@ def test_initcheck_with_preset_and_missing_keys(tmp_path: Path) -> None:
     torch.save({"state_dict": {"backbone.layer1.0.conv1.weight": w.clone()}}, tmp_path / "mm.pth")
     rep = tmp_path / "r.json"
     assert initcheck_main([str(tmp_path / "d2.pth"), str(tmp_path / "mm.pth"), "--preset", "d2-resnet-to-mmdet",
-                           "--report", str(rep)]) == 0
+                           "--json", str(rep)]) == 0
     torch.save({"state_dict": {"backbone.other": w}}, tmp_path / "mm2.pth")
-    assert initcheck_main([str(tmp_path / "d2.pth"), str(tmp_path / "mm2.pth"), "--report", str(rep)]) == 1
+    assert initcheck_main([str(tmp_path / "d2.pth"), str(tmp_path / "mm2.pth"), "--json", str(rep)]) == 1
     assert {r["verdict"] for r in json.loads(rep.read_text())["rows"]} == {"missing-in-a", "missing-in-b"}
+
+
+def test_initcheck_quiet_is_one_line_and_report_is_an_alias_of_json(tmp_path: Path) -> None:
+    torch.save({"w": torch.ones(3)}, tmp_path / "a.pth")
+    torch.save({"w": torch.ones(3), "v": torch.ones(1)}, tmp_path / "b.pth")
+    rep = tmp_path / "r.json"
+    proc = run("bridge.initcheck", str(tmp_path / "a.pth"), str(tmp_path / "b.pth"), "--quiet", "--report", str(rep))
+    assert proc.returncode == 1 and proc.stdout.splitlines() == [
+        "initcheck: DIFFERENCES (1 equal, 1 missing-in-a, 0 added by the rules)"], proc.stdout + proc.stderr
+    assert json.loads(rep.read_text())["ok"] is False
+    assert "--report" not in run("bridge.initcheck", "--help").stdout

@@ -103,3 +103,29 @@ def test_docs_links_resolve(page: Path) -> None:
         assert resolved.exists(), f"{page.relative_to(REPO)} links to missing {target}"
         if anchor:
             assert anchor in _anchors(resolved), f"{page.relative_to(REPO)} links to missing heading {target}"
+
+
+HELP_MODULES = ["bridge.subset", "bridge.convert", "bridge.compare", "bridge.panoptic", "bridge.meta",
+                "bridge.initcheck", "bridge.local", "bridge.report", "mmdet_side.target", "d2_side.meta",
+                "mmdet_side.meta", "d2_side.init_state", "mmdet_side.init_state"]
+
+
+@pytest.mark.parametrize("words", [[m] for m in HELP_MODULES] + [["bridge.convert", "draft"]], ids=" ".join)
+def test_every_verb_help_shows_an_example_that_parses(words: list[str], capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    main = _entry_point(words[0])
+    with pytest.raises(SystemExit) as exc:
+        main([*words[1:], "--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and "examples:" in out, out
+    example = out.split("examples:\n", 1)[1].replace("\\\n", " ").splitlines()[0].split()
+    assert example[:3] == ["python", "-m", words[0]], example
+    test_documented_command_parses(REPO / "README.md", example[2:], monkeypatch)
+
+
+def test_json_reports_are_named_json_everywhere() -> None:
+    """No verb offers ``--report`` any more (``add_json_option`` keeps it only as a hidden alias)."""
+    for module in HELP_MODULES:
+        parser_help = importlib.import_module(module if importlib.util.find_spec(module).submodule_search_locations
+                                              is None else module + ".__main__")
+        assert "add_argument(\"--report\"" not in Path(parser_help.__file__).read_text(), module

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bridge.atomic import atomic_group
-from bridge.cli import check_outputs, finite_nonnegative, guarded_main
+from bridge.cli import check_outputs, examples, finite_nonnegative, guarded_main
 from bridge.errors import BridgeError
 
 #: The progress bar shows only for at least this many pairs (and never under --quiet or without a TTY).
@@ -19,7 +19,11 @@ PROGRESS_MIN_PAIRS = 20
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser."""
-    p = argparse.ArgumentParser(prog="python -m bridge.compare", description="Compare two recorded runs leaf by leaf.")
+    p = argparse.ArgumentParser(prog="python -m bridge.compare", description="Compare two recorded runs leaf by leaf.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=examples(
+                                    "python -m bridge.compare runs/d2 runs/mmdet --map d2-panoptic-fpn-to-mmdet "
+                                    "--json compare.json --html compare.html",
+                                    "python -m bridge.compare runs/d2 runs/mmdet --kinds loss,grad --quiet"))
     p.add_argument("run_a")
     p.add_argument("run_b")
     p.add_argument("--map", dest="map_file", help="converter preset name or YAML/JSON rules pairing RUN_A's keys with RUN_B's (gradients/parameters converted like the weights, losses through the preset's losses:)")

@@ -3,42 +3,32 @@
 Names are translated with the checkpoint converter's rule engine (``bridge.convert.rules``), so one
 table serves weights and activations: ``--map`` takes a preset name (e.g. ``d2-panoptic-fpn-to-mmdet``)
 or a YAML/JSON rule file, either in the converter's form (``{kind: rename, from, to}``, stages,
-``include``) or as a plain list of ``{rename: {from: REGEX, to: TEMPLATE}}`` items. With ``--map``, gradients,
+``include``) or with the short items ``{rename: {from: REGEX, to: TEMPLATE}}`` (one reader for both:
+:func:`bridge.convert.rules.read_rule_file`). With ``--map``, gradients,
 parameters and losses are paired by :mod:`bridge.compare.param_pairing` (the whole rule set, not only renames).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge.convert.rules import RuleSet, compile_rules, load_rules, translate_name
+from bridge.convert.rules import RuleSet, load_rules, translate_name
 from bridge.errors import BridgeError, FormatError
+
 
 def load_map(source: str | Path | Sequence[Any] | RuleSet | None) -> RuleSet | None:
     """The rule set of ``--map``: a preset name, a rule file (YAML/JSON) or a list of rule dicts; None for None.
-    A file's ``losses:`` section is kept (loss-name rules, see bridge.compare.param_pairing)."""
+    Read by the converter's own reader (:func:`bridge.convert.rules.load_rules`), so a map file is any rule
+    file, the short ``{rename: {from, to}}`` items included; its ``losses:`` section is kept (loss-name rules,
+    see bridge.compare.param_pairing)."""
     if source is None or isinstance(source, RuleSet):
         return source
-    spec: Any = source
-    if not isinstance(source, (str, Path)):
-        spec = _as_convert_specs(list(source))
-    elif Path(source).is_file():
-        data = _read_rule_file(Path(source))
-        if isinstance(data, dict) and not data.get("include") and isinstance(data.get("rules"), list):
-            try:
-                return compile_rules(_as_convert_specs(data["rules"]), str(source),
-                                     _as_convert_specs(list(data.get("losses") or [])))
-            except BridgeError as exc:
-                raise FormatError(f"--map {source}: {exc}") from None
-        if isinstance(data, list):
-            spec = _as_convert_specs(data)
     try:
-        return load_rules(spec)  # a preset name or a file with includes goes as is
+        return load_rules(source if isinstance(source, (str, Path)) else list(source))
     except BridgeError as exc:
         raise FormatError(f"--map {source}: {exc}") from None
 
@@ -60,31 +50,6 @@ def name_mapper(source: str | Path | Sequence[Any] | RuleSet | None) -> Callable
 
 
 _OCCURRENCE = re.compile(r"^(?P<name>[^#]+)(?P<mark>#\d+)(?P<path>\..*)?$")
-
-
-def _as_convert_specs(items: list[Any]) -> list[Any]:
-    """``{rename: {from, to}}`` items -> the converter's ``{kind: rename, from, to}``; others unchanged."""
-    return [
-        {"kind": "rename", **it["rename"]} if isinstance(it, dict) and set(it) == {"rename"} and isinstance(it["rename"], dict)
-        else it
-        for it in items
-    ]
-
-
-def _read_rule_file(path: Path) -> Any:
-    """Parse a YAML/JSON rule file; FormatError when unreadable."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise FormatError(f"cannot read map file {path}: {exc.strerror}") from None
-    try:
-        if path.suffix.lower() == ".json":
-            return json.loads(text)
-        import yaml
-
-        return yaml.safe_load(text)
-    except Exception as exc:  # yaml.YAMLError / json.JSONDecodeError
-        raise FormatError(f"map file {path} does not parse: {exc}".splitlines()[0]) from None
 
 
 @dataclass(frozen=True)

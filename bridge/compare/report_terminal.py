@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bridge.folding import index_token
+
 from .engine import ComparisonResult, ItemResult
 
 _INT = re.compile(r"^\d+$")
@@ -42,11 +44,7 @@ def _fold_slot(k1: str, k2: str) -> int | None:
 
 def _label(items: list[ItemResult], slot: int) -> str:
     toks = items[0].key.split(".")
-    idx = [int(i.key.split(".")[slot]) for i in items]
-    if idx == list(range(idx[0], idx[0] + len(idx))):
-        toks[slot] = f"{{{idx[0]}..{idx[-1]}}}"
-    else:
-        toks[slot] = "{" + ",".join(map(str, idx)) + "}"
+    toks[slot] = index_token([int(i.key.split(".")[slot]) for i in items])
     return ".".join(toks)
 
 

@@ -1,4 +1,4 @@
-"""``python -m bridge.convert draft SOURCE --target TARGET -o draft.yaml [--report draft.json] [--quiet]``.
+"""``python -m bridge.convert draft SOURCE --target TARGET -o draft.yaml [--json draft.json] [--quiet]``.
 
 SOURCE: a checkpoint or a key manifest TSV.  TARGET: a checkpoint, a key manifest TSV, or an mmdet config
 (``*.py`` or ``mmdet::...``, built in a subprocess as ``--target`` of the converter does).  With tensors on
@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 
 from bridge.atomic import atomic_write_bytes
-from bridge.cli import BAD_INPUT, check_outputs, guarded_main, report_bad_input
+from bridge.cli import (
+    BAD_INPUT, add_json_option, add_quiet_option, check_outputs, examples, guarded_main, report_bad_input,
+)
 from bridge.convert.draft import draft_rules, render_yaml, report_json
 from bridge.convert.draft_pairing import Side
 from bridge.convert.loading import load_checkpoint, load_manifest
@@ -25,12 +27,16 @@ from bridge.convert.mmdet_target import is_mmdet_config, mmdet_config_shapes
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser of ``python -m bridge.convert draft``."""
-    p = argparse.ArgumentParser(prog="python -m bridge.convert draft", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bridge.convert draft", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=examples(
+                                    "python -m bridge.convert draft checkpoint0011_4scale.pth "
+                                    "--target mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py -o draft.yaml "
+                                    "--json draft.json"))
     p.add_argument("source", help="source checkpoint or key manifest TSV")
     p.add_argument("--target", required=True, help="target checkpoint, key manifest TSV, or mmdet config")
-    p.add_argument("-o", "--output", required=True, help="the drafted rule file (.yaml)")
-    p.add_argument("--report", help="write pairs, rules, unpaired keys and candidates as JSON here")
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("-o", "--out", "--output", dest="output", required=True, help="the drafted rule file (.yaml)")
+    add_json_option(p, "write pairs, rules, unpaired keys and candidates as JSON here")
+    add_quiet_option(p, "no progress on stderr")
     p.add_argument("--unsafe-pickle", action="store_true", help="allow arbitrary pickled objects (trusted files)")
     return p
 
@@ -56,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     try:
-        check_outputs({"SOURCE": args.source, "--target": args.target}, {"-o": args.output, "--report": args.report})
+        check_outputs({"SOURCE": args.source, "--target": args.target}, {"-o": args.output, "--json": args.json})
         progress(f"reading {args.source}")
         src = load_side(args.source, unsafe_pickle=args.unsafe_pickle)
         progress(f"reading {args.target}")
@@ -64,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         result = draft_rules(src, tgt, progress)
         seconds = time.perf_counter() - started
         atomic_write_bytes(Path(args.output), render_yaml(result, args.source, args.target).encode())
-        if args.report:
+        if args.json:
             data = json.dumps(report_json(result, seconds), indent=1) + "\n"
-            atomic_write_bytes(Path(args.report), data.encode())
+            atomic_write_bytes(Path(args.json), data.encode())
     except BAD_INPUT as exc:
         return report_bad_input(exc)
     s = result.summary()

@@ -1,4 +1,9 @@
-"""Apply a compiled rule set to a state dict.  Renames never copy tensors: the same objects move."""
+"""Apply a compiled rule set to a state dict.  Renames never copy tensors: the same objects move.
+
+The engine only schedules: stage by stage, value rules then name rules then ``add`` rules, one claim per
+key; what each rule does is its class's (:mod:`bridge.convert.kinds`).  ``--reverse`` runs the same
+stages backwards (:mod:`bridge.convert.reverse`).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,9 @@ from typing import Any
 
 import torch
 
-from bridge.convert.rules import NAME_KINDS, VALUE_KINDS, Rule, RuleSet, load_rules
+from bridge.convert.kinds import Add, Concat, Drop, DropAlias, NameRule, Rule, Split, ValueRule
+from bridge.convert.rules import RuleSet, claim, claimed_twice, load_rules
 from bridge.errors import ConversionError
-
-_DTYPE_MAP = {
-    "int64": torch.int64, "int32": torch.int32, "float32": torch.float32, "float16": torch.float16,
-    "bfloat16": torch.bfloat16, "float64": torch.float64, "bool": torch.bool, "uint8": torch.uint8,
-}
 
 
 @dataclass
@@ -38,115 +39,89 @@ class ConversionResult:
                 "dropped": len(self.dropped), "added": len(self.added), "output": len(self.state_dict)}
 
 
-def _claim(rules: list[Rule], key: str, stage: str) -> tuple[Rule, re.Match[str]] | None:
-    """The one rule (of ``rules``) matching ``key``, with its match; two rules on one key is an error."""
-    found: tuple[Rule, re.Match[str]] | None = None
-    for rule in rules:
-        m = rule.match(key)
-        if m is None:
-            continue
-        if found is not None:
-            raise ConversionError(
-                f"key {key!r} claimed by two rules of stage {stage!r}: {found[0].label} and {rule.label}"
-            )
-        found = (rule, m)
-    return found
-
-
-def _claims(rules: list[Rule], keys: list[str], stage: str) -> dict[str, tuple[Rule, re.Match[str]]]:
+def _claims(rules: list[Any], keys: list[str], stage: str) -> dict[str, tuple[Any, re.Match[str]]]:
     """Map each key to the one rule (of ``rules``) matching it; two rules on one key is an error."""
-    return {key: claim for key in keys if (claim := _claim(rules, key, stage)) is not None}
+    return {key: found for key in keys if (found := claim(rules, key, stage)) is not None}
 
 
-def _class_rows(rule: Rule, key: str, tensor: torch.Tensor) -> torch.Tensor:
-    """Gather the class rows named by the rule's index list; keep the background row(s) where they are.
+@dataclass
+class StageRun:
+    """What one stage made of its input: the output dict and where each output key came from."""
 
-    Indices count class rows only: with ``background: first`` class row ``i`` is tensor row ``i + 1`` and
-    the background row stays row 0; with ``background: last`` it stays the last row; ``keep_trailing: N``
-    keeps the last N rows after the gathered ones.
+    out: dict[str, torch.Tensor]
+    #: output key -> the stage-input key(s) it was made from (empty for a key an ``add`` rule created)
+    sources: dict[str, tuple[str, ...]]
+    dropped: list[tuple[str, Rule]] = field(default_factory=list)  # (stage-input key, rule)
+    added: list[tuple[str, Add]] = field(default_factory=list)
+
+
+def _put(run: StageRun, origin: dict[str, str], key: str, tensor: torch.Tensor, sources: tuple[str, ...]) -> None:
+    if key in run.out:
+        first = "+".join(origin.get(k, k) for k in run.sources[key])
+        raise ConversionError(f"two source keys land on {key!r}: {first!r} and "
+                              f"{'+'.join(origin.get(k, k) for k in sources)!r}")
+    run.out[key] = tensor
+    run.sources[key] = sources
+
+
+def run_stage(ruleset: RuleSet, stage: str, state: dict[str, torch.Tensor], *, hits: dict[str, int],
+              origin: dict[str, str] | None = None, source_names: list[str] | None = None,
+              target_names: list[str] | None = None, check: bool = True) -> StageRun:
+    """Run one stage on ``state`` (not modified): value rules, then name rules, then ``add`` rules.
+
+    ``hits`` counts the keys each rule matched (by label); ``origin`` names each input key's source key in
+    error messages; ``source_names`` / ``target_names`` are the pools of ``add`` rules with ``on: source`` /
+    ``on: target``; ``check=False`` skips the value checks of ``drop`` (``if_zero``) and ``drop_alias``
+    (for names-and-shapes-only dicts).
     """
-    opts = rule.options
-    dim, background = opts["dim"], opts["background"]
-    if tensor.dim() <= dim:
-        raise ConversionError(f"rule {rule.label}: {key!r} has {tensor.dim()} dims, no dim {dim}")
-    n = tensor.shape[dim]
-    lead = 1 if background == "first" else 0
-    trail = 1 if background == "last" else opts["keep_trailing"]
-    index = [i + lead for i in opts["index"]]
-    if index and (max(index) >= n - trail or min(index) < lead):
-        raise ConversionError(
-            f"rule {rule.label}: {key!r} has {n} rows along dim {dim}; index needs {max(index) + 1 + trail}"
-            f" (background: {background})"
-        )
-    index = list(range(lead)) + index + list(range(n - trail, n))
-    return tensor.index_select(dim, torch.tensor(index, dtype=torch.long, device=tensor.device))
-
-
-def _value_transform(rule: Rule, key: str, tensor: torch.Tensor) -> torch.Tensor:
-    opts = rule.options
-    if rule.kind == "class_rows":
-        return _class_rows(rule, key, tensor)
-    if rule.kind == "reshape":
+    origin = origin if origin is not None else {}
+    current = dict(state)
+    keys = list(current)
+    value_claims = _claims(ruleset.value_rules(stage), keys, stage)
+    name_claims = _claims(ruleset.name_rules(stage), keys, stage)
+    members: dict[str, str] = {}  # a concat claims its other parts too
+    for key, (rule, m) in list(name_claims.items()):
+        for other in rule.parts(key, m)[1:]:
+            if other not in current:
+                raise ConversionError(f"rule {rule.label}: {key!r} needs {other!r}, which is absent")
+            if other in name_claims and name_claims[other][0] is not rule or other in members:
+                raise claimed_twice(other, stage, rule, name_claims[other][0] if other in name_claims else rule)
+            members[other] = key
+    for key, (rule, _m) in value_claims.items():
         try:
-            return tensor.reshape(opts["shape"])
-        except RuntimeError as exc:
-            raise ConversionError(f"rule {rule.label}: cannot reshape {key!r} {list(tensor.shape)}: {exc}") from None
-    if rule.kind == "transpose":
-        a, b = opts["dims"]
-        if max(a, b) >= tensor.dim():
-            raise ConversionError(f"rule {rule.label}: {key!r} has {tensor.dim()} dims, cannot swap {a},{b}")
-        return tensor.transpose(a, b)
-    raise AssertionError(rule.kind)
-
-
-def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """torch.equal, short-cut when both are views of the same memory (aliases restored as shared)."""
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return False
-    if a.data_ptr() == b.data_ptr() and a.stride() == b.stride():
-        return True
-    return torch.equal(a, b)
-
-
-def _check_droppable(rule: Rule, key: str, tensor: torch.Tensor) -> None:
-    """A ``drop`` rule with ``if_zero`` stops at a tensor that is not all zeros (the rule's ``hint`` added)."""
-    if rule.options.get("if_zero") and bool(tensor.count_nonzero()):
-        hint = rule.options.get("hint")
-        raise ConversionError(
-            f"rule {rule.label}: {key!r} is not zero (max abs "
-            f"{tensor.abs().max().item():.4g}); dropping it would change the model"
-            + (f". {hint}" if hint else ""))
-
-
-def _renamed(rule: Rule, key: str, m: re.Match[str], tensor: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
-    """What a ``rename`` or ``split`` rule makes of one key: its new name(s) with the tensor (or its pieces)."""
-    if rule.kind == "rename":
-        return [(rule.apply(rule.to, key, m), tensor)]  # type: ignore[arg-type]
-    dim, sizes = rule.options["dim"], rule.options["sizes"]
-    n = len(rule.to_list)
-    try:
-        pieces = torch.split(tensor, sizes, dim) if sizes else torch.chunk(tensor, n, dim)
-    except (RuntimeError, IndexError) as exc:
-        raise ConversionError(f"rule {rule.label}: cannot split {key!r}: {exc}") from None
-    if len(pieces) != n or (sizes is None and tensor.shape[dim] % n):
-        raise ConversionError(
-            f"rule {rule.label}: {key!r} dim {dim} of size {tensor.shape[dim]} does not split into {n}"
-        )
-    return [(rule.apply(tmpl, key, m), piece) for tmpl, piece in zip(rule.to_list, pieces)]
-
-
-def _add_names(rule: Rule, pools: dict[str, list[str]]) -> list[str]:
-    """The keys an ``add`` rule names: its fixed key, or its template applied to the keys of its ``on`` pool."""
-    if rule.pattern is None:
-        return [rule.to.render(None, rule.label)]  # type: ignore[union-attr]
-    return [rule.apply(rule.to, k, m) for k in pools[rule.options["on"]] if (m := rule.match(k))]  # type: ignore[arg-type]
-
-
-def _put(out: dict[str, torch.Tensor], origin: dict[str, str], key: str, tensor: torch.Tensor, src: str) -> None:
-    if key in out:
-        raise ConversionError(f"two source keys land on {key!r}: {origin[key]!r} and {src!r}")
-    out[key] = tensor
-    origin[key] = src
+            current[key] = rule.forward(key, current[key])
+        except (RuntimeError, IndexError) as exc:  # e.g. a dim the tensor does not have
+            raise ConversionError(f"rule {rule.label}: cannot apply it to {key!r} "
+                                  f"{list(current[key].shape)}: {str(exc).splitlines()[0]}") from None
+        hits[rule.label] += 1
+    run = StageRun({}, {})
+    for key in keys:
+        if key in members:
+            continue
+        found = name_claims.get(key)
+        if found is None:
+            _put(run, origin, key, current[key], (key,))
+            continue
+        rule, m = found
+        hits[rule.label] += 1
+        if isinstance(rule, Drop) and check:
+            rule.check(origin.get(key, key), current[key])
+        pairs = rule.forward(key, m, current, check)
+        if isinstance(rule, (Drop, DropAlias)):
+            run.dropped.append((key, rule))
+        for name, tensor in pairs:
+            _put(run, origin, name, tensor, tuple(rule.parts(key, m)))
+    for rule in ruleset.add_rules(stage):
+        pools = {"converted": list(run.out), "source": list(source_names or []),
+                 "target": list(target_names) if target_names is not None else list(run.out)}
+        for name in rule.names(pools):
+            if name in run.out:
+                continue
+            run.out[name] = rule.make(name)
+            run.sources[name] = ()
+            run.added.append((name, rule))
+            hits[rule.label] += 1
+    return run
 
 
 def convert_state_dict(
@@ -166,84 +141,14 @@ def convert_state_dict(
     result = ConversionResult(state_dict={}, source_keys=list(state_dict), rules_source=ruleset.source)
     hits: dict[str, int] = {rule.label: 0 for rule in ruleset.rules}
     for stage in ruleset.stages:
-        stage_rules = ruleset.stage_rules(stage)
-        keys = list(current)
-        value_claims = _claims([r for r in stage_rules if r.kind in VALUE_KINDS], keys, stage)
-        name_claims = _claims([r for r in stage_rules if r.kind in NAME_KINDS], keys, stage)
-        # concat claims its other parts too
-        members: dict[str, str] = {}
-        for key, (rule, m) in list(name_claims.items()):
-            if rule.kind != "concat":
-                continue
-            for tmpl in rule.with_list:
-                other = rule.apply(tmpl, key, m)
-                if other not in current:
-                    raise ConversionError(f"rule {rule.label}: {key!r} needs {other!r}, which is absent")
-                if other in name_claims and name_claims[other][0] is not rule or other in members:
-                    claimer = name_claims[other][0].label if other in name_claims else rule.label
-                    raise ConversionError(
-                        f"key {other!r} claimed by two rules of stage {stage!r}: {rule.label} and {claimer}"
-                    )
-                members[other] = key
-        for key, (rule, _m) in value_claims.items():
-            try:
-                current[key] = _value_transform(rule, key, current[key])
-            except (RuntimeError, IndexError) as exc:  # e.g. a dim the tensor does not have
-                raise ConversionError(f"rule {rule.label}: cannot apply it to {key!r} "
-                                      f"{list(current[key].shape)}: {str(exc).splitlines()[0]}") from None
-            hits[rule.label] += 1
-        out: dict[str, torch.Tensor] = {}
-        new_origin: dict[str, str] = {}
-        for key in keys:
-            tensor = current[key]
-            if key in members:
-                continue
-            claim = name_claims.get(key)
-            if claim is None:
-                _put(out, new_origin, key, tensor, origin[key])
-                continue
-            rule, m = claim
-            hits[rule.label] += 1
-            if rule.kind == "drop":
-                _check_droppable(rule, origin[key], tensor)
-                result.dropped.append((origin[key], rule.label))
-            elif rule.kind == "drop_alias":
-                kept = rule.apply(rule.of, key, m)  # type: ignore[arg-type]
-                if kept not in current:
-                    raise ConversionError(f"rule {rule.label}: alias {key!r} names kept key {kept!r}, which is absent")
-                other = current[kept]
-                if not _same_values(other, tensor):
-                    raise ConversionError(
-                        f"rule {rule.label}: alias {key!r} differs from kept key {kept!r}; refusing to drop it"
-                    )
-                result.dropped.append((origin[key], rule.label))
-            elif rule.kind in ("rename", "split"):
-                for name, piece in _renamed(rule, key, m, tensor):
-                    _put(out, new_origin, name, piece, origin[key])
-            elif rule.kind == "concat":
-                parts_keys = [key] + [rule.apply(t, key, m) for t in rule.with_list]
-                try:
-                    merged = torch.cat([current[k] for k in parts_keys], rule.options["dim"])
-                except (RuntimeError, IndexError) as exc:
-                    raise ConversionError(f"rule {rule.label}: cannot concat {parts_keys}: {exc}") from None
-                _put(out, new_origin, rule.apply(rule.to, key, m), merged,  # type: ignore[arg-type]
-                     "+".join(origin[k] for k in parts_keys))
-        for rule in (r for r in stage_rules if r.kind == "add"):
-            opts = rule.options
-            pools = {"converted": list(out), "source": list(state_dict),
-                     "target": list(target_names) if target_names is not None else list(out)}
-            for name in _add_names(rule, pools):
-                if name in out:
-                    continue
-                dtype = _DTYPE_MAP[opts["dtype"]]
-                try:
-                    out[name] = torch.full(opts["shape"], opts["value"], dtype=dtype)
-                except (RuntimeError, OverflowError, TypeError) as exc:
-                    raise ConversionError(f"rule {rule.label}: cannot make {name!r}: {exc}") from None
-                new_origin[name] = f"<added by {rule.label}>"
-                result.added.append(name)
-                hits[rule.label] += 1
-        current, origin = out, new_origin
+        run = run_stage(ruleset, stage, current, hits=hits, origin=origin, source_names=list(state_dict),
+                        target_names=target_names)
+        result.dropped.extend((origin[key], rule.label) for key, rule in run.dropped)
+        made_by = {name: rule for name, rule in run.added}
+        result.added.extend(made_by)
+        origin = {key: "+".join(origin[k] for k in srcs) if srcs else f"<added by {made_by[key].label}>"
+                  for key, srcs in run.sources.items()}
+        current = run.out
     result.state_dict = current
     result.origin = origin
     added = set(result.added)
@@ -293,34 +198,33 @@ def map_named_tensor(
     ruleset = load_rules(rules)
     result = MappedTensor(tensors=[(name, tensor)])
     for stage in ruleset.stages:
-        stage_rules = ruleset.stage_rules(stage)
-        value_rules = [r for r in stage_rules if r.kind in VALUE_KINDS]
-        name_rules = [r for r in stage_rules if r.kind in NAME_KINDS]
+        value_rules: list[ValueRule] = ruleset.value_rules(stage)
+        name_rules: list[NameRule] = ruleset.name_rules(stage)
         kept: list[tuple[str, torch.Tensor]] = []
         for key, value in result.tensors:
-            claim = _claim(value_rules, key, stage)
-            if claim is not None and values:
-                value = _value_transform(claim[0], key, value)
+            found = claim(value_rules, key, stage)
+            if found is not None and values:
+                value = found[0].forward(key, value)
                 result.values_changed = True
-            claim = _claim(name_rules, key, stage)
-            if claim is None:
+            found = claim(name_rules, key, stage)
+            if found is None:
                 kept.append((key, value))
                 continue
-            rule, m = claim
-            if rule.kind == "drop":
+            rule, m = found
+            if isinstance(rule, Drop):
                 if check_if_zero:
-                    _check_droppable(rule, key, value)
+                    rule.check(key, value)
                 result.dropped.append(Dropped(key, rule.label))
-            elif rule.kind == "drop_alias":
-                result.dropped.append(Dropped(key, rule.label, rule.apply(rule.of, key, m)))  # type: ignore[arg-type]
-            elif rule.kind == "concat":
+            elif isinstance(rule, DropAlias):
+                result.dropped.append(Dropped(key, rule.label, rule.kept(key, m)))
+            elif isinstance(rule, Concat):
                 raise ConversionError(f"rule {rule.label}: {key!r} is one part of a concat; "
                                       "convert its parts together (convert_state_dict)")
-            elif rule.kind == "split" and not values:
-                kept.extend((rule.apply(tmpl, key, m), value) for tmpl in rule.to_list)
+            elif isinstance(rule, Split) and not values:
+                kept.extend((new, value) for new in rule.forward_names(key, m))
             else:
-                kept.extend(_renamed(rule, key, m, value))
-                result.values_changed = result.values_changed or rule.kind == "split"
+                kept.extend(rule.forward(key, m, {key: value}))
+                result.values_changed = result.values_changed or isinstance(rule, Split)
         result.tensors = kept
     return result
 
@@ -331,4 +235,4 @@ def added_names(rules: RuleSet | str | Path | list[dict[str, Any]], *, source: l
     target's keys (each rule reads the pool its ``on:`` names): keys only the target has, by design."""
     ruleset = load_rules(rules)
     pools = {"source": list(source), "converted": list(converted), "target": list(target)}
-    return {name for rule in ruleset.rules if rule.kind == "add" for name in _add_names(rule, pools)}
+    return {name for rule in ruleset.add_rules() for name in rule.names(pools)}

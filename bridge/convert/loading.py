@@ -201,9 +201,11 @@ def _safetensors_refusal(key: str, tensor: torch.Tensor) -> str | None:
 
 
 def write_checkpoint_file(state_dict: dict[str, torch.Tensor], dest: str | Path, meta: dict[str, Any], *,
-                          as_safetensors: bool, fsync: bool = False, shown_as: str | Path | None = None) -> None:
+                          as_safetensors: bool, fsync: bool = False, shown_as: str | Path | None = None,
+                          container: str = "state_dict") -> None:
     """Write ``{'state_dict', 'meta'}`` with torch.save (or a .safetensors file when ``as_safetensors``) to
-    ``dest`` directly; errors name ``shown_as`` (the path the user gave) instead of ``dest``. Raises
+    ``dest`` directly; errors name ``shown_as`` (the path the user gave) instead of ``dest``.
+    ``container="model"`` writes ``{'model', 'meta'}``, as detectron2's checkpointer reads it. Raises
     ConversionError for tensors safetensors cannot store (quantized, complex, float8 *fnuz*, sparse)."""
     dest = Path(dest)
     shown = shown_as if shown_as is not None else dest
@@ -232,7 +234,7 @@ def write_checkpoint_file(state_dict: dict[str, torch.Tensor], dest: str | Path,
             _fsync(dest)
     else:
         with open(dest, "wb") as handle:
-            torch.save({"state_dict": state_dict, "meta": meta}, handle)
+            torch.save({container: state_dict, "meta": meta}, handle)
             if fsync:
                 handle.flush()
                 os.fsync(handle.fileno())

@@ -38,14 +38,16 @@ def mmdet_strict_check(config: str, checkpoint: str | Path, shown_as: str | Path
     """
     shown = str(shown_as if shown_as is not None else checkpoint)
     what = f"target {config}: strict load of {shown}"
-    try:
-        proc = run_side_module("mmdet_side.target", [config, "--check", str(checkpoint)], what=what, ok_codes=(0, 1))
-    except FrameworkError as exc:
-        raise FrameworkError(str(exc).replace(str(checkpoint), shown)) from None
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        raise FrameworkError(f"{what}: `python -m mmdet_side.target` printed no result")
-    result = json.loads(lines[-1])
+    with tempfile.TemporaryDirectory(prefix="bridge_check_") as tmp:
+        out = Path(tmp) / "check.json"
+        try:
+            run_side_module("mmdet_side.target", [config, "--check", str(checkpoint), "--json", str(out), "--quiet"],
+                            what=what, ok_codes=(0, 1))
+        except FrameworkError as exc:
+            raise FrameworkError(str(exc).replace(str(checkpoint), shown)) from None
+        if not out.is_file():
+            raise FrameworkError(f"{what}: `python -m mmdet_side.target` wrote no result")
+        result = json.loads(out.read_text(encoding="utf-8"))
     if isinstance(result.get("error"), str):
         result["error"] = result["error"].replace(str(checkpoint), shown)
     return result

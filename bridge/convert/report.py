@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.convert.engine import ConversionResult
+from bridge.folding import fold_keys, matches_folded
+
+__all__ = ["Report", "compare_to_target", "fold_keys", "fold_shape_mismatch", "matches_folded", "render_report",
+           "report_without_target", "suggest_counterparts"]
 
 
 @dataclass
@@ -134,40 +138,6 @@ def report_without_target(result: ConversionResult) -> Report:
                   unused_rules=list(result.unused_rules))
 
 
-def _fmt_range(nums: list[int]) -> str:
-    nums = sorted(set(nums))
-    if len(nums) > 2 and nums == list(range(nums[0], nums[-1] + 1)):
-        return "{%d..%d}" % (nums[0], nums[-1])
-    return "{" + ",".join(str(n) for n in nums) + "}"
-
-
-def fold_keys(keys: list[str]) -> list[str]:
-    """Fold keys that differ only in numeric components: ``layers.{0..8}.norm1.weight``."""
-    rows: list[list[str]] = [k.split(".") for k in keys]
-    max_len = max((len(r) for r in rows), default=0)
-    for pos in range(max_len - 1, -1, -1):
-        groups: dict[tuple, list[int]] = {}
-        order: list[tuple] = []
-        passthrough: list[list[str]] = []
-        for r in rows:
-            if pos < len(r) and r[pos].isascii() and r[pos].isdigit():
-                sig = tuple(r[:pos]) + ("\0",) + tuple(r[pos + 1:])
-                if sig not in groups:
-                    groups[sig] = []
-                    order.append(sig)
-                groups[sig].append(int(r[pos]))
-            else:
-                passthrough.append(r)
-        folded = []
-        for sig in order:
-            nums = groups[sig]
-            token = str(nums[0]) if len(nums) == 1 else _fmt_range(nums)
-            idx = sig.index("\0")
-            folded.append(list(sig[:idx]) + [token] + list(sig[idx + 1:]))
-        rows = passthrough + folded
-    return sorted(".".join(r) for r in rows)
-
-
 def fold_shape_mismatch(rows: list[tuple[str, list[int], list[int]]]) -> list[tuple[str, list[int], list[int]]]:
     """Fold the keys of shape-mismatch rows that have the same (got, expected) shapes, like :func:`fold_keys`."""
     groups: dict[tuple[tuple[int, ...], tuple[int, ...]], list[str]] = {}
@@ -181,14 +151,23 @@ def _rule_text(rule: dict[str, Any]) -> str:
     return f"{{kind: rename, from: '{rule['from']}', to: '{rule['to']}'}}"
 
 
-def render_report(report: Report, console: Any = None, *, title: str = "conversion") -> None:
+def render_report(report: Report, console: Any = None, *, title: str = "conversion", quiet: bool = False) -> None:
     """Print the report as rich tables (layer indices folded) to ``console`` (default: stdout), with the
-    suggested rule of each unmatched key, the strict-load check and a warning per rule that matched nothing."""
+    suggested rule of each unmatched key, the strict-load check and a warning per rule that matched nothing;
+    ``quiet`` prints one verdict line and the warnings instead of the tables."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     console = console or Console(width=max(160, Console().width))
+    if quiet:
+        counts = ", ".join(f"{len(getattr(report, name))} {name}" for name in
+                           ("converted", "dropped", "added", "missing", "unexpected", "shape_mismatch"))
+        verdict = ("fully matched" if report.ok else "NOT matched") if report.has_target else "no target given"
+        console.print(f"{title}: {verdict} ({counts})", markup=False)
+        for label in report.unused_rules:
+            console.print(f"warning: rule {label} matched no key", markup=False)
+        return
     summary = Table(title=f"{title}: {'fully matched' if report.ok else 'NOT matched'}"
                     if report.has_target else f"{title} (no target given)")
     summary.add_column("category")
@@ -230,9 +209,3 @@ def render_report(report: Report, console: Any = None, *, title: str = "conversi
                     console.print(f"  {key}: {', '.join(fold_keys(check[key]))}", markup=False)
     for label in report.unused_rules:
         console.print(f"warning: rule {label} matched no key", markup=False)
-
-
-def matches_folded(key: str, folded: str) -> bool:
-    pattern = re.escape(folded)  # a fold {0..8} / {1,3} matches a number; a key's own braces match themselves
-    pattern = re.sub(r"\\\{[0-9.,\\]+\\\}", lambda m: r"(?:\d+|" + m.group(0) + ")", pattern)
-    return re.fullmatch(pattern, key) is not None

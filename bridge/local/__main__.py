@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from bridge.cli import BAD_INPUT, check_outputs, guarded_main, report_bad_input
+from bridge.cli import BAD_INPUT, add_quiet_option, check_outputs, examples, guarded_main, report_bad_input
 from bridge.errors import BridgeError
 from bridge.frameworks import run_side_module
 from bridge.local.pairing import load_local_map, plan_pairs
@@ -29,7 +29,11 @@ SIDE_MODULES = {"mmdet": "mmdet_side.local", "detectron2": "d2_side.local"}
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser."""
-    p = argparse.ArgumentParser(prog="python -m bridge.local", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bridge.local", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=examples(
+                                    "python -m bridge.local runs/d2 --model-side mmdet "
+                                    "mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py mmdet.pth \\\n"
+                                    "      --map d2-panoptic-fpn-to-mmdet -o runs/local"))
     p.add_argument("run_a", help="run holding module inputs (kind input)")
     p.add_argument("--model-side", nargs=3, required=True, metavar=("SIDE", "CONFIG", "CHECKPOINT"),
                    help="mmdet or detectron2, its config, and the checkpoint of side B (e.g. the converted one)")
@@ -38,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opts", nargs="*", default=[], help="detectron2 config overrides KEY VALUE ...")
     p.add_argument("--device", default="cpu")
     p.add_argument("-o", "--out", required=True, help="run directory to write")
+    add_quiet_option(p, "print the calls that fail and the final line, not every call")
     return p
 
 
@@ -78,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BAD_INPUT as error:
         return report_bad_input(error)
     for status in statuses:
+        if args.quiet and status["status"] == "ok":
+            continue
         print(f"step {status['step']}  {status['name_a']} -> {status['name_b']}: {status['status']}")
     bad = [s for s in statuses if s["status"] != "ok"]
     print(f"{len(statuses) - len(bad)} of {len(statuses)} module calls replayed into {args.out}")

@@ -25,11 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bridge.compare.pairing import load_map
-from bridge.convert.rules import RuleSet, translate_name
-from bridge.errors import FormatError
+from bridge.convert.rules import RuleSet, read_rule_file, translate_name
+from bridge.errors import BridgeError, FormatError
 
 _OCCURRENCE = re.compile(r"^(?P<name>[^#]+)(?P<mark>#\d+)?$")
 
@@ -51,9 +49,9 @@ def load_local_map(sources: Sequence[str | Path]) -> LocalMap:
         data: Any = None
         if Path(source).is_file():
             try:
-                data = yaml.safe_load(Path(source).read_text(encoding="utf-8"))
-            except yaml.YAMLError as exc:
-                raise FormatError(f"--map {source}: not valid YAML ({exc})") from None
+                data = read_rule_file(Path(source))  # the one reader of rule files
+            except BridgeError as exc:
+                raise FormatError(f"--map {source}: {exc}") from None
         if isinstance(data, dict):
             _add_sections(result, data, str(source))
             if not (data.get("rules") or data.get("include")):

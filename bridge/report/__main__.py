@@ -8,17 +8,20 @@ import os
 import sys
 from collections.abc import Sequence
 
-from bridge.cli import BAD_INPUT, guarded_main, report_bad_input
+from bridge.cli import BAD_INPUT, examples, guarded_main, report_bad_input
 from bridge.errors import BridgeError
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser."""
     p = argparse.ArgumentParser(prog="python -m bridge.report",
-                                description="One alignment report (HTML, JSON) from the pieces a port produced.")
+                                description="One alignment report (HTML, JSON) from the pieces a port produced.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=examples(
+                                    "python -m bridge.report convert.json init.json compare.json -o report.html "
+                                    "--json report.json"))
     p.add_argument("pieces", nargs="+", help="conversion / initcheck / compare / parity JSON reports, metadata "
                                              "documents or their diff (type told from the content)")
-    p.add_argument("-o", "--output", required=True, help="the HTML page to write")
+    p.add_argument("-o", "--out", "--output", dest="output", required=True, help="the HTML page to write")
     p.add_argument("--json", dest="json_out", help="also write the report as JSON here")
     p.add_argument("--runs", nargs=2, metavar=("RUN_A", "RUN_B"),
                    help="the compared runs, to picture the first divergent tensor (default: the compare "
