@@ -165,7 +165,7 @@ def _convert_stage(layout: Layout) -> Stage:
     argv = [sys.executable, "-m", "bridge.convert", str(layout.convert_source()), "-o", str(layout.converted)]
     argv += ["--preset", convert["preset"]] if "preset" in convert else ["--rules", layout.fill(convert["rules"])]
     argv += ["--target", layout.fill(convert["target"])] if convert.get("target") else []
-    argv += ["--report", str(layout.convert_report)]
+    argv += ["--json", str(layout.convert_report)]
     return Stage("convert", [Step(argv)], [layout.converted, layout.convert_report], verdict_codes=(0, 1))
 
 
