@@ -99,7 +99,7 @@ try:
             sys.modules["bridge"] = pkg = types.ModuleType("bridge")
             pkg.__path__ = ["bridge"]
         sys.argv[0] = "bridge.subset"
-        from bridge.subset import main
+        from bridge.subset.__main__ import main
         rc = main(sys.argv[1:])
         assert rc == 0, rc
 finally:

@@ -11,12 +11,12 @@ from bridge.cli import guarded_main
 
 #: Each verb and the module whose ``main(argv)`` it runs.
 VERBS = {
-    "subset": "bridge.subset",
+    "subset": "bridge.subset.__main__",
     "convert": "bridge.convert.__main__",
     "compare": "bridge.compare.__main__",
-    "panoptic": "bridge.panoptic",
-    "meta": "bridge.meta",
-    "initcheck": "bridge.initcheck",
+    "panoptic": "bridge.panoptic.__main__",
+    "meta": "bridge.meta.__main__",
+    "initcheck": "bridge.initcheck.__main__",
     "local": "bridge.local.__main__",
     "report": "bridge.report.__main__",
     "align": "bridge.align.__main__",

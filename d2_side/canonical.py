@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from bridge import instances as canonical_instances
+from bridge.outputs import instances as canonical_instances
 from bridge import panoptic as canonical_panoptic
-from bridge import semantic as canonical_semantic
+from bridge.outputs import semantic as canonical_semantic
 from d2_side import instances, panoptic, semantic
 
 

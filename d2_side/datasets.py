@@ -26,7 +26,7 @@ from detectron2.data.datasets import register_coco_instances, register_coco_pano
 from detectron2.data.datasets.coco_panoptic import load_coco_panoptic_json
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES, _get_builtin_metadata
 
-from bridge.onesample import SPLITS, OneSampleConfig, OneSampleSplit, prepare_split
+from bridge.coco.onesample import SPLITS, OneSampleConfig, OneSampleSplit, prepare_split
 
 LABEL_DIVISOR = 1000
 IGNORE_LABEL = 255

@@ -1,4 +1,4 @@
-"""detectron2 instance outputs (``output["instances"]``) to the canonical form of ``bridge.instances``.
+"""detectron2 instance outputs (``output["instances"]``) to the canonical form of ``bridge.outputs.instances``.
 
 ``pred_classes`` are contiguous ids; they map back to dataset ids through the dataset metadata's
 ``thing_dataset_id_to_contiguous_id``, as detectron2's ``COCOEvaluator`` maps them. ``pred_boxes`` and
@@ -12,7 +12,7 @@ from typing import Any
 from detectron2.structures import Instances
 
 from bridge.errors import BridgeError
-from bridge.instances import CanonicalInstances, canonical_instances, dataset_ids, map_labels
+from bridge.outputs.instances import CanonicalInstances, canonical_instances, dataset_ids, map_labels
 from d2_side.panoptic import _meta_get
 
 

@@ -1,4 +1,4 @@
-"""detectron2 semantic outputs (``output["sem_seg"]``, C×H×W scores) to the canonical form of ``bridge.semantic``.
+"""detectron2 semantic outputs (``output["sem_seg"]``, C×H×W scores) to the canonical form of ``bridge.outputs.semantic``.
 
 Channel ``c`` is the contiguous stuff id ``c``; it maps back to a dataset id through the metadata's
 ``stuff_dataset_id_to_contiguous_id``, as detectron2's ``SemSegEvaluator`` maps it (PanopticFPN's
@@ -12,8 +12,8 @@ from typing import Any
 import torch
 
 from bridge.errors import BridgeError
-from bridge.instances import dataset_ids
-from bridge.semantic import CanonicalSemantic, canonical_from_scores
+from bridge.outputs.instances import dataset_ids
+from bridge.outputs.semantic import CanonicalSemantic, canonical_from_scores
 from d2_side.panoptic import _meta_get
 
 

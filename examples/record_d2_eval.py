@@ -22,7 +22,7 @@ import torch
 
 from bridge import Recorder
 from bridge.cli import run_reporting_errors
-from bridge.onesample import OneSampleConfig
+from bridge.coco.onesample import OneSampleConfig
 
 DEFAULT_CONFIG = "COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml"
 DEFAULT_DATASET = "coco_2017_val_panoptic_onesample_separated"

@@ -8,9 +8,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bridge import instances as canonical_instances
+from bridge.outputs import instances as canonical_instances
 from bridge import panoptic as canonical_panoptic
-from bridge import semantic as canonical_semantic
+from bridge.outputs import semantic as canonical_semantic
 from bridge.errors import BridgeError
 from mmdet_side import instances, panoptic, semantic
 

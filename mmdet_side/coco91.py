@@ -1,6 +1,6 @@
 """91-slot (DETR-style) COCO labels in mmdet: dataset, metric and the label-space check.
 
-Label ``i`` is the original COCO category id ``i`` (slots named by :data:`bridge.coco91.COCO91_SLOT_NAMES`,
+Label ``i`` is the original COCO category id ``i`` (slots named by :data:`bridge.coco.coco91.COCO91_SLOT_NAMES`,
 ``'N/A'`` for ids no category uses, slot 0 included).  Stock mmdet maps the annotation file's categories to
 80 contiguous labels *by name*; with the 91 slot names that silently shifts labels (and labels >= 80 raise
 ``IndexError`` in ``CocoMetric``).  The pieces here keep label == category id everywhere::
@@ -24,7 +24,7 @@ from mmdet.registry import DATASETS, HOOKS, METRICS
 from mmengine.fileio import get_local_path
 from mmengine.hooks import Hook
 
-from bridge.coco91 import COCO91_SLOT_NAMES, COCO91_TO_80, UNUSED_SLOT, check_slot_layout, coco_panoptic_slot_names
+from bridge.coco.coco91 import COCO91_SLOT_NAMES, COCO91_TO_80, UNUSED_SLOT, check_slot_layout, coco_panoptic_slot_names
 from bridge.errors import BridgeError
 
 NUM_COCO91_CLASSES: int = len(COCO91_SLOT_NAMES)
@@ -46,7 +46,7 @@ class IdentityLabelsMixin:
     """``load_data_list`` of mmdet's COCO datasets with ``cat2label`` the identity (label = category id).
 
     Mixed in before ``CocoDataset`` / ``CocoPanopticDataset``: every category of the annotation file must
-    have its name in its id's slot of ``metainfo['classes']`` (:func:`bridge.coco91.check_slot_layout`).
+    have its name in its id's slot of ``metainfo['classes']`` (:func:`bridge.coco.coco91.check_slot_layout`).
     """
 
     def load_data_list(self) -> list[dict]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from mmengine.config import Config
 
-from bridge.coco91 import COCO91_SLOT_NAMES
+from bridge.coco.coco91 import COCO91_SLOT_NAMES
 from bridge.errors import BridgeError
 from mmdet_side.coco91_panoptic import NUM_STUFF_SLOTS, NUM_THING_SLOTS, panoptic_slot_metainfo
 

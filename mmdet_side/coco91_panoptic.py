@@ -1,6 +1,6 @@
 """COCO-panoptic with label = original category id in mmdet: ``CocoPanopticDataset91`` and ``CocoPanopticMetric91``.
 
-Slot layout (:func:`bridge.coco91.coco_panoptic_slot_names`, 201 slots): labels 0..90 are the thing slots
+Slot layout (:func:`bridge.coco.coco91.coco_panoptic_slot_names`, 201 slots): labels 0..90 are the thing slots
 (the 91 instance slots, ``'N/A'`` where unused), labels 91..200 the stuff slots (stuff ids 92..200).  mmdet's
 panoptic code only needs things before stuff, which this keeps:
 
@@ -28,7 +28,7 @@ from mmdet.evaluation import CocoPanopticMetric
 from mmdet.registry import DATASETS, METRICS
 from mmengine.fileio import dump, load
 
-from bridge.coco91 import COCO_PANOPTIC_NUM_THING_SLOTS, UNUSED_SLOT, coco_panoptic_slot_names
+from bridge.coco.coco91 import COCO_PANOPTIC_NUM_THING_SLOTS, UNUSED_SLOT, coco_panoptic_slot_names
 from bridge.errors import BridgeError
 from mmdet_side.coco91 import IdentityLabelsMixin, SlotLayoutMetaMixin
 

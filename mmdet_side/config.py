@@ -23,7 +23,7 @@ from typing import Any
 from bridge.atomic import atomic_open, remove_dead_temps
 from bridge.cli import check_outputs, guarded_main, run_reporting_errors
 from bridge.errors import BridgeError
-from bridge.onesample import OneSampleConfig, OneSampleSplit, parse_image_ids, prepare_split
+from bridge.coco.onesample import OneSampleConfig, OneSampleSplit, parse_image_ids, prepare_split
 
 #: ``panoptic``: COCO-panoptic with CocoPanopticMetric; ``instances``: COCO instances with CocoMetric on bbox and
 #: segm (Mask R-CNN, Mask2Former instance); ``detection``: COCO instances with CocoMetric on bbox only
@@ -53,7 +53,7 @@ def onesample_overrides(config: OneSampleConfig | None = None, *, task: str = "p
                         batch_size: int = 1, num_workers: int = 0) -> dict:
     """Config overrides (train/val/test dataloaders and evaluators) for the one-sample splits.
 
-    ``config`` defaults to the ``BRIDGE_*`` environment (see ``bridge.onesample``); the splits are
+    ``config`` defaults to the ``BRIDGE_*`` environment (see ``bridge.coco.onesample``); the splits are
     prepared (cut and cached) on the way, so the returned paths exist.
     """
     if task not in TASKS:

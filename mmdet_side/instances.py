@@ -1,4 +1,4 @@
-"""mmdet 3.x instance outputs (``pred_instances``) to the canonical form of ``bridge.instances``.
+"""mmdet 3.x instance outputs (``pred_instances``) to the canonical form of ``bridge.outputs.instances``.
 
 ``labels`` index the dataset's ``metainfo['classes']``; they map to dataset ids through the annotation file's
 categories matched by name, as mmdet's ``CocoMetric`` maps them (``get_cat_ids(cat_names=classes)``).
@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bridge.errors import BridgeError
-from bridge.instances import CanonicalInstances, canonical_instances, dataset_ids, map_labels
+from bridge.outputs.instances import CanonicalInstances, canonical_instances, dataset_ids, map_labels
 
 
 def label_lookup(classes: Sequence[str], categories: Sequence[Mapping[str, Any]]) -> list[int | None]:

@@ -1,4 +1,4 @@
-"""mmdet 3.x semantic outputs (``pred_sem_seg.sem_seg``) to the canonical form of ``bridge.semantic``.
+"""mmdet 3.x semantic outputs (``pred_sem_seg.sem_seg``) to the canonical form of ``bridge.outputs.semantic``.
 
 ``sem_seg`` holds 1×H×W labels (what ``SemSegMetric`` reads; labels outside ``classes``, such as its ignore
 index 255, mean no category) or C×H×W scores over ``classes``; labels map to dataset ids through the
@@ -13,8 +13,8 @@ from typing import Any
 import torch
 
 from bridge.errors import BridgeError
-from bridge.instances import dataset_ids
-from bridge.semantic import CanonicalSemantic, canonical_from_labels, canonical_from_scores
+from bridge.outputs.instances import dataset_ids
+from bridge.outputs.semantic import CanonicalSemantic, canonical_from_labels, canonical_from_scores
 from mmdet_side.instances import label_lookup
 
 

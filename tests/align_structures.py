@@ -11,7 +11,7 @@ import sys
 
 import torch
 
-from bridge.onesample import OneSampleConfig, prepare_split
+from bridge.coco.onesample import OneSampleConfig, prepare_split
 from bridge.runs import Recorder
 
 HEIGHT, WIDTH, NUM_CLASSES = 48, 64, 133

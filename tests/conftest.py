@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.onesample import OneSampleConfig
-from bridge.synthetic_coco import write_synthetic_coco
+from bridge.coco.onesample import OneSampleConfig
+from bridge.coco.synthetic import write_synthetic_coco
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,7 +124,7 @@ def standard_root_from_shared(shared: Path, root: Path) -> Path:
     from PIL import Image
     from pycocotools import mask as mask_util
 
-    from bridge.semseg_png import rgb_to_id
+    from bridge.coco.semseg_png import rgb_to_id
 
     sample = shared / "coco_panoptic_sample"
     panoptic = json.loads((sample / "panoptic_examples.json").read_text())

@@ -293,7 +293,7 @@ def _coco(rng: random.Random) -> dict:
 
 
 def case_subset(rng: random.Random, workdir: Path) -> Case:
-    from bridge.subset import main
+    from bridge.subset.__main__ import main
 
     inputs = []
     for n in range(rng.randint(1, 3)):
@@ -335,7 +335,7 @@ def _npz(rng: random.Random, path: Path, shape: tuple[int, int]) -> None:
 
 
 def case_panoptic(rng: random.Random, workdir: Path) -> Case:
-    from bridge.panoptic import main
+    from bridge.panoptic.__main__ import main
 
     for name in ("a.npz", "b.npz"):
         _npz(rng, workdir / name, rng.choice([(4, 4), (4, 4), (3, 5), (0, 4)]))
@@ -367,7 +367,7 @@ def _metadata(rng: random.Random) -> dict:
 
 
 def case_meta(rng: random.Random, workdir: Path) -> Case:
-    from bridge.meta import main
+    from bridge.meta.__main__ import main
 
     for name in ("a.json", "b.json"):
         (workdir / name).write_bytes(_dump_json(rng, _metadata(rng)))
@@ -375,7 +375,7 @@ def case_meta(rng: random.Random, workdir: Path) -> Case:
 
 
 def case_initcheck(rng: random.Random, workdir: Path) -> Case:
-    from bridge.initcheck import main
+    from bridge.initcheck.__main__ import main
 
     for name in ("a.pth", "b.pth"):
         _checkpoint(rng, workdir / name)
@@ -396,7 +396,7 @@ def case_png(rng: random.Random, workdir: Path) -> Case:
     from PIL import Image
 
     from bridge.cli import guarded_main
-    from bridge.semseg_png import write_semantic_pngs
+    from bridge.coco.semseg_png import write_semantic_pngs
 
     (workdir / "pan").mkdir()
     h, w = rng.choice([(4, 6), (4, 6), (1, 1)])

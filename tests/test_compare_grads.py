@@ -23,7 +23,7 @@ from bridge.convert import added_names, convert_state_dict, load_rules, map_name
 from bridge.errors import ConversionError
 from bridge.matching import canonical_matching
 from bridge.taps import ModelTaps
-from bridge.onesample import OneSampleConfig
+from bridge.coco.onesample import OneSampleConfig
 from tests.conftest import REPO, record_d2_training, small_mmdet_train_config
 from tests.test_convert_dino import original_state_dict
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from bridge import coco91
+from bridge.coco import coco91
 from bridge.convert import (
     compare_to_target,
     convert_state_dict,

@@ -134,7 +134,7 @@ def test_initcheck_verdicts(tmp_path: Path) -> None:
     torch.save(init(0, torch.nn.init.xavier_uniform_), tmp_path / "a2.pth")
     torch.save(init(1, torch.nn.init.xavier_uniform_), tmp_path / "b.pth")
     torch.save(init(1, torch.nn.init.kaiming_normal_), tmp_path / "k.pth")
-    from bridge.initcheck import main as initcheck_main
+    from bridge.initcheck.__main__ import main as initcheck_main
 
     rep = tmp_path / "ic.json"
     assert initcheck_main([str(tmp_path / "a.pth"), str(tmp_path / "a2.pth"), "--report", str(rep)]) == 0
@@ -153,7 +153,7 @@ def test_initcheck_verdicts(tmp_path: Path) -> None:
 
 
 def test_initcheck_with_preset_and_missing_keys(tmp_path: Path) -> None:
-    from bridge.initcheck import main as initcheck_main
+    from bridge.initcheck.__main__ import main as initcheck_main
 
     w = torch.randn(8, 4, 1, 1)
     torch.save({"model": {"backbone.res2.0.conv1.weight": w}}, tmp_path / "d2.pth")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bridge.coco91 import COCO80_TO_91
+from bridge.coco.coco91 import COCO80_TO_91
 from bridge.convert import convert_state_dict, load_checkpoint, load_manifest
 from bridge.errors import ConversionError
 from tests.conftest import REPO

@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bridge.onesample import SPLITS, OneSampleConfig
-from bridge.semseg_png import rgb_to_id
+from bridge.coco.onesample import SPLITS, OneSampleConfig
+from bridge.coco.semseg_png import rgb_to_id
 from d2_side.datasets import registered_names
 from tests.conftest import detectron2_tools_dir
 

@@ -46,7 +46,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], list[str
 
 
 def _data_files() -> list[str]:
-    return sorted(str(p.relative_to(REPO)) for pattern in ("bridge/presets/*.yaml", "bridge/data/*.json")
+    return sorted(str(p.relative_to(REPO)) for pattern in ("bridge/presets/*.yaml", "bridge/coco/data/*.json")
                   for p in REPO.glob(pattern))
 
 

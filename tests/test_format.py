@@ -1,4 +1,4 @@
-"""Round-trip and bad-input tests of the shared tensor format (bridge.runs / bridge.tree)."""
+"""Round-trip and bad-input tests of the shared tensor format (bridge.runs / bridge.runs.tree)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge import KINDS, BridgeError, Entry, FormatError, Recorder, Run, open_run
-from bridge.tree import BYTES_DTYPES, DTYPE_CODES, MAX_DEPTH, QUANTIZED_DTYPES, TENSOR_DTYPES, dtype_name, flatten
+from bridge.runs.tree import BYTES_DTYPES, DTYPE_CODES, MAX_DEPTH, QUANTIZED_DTYPES, TENSOR_DTYPES, dtype_name, flatten
 
 #: torch warns that complex32 / bcomplex32 support is experimental whenever one is created.
 pytestmark = pytest.mark.filterwarnings("ignore:.*support is experimental")
@@ -129,9 +129,9 @@ TORCH_DTYPES = sorted({dtype_name(v) for v in vars(torch).values() if isinstance
 
 
 def test_every_torch_dtype_is_handled() -> None:
-    """A dtype a new torch adds fails here until bridge/tree.py stores it (natively or as bytes) or refuses it."""
+    """A dtype a new torch adds fails here until bridge/runs/tree.py stores it (natively or as bytes) or refuses it."""
     unhandled = [n for n in TORCH_DTYPES if n not in TENSOR_DTYPES and n not in QUANTIZED_DTYPES]
-    assert unhandled == [], f"torch dtypes bridge/tree.py does not handle: {unhandled}"
+    assert unhandled == [], f"torch dtypes bridge/runs/tree.py does not handle: {unhandled}"
     assert not set(DTYPE_CODES) & set(BYTES_DTYPES) and not set(TENSOR_DTYPES) & set(QUANTIZED_DTYPES)
     assert len(TORCH_DTYPES) >= 40  # the enumeration found torch's dtypes
 

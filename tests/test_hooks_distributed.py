@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 
 from bridge import Recorder, open_run
 from bridge.compare.engine import compare_runs
-from bridge.synthetic_coco import write_synthetic_coco
+from bridge.coco.synthetic import write_synthetic_coco
 from tests.conftest import small_mmdet_train_config
 
 WORLD = 2
@@ -44,7 +44,7 @@ def _worker(rank: int, port: int, coco_root: str, train_ids: list[int], cache_di
         from detectron2.modeling import build_model
         from torch.nn.parallel import DistributedDataParallel
 
-        from bridge.onesample import OneSampleConfig
+        from bridge.coco.onesample import OneSampleConfig
         from d2_side.datasets import register_onesample
         from d2_side.hooks import RecordHook
         import_s = time.perf_counter() - t0
@@ -157,7 +157,7 @@ def _mmdet_worker(rank: int, port: int, coco_root: str, cache_dir: str, run_dir:
     try:
         from mmengine.runner import Runner
 
-        from bridge.onesample import OneSampleConfig
+        from bridge.coco.onesample import OneSampleConfig
 
         cfg = small_mmdet_train_config(
             "mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", OneSampleConfig.create(coco_root, None, cache_dir),

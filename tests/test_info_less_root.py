@@ -13,7 +13,7 @@ import pytest
 import torch
 from pycocotools import mask as mask_util
 
-from bridge.synthetic_coco import write_synthetic_coco
+from bridge.coco.synthetic import write_synthetic_coco
 from tests.test_real_clients import MASK_RCNN, run_train_net, train_net  # noqa: F401  (train_net: fixture)
 
 

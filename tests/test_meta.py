@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from bridge.meta import diff_metadata, load_metadata, validate_metadata, write_metadata
-from bridge.onesample import OneSampleConfig
-from bridge.synthetic_coco import write_synthetic_coco
+from bridge.coco.onesample import OneSampleConfig
+from bridge.coco.synthetic import write_synthetic_coco
 
 REPO = Path(__file__).resolve().parents[1]
 D2_NAME = "coco_2017_val_panoptic_onesample_with_sem_seg"

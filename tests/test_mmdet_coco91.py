@@ -12,9 +12,9 @@ import torch
 from pycocotools import mask as mask_util
 
 import mmdet_side  # noqa: F401  (registers the modules)
-from bridge.coco91 import COCO91_SLOT_NAMES
+from bridge.coco.coco91 import COCO91_SLOT_NAMES
 from bridge.errors import BridgeError
-from bridge.synthetic_coco import SyntheticCoco, write_synthetic_coco
+from bridge.coco.synthetic import SyntheticCoco, write_synthetic_coco
 from mmdet_side.coco91 import CocoDataset91, CocoMetric91, LabelSpaceCheckHook, check_label_space, head_num_classes
 from mmdet_side.coco91_config import apply_coco91, coco91_config_overrides
 from tests.conftest import bridge_env, small_mmdet_train_config
@@ -33,7 +33,7 @@ def coco(tmp_path_factory: pytest.TempPathFactory) -> SyntheticCoco:
 def wide(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(instances json, image folder): 4 synthetic images, 3 objects each, one per id of WIDE_CATEGORY_IDS;
     rectangles and 12-point ellipse polygons side by side."""
-    from bridge.synthetic_coco import instance_categories
+    from bridge.coco.synthetic import instance_categories
 
     root = write_synthetic_coco(tmp_path_factory.mktemp("coco91_wide"), num_images=4)
     data = json.loads(root.instances_json("val2017").read_text())
@@ -291,8 +291,8 @@ def test_two_iterations_on_dataset91_train_with_original_ids_as_labels(tmp_path:
     from mmengine.runner import Runner
 
     from bridge import open_run
-    from bridge.onesample import OneSampleConfig
-    from bridge.synthetic_coco import write_synthetic_coco
+    from bridge.coco.onesample import OneSampleConfig
+    from bridge.coco.synthetic import write_synthetic_coco
     root = tmp_path / "coco"
     write_synthetic_coco(root, num_images=2)
     annotations = json.loads((root / "annotations" / "instances_train2017.json").read_text())["annotations"]

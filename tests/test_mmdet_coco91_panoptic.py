@@ -12,7 +12,7 @@ import torch
 
 import mmdet_side  # noqa: F401  (registers the modules)
 from bridge.errors import BridgeError
-from bridge.synthetic_coco import SyntheticCoco, write_synthetic_coco
+from bridge.coco.synthetic import SyntheticCoco, write_synthetic_coco
 from mmdet_side.coco91 import CocoDataset91, check_label_space, head_num_classes
 from mmdet_side.coco91_config import apply_coco91
 from mmdet_side.coco91_panoptic import (NUM_STUFF_SLOTS, NUM_THING_SLOTS, PANOPTIC_SLOT_NAMES, CocoPanopticDataset91,
@@ -40,7 +40,7 @@ def dataset(coco: SyntheticCoco) -> CocoPanopticDataset91:
 
 def test_slot_layout_keeps_things_first_with_label_equal_to_id() -> None:
     assert (len(PANOPTIC_SLOT_NAMES), NUM_THING_SLOTS, NUM_STUFF_SLOTS) == (201, 91, 110)
-    official = json.loads((Path(__file__).parents[1] / "bridge/data/coco_panoptic_categories.json").read_text())
+    official = json.loads((Path(__file__).parents[1] / "bridge/coco/data/coco_panoptic_categories.json").read_text())
     for cat in official:
         assert PANOPTIC_SLOT_NAMES[cat["id"]] == cat["name"] and (cat["id"] < 91) == bool(cat["isthing"])
     assert sum(name != "N/A" for name in PANOPTIC_SLOT_NAMES) == 133
@@ -174,7 +174,7 @@ def test_panoptic_fpn_trains_on_category_ids(coco_root: Path, tmp_path: Path) ->
     from mmengine.runner import Runner
 
     from bridge import open_run
-    from bridge.onesample import OneSampleConfig, prepare_split
+    from bridge.coco.onesample import OneSampleConfig, prepare_split
 
     onesample = OneSampleConfig.create(coco_root, None, tmp_path / "cache")
     cfg = small_mmdet_train_config(PANOPTIC_FPN, onesample, epochs=2, work_dir=str(tmp_path / "work"),

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bridge.onesample import OneSampleConfig
+from bridge.coco.onesample import OneSampleConfig
 from tests.conftest import REPO, bridge_env
 
 FASTER_RCNN = "mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py"

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bridge.onesample import OneSampleConfig
-from bridge.semseg_png import rgb_to_id
+from bridge.coco.onesample import OneSampleConfig
+from bridge.coco.semseg_png import rgb_to_id
 from tests.conftest import SHARED_DATA, bridge_env, standard_root_from_shared
 
 D2_NAMES = ["coco_2017_{}_onesample", "coco_2017_{}_panoptic_onesample",
@@ -119,7 +119,7 @@ def test_mmdet_panoptic_metric_gives_pq_100_on_ground_truth(onesample: OneSample
     metric = CocoPanopticMetric(**evaluator_cfg)
     classes = list(CocoPanopticDataset.METAINFO["classes"])
     metric.dataset_meta = dict(CocoPanopticDataset.METAINFO)
-    from bridge.onesample import prepare_split
+    from bridge.coco.onesample import prepare_split
 
     split_files = prepare_split(onesample, "val")
     panoptic, ids = _ground_truth(split_files)

@@ -1,4 +1,4 @@
-"""Canonical instance and semantic outputs (bridge.instances / bridge.semantic) converted from detectron2's and
+"""Canonical instance and semantic outputs (bridge.outputs.instances / bridge.outputs.semantic) converted from detectron2's and
 mmdet's real structures, paired by bridge.compare across frameworks; leaves that differ by nature."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from bridge import Recorder, open_run
 from bridge.compare import compare_runs
 from bridge.compare.__main__ import main as compare_main
 from bridge.panoptic import canonical_from_segment_map
-from bridge.synthetic_coco import panoptic_categories
+from bridge.coco.synthetic import panoptic_categories
 
 H, W = 48, 64
 IMAGE_ID = 139
@@ -139,8 +139,8 @@ def _record_mmdet(path: Path, detections=DETECTIONS, semantic: torch.Tensor | No
 
 def test_canonical_forms_of_both_frameworks_agree() -> None:
     """The same predictions in detectron2's and mmdet's structures convert to the same canonical results."""
-    from bridge.instances import compare_instances
-    from bridge.semantic import compare_semantic
+    from bridge.outputs.instances import compare_instances
+    from bridge.outputs.semantic import compare_semantic
     from d2_side import instances as d2_instances, semantic as d2_semantic
     from mmdet_side import instances as mm_instances, semantic as mm_semantic
 
@@ -164,7 +164,7 @@ def test_detectron2_placeholder_boxes_and_separated_things_channel() -> None:
     from detectron2.data import MetadataCatalog
     from detectron2.structures import Boxes, Instances
 
-    from bridge.instances import compare_instances
+    from bridge.outputs.instances import compare_instances
     from d2_side import instances as d2_instances, semantic as d2_semantic
 
     metadata = MetadataCatalog.get("coco_2017_val_panoptic_separated")
@@ -336,8 +336,8 @@ def test_bridge_record_hook_needs_a_run_dir() -> None:
 
 def test_empty_results_and_size_mismatches() -> None:
     """No detections on either side agree; a size mismatch fails the comparison instead of stopping it."""
-    from bridge.instances import canonical_instances, compare_instances
-    from bridge.semantic import CanonicalSemantic, compare_semantic
+    from bridge.outputs.instances import canonical_instances, compare_instances
+    from bridge.outputs.semantic import CanonicalSemantic, compare_semantic
 
     empty = canonical_instances(torch.zeros(0, dtype=torch.int64), torch.zeros(0), torch.zeros(0, 4),
                                 torch.zeros(0, H, W, dtype=torch.bool))

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bridge.onesample import OneSampleConfig, OneSampleSplit, prepare_split
+from bridge.coco.onesample import OneSampleConfig, OneSampleSplit, prepare_split
 from bridge.panoptic import CanonicalPanoptic, canonical_from_panoptic_png
-from bridge.panoptic_parity import REASON_ZERO_AREA, parity_report
+from bridge.panoptic.parity import REASON_ZERO_AREA, parity_report
 
 D2_NAME = "coco_2017_val_panoptic_onesample_with_sem_seg"
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 
 from bridge import open_run
-from bridge.instances import from_record as instances_from_record
-from bridge.onesample import OneSampleConfig
+from bridge.outputs.instances import from_record as instances_from_record
+from bridge.coco.onesample import OneSampleConfig
 from bridge.panoptic import from_record as panoptic_from_record
-from bridge.semantic import from_record as semantic_from_record
+from bridge.outputs.semantic import from_record as semantic_from_record
 from tests.conftest import REPO, bridge_env
 
 

@@ -12,7 +12,7 @@ import torch
 
 from bridge import Recorder, open_run
 from bridge.panoptic import from_record
-from bridge.onesample import OneSampleConfig
+from bridge.coco.onesample import OneSampleConfig
 from tests.conftest import REPO, record_d2_mask_rcnn
 
 

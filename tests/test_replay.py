@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bridge import open_run
-from bridge.onesample import OneSampleConfig
+from bridge.coco.onesample import OneSampleConfig
 from tests.conftest import record_d2_mask_rcnn, record_d2_training, small_mmdet_train_config
 
 

@@ -13,7 +13,7 @@ import torch
 from bridge import Recorder
 from bridge.compare.__main__ import main as compare_main
 from bridge.convert.__main__ import main as convert_main
-from bridge.meta import main as meta_main
+from bridge.meta.__main__ import main as meta_main
 from bridge.meta import make_metadata
 from bridge.report.__main__ import main as report_main
 from bridge.report.pieces import Piece

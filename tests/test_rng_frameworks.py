@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from bridge import open_run
-from bridge.onesample import OneSampleConfig
+from bridge.coco.onesample import OneSampleConfig
 from bridge.rng import load_tape
 from tests.conftest import REPO
 
@@ -131,7 +131,7 @@ def test_dino_denoising_and_dropout_replayed_bit_exactly_in_another_process(tmp_
 D2_SCRIPT = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from bridge.onesample import OneSampleConfig
+    from bridge.coco.onesample import OneSampleConfig
     from tests.conftest import record_d2_training
 
     coco_root, cache, run_dir, draws = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -192,7 +192,7 @@ RUNNER_SCRIPT = textwrap.dedent("""
     from mmengine.hooks import Hook
     from mmengine.runner import Runner
     from mmdet.registry import HOOKS
-    from bridge.onesample import OneSampleConfig
+    from bridge.coco.onesample import OneSampleConfig
     from tests.conftest import small_mmdet_train_config
 
     @HOOKS.register_module()

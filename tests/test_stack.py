@@ -198,7 +198,7 @@ def _run_in_fresh_python(code: str, tmp_path: Path) -> dict:
 # Builds COCOEvaluator twice on a synthetic COCO, with a handler on detectron2's coco_evaluation logger itself.
 COCO_EVALUATOR_TWICE = textwrap.dedent("""
     import io, json, logging
-    from bridge.synthetic_coco import write_synthetic_coco
+    from bridge.coco.synthetic import write_synthetic_coco
     from detectron2.data.datasets import register_coco_instances
     from detectron2.evaluation import COCOEvaluator
     from detectron2.evaluation.coco_evaluation import _compiled_coco_eval_available

@@ -11,7 +11,7 @@ import pytest
 
 from bridge.errors import SubsetError
 from bridge.subset import cut_subset
-from bridge.synthetic_coco import write_synthetic_coco
+from bridge.coco.synthetic import write_synthetic_coco
 from tests.conftest import SHARED_DATA
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bridge.synthetic_coco import (SPLITS, decode_panoptic_png, instance_categories, panoptic_categories,
+from bridge.coco.synthetic import (SPLITS, decode_panoptic_png, instance_categories, panoptic_categories,
                                    write_synthetic_coco)
 
 

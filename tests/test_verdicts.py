@@ -28,14 +28,14 @@ from bridge.compare.engine import compare_runs
 from bridge.convert import __main__ as convert_cli
 from bridge.convert.rules import load_rules
 from bridge.errors import BridgeError, ConversionError, FormatError
-from bridge.initcheck import main as initcheck_main
+from bridge.initcheck.__main__ import main as initcheck_main
 from bridge.initcheck import pair_text
-from bridge.meta import main as meta_main
+from bridge.meta.__main__ import main as meta_main
 from bridge.panoptic import CanonicalPanoptic, canonical_from_panoptic_png, save_npz
-from bridge.panoptic import main as panoptic_main
+from bridge.panoptic.__main__ import main as panoptic_main
 from bridge.runs import KINDS
-from bridge.semseg_png import read_panoptic_rgb, write_semantic_pngs
-from bridge.subset import main as subset_main
+from bridge.coco.semseg_png import read_panoptic_rgb, write_semantic_pngs
+from bridge.subset.__main__ import main as subset_main
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -117,7 +117,7 @@ def _data_stage(layout: Layout) -> Stage | None:
     synthetic = layout.recipe.data.get("synthetic")
     if synthetic is None:
         return None
-    code = (f"from bridge.synthetic_coco import write_synthetic_coco; write_synthetic_coco({str(layout.coco)!r}, "
+    code = (f"from bridge.coco.synthetic import write_synthetic_coco; write_synthetic_coco({str(layout.coco)!r}, "
             f"num_images={synthetic['images']}, image_size={tuple(synthetic['size'])!r})")
     return Stage("data", [Step([sys.executable, "-c", code])], [layout.coco, layout.cache])
 

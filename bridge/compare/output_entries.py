@@ -15,8 +15,8 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge import instances as inst
-from bridge import semantic as sem
+from bridge.outputs import instances as inst
+from bridge.outputs import semantic as sem
 from bridge.errors import BridgeError
 from bridge.runs import Entry, Run
 
@@ -45,7 +45,7 @@ class InstancesPair:
 
     @property
     def passed(self) -> bool:
-        """True when the detections agree (see ``bridge.instances.compare_instances``)."""
+        """True when the detections agree (see ``bridge.outputs.instances.compare_instances``)."""
         return self.comparison.passed
 
     def to_dict(self) -> dict[str, Any]:

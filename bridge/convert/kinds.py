@@ -397,7 +397,7 @@ class ClassRows(ValueRule):
         pattern = compile_regex(spec, "from", label)
         rows = spec.get("index")
         if isinstance(rows, str):
-            from bridge.coco91 import INDEX_LISTS
+            from bridge.coco.coco91 import INDEX_LISTS
 
             if rows not in INDEX_LISTS:
                 raise ConversionError(f"rule {label}: unknown index list {rows!r} (known: {', '.join(INDEX_LISTS)})")

@@ -21,7 +21,7 @@ from bridge.convert.report import fold_keys
 from bridge.convert.reverse import Ambiguous, ReverseResult, reverse_state_dict
 from bridge.convert.rules import load_rules
 from bridge.errors import ConversionError
-from bridge.init_sources import load_initial_state
+from bridge.initcheck.sources import load_initial_state
 
 
 def load_original(path: str, *, unsafe_pickle: bool = False) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ PIECE_TYPES = {
     "metadata_diff": "python -m bridge.meta A.json B.json --json OUT.json",
     "initcheck": "python -m bridge.initcheck A B --report OUT.json",
     "compare": "python -m bridge.compare RUN_A RUN_B --json OUT.json",
-    "parity": "bridge.panoptic_parity.ParityReport.to_dict() (evaluator tables side by side)",
+    "parity": "bridge.panoptic.parity.ParityReport.to_dict() (evaluator tables side by side)",
     "known": "python -m bridge.align (a recipe's known: differences, explained where they show; docs/ALIGN.md)",
 }
 

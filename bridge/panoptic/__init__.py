@@ -14,24 +14,19 @@ This module never imports detectron2, mmdet, mmengine or mmcv.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import io
-import json
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from bridge.atomic import atomic_group, atomic_open
-from bridge.cli import add_quiet_option, check_outputs, examples, finite_nonnegative, guarded_main
+from bridge.atomic import atomic_open
 from bridge.devices import resolve_device
 from bridge.errors import BridgeError
 
@@ -133,12 +128,12 @@ def canonical_from_panoptic_png(png_path: str | os.PathLike[str], segments_info:
 
     ``isthing`` comes from the segment, else from ``categories`` (the annotation file's list; default:
     the COCO panoptic categories); ``iscrowd`` from the segment (default 0). The PNG must be 8-bit RGB and,
-    when ``size`` (H, W) is given, of that size (``bridge.semseg_png.read_panoptic_rgb``).
+    when ``size`` (H, W) is given, of that size (``bridge.coco.semseg_png.read_panoptic_rgb``).
     """
-    from bridge.semseg_png import read_panoptic_rgb, rgb_to_id
+    from bridge.coco.semseg_png import read_panoptic_rgb, rgb_to_id
 
     if categories is None:
-        from bridge.synthetic_coco import panoptic_categories
+        from bridge.coco.synthetic import panoptic_categories
         categories = panoptic_categories()
     isthing = {int(c["id"]): int(c.get("isthing", 0)) for c in categories}
     rgb = read_panoptic_rgb(png_path, size)
@@ -561,101 +556,17 @@ def html_section(a: CanonicalPanoptic, b: CanonicalPanoptic, comparison: Panopti
 # ---------------------------------------------------------------- CLI
 
 
-def _load_side(path: Path) -> dict[tuple[str, int], CanonicalPanoptic]:
-    if path.is_file():
-        if path.suffix != ".npz":
-            raise BridgeError(f"{path}: expected a run directory or a .npz file")
-        return {(path.stem, 0): load_npz(path)}
-    if not path.is_dir():
-        raise BridgeError(f"{path} does not exist")
-    from bridge.runs import open_run
-
-    run = open_run(path)
-    keys = sorted({(e.name, e.step) for e in run.entries(rank=0, kind="output") if e.name.startswith(RECORD_PREFIX)},
-                  key=lambda k: (k[1], k[0]))
-    if not keys:
-        raise BridgeError(f"{path}: no output record named '{RECORD_PREFIX}*'")
-    out = {}
-    for name, step in keys:
-        try:
-            out[(name, step)] = from_record(run.get(name, step=step, kind="output"))
-        except BridgeError as exc:
-            raise BridgeError(f"{path}: record {name!r} step {step}: {exc}") from None
-    return out
 
 
 def default_colors() -> dict[int, Sequence[int]]:
     """Category id → RGB colour of the 133 COCO-panoptic categories."""
-    from bridge.synthetic_coco import panoptic_categories
+    from bridge.coco.synthetic import panoptic_categories
 
     return {int(c["id"]): c["color"] for c in panoptic_categories() if "color" in c}
 
 
-@guarded_main
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0 identical / PQ ok, 1 differ, 2 bad input).
-    Results of different sizes fail their image (exit 1), they do not stop the comparison."""
-    parser = argparse.ArgumentParser(prog="python -m bridge.panoptic", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=examples(
-                                         "python -m bridge.panoptic runs/d2 runs/mmdet --min-pq 99 --json pq.json "
-                                         "--html pq.html",
-                                         "python -m bridge.panoptic a.npz b.npz"))
-    parser.add_argument("a", type=Path, help="reference: run directory or canonical .npz")
-    parser.add_argument("b", type=Path, help="candidate: run directory or canonical .npz")
-    parser.add_argument("--min-pq", type=finite_nonnegative("--min-pq"), default=None,
-                        help="pass when every image's PQ is at least this")
-    parser.add_argument("--html", type=Path, default=None, help="write an HTML report here")
-    parser.add_argument("--json", type=Path, default=None, help="write a JSON summary here")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (auto: CUDA when available)")
-    add_quiet_option(parser, "print the images that fail and one verdict line, not every image")
-    args = parser.parse_args(argv)
-    check_outputs({"A": args.a, "B": args.b}, {"--json": args.json, "--html": args.html})
-    device = str(resolve_device(args.device))
-    side_a, side_b = _load_side(args.a), _load_side(args.b)
-    if args.a.is_file() and args.b.is_file():
-        side_b = {next(iter(side_a)): next(iter(side_b.values()))}
-    results: dict[str, Any] = {}
-    sections: list[str] = []
-    ok = True
-    colors = default_colors()
-    for key in sorted(set(side_a) | set(side_b), key=lambda k: (k[1], k[0])):
-        label = f"{key[0]} step {key[1]}"
-        if key not in side_a or key not in side_b:
-            print(f"{label}: only in {'A' if key in side_a else 'B'}")
-            results[label] = {"missing_in": "B" if key in side_a else "A"}
-            ok = False
-            continue
-        if side_a[key].shape != side_b[key].shape:
-            print(f"{label}: DIFFERS: size A {side_a[key].shape} vs B {side_b[key].shape} (HxW)")
-            results[label] = {"identical": False, "size_a": list(side_a[key].shape),
-                              "size_b": list(side_b[key].shape)}
-            ok = False
-            continue
-        comp = compare_panoptic(side_a[key], side_b[key], device)
-        passed = comp.identical or (args.min_pq is not None and comp.pq >= args.min_pq)
-        ok = ok and passed
-        if not (args.quiet and passed):
-            print(f"{label}: {'identical' if comp.identical else 'DIFFERS'}: {comp.summary()}")
-        results[label] = comp.to_dict()
-        if args.html:
-            sections.append(html_section(side_a[key], side_b[key], comp, colors, title=label, device=device))
-    with atomic_group() as outputs:
-        if args.json:
-            outputs.write_bytes(args.json, json.dumps({"passed": ok, "images": results}, indent=1).encode())
-        if args.html:
-            page = ("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>panoptic</title></head><body>"
-                    f"<h1>{'PASS' if ok else 'FAIL'} {html.escape(str(args.a))} vs {html.escape(str(args.b))}</h1>"
-                    f"{''.join(sections)}</body></html>")
-            outputs.write_bytes(args.html, page.encode())
-        outputs.commit()
-    if args.quiet:
-        print(f"panoptic: {'PASS' if ok else 'FAIL'} ({len(results)} images)")
-    return 0 if ok else 1
 
 
 __all__ = ["CanonicalPanoptic", "PanopticComparison", "canonical_from_segment_map", "canonical_from_panoptic_png",
            "to_record", "from_record", "save_npz", "load_npz", "compare_panoptic", "disagreement_map",
            "panoptic_color_image", "html_section", "main"]
-
-if __name__ == "__main__":
-    sys.exit(main())

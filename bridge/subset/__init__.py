@@ -12,11 +12,9 @@ annotations and every other top-level value are copied as raw bytes; the output 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import mmap
 import re
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,7 @@ import numpy as np
 import orjson
 
 from bridge.atomic import atomic_group
-from bridge.cli import add_quiet_option, check_outputs, examples, guarded_main
+from bridge.cli import check_outputs
 from bridge.errors import SubsetError
 
 Only = Literal["empty", "nonempty"] | None
@@ -553,42 +551,3 @@ def cut_subset(ann_paths: Sequence[Path], *, one: int | bool | None = None, ids:
     check_outputs({f"input {p}": p for p in map(Path, ann_paths)},
                   {f"output {t}": t for t in outputs})
     return write_subset(outputs)
-
-
-def _parse_ids(text: str) -> list[int]:
-    try:
-        ids = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
-    if not ids:
-        raise argparse.ArgumentTypeError(f"names no image id: {text!r}")
-    return ids
-
-
-@guarded_main
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0 ok, 2 bad input)."""
-    parser = argparse.ArgumentParser(prog="python -m bridge.subset", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=examples(
-                                         "python -m bridge.subset instances_val2017.json panoptic_val2017.json "
-                                         "--first 8 --only-nonempty --out-dir subsets/",
-                                         "python -m bridge.subset instances_val2017.json --one 139"))
-    parser.add_argument("ann", nargs="+", type=Path, help="COCO instances or panoptic JSON files")
-    mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--one", nargs="?", type=int, const=True, default=None, metavar="IMAGE_ID")
-    mode.add_argument("--ids", type=_parse_ids)
-    mode.add_argument("--first", type=int, metavar="N")
-    only = parser.add_mutually_exclusive_group()
-    only.add_argument("--only-nonempty", dest="only", action="store_const", const="nonempty")
-    only.add_argument("--only-empty", dest="only", action="store_const", const="empty")
-    parser.add_argument("--out-dir", type=Path, help="where the subset files go (default: next to each input)")
-    add_quiet_option(parser, "do not print the written paths")
-    args = parser.parse_args(argv)
-    paths = cut_subset(args.ann, one=args.one, ids=args.ids, first=args.first, only=args.only, out_dir=args.out_dir)
-    for p in [] if args.quiet else paths:
-        print(p)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.errors import BridgeError
-from bridge.semseg_png import write_semantic_pngs
+from bridge.coco.semseg_png import write_semantic_pngs
 from bridge.subset import cut_subset
 
 ROOT_VARIABLE = "BRIDGE_COCO_ROOT"

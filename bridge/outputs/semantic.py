@@ -39,7 +39,7 @@ class CanonicalSemantic:
 
 def canonical_from_scores(scores: Any, lookup: torch.Tensor) -> CanonicalSemantic:
     """C×H×W class scores (or logits) → the arg-max class per pixel, mapped to dataset ids by ``lookup``
-    (class index → dataset id, 0 for none; see ``bridge.instances.dataset_ids``)."""
+    (class index → dataset id, 0 for none; see ``bridge.outputs.instances.dataset_ids``)."""
     scores = torch.as_tensor(scores).detach().cpu()
     if scores.ndim != 3 or scores.shape[0] != len(lookup):
         raise BridgeError(f"semantic scores must be C×H×W with C = {len(lookup)} classes, got shape "

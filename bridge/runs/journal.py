@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from .errors import FormatError
+from bridge.errors import FormatError
 
 
 def append_line(path: Path, encoded: bytes, *, fsync: bool = False) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import FormatError
+from bridge.errors import FormatError
 
 #: torch dtype name -> safetensors dtype code, for every dtype safetensors stores, loads and slices itself.
 DTYPE_CODES: dict[str, str] = {

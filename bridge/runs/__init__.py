@@ -20,10 +20,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .atomic import atomic_path, atomic_write_bytes
-from .errors import BridgeError, FormatError
-from .journal import append_line, read_lines
-from .tree import (
+from bridge.atomic import atomic_path, atomic_write_bytes
+from bridge.errors import BridgeError, FormatError
+from bridge.runs.journal import append_line, read_lines
+from bridge.runs.tree import (
     BYTES_DTYPES, CODE_DTYPES, STORAGE_BYTES, STORAGE_NATIVE, TENSOR_DTYPES, StoredTensor, decode_scalar,
     encode_scalar, flatten, restore_tensor, scalar_dtype, stored_layout, unflatten,
 )

@@ -1,0 +1,1 @@
+"""Canonical model outputs beside the panoptic one: instance and semantic results (docs/OUTPUTS.md)."""
