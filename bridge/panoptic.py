@@ -34,6 +34,7 @@ from bridge.atomic import atomic_group, atomic_open
 from bridge.cli import check_outputs, finite_nonnegative, guarded_main
 from bridge.devices import resolve_device
 from bridge.errors import BridgeError
+from bridge.runs import Recorder
 
 RECORD_PREFIX = "panoptic."
 MATCH_IOU = 0.5
@@ -166,6 +167,12 @@ def to_record(c: CanonicalPanoptic) -> dict[str, Any]:
     return {"category": torch.from_numpy(np.ascontiguousarray(c.category)),
             "segment": torch.from_numpy(np.ascontiguousarray(c.segment)),
             "segments": torch.from_numpy(_segment_table(c))}
+
+
+def record_canonical_panoptic(recorder: Recorder, image_id: object, c: CanonicalPanoptic, *, step: int) -> None:
+    """Record ``c`` as ``panoptic.<image_id>`` (kind ``output``), the name ``bridge.compare`` pairs across runs;
+    both sides' record hooks record their panoptic results through this one function."""
+    recorder.record(f"{RECORD_PREFIX}{image_id}", to_record(c), step=step, kind="output")
 
 
 def _as_numpy(value: Any, what: str) -> np.ndarray:
@@ -646,7 +653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = ["CanonicalPanoptic", "PanopticComparison", "canonical_from_segment_map", "canonical_from_panoptic_png",
-           "to_record", "from_record", "save_npz", "load_npz", "compare_panoptic", "disagreement_map",
+           "to_record", "from_record", "record_canonical_panoptic", "save_npz", "load_npz", "compare_panoptic", "disagreement_map",
            "panoptic_color_image", "html_section", "main"]
 
 if __name__ == "__main__":

@@ -2,10 +2,10 @@
 
 Mirrors ``python -m d2_side.record_model`` (same arguments, ``bridge.align.side``). The config (``--config``:
 a file, e.g. the one-sample config ``python -m mmdet_side.config`` writes, or ``mmdet::NAME``, then the
-``KEY=VALUE`` options as mmdet's ``--cfg-options``) is handed to ``--builder`` (default: ``MODELS.build(cfg.model)``),
-seeded with ``--seed``; ``--weights`` is loaded with strict=True and ``--save-weights`` writes what the model
-holds. The model runs in eval mode on the config's test dataloader, or on the batches of the detectron2 run
-``--replay`` (``mmdet_side.replay.d2_inputs_to_mmdet``, ``--input-format``), and records into ``--out``: the
+``KEY=VALUE`` options as mmdet's ``--cfg-options``; ``mmdet_side.target.load_config``) is handed to ``--builder``
+(default: ``MODELS.build(cfg.model)``), seeded with ``--seed``; ``--weights`` is loaded with strict=True and
+``--save-weights`` writes what the model holds. The model runs in eval mode on the config's test dataloader,
+or on the batches of the detectron2 run ``--replay`` (``mmdet_side.replay.d2_inputs_to_mmdet``, ``--input-format``), and records into ``--out``: the
 batch after the data preprocessor, ``normalized_input`` (the preprocessor's ``inputs``), the chosen
 activations, the raw predictions and the canonical results (docs/OUTPUTS.md; labels mapped to the test
 dataset's category ids by name). ``--meta-out`` writes the test dataset's metadata (``mmdet_side.meta``).
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 
@@ -25,28 +24,9 @@ from bridge.cli import guarded_main, run_reporting_errors
 from bridge.errors import BridgeError
 from bridge.runs import Recorder
 from bridge.taps import ModelTaps
+from mmdet_side.target import load_config
 
 PROG = "python -m mmdet_side.record_model"
-
-
-def load_config(name: str, opts: list[str]):
-    """The mmengine config of a file or ``mmdet::NAME``, with the ``KEY=VALUE`` options merged."""
-    from mmengine.config import Config, DictAction
-
-    options = argparse.ArgumentParser(prog=PROG)
-    options.add_argument("--cfg-options", nargs="*", action=DictAction, default={})
-    try:
-        merged = options.parse_args(["--cfg-options", *opts]).cfg_options if opts else {}
-        if Path(name).is_file():
-            cfg = Config.fromfile(name)
-        else:
-            cfg = Config.fromstring(f"_base_ = {name!r}\n", ".py")
-        cfg.merge_from_dict(merged)
-    except SystemExit:
-        raise BridgeError(f"options {' '.join(opts)}: expected KEY=VALUE pairs") from None
-    except Exception as exc:  # mmengine raises many types for a bad config
-        raise BridgeError(f"--config {name}: cannot load ({type(exc).__name__}: {exc})") from None
-    return cfg
 
 
 def record_model(args: argparse.Namespace) -> str:
@@ -55,7 +35,7 @@ def record_model(args: argparse.Namespace) -> str:
     from mmdet.utils import register_all_modules
     from mmengine.runner import Runner
 
-    from mmdet_side.canonical import annotation_categories, canonical_records
+    from mmdet_side.canonical import annotation_categories, record_canonical_outputs
     from mmdet_side.meta import export_mmdet_metadata
     from mmdet_side.recordable import to_recordable
     from mmdet_side.replay import d2_inputs_to_mmdet
@@ -87,8 +67,7 @@ def record_model(args: argparse.Namespace) -> str:
                 recorder.record("normalized_input", data["inputs"], step=step, kind="activation")
                 predictions = model.predict(data["inputs"], data["data_samples"])
                 recorder.record("outputs", to_recordable(list(predictions)), step=step, kind="output")
-                for name, value in canonical_records(predictions, classes, categories):
-                    recorder.record(name, value, step=step, kind="output")
+                record_canonical_outputs(recorder, predictions, classes, categories, step)
                 count += 1
         finally:
             taps.remove()
