@@ -32,9 +32,11 @@ from PIL import Image
 
 from bridge.atomic import atomic_group, atomic_open
 from bridge.cli import check_outputs, finite_nonnegative, guarded_main
+from bridge.coco91 import panoptic_categories
 from bridge.devices import resolve_device
 from bridge.errors import BridgeError
 from bridge.runs import Recorder
+from bridge.semseg_png import read_panoptic_ids
 
 RECORD_PREFIX = "panoptic."
 MATCH_IOU = 0.5
@@ -134,15 +136,11 @@ def canonical_from_panoptic_png(png_path: str | os.PathLike[str], segments_info:
 
     ``isthing`` comes from the segment, else from ``categories`` (the annotation file's list; default:
     the COCO panoptic categories); ``iscrowd`` from the segment (default 0). The PNG must be 8-bit RGB and,
-    when ``size`` (H, W) is given, of that size (``bridge.semseg_png.read_panoptic_rgb``).
+    when ``size`` (H, W) is given, of that size (``bridge.semseg_png.read_panoptic_ids``).
     """
-    from bridge.semseg_png import read_panoptic_rgb, rgb_to_id
-
     if categories is None:
-        from bridge.synthetic_coco import panoptic_categories
         categories = panoptic_categories()
     isthing = {int(c["id"]): int(c.get("isthing", 0)) for c in categories}
-    rgb = read_panoptic_rgb(png_path, size)
     infos = []
     for info in segments_info:
         cat = int(info["category_id"])
@@ -150,7 +148,7 @@ def canonical_from_panoptic_png(png_path: str | os.PathLike[str], segments_info:
             raise BridgeError(f"{png_path}: segment {info['id']} has category {cat}, not in the categories")
         infos.append({"id": int(info["id"]), "category_id": cat, "isthing": info.get("isthing", isthing.get(cat)),
                       "iscrowd": info.get("iscrowd", 0)})
-    return canonical_from_segment_map(rgb_to_id(rgb).astype(np.int64), infos)
+    return canonical_from_segment_map(read_panoptic_ids(png_path, size), infos)
 
 
 # ---------------------------------------------------------------- storage
@@ -593,8 +591,6 @@ def _load_side(path: Path) -> dict[tuple[str, int], CanonicalPanoptic]:
 
 def default_colors() -> dict[int, Sequence[int]]:
     """Category id → RGB colour of the 133 COCO-panoptic categories."""
-    from bridge.synthetic_coco import panoptic_categories
-
     return {int(c["id"]): c["color"] for c in panoptic_categories() if "color" in c}
 
 

@@ -14,7 +14,7 @@ from bridge import Recorder, open_run
 from bridge.compare import compare_runs
 from bridge.compare.__main__ import main as compare_main
 from bridge.panoptic import canonical_from_segment_map
-from bridge.synthetic_coco import panoptic_categories
+from bridge.coco91 import panoptic_categories
 
 H, W = 48, 64
 IMAGE_ID = 139
