@@ -1,4 +1,4 @@
-"""``python -m bridge.initcheck A B [--preset NAME | --rules FILE] [--seed N] [--report OUT.json]``.
+"""``python -m bridge.initcheck A B [--preset NAME | --rules FILE] [--seed N] [--report OUT.json] [--quiet]``.
 
 A and B are state-dict files, detectron2 configs (``.yaml`` or a model-zoo path) or mmdet configs (``.py``
 or ``mmdet::...``); a config's model is built with ``--seed`` in a subprocess (``bridge.init_sources``).
@@ -9,6 +9,8 @@ subsample does not reject at alpha = 0.001) or ``different-distribution``; keys 
 side get ``missing-in-a`` / ``missing-in-b``, differing shapes ``shape-mismatch``.
 Keys that the rules add (e.g. ``num_batches_tracked``) have no source value: they are listed apart, not
 compared.  Exit 0 when every parameter is equal or same-distribution, 1 otherwise, 2 on bad input.
+Each stage (building a model, mapping names, comparing) shows its progress on stderr; ``--quiet`` prints
+only the summary line.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import json
 import math
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,10 +94,13 @@ def verdict(a: torch.Tensor, b: torch.Tensor) -> tuple[str, float]:
     return ("same-distribution" if d <= critical else "different-distribution"), d
 
 
-def compare_state_dicts(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
-    """Per-key rows: statistics of both sides and the verdict, sorted by key."""
+def compare_state_dicts(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
+                        progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+    """Per-key rows: statistics of both sides and the verdict, sorted by key; ``progress(done, total)`` is called
+    after each key."""
     rows: list[dict[str, Any]] = []
-    for key in sorted(set(a) | set(b)):
+    keys = sorted(set(a) | set(b))
+    for key in keys:
         row: dict[str, Any] = {"key": key}
         if key not in a or key not in b:
             row["verdict"] = "missing-in-a" if key not in a else "missing-in-b"
@@ -107,6 +114,8 @@ def compare_state_dicts(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
                 row["ks_critical"] = ks_critical(n, n)
             row["a"], row["b"] = vars(ParamStats.of(a[key])), vars(ParamStats.of(b[key]))
         rows.append(row)
+        if progress is not None:
+            progress(len(rows), len(keys))
     return rows
 
 
@@ -173,6 +182,56 @@ def render(rows: list[dict[str, Any]], added: list[str], ok: bool, *, show_all: 
         console.print("added by the rules, not compared: " + ", ".join(fold_keys(added)), markup=False)
 
 
+def summary_line(rows: list[dict[str, Any]], added: list[str], ok: bool) -> str:
+    """One line: the outcome and the count of each verdict (what ``--quiet`` prints)."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
+    parts = [f"{count} {name}" for name, count in sorted(counts.items())] + [f"{len(added)} added by the rules"]
+    return f"initcheck: {'OK' if ok else 'DIFFERENCES'}: {', '.join(parts)}"
+
+
+@contextmanager
+def stages(quiet: bool) -> Iterator[Callable[[str], Callable[[int, int], None]]]:
+    """Progress on stderr (rich; nothing when ``quiet``): yields ``start(description)``, which ends the stage
+    before, shows a new one with its elapsed time and returns its ``update(done, total)``."""
+    if quiet:
+        yield lambda _description: lambda _done, _total: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (SpinnerColumn(finished_text="done"), TextColumn("{task.description}"), BarColumn(),
+               MofNCompleteColumn(), TimeElapsedColumn())
+    console = Console(stderr=True)
+    if not console.is_terminal:  # a log: wide enough for a config path, as bridge.compare's tables
+        console = Console(stderr=True, width=160)
+    with Progress(*columns, console=console) as bar:
+        current: list[Any] = []
+
+        def finish() -> None:
+            if current:
+                total = bar.tasks[-1].total or 1
+                bar.update(current[-1], total=total, completed=total)
+
+        def start(description: str) -> Callable[[int, int], None]:
+            finish()
+            current.append(bar.add_task(description, total=None))
+            task = current[-1]
+            return lambda done, total: bar.update(task, completed=done, total=total)
+
+        yield start
+        finish()
+
+
+def _what(spec: str) -> str:
+    """How a side is obtained, for the progress line."""
+    from bridge.init_sources import source_kind
+
+    kind = source_kind(spec)
+    return f"loading {spec}" if kind == "file" else f"building the {kind} model of {spec}"
+
+
 @guarded_main
 def main(argv: list[str] | None = None) -> int:
     """Run the initialisation check; return the exit status."""
@@ -187,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", help="write the rows as JSON here")
     p.add_argument("--all", action="store_true", help="print every parameter, not only the differing ones")
     p.add_argument("--unsafe-pickle", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress and no tables; only the summary line")
     args = p.parse_args(argv)
     from bridge.convert import convert_state_dict
     from bridge.init_sources import load_initial_state
@@ -194,18 +254,24 @@ def main(argv: list[str] | None = None) -> int:
     check_outputs({"A": args.a if Path(args.a).exists() else None, "B": args.b if Path(args.b).exists() else None,
                    "--rules": args.rules if args.rules and Path(args.rules).exists() else None},
                   {"--report": args.report})
-    with tempfile.TemporaryDirectory(prefix="bridge_initcheck_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bridge_initcheck_") as tmp, stages(args.quiet) as start:
+        start(f"A: {_what(args.a)}")
         sa = load_initial_state(args.a, seed=args.seed, workdir=tmp, unsafe_pickle=args.unsafe_pickle, name="a")
+        start(f"B: {_what(args.b)}")
         sb = load_initial_state(args.b, seed=args.seed, workdir=tmp, unsafe_pickle=args.unsafe_pickle, name="b")
         added: list[str] = []
         if args.preset or args.rules:
+            start(f"mapping A's names with {args.preset or args.rules}")
             converted = convert_state_dict(sa, args.preset or args.rules, target_names=list(sb))
             sa, added = converted.state_dict, sorted(converted.added)
         skip = set(added)
         rows = compare_state_dicts({k: v for k, v in sa.items() if k not in skip},
-                                   {k: v for k, v in sb.items() if k not in skip})
+                                   {k: v for k, v in sb.items() if k not in skip}, start("comparing"))
     ok = all(r["verdict"] in OK_VERDICTS for r in rows)
-    render(rows, added, ok, show_all=args.all)
+    if args.quiet:
+        print(summary_line(rows, added, ok))
+    else:
+        render(rows, added, ok, show_all=args.all)
     if args.report:  # last: a command that fails before here leaves no report
         data = {"ok": ok, "a": str(args.a), "b": str(args.b), "seed": args.seed, "added": added, "rows": rows}
         atomic_write_bytes(args.report, (json.dumps(data, indent=1) + "\n").encode())

@@ -1,0 +1,37 @@
+"""``python -m bridge.initcheck`` shows each stage's progress on stderr, and nothing but one summary line under
+``--quiet``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from bridge.initcheck import main
+
+
+@pytest.fixture
+def checkpoints(tmp_path: Path) -> tuple[str, str]:
+    generator = torch.Generator().manual_seed(0)
+    a, b = tmp_path / "a.pth", tmp_path / "b.pth"
+    torch.save({"w": torch.randn(64, 64, generator=generator), "b": torch.zeros(3)}, a)
+    torch.save({"w": torch.randn(64, 64, generator=generator), "b": torch.zeros(3)}, b)
+    return str(a), str(b)
+
+
+def test_initcheck_shows_each_stage_on_stderr(checkpoints: tuple[str, str], capsys: pytest.CaptureFixture) -> None:
+    a, b = checkpoints
+    assert main([a, b]) == 0
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert [line.split()[:2] for line in lines] == [["done", "A:"], ["done", "B:"], ["done", "comparing"]]
+    assert f"loading {a}" in lines[0] and f"loading {b}" in lines[1] and "2/2" in lines[2]
+    assert "initcheck: all equal or same distribution" in out and "equal or same" not in err
+
+
+def test_initcheck_quiet_prints_one_summary_line(checkpoints: tuple[str, str], capsys: pytest.CaptureFixture) -> None:
+    a, b = checkpoints
+    assert main([a, b, "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out == "initcheck: OK: 1 equal, 1 same-distribution, 0 added by the rules\n"
