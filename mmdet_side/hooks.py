@@ -12,7 +12,9 @@ To record evaluation only (``tools/test.py``), give ``eval_run_dir`` and no ``ru
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
+import torch
 from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
@@ -210,3 +212,36 @@ class BridgeRecordHook(Hook):
         for recorder in (self.recorder, self.eval_recorder):
             if recorder is not None:
                 recorder.close()
+
+
+@torch.no_grad()
+def record_inference(model: nn.Module, batches: Iterable[dict], recorder: Recorder, *,
+                     activations: Sequence[str] = (), max_batches: int | None = None,
+                     dataset: Any = None, inputs: Sequence[str] = ()) -> int:
+    """Run ``model`` in eval mode on ``batches`` (e.g. ``Runner.build_dataloader(cfg.test_dataloader)``) and record,
+    per batch index as step, the batch after the data preprocessor (kind ``batch``), the predictions (kind
+    ``output``), chosen activations and the arguments of chosen modules (``inputs``, kind ``input``). With the
+    test ``dataset`` (its ``metainfo['classes']`` and annotation file), each sample's ``pred_panoptic_seg``,
+    ``pred_instances`` and ``pred_sem_seg`` are also recorded in the canonical forms (``panoptic.<img_id>``,
+    ``instances.<img_id>``, ``semantic.<img_id>``; see docs/OUTPUTS.md), which ``bridge.compare`` pairs with
+    detectron2's. As ``d2_side.hooks.record_inference``; returns the number of batches recorded."""
+    model.eval()
+    step_box: list[int | None] = [None]
+    taps = ModelTaps(unwrap(model), recorder, lambda: step_box[0], activations=activations, inputs=inputs)
+    categories = annotation_categories(dataset) if dataset is not None else None
+    count = 0
+    try:
+        for step, batch in enumerate(batches):
+            if max_batches is not None and step >= max_batches:
+                break
+            step_box[0] = step
+            data = model.data_preprocessor(batch, False)
+            recorder.record("batch", to_recordable(data), step=step, kind="batch")
+            outputs = model.predict(data["inputs"], data["data_samples"])
+            recorder.record("outputs", to_recordable(list(outputs)), step=step, kind="output")
+            if dataset is not None:
+                record_canonical_outputs(recorder, outputs, dataset.metainfo["classes"], categories, step)
+            count += 1
+    finally:
+        taps.remove()
+    return count
