@@ -127,3 +127,67 @@ def test_both_sides_unwrap_their_framework_wrappers_with_one_helper() -> None:
     nn.Module.__init__(wrapped)
     wrapped.module = module
     assert mm_unwrap(wrapped) is module and mm_unwrap(module) is module
+
+
+def _record_d2(run_dir, **hook_args) -> None:
+    """Two iterations of detectron2's SimpleTrainer on a one-conv model, with ``RecordHook(**hook_args)``."""
+    import itertools
+
+    import torch
+    from detectron2.engine import SimpleTrainer
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, batch: list[dict]) -> dict[str, torch.Tensor]:
+            return {"loss_feature": self.conv(torch.stack([item["image"] for item in batch])).pow(2).mean()}
+
+    model = Net()
+    trainer = SimpleTrainer(model, itertools.repeat([{"image": torch.ones(3, 8, 8)}]),
+                            torch.optim.SGD(model.parameters(), lr=0.1))
+    trainer.register_hooks([RecordHook(str(run_dir), iterations=[0, 1], **hook_args)])
+    trainer.train(0, 2)
+
+
+def _record_mmdet(run_dir, work_dir, **hook_args) -> None:
+    """Two iterations of mmengine's Runner on a one-conv model, with ``BridgeRecordHook(**hook_args)``."""
+    import torch
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
+    from torch import nn
+
+    class Net(BaseModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, inputs: torch.Tensor, data_samples=None, mode: str = "loss") -> dict[str, torch.Tensor]:
+            return {"loss_feature": self.conv(inputs).pow(2).mean()}
+
+    Runner(model=Net(), work_dir=str(work_dir), experiment_name=f"symmetry_{work_dir.name}",  # one per Runner
+           train_dataloader=dict(dataset=[dict(inputs=torch.ones(3, 8, 8))] * 2, batch_size=1, num_workers=0,
+                                 sampler=dict(type="DefaultSampler", shuffle=False),
+                                 collate_fn=dict(type="default_collate")),
+           train_cfg=dict(by_epoch=False, max_iters=2), optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.1)),
+           default_hooks=dict(checkpoint=None), default_scope="mmdet", log_level="WARNING",
+           custom_hooks=[dict(type="BridgeRecordHook", run_dir=str(run_dir), iterations=[0, 1], **hook_args)],
+           ).train()
+
+
+def test_record_batch_and_record_losses_switch_the_same_records_off_on_both_sides(tmp_path) -> None:
+    from bridge.runs import open_run
+
+    for name, args in (("both", {}), ("no_losses", {"record_losses": False}), ("no_batch", {"record_batch": False})):
+        _record_d2(tmp_path / "d2" / name, **args)
+        _record_mmdet(tmp_path / "mmdet" / name, tmp_path / "work" / name, **args)
+        for side in ("d2", "mmdet"):
+            run = open_run(tmp_path / side / name)
+            names = {(e.name, e.step, e.kind) for e in run.entries()}
+            expected = {("batch", step, "batch") for step in (0, 1) if args.get("record_batch", True)}
+            expected |= {("losses", step, "loss") for step in (0, 1) if args.get("record_losses", True)}
+            assert names == expected, (side, name)
+            if args.get("record_losses", True):
+                assert set(run.get("losses", step=1, kind="loss")) >= {"loss_feature"}, side
