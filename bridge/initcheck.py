@@ -9,8 +9,8 @@ subsample does not reject at alpha = 0.001) or ``different-distribution``; keys 
 side get ``missing-in-a`` / ``missing-in-b``, differing shapes ``shape-mismatch``.
 Keys that the rules add (e.g. ``num_batches_tracked``) have no source value: they are listed apart, not
 compared.  Exit 0 when every parameter is equal or same-distribution, 1 otherwise, 2 on bad input.
-Each stage (building a model, mapping names, comparing) shows its progress on stderr; ``--quiet`` prints
-only the summary line.
+On a terminal, each stage (building a model, mapping names, comparing) shows its progress on stderr;
+``--quiet`` prints only the summary line.
 """
 
 from __future__ import annotations
@@ -193,19 +193,18 @@ def summary_line(rows: list[dict[str, Any]], added: list[str], ok: bool) -> str:
 
 @contextmanager
 def stages(quiet: bool) -> Iterator[Callable[[str], Callable[[int, int], None]]]:
-    """Progress on stderr (rich; nothing when ``quiet``): yields ``start(description)``, which ends the stage
-    before, shows a new one with its elapsed time and returns its ``update(done, total)``."""
-    if quiet:
-        yield lambda _description: lambda _done, _total: None
-        return
+    """Progress on stderr when it is a terminal (rich, as ``bridge.compare``'s bar; nothing when ``quiet``): yields
+    ``start(description)``, which ends the stage before, shows a new one with its elapsed time and returns its
+    ``update(done, total)``."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    console = Console(stderr=True)
+    if quiet or not console.is_terminal:
+        yield lambda _description: lambda _done, _total: None
+        return
     columns = (SpinnerColumn(finished_text="done"), TextColumn("{task.description}"), BarColumn(),
                MofNCompleteColumn(), TimeElapsedColumn())
-    console = Console(stderr=True)
-    if not console.is_terminal:  # a log: wide enough for a config path, as bridge.compare's tables
-        console = Console(stderr=True, width=160)
     with Progress(*columns, console=console) as bar:
         current: list[Any] = []
 
@@ -254,10 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     check_outputs({"A": args.a if Path(args.a).exists() else None, "B": args.b if Path(args.b).exists() else None,
                    "--rules": args.rules if args.rules and Path(args.rules).exists() else None},
                   {"--report": args.report})
+    what_a, what_b = _what(args.a), _what(args.b)  # a bad source is refused before anything is built
     with tempfile.TemporaryDirectory(prefix="bridge_initcheck_") as tmp, stages(args.quiet) as start:
-        start(f"A: {_what(args.a)}")
+        start(f"A: {what_a}")
         sa = load_initial_state(args.a, seed=args.seed, workdir=tmp, unsafe_pickle=args.unsafe_pickle, name="a")
-        start(f"B: {_what(args.b)}")
+        start(f"B: {what_b}")
         sb = load_initial_state(args.b, seed=args.seed, workdir=tmp, unsafe_pickle=args.unsafe_pickle, name="b")
         added: list[str] = []
         if args.preset or args.rules:

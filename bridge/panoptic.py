@@ -649,8 +649,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = ["CanonicalPanoptic", "PanopticComparison", "canonical_from_segment_map", "canonical_from_panoptic_png",
-           "to_record", "from_record", "record_canonical_panoptic", "save_npz", "load_npz", "compare_panoptic", "disagreement_map",
-           "panoptic_color_image", "html_section", "main"]
+           "to_record", "from_record", "record_canonical_panoptic", "save_npz", "load_npz", "compare_panoptic",
+           "disagreement_map", "panoptic_color_image", "html_section", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())

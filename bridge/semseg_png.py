@@ -71,7 +71,8 @@ def id_to_rgb(ids: np.ndarray) -> np.ndarray:
     :func:`rgb_to_id`."""
     ids = np.asarray(ids, dtype=np.int64)
     if ids.size and (ids.min() < 0 or ids.max() >= 256 ** 3):
-        raise BridgeError(f"panoptic segment ids must lie in 0..{256 ** 3 - 1}, got {int(ids.min())}..{int(ids.max())}")
+        raise BridgeError(f"panoptic segment ids must lie in 0..{256 ** 3 - 1}, "
+                          f"got {int(ids.min())}..{int(ids.max())}")
     return np.stack([ids % 256, (ids // 256) % 256, ids // (256 * 256)], axis=-1).astype(np.uint8)
 
 

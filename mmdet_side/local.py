@@ -1,5 +1,6 @@
 """``python -m mmdet_side.local CONFIG CHECKPOINT --run-a RUN_A --tasks T.json -o OUT --statuses S.json
-[--opts K=V ...]``: mmdet as side B of the layer-local check (``python -m bridge.local`` launches it; docs/LAYER_LOCAL.md)."""
+[--opts K=V ...]``: mmdet as side B of the layer-local check (``python -m bridge.local`` launches it;
+docs/LAYER_LOCAL.md)."""
 
 from __future__ import annotations
 
