@@ -191,3 +191,23 @@ def test_record_batch_and_record_losses_switch_the_same_records_off_on_both_side
             assert names == expected, (side, name)
             if args.get("record_losses", True):
                 assert set(run.get("losses", step=1, kind="loss")) >= {"loss_feature"}, side
+
+
+def test_both_config_loaders_merge_overrides_in_their_framework_syntax() -> None:
+    """``--opts`` of ``init_state`` / ``local`` / ``record_model``: detectron2's ``KEY VALUE`` pairs, mmdet's
+    ``KEY=VALUE`` (as ``--cfg-options``); an override the loader cannot take is a BridgeError naming it."""
+    import pytest
+
+    from bridge.errors import BridgeError
+    from d2_side.record_model import load_config as d2_load_config
+    from mmdet_side.target import load_config as mm_load_config
+
+    d2 = d2_load_config("COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml", ["MODEL.RESNETS.DEPTH", "101"])
+    assert d2.MODEL.RESNETS.DEPTH == 101
+    mm = mm_load_config("mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py", ["model.backbone.depth=101"])
+    assert mm.model.backbone.depth == 101
+    with pytest.raises(BridgeError, match=r"panoptic_fpn_R_50_1x\.yaml: cannot load the detectron2 config "
+                                          r"\(AssertionError: Non-existent key: MODEL\.NOPE\)"):
+        d2_load_config("COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml", ["MODEL.NOPE", "1"])
+    with pytest.raises(BridgeError, match="^options nokeyvalue: expected KEY=VALUE pairs$"):
+        mm_load_config("mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py", ["nokeyvalue"])
