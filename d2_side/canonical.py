@@ -6,26 +6,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from bridge.outputs import instances as canonical_instances
-from bridge import panoptic as canonical_panoptic
-from bridge.outputs import semantic as canonical_semantic
+from bridge.outputs.instances import record_canonical_instances
+from bridge.panoptic import record_canonical_panoptic
+from bridge.runs import Recorder
+from bridge.outputs.semantic import record_canonical_semantic
 from d2_side import instances, panoptic, semantic
 
 
-def canonical_records(inputs: Sequence[dict], outputs: Sequence[dict], metadata: Any) -> list[tuple[str, dict]]:
-    """(record name, value) of every canonical result in ``outputs`` (one dict per input): ``panoptic_seg``,
-    ``instances`` and ``sem_seg`` with dataset category ids from ``metadata``; named by the input's
-    ``image_id`` (its position when it has none)."""
-    records = []
+def record_canonical_outputs(recorder: Recorder, inputs: Sequence[dict], outputs: Sequence[dict], metadata: Any,
+                             step: int) -> None:
+    """Record every canonical result in ``outputs`` (one dict per input; kind ``output``): ``panoptic_seg``,
+    ``instances`` and ``sem_seg`` with dataset category ids from ``metadata``, named by the input's ``image_id``
+    (its position when it has none)."""
     for index, (record, output) in enumerate(zip(inputs, outputs)):
         image_id = record.get("image_id", index)
         if "panoptic_seg" in output:
-            records.append((f"{canonical_panoptic.RECORD_PREFIX}{image_id}",
-                            canonical_panoptic.to_record(panoptic.canonical_from_d2(output["panoptic_seg"], metadata))))
+            c = panoptic.canonical_from_d2(output["panoptic_seg"], metadata)
+            record_canonical_panoptic(recorder, image_id, c, step=step)
         if "instances" in output:
-            records.append((f"{canonical_instances.RECORD_PREFIX}{image_id}",
-                            canonical_instances.to_record(instances.canonical_from_d2(output["instances"], metadata))))
+            c = instances.canonical_from_d2(output["instances"], metadata)
+            record_canonical_instances(recorder, image_id, c, step=step)
         if "sem_seg" in output:
-            records.append((f"{canonical_semantic.RECORD_PREFIX}{image_id}",
-                            canonical_semantic.to_record(semantic.canonical_from_d2(output["sem_seg"], metadata))))
-    return records
+            c = semantic.canonical_from_d2(output["sem_seg"], metadata)
+            record_canonical_semantic(recorder, image_id, c, step=step)

@@ -13,7 +13,7 @@ from bridge.optim import OptimizerTap, record_grad_norm, record_params
 from bridge.rng import IterationTape, record
 from bridge.runs import Recorder
 from bridge.taps import ModelTaps
-from d2_side.canonical import canonical_records
+from d2_side.canonical import record_canonical_outputs
 from d2_side.optim import clip_setting
 from d2_side.recordable import to_recordable
 
@@ -168,11 +168,3 @@ def record_inference(model: nn.Module, batches: Iterable[list[dict]], recorder: 
     finally:
         taps.remove()
     return count
-
-
-def record_canonical_outputs(recorder: Recorder, inputs: list[dict], outputs: list[dict], metadata: Any,
-                             step: int) -> None:
-    """Record each output's ``panoptic_seg``, ``instances`` and ``sem_seg`` in the canonical forms (kind ``output``,
-    named ``panoptic.<image_id>``, ``instances.<image_id>``, ``semantic.<image_id>``; ``d2_side.canonical``)."""
-    for name, value in canonical_records(inputs, outputs, metadata):
-        recorder.record(name, value, step=step, kind="output")

@@ -10,30 +10,21 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
+from collections.abc import Sequence
 
 import torch
 
 from bridge.cli import check_outputs, examples, guarded_main, run_reporting_errors
 from bridge.convert import save_checkpoint
-from bridge.errors import BridgeError
+from d2_side.record_model import load_config
 
 
-def init_state_dict(config: str, seed: int, options: list[str] | None = None) -> dict[str, torch.Tensor]:
-    """Build detectron2's model of ``config`` (model-zoo path or file) on the CPU with ``seed``; its state dict."""
-    from detectron2 import model_zoo
-    from detectron2.config import get_cfg
+def init_state_dict(config: str, seed: int, opts: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+    """Build detectron2's model of ``config`` (model-zoo path or file, ``opts`` merged as ``KEY VALUE`` pairs) on
+    the CPU with ``seed``; its state dict."""
     from detectron2.modeling import build_model
 
-    cfg = get_cfg()
-    path = Path(config)
-    if not path.exists():
-        try:
-            path = Path(model_zoo.get_config_file(config))
-        except RuntimeError:
-            raise BridgeError(f"{config}: neither a file nor a detectron2 model-zoo config") from None
-    cfg.merge_from_file(str(path))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""] + list(options or []))
+    cfg = load_config(config, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *opts])
     torch.manual_seed(seed)
     return build_model(cfg).state_dict()
 
@@ -47,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-o", "--out", required=True, help=".safetensors or .pth")
-    parser.add_argument("--opts", nargs="*", default=[], help="detectron2 config overrides KEY VALUE ...")
+    parser.add_argument("--opts", nargs="*", default=[], help="config overrides, detectron2's KEY VALUE pairs")
     args = parser.parse_args(argv)
     check_outputs({"CONFIG": args.config if os.path.exists(args.config) else None}, {"-o": args.out})
 

@@ -3,7 +3,6 @@ detectron2 as side B of the layer-local check (``python -m bridge.local`` launch
 
 from __future__ import annotations
 
-import os
 import sys
 
 from torch import nn
@@ -12,21 +11,15 @@ from bridge.convert import load_checkpoint
 from bridge.cli import guarded_main
 from bridge.errors import BridgeError
 from bridge.local.side import side_main
+from d2_side.record_model import load_config
 
 
 def build(config: str, checkpoint: str, opts: list[str]) -> nn.Module:
     """detectron2's model of ``config`` (a file, or a model-zoo path) with ``opts`` merged and ``checkpoint``
     loaded strictly, on the CPU, in eval mode."""
-    from detectron2 import model_zoo
-    from detectron2.config import get_cfg
     from detectron2.modeling import build_model
 
-    cfg = get_cfg()
-    try:
-        cfg.merge_from_file(config if os.path.isfile(config) else model_zoo.get_config_file(config))
-        cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *opts])
-    except Exception as exc:  # yacs / model_zoo raise many kinds on a bad config or override
-        raise BridgeError(f"{config}: cannot load the detectron2 config ({type(exc).__name__}: {exc})") from None
+    cfg = load_config(config, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *opts])
     model = build_model(cfg)
     state = load_checkpoint(checkpoint)
     try:

@@ -22,7 +22,7 @@ from typing import Any
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
 
-from bridge.cli import examples, guarded_main, run_reporting_errors
+from bridge.cli import check_outputs, examples, guarded_main, run_reporting_errors
 from bridge.errors import BridgeError
 from bridge.meta import make_metadata, write_metadata
 
@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dataset", help="registered detectron2 dataset name")
     parser.add_argument("-o", "--out", required=True, help="JSON file to write")
     args = parser.parse_args(argv)
+    check_outputs({}, {"-o": args.out})
     return run_reporting_errors(lambda: write_metadata(export_d2_metadata(args.dataset), args.out))
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from bridge.errors import BridgeError
-from bridge.panoptic import CanonicalPanoptic, canonical_from_panoptic_png, canonical_from_segment_map
+from bridge.panoptic import CanonicalPanoptic, canonical_from_segment_map
 
 DEFAULT_LABEL_DIVISOR = 1000
 
@@ -87,4 +87,4 @@ def d2_from_canonical(c: CanonicalPanoptic, metadata: Any) -> tuple[torch.Tensor
     return ids, infos
 
 
-__all__ = ["canonical_from_d2", "d2_from_canonical", "canonical_from_panoptic_png"]
+__all__ = ["canonical_from_d2", "d2_from_canonical"]

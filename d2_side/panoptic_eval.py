@@ -13,9 +13,8 @@ from typing import Any
 
 from bridge.errors import BridgeError
 from bridge.panoptic import CanonicalPanoptic
+from bridge.panoptic.parity import METRICS
 from d2_side.panoptic import d2_from_canonical
-
-METRIC_KEYS = ("PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st")
 
 
 def evaluate_d2(dataset_name: str, predictions: Mapping[int, CanonicalPanoptic],
@@ -46,7 +45,7 @@ def evaluate_d2(dataset_name: str, predictions: Mapping[int, CanonicalPanoptic],
     results: dict[str, Any] | None = evaluator.evaluate()
     if not results or "panoptic_seg" not in results:
         raise BridgeError(f"{dataset_name}: COCOPanopticEvaluator returned no panoptic_seg results")
-    return {key: float(results["panoptic_seg"][key]) for key in METRIC_KEYS}
+    return {key: float(results["panoptic_seg"][key]) for key in METRICS}
 
 
-__all__ = ["METRIC_KEYS", "evaluate_d2"]
+__all__ = ["evaluate_d2"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -29,10 +29,11 @@ from bridge.runs import Recorder
 PROG = "python -m d2_side.record_model"
 
 
-def load_config(name: str, opts: list[str], setups: list[str] = ()):
-    """detectron2's config of a model-zoo name or a config file, with the ``KEY VALUE`` options merged; each
-    ``setups`` function (``MODULE:FUNCTION``, e.g. Mask DINO's ``add_maskdino_config``) is called with the
-    default config first, as a research repo's ``train_net.py`` does before merging its files."""
+def load_config(name: str, opts: Sequence[str] = (), setups: Sequence[str] = ()):
+    """detectron2's config of a model-zoo name or a config file, with the ``KEY VALUE`` options merged (as
+    ``train_net.py``'s trailing ``opts``); each ``setups`` function (``MODULE:FUNCTION``, e.g. Mask DINO's
+    ``add_maskdino_config``) is called with the default config first, as a research repo's ``train_net.py`` does
+    before merging its files. BridgeError naming the config when that fails."""
     from detectron2 import model_zoo
     from detectron2.config import get_cfg
 
@@ -43,7 +44,7 @@ def load_config(name: str, opts: list[str], setups: list[str] = ()):
         cfg.merge_from_file(name if Path(name).is_file() else model_zoo.get_config_file(name))
         cfg.merge_from_list(list(opts))
     except (RuntimeError, KeyError, ValueError, AssertionError) as exc:
-        raise BridgeError(f"--config {name}: {type(exc).__name__}: {exc}") from None
+        raise BridgeError(f"{name}: cannot load the detectron2 config ({type(exc).__name__}: {exc})") from None
     return cfg
 
 

@@ -8,10 +8,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bridge.outputs import instances as canonical_instances
-from bridge import panoptic as canonical_panoptic
-from bridge.outputs import semantic as canonical_semantic
 from bridge.errors import BridgeError
+from bridge.outputs.instances import record_canonical_instances
+from bridge.panoptic import record_canonical_panoptic
+from bridge.runs import Recorder
+from bridge.outputs.semantic import record_canonical_semantic
 from mmdet_side import instances, panoptic, semantic
 
 
@@ -23,21 +24,19 @@ def annotation_categories(dataset: Any) -> list[dict]:
         raise BridgeError(f"cannot read the categories of {getattr(dataset, 'ann_file', dataset)!r}: {exc}") from None
 
 
-def canonical_records(outputs: Sequence[Any], classes: Sequence[str],
-                      categories: Sequence[Mapping[str, Any]]) -> list[tuple[str, dict]]:
-    """(record name, value) of every canonical result in ``outputs`` (``DetDataSample`` s): ``pred_panoptic_seg``,
+def record_canonical_outputs(recorder: Recorder, outputs: Sequence[Any], classes: Sequence[str],
+                             categories: Sequence[Mapping[str, Any]], step: int) -> None:
+    """Record every canonical result in ``outputs`` (``DetDataSample`` s; kind ``output``): ``pred_panoptic_seg``,
     ``pred_instances`` and ``pred_sem_seg`` with dataset category ids (``classes`` = ``metainfo['classes']``,
-    ``categories`` = the annotation file's); named by the sample's ``img_id`` (its position when it has none)."""
-    records = []
+    ``categories`` = the annotation file's), named by the sample's ``img_id`` (its position when it has none)."""
     for index, sample in enumerate(outputs):
         image_id = sample.get("img_id", index)
         if "pred_panoptic_seg" in sample:
             c = panoptic.canonical_from_mmdet(sample.pred_panoptic_seg.sem_seg, classes, categories)
-            records.append((f"{canonical_panoptic.RECORD_PREFIX}{image_id}", canonical_panoptic.to_record(c)))
+            record_canonical_panoptic(recorder, image_id, c, step=step)
         if "pred_instances" in sample:
             c = instances.canonical_from_mmdet(sample.pred_instances, classes, categories)
-            records.append((f"{canonical_instances.RECORD_PREFIX}{image_id}", canonical_instances.to_record(c)))
+            record_canonical_instances(recorder, image_id, c, step=step)
         if "pred_sem_seg" in sample:
             c = semantic.canonical_from_mmdet(sample.pred_sem_seg.sem_seg, classes, categories)
-            records.append((f"{canonical_semantic.RECORD_PREFIX}{image_id}", canonical_semantic.to_record(c)))
-    return records
+            record_canonical_semantic(recorder, image_id, c, step=step)

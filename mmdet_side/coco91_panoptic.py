@@ -83,6 +83,11 @@ class CocoPanopticMetric91(SlotLayoutMetaMixin, CocoPanopticMetric):
                               "would name the rows of the 201 id slots wrongly); the PQ / SQ / RQ results are exact")
         super().__init__(*args, **kwargs)
 
+    def __del__(self) -> None:
+        """Leave ``tmp_dir`` to itself: a ``TemporaryDirectory`` removes itself when collected, and at exit before
+        modules are torn down. ``CocoPanopticMetric.__del__`` calls its ``cleanup()`` instead, which raises on a
+        metric refused in ``__init__`` (``AttributeError: tmp_dir``) and on one alive at interpreter exit."""
+
     def check_dataset_meta(self, dataset_meta) -> None:
         """Also require ``thing_classes`` / ``stuff_classes`` (when present) to split the slots at 91."""
         super().check_dataset_meta(dataset_meta)

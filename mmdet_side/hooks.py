@@ -11,10 +11,13 @@ To record evaluation only (``tools/test.py``), give ``eval_run_dir`` and no ``ru
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
+import torch
 from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
 from torch import nn
 
 from bridge.errors import BridgeError
@@ -22,9 +25,15 @@ from bridge.optim import OptimizerTap, record_grad_norm, record_params
 from bridge.rng import IterationTape, record
 from bridge.runs import Recorder
 from bridge.taps import ModelTaps
-from mmdet_side.canonical import annotation_categories, canonical_records
+from mmdet_side.canonical import annotation_categories, record_canonical_outputs
 from mmdet_side.optim import clip_setting
 from mmdet_side.recordable import to_recordable
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside mmengine's model wrappers (MMDistributedDataParallel and the others ``is_model_wrapper``
+    knows)."""
+    return model.module if is_model_wrapper(model) else model
 
 
 @HOOKS.register_module()
@@ -34,6 +43,9 @@ class BridgeRecordHook(Hook):
     parameters matching ``grads`` into ``run_dir``; with ``eval_run_dir``, the batches, activations and
     predictions of val/test too (raw, and in the canonical forms of docs/OUTPUTS.md). Either run dir may be
     left out (``None``): without ``run_dir`` nothing of training is recorded.
+    Keyword arguments as detectron2's ``RecordHook`` (same names, same defaults); ``record_batch`` /
+    ``record_losses`` switch the batch and loss records off. ``eval_run_dir`` is this side's own: detectron2 records
+    inference with ``d2_side.hooks.record_inference`` instead.
     ``seed_modules`` / ``seed``: as detectron2's ``RecordHook`` (torch's RNG reseeded with ``seed + step`` before
     each call of those modules in recorded training steps), so both sides' random point sampling lines up.
     ``matchers``: as detectron2's ``RecordHook`` (kind ``matching``), e.g.
@@ -48,8 +60,9 @@ class BridgeRecordHook(Hook):
 
     priority = "LOW"
 
-    def __init__(self, run_dir: str | None = None, iterations: Sequence[int] = (0,), activations: Sequence[str] = (),
-                 grads: Sequence[str] = (), record_batch: bool = True, eval_run_dir: str | None = None,
+    def __init__(self, run_dir: str | None = None, *, iterations: Iterable[int] = (0,), activations: Sequence[str] = (),
+                 grads: Sequence[str] = (), record_batch: bool = True, record_losses: bool = True,
+                 eval_run_dir: str | None = None,
                  seed_modules: Sequence[str] = (), seed: int = 0,
                  matchers: Sequence[str] | Mapping[str, str] = (), optimizer_steps: int = 0,
                  params: Sequence[str] = (), grad_norm: bool = False, inputs: Sequence[str] = (),
@@ -74,6 +87,7 @@ class BridgeRecordHook(Hook):
         self.functions = dict(functions) if isinstance(functions, Mapping) else tuple(functions)
         self.grads = tuple(grads)
         self.record_batch = record_batch
+        self.record_losses = record_losses
         self.eval_run_dir = eval_run_dir
         self.recorder: Recorder | None = None
         self.eval_recorder: Recorder | None = None
@@ -86,7 +100,7 @@ class BridgeRecordHook(Hook):
 
     def before_run(self, runner) -> None:
         """Open the runs and attach hooks to the model and its data preprocessor."""
-        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        model = unwrap(runner.model)
         self._model = model
         # Runs are created on first use: tools/test.py with the same config records no training run.
         if self.run_dir:
@@ -141,7 +155,7 @@ class BridgeRecordHook(Hook):
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         """Write the iteration's RNG tape, record its losses, then disarm."""
         self._rng.end()
-        if self._step is not None and outputs is not None:
+        if self._step is not None and self.record_losses and outputs is not None:
             self.recorder.record("losses", to_recordable(dict(outputs)), step=self._step, kind="loss")
         self._step, self._active = None, None
 
@@ -171,8 +185,7 @@ class BridgeRecordHook(Hook):
             return
         if self._categories is None:
             self._categories = annotation_categories(dataset)
-        for name, value in canonical_records(outputs, dataset.metainfo["classes"], self._categories):
-            self.eval_recorder.record(name, value, step=step, kind="output")
+        record_canonical_outputs(self.eval_recorder, outputs, dataset.metainfo["classes"], self._categories, step)
 
     def before_val_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         """Arm eval recording (``eval_run_dir``) for this validation batch: its batch, activations and
@@ -203,3 +216,38 @@ class BridgeRecordHook(Hook):
         for recorder in (self.recorder, self.eval_recorder):
             if recorder is not None:
                 recorder.close()
+
+
+@torch.no_grad()
+def record_inference(model: nn.Module, batches: Iterable[dict], recorder: Recorder, *,
+                     activations: Sequence[str] = (), max_batches: int | None = None,
+                     dataset: Any = None, inputs: Sequence[str] = (),
+                     functions: Sequence[str] | Mapping[str, str] = ()) -> int:
+    """Run ``model`` in eval mode on ``batches`` (e.g. ``Runner.build_dataloader(cfg.test_dataloader)``) and record,
+    per batch index as step, the batch after the data preprocessor (kind ``batch``), the predictions (kind
+    ``output``), chosen activations, the arguments of chosen modules (``inputs``, kind ``input``) and the calls
+    of chosen parameter-free methods (``functions``, as ``bridge.taps.ModelTaps``). With the test ``dataset`` (its ``metainfo['classes']`` and annotation file), each sample's ``pred_panoptic_seg``,
+    ``pred_instances`` and ``pred_sem_seg`` are also recorded in the canonical forms (``panoptic.<img_id>``,
+    ``instances.<img_id>``, ``semantic.<img_id>``; see docs/OUTPUTS.md), which ``bridge.compare`` pairs with
+    detectron2's. As ``d2_side.hooks.record_inference``; returns the number of batches recorded."""
+    model.eval()
+    step_box: list[int | None] = [None]
+    taps = ModelTaps(unwrap(model), recorder, lambda: step_box[0], activations=activations, inputs=inputs,
+                     functions=functions)
+    categories = annotation_categories(dataset) if dataset is not None else None
+    count = 0
+    try:
+        for step, batch in enumerate(batches):
+            if max_batches is not None and step >= max_batches:
+                break
+            step_box[0] = step
+            data = model.data_preprocessor(batch, False)
+            recorder.record("batch", to_recordable(data), step=step, kind="batch")
+            outputs = model.predict(data["inputs"], data["data_samples"])
+            recorder.record("outputs", to_recordable(list(outputs)), step=step, kind="output")
+            if dataset is not None:
+                record_canonical_outputs(recorder, outputs, dataset.metainfo["classes"], categories, step)
+            count += 1
+    finally:
+        taps.remove()
+    return count

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 
 import torch
 
@@ -18,10 +19,11 @@ from bridge.convert import save_checkpoint
 from mmdet_side.target import build_model
 
 
-def init_state_dict(config: str, seed: int) -> dict[str, torch.Tensor]:
-    """Build and initialise the mmdet model of ``config`` (a path or ``mmdet::...``) with ``seed``."""
+def init_state_dict(config: str, seed: int, opts: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+    """Build and initialise the mmdet model of ``config`` (a path or ``mmdet::...``, ``opts`` merged as ``KEY=VALUE``
+    pairs) with ``seed``; its state dict."""
     torch.manual_seed(seed)
-    model = build_model(config)
+    model = build_model(config, opts)
     model.init_weights()
     return model.state_dict()
 
@@ -35,11 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-o", "--out", required=True, help=".safetensors or .pth")
+    parser.add_argument("--opts", nargs="*", default=[], help="config overrides, mmdet's KEY=VALUE pairs")
     args = parser.parse_args(argv)
     check_outputs({"CONFIG": args.config if os.path.exists(args.config) else None}, {"-o": args.out})
 
     def write() -> str:
-        state = init_state_dict(args.config, args.seed)
+        state = init_state_dict(args.config, args.seed, args.opts)
         save_checkpoint(state, args.out, {"source": args.config, "seed": args.seed, "framework": "mmdet"})
         return args.out
 

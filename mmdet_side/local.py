@@ -1,5 +1,6 @@
-"""``python -m mmdet_side.local CONFIG CHECKPOINT --run-a RUN_A --tasks T.json -o OUT --statuses S.json``: mmdet as
-side B of the layer-local check (``python -m bridge.local`` launches it; docs/LAYER_LOCAL.md)."""
+"""``python -m mmdet_side.local CONFIG CHECKPOINT --run-a RUN_A --tasks T.json -o OUT --statuses S.json
+[--opts K=V ...]``: mmdet as side B of the layer-local check (``python -m bridge.local`` launches it;
+docs/LAYER_LOCAL.md)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,9 @@ from mmdet_side.target import build_model
 
 
 def build(config: str, checkpoint: str, opts: list[str]) -> nn.Module:
-    """The model of the mmdet ``config`` (file or ``mmdet::``) with ``checkpoint`` loaded strictly, in eval mode."""
-    if opts:
-        raise BridgeError(f"--opts {' '.join(opts)}: mmdet configs take no overrides here; write them in the config")
-    model = build_model(config)
+    """The model of the mmdet ``config`` (file or ``mmdet::``) with ``opts`` merged (``KEY=VALUE`` pairs) and
+    ``checkpoint`` loaded strictly, on the CPU, in eval mode."""
+    model = build_model(config, opts)
     state = load_checkpoint(checkpoint)
     try:
         model.load_state_dict(state, strict=True)

@@ -13,17 +13,15 @@ from typing import Any
 
 from bridge.errors import BridgeError
 from bridge.panoptic import CanonicalPanoptic
+from bridge.panoptic.parity import METRICS, MMDET_PREFIX
 from mmdet_side.panoptic import mmdet_from_canonical
-
-PREFIX = "coco_panoptic/"
-METRIC_KEYS = ("PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st")
 
 
 def normalise_mmdet_keys(results: Mapping[str, Any]) -> dict[str, float]:
     """``{"coco_panoptic/PQ": x, ...}`` → ``{"PQ": x, ...}`` (the detectron2 names), floats only."""
     out: dict[str, float] = {}
-    for key in METRIC_KEYS:
-        for candidate in (PREFIX + key, key):
+    for key in METRICS:
+        for candidate in (MMDET_PREFIX + key, key):
             if candidate in results:
                 out[key] = float(results[candidate])
                 break
@@ -66,4 +64,4 @@ def evaluate_mmdet(evaluator_cfg: Mapping[str, Any], predictions: Mapping[int, C
     return normalise_mmdet_keys(metric.evaluate(size=len(predictions)))
 
 
-__all__ = ["METRIC_KEYS", "evaluate_mmdet", "normalise_mmdet_keys"]
+__all__ = ["evaluate_mmdet", "normalise_mmdet_keys"]

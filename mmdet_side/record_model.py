@@ -2,13 +2,14 @@
 
 Mirrors ``python -m d2_side.record_model`` (same arguments, ``bridge.align.side``). The config (``--config``:
 a file, e.g. the one-sample config ``python -m mmdet_side.config`` writes, or ``mmdet::NAME``, then the
-``KEY=VALUE`` options as mmdet's ``--cfg-options``) is handed to ``--builder`` (default: ``MODELS.build(cfg.model)``),
-seeded with ``--seed``; ``--weights`` is loaded with strict=True and ``--save-weights`` writes what the model
-holds. The model runs in eval mode on the config's test dataloader, or on the batches of the detectron2 run
-``--replay`` (``mmdet_side.replay.d2_inputs_to_mmdet``, ``--input-format``), and records into ``--out``: the
-batch after the data preprocessor, ``normalized_input`` (the preprocessor's ``inputs``), the chosen
-activations, the raw predictions and the canonical results (docs/OUTPUTS.md; labels mapped to the test
-dataset's category ids by name). ``--meta-out`` writes the test dataset's metadata (``mmdet_side.meta``).
+``KEY=VALUE`` options as mmdet's ``--cfg-options``; ``mmdet_side.target.load_config``) is handed to ``--builder``
+(default: ``MODELS.build(cfg.model)``), seeded with ``--seed``; ``--weights`` is loaded with strict=True and
+``--save-weights`` writes what the model holds. The model runs in eval mode on the config's test dataloader,
+or on the batches of the detectron2 run ``--replay`` (``mmdet_side.replay.d2_inputs_to_mmdet``,
+``--input-format``), and ``mmdet_side.hooks.record_inference`` records into ``--out``: the batch after the data
+preprocessor, ``normalized_input`` (the preprocessor's ``inputs``), the chosen activations, the raw predictions
+and the canonical results (docs/OUTPUTS.md; labels mapped to the test dataset's category ids by name).
+``--meta-out`` writes the test dataset's metadata (``mmdet_side.meta``).
 Used by ``python -m bridge.align`` (docs/ALIGN.md).
 """
 
@@ -16,41 +17,30 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+from collections.abc import Iterable, Iterator
 
 import torch
 
-from bridge.align.side import (config_setups, globs, load_builder, load_weights, recorded_batches, save_weights,
-                               side_parser)
+from bridge.align.side import globs, load_builder, load_weights, recorded_batches, save_weights, side_parser
 from bridge.cli import guarded_main, run_reporting_errors
-from bridge.errors import BridgeError
 from bridge.runs import Recorder
-from bridge.taps import ModelTaps
+from mmdet_side.target import load_config
 
 PROG = "python -m mmdet_side.record_model"
 
 
-def load_config(name: str, opts: list[str], setups: list[str] = ()):
-    """The mmengine config of a file or ``mmdet::NAME``, with the ``KEY=VALUE`` options merged, then passed to
-    each ``setups`` function (``MODULE:FUNCTION``, e.g. one that sets a port's options like the reference's)."""
-    from mmengine.config import Config, DictAction
+def normalized_input(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """The padded, normalized image tensor ``model`` computes from ``batch``: its data preprocessor's ``inputs``
+    (``d2_side.record_model.normalized_input`` is the detectron2 side's)."""
+    with torch.no_grad():
+        return model.data_preprocessor(batch, False)["inputs"]
 
-    options = argparse.ArgumentParser(prog=PROG)
-    options.add_argument("--cfg-options", nargs="*", action=DictAction, default={})
-    try:
-        merged = options.parse_args(["--cfg-options", *opts]).cfg_options if opts else {}
-        if Path(name).is_file():
-            cfg = Config.fromfile(name)
-        else:
-            cfg = Config.fromstring(f"_base_ = {name!r}\n", ".py")
-        cfg.merge_from_dict(merged)
-    except SystemExit:
-        raise BridgeError(f"options {' '.join(opts)}: expected KEY=VALUE pairs") from None
-    except Exception as exc:  # mmengine raises many types for a bad config
-        raise BridgeError(f"--config {name}: cannot load ({type(exc).__name__}: {exc})") from None
-    for setup in config_setups(list(setups)):
-        setup(cfg)
-    return cfg
+
+def _with_normalized_input(model: torch.nn.Module, batches: Iterable[dict], recorder: Recorder) -> Iterator[dict]:
+    """Yield ``batches``, recording each one's ``normalized_input`` (kind ``activation``) first."""
+    for step, batch in enumerate(batches):
+        recorder.record("normalized_input", normalized_input(model, batch), step=step, kind="activation")
+        yield batch
 
 
 def record_model(args: argparse.Namespace) -> str:
@@ -59,9 +49,8 @@ def record_model(args: argparse.Namespace) -> str:
     from mmdet.utils import register_all_modules
     from mmengine.runner import Runner
 
-    from mmdet_side.canonical import annotation_categories, canonical_records
+    from mmdet_side.hooks import record_inference
     from mmdet_side.meta import export_mmdet_metadata
-    from mmdet_side.recordable import to_recordable
     from mmdet_side.replay import d2_inputs_to_mmdet
 
     register_all_modules()
@@ -74,28 +63,13 @@ def record_model(args: argparse.Namespace) -> str:
         save_weights(model, args.save_weights, "mmdet")
     model.eval()
     dataset = DATASETS.build(cfg.test_dataloader.dataset)
-    classes, categories = dataset.metainfo["classes"], annotation_categories(dataset)
     if args.replay:
         batches = [d2_inputs_to_mmdet(batch, args.input_format) for batch in recorded_batches(args.replay)]
     else:
         batches = Runner.build_dataloader(cfg.test_dataloader)
-    step_box: list[int | None] = [None]
-    count = 0
-    with Recorder(args.out, framework="mmdet") as recorder, torch.no_grad():
-        taps = ModelTaps(model, recorder, lambda: step_box[0], activations=globs(args.activations))
-        try:
-            for step, batch in enumerate(batches):
-                step_box[0] = step
-                data = model.data_preprocessor(batch, False)
-                recorder.record("batch", to_recordable(data), step=step, kind="batch")
-                recorder.record("normalized_input", data["inputs"], step=step, kind="activation")
-                predictions = model.predict(data["inputs"], data["data_samples"])
-                recorder.record("outputs", to_recordable(list(predictions)), step=step, kind="output")
-                for name, value in canonical_records(predictions, classes, categories):
-                    recorder.record(name, value, step=step, kind="output")
-                count += 1
-        finally:
-            taps.remove()
+    with Recorder(args.out, framework="mmdet") as recorder:
+        count = record_inference(model, _with_normalized_input(model, batches, recorder), recorder,
+                                 activations=globs(args.activations), dataset=dataset)
     if args.meta_out:
         from bridge.meta import write_metadata
 

@@ -19,11 +19,11 @@ from collections.abc import Mapping, Sequence
 
 from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 
 from bridge.errors import BridgeError
 from bridge.rng import IterationTape, replay, tape_steps
 from bridge.runs import open_run
+from mmdet_side.hooks import unwrap
 from mmdet_side.replay import d2_inputs_to_mmdet, d2_train_batch_to_mmdet, panoptic_fpn_sem_seg_label_map
 
 PANOPTIC_FPN = "panoptic_fpn"
@@ -36,7 +36,7 @@ def _resolve_sem_seg_label_map(runner, sem_seg_label_map: Sequence[int] | str | 
     if sem_seg_label_map != PANOPTIC_FPN:
         raise BridgeError(f"BridgeReplayHook: sem_seg_label_map must be a list of labels or "
                           f"{PANOPTIC_FPN!r}, got {sem_seg_label_map!r}")
-    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    model = unwrap(runner.model)
     head = getattr(model, "semantic_head", None)
     if head is None or not hasattr(head, "num_things_classes"):
         raise BridgeError(f"BridgeReplayHook: sem_seg_label_map={PANOPTIC_FPN!r} needs a model with a "
@@ -63,7 +63,7 @@ class BridgeReplayHook(Hook):
 
     priority = "VERY_HIGH"
 
-    def __init__(self, run_dir: str | None = None, name: str = "batch", rank: int = 0,
+    def __init__(self, run_dir: str | None = None, *, name: str = "batch", rank: int = 0,
                  label_map: Sequence[int] | None = None, sem_seg_label_map: Sequence[int] | str | None = None,
                  panoptic_num_things: int | None = None, eval_run_dir: str | None = None,
                  input_format: str = "BGR", rng_replay_dir: str | None = None,
@@ -100,8 +100,8 @@ class BridgeReplayHook(Hook):
 
     def _start_rng(self, runner) -> None:
         if runner.iter in self._rng_steps:
-            model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-            self._rng.begin(replay(self.rng_replay_dir, runner.iter, self.rank, model=model, scopes=self.rng_scopes,
+            self._rng.begin(replay(self.rng_replay_dir, runner.iter, self.rank, model=unwrap(runner.model),
+                                   scopes=self.rng_scopes,
                                    match=self.rng_match, allow_left_over=self.rng_allow_left_over))
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:

@@ -17,9 +17,9 @@ import torch
 from mmdet.registry import HOOKS
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 
 from bridge.atomic import atomic_path
+from mmdet_side.hooks import unwrap
 
 
 @HOOKS.register_module()
@@ -36,8 +36,7 @@ class BridgeSaveWeightsHook(Hook):
         """Write the weights-only checkpoint of the trained model."""
         if not is_main_process():
             return
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+        state = {key: value.detach().cpu() for key, value in unwrap(runner.model).state_dict().items()}
         target = Path(runner.work_dir) / self.filename
         with atomic_path(target) as tmp:
             torch.save({"state_dict": state, "meta": {}}, tmp)

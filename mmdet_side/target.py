@@ -15,41 +15,57 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bridge.align.side import config_setups
 from bridge.atomic import atomic_write_bytes
 from bridge.cli import BAD_INPUT, add_quiet_option, examples, guarded_main, report_bad_input
 from bridge.convert import load_checkpoint
 from bridge.errors import BridgeError
 
 
-def load_config(config: str) -> "mmengine.config.Config":  # noqa: F821
-    """Load an mmdet config from a file path or an ``mmdet::`` path; BridgeError naming it when that fails."""
-    from mmengine.config import Config
+def load_config(config: str, opts: Sequence[str] = (), setups: Sequence[str] = ()) -> "mmengine.config.Config":  # noqa: F821
+    """Load an mmdet config from a file path or an ``mmdet::`` path and merge ``opts`` (``KEY=VALUE`` pairs, as
+    mmdet's ``--cfg-options``), then pass it to each ``setups`` function (``MODULE:FUNCTION``, e.g. one that sets a
+    port's options like the reference's); BridgeError naming the config or the options when that fails."""
+    from mmengine.config import Config, DictAction
 
+    options = argparse.ArgumentParser(prog="mmdet config options", exit_on_error=False)
+    options.add_argument("--cfg-options", nargs="*", action=DictAction, default={})
+    try:
+        merged = options.parse_args(["--cfg-options", *opts]).cfg_options if opts else {}
+    except (argparse.ArgumentError, ValueError, SystemExit):
+        raise BridgeError(f"options {' '.join(opts)}: expected KEY=VALUE pairs") from None
     try:
         if config.startswith("mmdet::"):
-            return Config.fromstring(f"_base_ = {config!r}\n", ".py")
-        path = Path(config)
-        if not path.is_file():
-            raise BridgeError(f"{config}: no such mmdet config file")
-        return Config.fromfile(str(path.resolve()))
+            cfg = Config.fromstring(f"_base_ = {config!r}\n", ".py")
+        else:
+            path = Path(config)
+            if not path.is_file():
+                raise BridgeError(f"{config}: no such mmdet config file")
+            cfg = Config.fromfile(str(path.resolve()))
+        cfg.merge_from_dict(merged)
     except BridgeError:
         raise
     except Exception as error:  # mmengine raises many kinds on a missing or broken config
         raise BridgeError(f"{config}: cannot load the mmdet config ({type(error).__name__}: {error})") from None
+    for setup in config_setups(list(setups)):
+        setup(cfg)
+    return cfg
 
 
-def build_model(config: str) -> torch.nn.Module:
-    """Build the (uninitialised) model of ``config`` on the CPU; pretrained backbone loading is switched off."""
+def build_model(config: str, opts: Sequence[str] = ()) -> torch.nn.Module:
+    """Build the (uninitialised) model of ``config`` with ``opts`` merged (``load_config``) on the CPU; pretrained
+    backbone loading is switched off."""
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
 
     register_all_modules()
-    cfg = load_config(config)
+    cfg = load_config(config, opts)
     backbone = cfg.model.get("backbone") or {}
     if (backbone.get("init_cfg") or {}).get("type") == "Pretrained":
         cfg.model.backbone.init_cfg = None

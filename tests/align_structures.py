@@ -33,7 +33,7 @@ def record_detectron2(run_dir: str, image_id: int, p: dict[str, torch.Tensor]) -
     from detectron2.data import MetadataCatalog
     from detectron2.structures import Boxes, Instances
 
-    from d2_side.canonical import canonical_records
+    from d2_side.canonical import record_canonical_outputs
     from d2_side.datasets import register_onesample
     from d2_side.recordable import to_recordable
 
@@ -46,8 +46,7 @@ def record_detectron2(run_dir: str, image_id: int, p: dict[str, torch.Tensor]) -
     with Recorder(run_dir, framework="detectron2") as recorder:
         recorder.record("normalized_input", p["sem_seg"][:3], step=0, kind="activation")
         recorder.record("outputs", to_recordable(outputs), step=0, kind="output")
-        for name, value in canonical_records(inputs, outputs, metadata):
-            recorder.record(name, value, step=0, kind="output")
+        record_canonical_outputs(recorder, inputs, outputs, metadata, 0)
 
 
 def record_mmdet(run_dir: str, image_id: int, p: dict[str, torch.Tensor], categories: list[dict]) -> None:
@@ -56,7 +55,7 @@ def record_mmdet(run_dir: str, image_id: int, p: dict[str, torch.Tensor], catego
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData, PixelData
 
-    from mmdet_side.canonical import canonical_records
+    from mmdet_side.canonical import record_canonical_outputs
     from mmdet_side.recordable import to_recordable
 
     sample = DetDataSample(metainfo={"img_id": image_id, "img_path": "mmdet/image.jpg",
@@ -67,8 +66,7 @@ def record_mmdet(run_dir: str, image_id: int, p: dict[str, torch.Tensor], catego
     with Recorder(run_dir, framework="mmdet") as recorder:
         recorder.record("normalized_input", p["sem_seg"][:3], step=0, kind="activation")
         recorder.record("outputs", to_recordable([sample]), step=0, kind="output")
-        for name, value in canonical_records([sample], CocoPanopticDataset.METAINFO["classes"], categories):
-            recorder.record(name, value, step=0, kind="output")
+        record_canonical_outputs(recorder, [sample], CocoPanopticDataset.METAINFO["classes"], categories, 0)
 
 
 def main(argv: list[str]) -> int:

@@ -121,10 +121,9 @@ def standard_root_from_shared(shared: Path, root: Path) -> Path:
     import shutil
 
     import numpy as np
-    from PIL import Image
     from pycocotools import mask as mask_util
 
-    from bridge.coco.semseg_png import rgb_to_id
+    from bridge.coco.semseg_png import read_panoptic_ids
 
     sample = shared / "coco_panoptic_sample"
     panoptic = json.loads((sample / "panoptic_examples.json").read_text())
@@ -134,7 +133,7 @@ def standard_root_from_shared(shared: Path, root: Path) -> Path:
         instance_categories = instance_categories["categories"]
     annotations = []
     for annotation in panoptic["annotations"]:
-        ids = rgb_to_id(np.asarray(Image.open(sample / "panoptic_examples" / annotation["file_name"]).convert("RGB")))
+        ids = read_panoptic_ids(sample / "panoptic_examples" / annotation["file_name"])
         for segment in annotation["segments_info"]:
             if segment["category_id"] in things:
                 rle = mask_util.encode(np.asfortranarray((ids == segment["id"]).astype(np.uint8)))

@@ -172,6 +172,6 @@ def test_initcheck_quiet_is_one_line_and_report_is_an_alias_of_json(tmp_path: Pa
     rep = tmp_path / "r.json"
     proc = run("bridge.initcheck", str(tmp_path / "a.pth"), str(tmp_path / "b.pth"), "--quiet", "--report", str(rep))
     assert proc.returncode == 1 and proc.stdout.splitlines() == [
-        "initcheck: DIFFERENCES (1 equal, 1 missing-in-a, 0 added by the rules)"], proc.stdout + proc.stderr
+        "initcheck: DIFFERENCES: 1 equal, 1 missing-in-a, 0 added by the rules"], proc.stdout + proc.stderr
     assert json.loads(rep.read_text())["ok"] is False
     assert "--report" not in run("bridge.initcheck", "--help").stdout

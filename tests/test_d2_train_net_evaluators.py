@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from bridge.coco.onesample import SPLITS, OneSampleConfig
-from bridge.coco.semseg_png import rgb_to_id
+from bridge.coco.semseg_png import read_panoptic_ids
 from d2_side.datasets import registered_names
 from tests.conftest import detectron2_tools_dir
 
@@ -73,8 +73,7 @@ def panoptic_from_png(metadata, image_id: int) -> tuple[torch.Tensor, list[dict]
     ids made contiguous through the name's thing and stuff maps."""
     panoptic = json.loads(Path(metadata.panoptic_json).read_text())
     annotation = next(a for a in panoptic["annotations"] if a["image_id"] == image_id)
-    png = Image.open(Path(metadata.panoptic_root) / annotation["file_name"]).convert("RGB")
-    ids = torch.from_numpy(rgb_to_id(np.asarray(png)).astype(np.int64))
+    ids = torch.from_numpy(read_panoptic_ids(Path(metadata.panoptic_root) / annotation["file_name"]))
     things, stuff = metadata.thing_dataset_id_to_contiguous_id, metadata.stuff_dataset_id_to_contiguous_id
     segments = []
     for segment in annotation["segments_info"]:

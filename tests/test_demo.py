@@ -24,7 +24,10 @@ def test_demo_recipe_reports_every_stage_and_its_known_differences(tmp_path: Pat
 
     compare = json.loads((out / "compare.json").read_text())
     verdicts = {item["key"]: item["passed"] for item in compare["items"]}
-    assert all(verdicts[key] for key in verdicts if key.startswith(("backbone.", "neck.", "rpn_head.", "normalized")))
+    exact = {key for key in verdicts if key.startswith(("backbone.", "neck.", "rpn_head.", "normalized"))}
+    assert {"normalized_input", "backbone.layer1", "backbone.layer4", "neck.fpn_convs.0.conv", "neck.fpn_convs.3.conv",
+            "rpn_head.rpn_cls"} <= exact, sorted(verdicts)  # the recipe's layers are recorded under these names
+    assert all(verdicts[key] for key in exact)
     assert compare["first_divergence"]["key"] == "semantic_head.conv_logits"
     assert verdicts["roi_head.bbox_head.fc_cls"] is False  # the box head is recorded and paired on both sides
     assert compare["semantic"][0]["agreement"] == 1.0  # the semantic head differs only by class order

@@ -33,7 +33,7 @@ def coco(tmp_path_factory: pytest.TempPathFactory) -> SyntheticCoco:
 def wide(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(instances json, image folder): 4 synthetic images, 3 objects each, one per id of WIDE_CATEGORY_IDS;
     rectangles and 12-point ellipse polygons side by side."""
-    from bridge.coco.synthetic import instance_categories
+    from bridge.coco.coco91 import instance_categories
 
     root = write_synthetic_coco(tmp_path_factory.mktemp("coco91_wide"), num_images=4)
     data = json.loads(root.instances_json("val2017").read_text())

@@ -216,3 +216,17 @@ def test_cli_coco91_config_runs_mmdet_test_loop(coco_root: Path, tmp_path: Path)
     cfg.work_dir = str(tmp_path / "work")
     metrics = Runner.from_cfg(cfg).test()
     assert 0.0 <= metrics["coco_panoptic/PQ"] <= 100.0
+
+
+def test_metric91_leaves_no_exception_when_refused_nor_at_exit(tmp_path: Path) -> None:
+    """A metric refused in ``__init__`` and one alive at interpreter exit clean up silently (mmdet's ``__del__``
+    would print ``Exception ignored ... AttributeError``), and the metric's temporary directory is gone."""
+    script = ("import mmdet_side.coco91_panoptic as m\n"
+              "try:\n    m.CocoPanopticMetric91(classwise=True)\nexcept m.BridgeError:\n    pass\n"
+              "metric = m.CocoPanopticMetric91(nproc=1)\nprint(metric.tmp_dir.name)\n")
+    env = bridge_env(tmp_path / "coco", tmp_path / "cache")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr, done.stderr[-3000:]
+    tmp_dir = Path(done.stdout.strip().splitlines()[-1])
+    assert tmp_dir.name.startswith("tmp") and not tmp_dir.exists()

@@ -162,7 +162,8 @@ def test_lr_dropped_at_iteration_1_on_one_side_is_located_at_step_1(weights, ref
     first = result.first_divergence
     assert first is not None and first.step == 1 and first.kind == "param"
     assert first.key == "backbone.layer2.0.downsample.0.weight"  # detectron2's first recorded: res3.0.shortcut
-    assert all(i.passed for i in result.items if i.step == 0)
+    step_0 = [i for i in result.items if i.step == 0]
+    assert step_0 and all(i.passed for i in step_0)
     [optim] = result.optim
     assert optim.settings == [] and optim.schedule_first_diff == 1
     [group] = optim.schedule

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from bridge.coco.onesample import OneSampleConfig
-from bridge.coco.semseg_png import rgb_to_id
+from bridge.coco.semseg_png import read_panoptic_ids
 from tests.conftest import SHARED_DATA, bridge_env, standard_root_from_shared
 
 D2_NAMES = ["coco_2017_{}_onesample", "coco_2017_{}_panoptic_onesample",
@@ -86,7 +86,7 @@ def test_with_sem_seg_metadata_is_mask_dino_style(registered: dict) -> None:
 def _ground_truth(split_files) -> tuple[dict, np.ndarray]:
     panoptic = json.loads(split_files.panoptic_json.read_bytes())
     annotation = panoptic["annotations"][0]
-    ids = rgb_to_id(np.asarray(Image.open(split_files.panoptic_root / annotation["file_name"]).convert("RGB")))
+    ids = read_panoptic_ids(split_files.panoptic_root / annotation["file_name"])
     return panoptic, ids
 
 

@@ -14,7 +14,7 @@ from bridge import Recorder, open_run
 from bridge.compare import compare_runs
 from bridge.compare.__main__ import main as compare_main
 from bridge.panoptic import canonical_from_segment_map
-from bridge.coco.synthetic import panoptic_categories
+from bridge.coco.coco91 import panoptic_categories
 
 H, W = 48, 64
 IMAGE_ID = 139
@@ -104,7 +104,7 @@ def _mmdet_sample(detections=DETECTIONS, semantic: torch.Tensor | None = None):
 
 
 def _record_d2(path: Path, outputs_fn=_d2_outputs, file_name: str | None = None, with_batch: bool = True) -> Path:
-    from d2_side.hooks import record_canonical_outputs
+    from d2_side.canonical import record_canonical_outputs
     from d2_side.recordable import to_recordable
 
     inputs, outputs, metadata = outputs_fn()
@@ -122,7 +122,7 @@ def _record_d2(path: Path, outputs_fn=_d2_outputs, file_name: str | None = None,
 def _record_mmdet(path: Path, detections=DETECTIONS, semantic: torch.Tensor | None = None) -> Path:
     from mmdet.structures import DetDataSample
 
-    from mmdet_side.canonical import canonical_records
+    from mmdet_side.canonical import record_canonical_outputs
     from mmdet_side.recordable import to_recordable
 
     sample, classes, categories = _mmdet_sample(detections, semantic)
@@ -132,8 +132,7 @@ def _record_mmdet(path: Path, detections=DETECTIONS, semantic: torch.Tensor | No
                         kind="batch")
         recorder.record("normalized_input", torch.ones(1, 3, H, W), step=0, kind="activation")
         recorder.record("outputs", to_recordable([sample]), step=0, kind="output")
-        for name, value in canonical_records([sample], classes, categories):
-            recorder.record(name, value, step=0, kind="output")
+        record_canonical_outputs(recorder, [sample], classes, categories, 0)
     return path
 
 

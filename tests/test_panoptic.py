@@ -19,7 +19,8 @@ from bridge.panoptic import (CanonicalPanoptic, canonical_from_panoptic_png, can
                              compare_panoptic, disagreement_map, from_record, html_section, load_npz,
                              panoptic_color_image, save_npz, to_record)
 from bridge.runs import Recorder, open_run
-from bridge.coco.synthetic import panoptic_categories, write_synthetic_coco
+from bridge.coco.coco91 import panoptic_categories
+from bridge.coco.synthetic import write_synthetic_coco
 from d2_side.datasets import with_sem_seg_metadata
 from d2_side.panoptic import canonical_from_d2, d2_from_canonical
 from mmdet_side.panoptic import INSTANCE_OFFSET, canonical_from_mmdet, mmdet_from_canonical

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bridge.coco.synthetic import (SPLITS, decode_panoptic_png, instance_categories, panoptic_categories,
-                                   write_synthetic_coco)
+from bridge.coco.coco91 import instance_categories, panoptic_categories
+from bridge.coco.semseg_png import read_panoptic_ids
+from bridge.coco.synthetic import SPLITS, write_synthetic_coco
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def test_png_ids_match_segments(tree) -> None:
     for split in SPLITS:
         pan = json.loads(tree.panoptic_json(split).read_text())
         for ann in pan["annotations"]:
-            id_map = decode_panoptic_png(tree.panoptic_dir(split) / ann["file_name"])
+            id_map = read_panoptic_ids(tree.panoptic_dir(split) / ann["file_name"])
             assert set(np.unique(id_map).tolist()) - {0} == {s["id"] for s in ann["segments_info"]}
             for seg in ann["segments_info"]:
                 mask = id_map == seg["id"]
@@ -48,7 +49,7 @@ def test_empty_image_and_instances(tree) -> None:
     inst = json.loads(tree.instances_json().read_text())
     by_id = {a["image_id"]: a for a in pan["annotations"]}
     assert by_id[102]["segments_info"] == []
-    assert not (decode_panoptic_png(tree.panoptic_dir() / "000000000102.png")).any()
+    assert not (read_panoptic_ids(tree.panoptic_dir() / "000000000102.png")).any()
     assert {a["image_id"] for a in inst["annotations"]} == {101, 103}
     things = {c["id"] for c in panoptic_categories() if c["isthing"]}
     for ann in inst["annotations"]:
@@ -73,3 +74,15 @@ def test_deterministic(tmp_path: Path) -> None:
     assert files == sorted(p.relative_to(b.root) for p in b.root.rglob("*") if p.is_file())
     assert all((a.root / f).read_bytes() == (b.root / f).read_bytes() for f in files)
     assert a.panoptic_json().read_bytes() != c.panoptic_json().read_bytes()
+
+
+def test_panoptic_id_codec_round_trips_and_refuses_out_of_range_ids() -> None:
+    from bridge.errors import BridgeError
+    from bridge.coco.semseg_png import id_to_rgb, rgb_to_id
+
+    ids = np.array([[0, 1, 255], [256, 65536, 256 ** 3 - 1]], dtype=np.int64)
+    rgb = id_to_rgb(ids)
+    assert rgb.dtype == np.uint8 and rgb[1, 1].tolist() == [0, 0, 1]
+    assert np.array_equal(rgb_to_id(rgb), ids)
+    with pytest.raises(BridgeError, match=r"must lie in 0\.\.16777215, got 0\.\.16777216"):
+        id_to_rgb(np.array([[0, 256 ** 3]]))

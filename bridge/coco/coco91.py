@@ -1,4 +1,5 @@
-"""One shared definition of the COCO label slots where label = original COCO category id.
+"""One shared definition of the COCO label slots where label = original COCO category id, and of the official
+COCO category tables (``panoptic_categories``, ``instance_categories``, shipped in ``bridge/data``).
 
 Instances (DETR's 91 slots): slot ``i`` is the original COCO category id ``i`` (ids run 1..90 with gaps;
 slot 0 and the unused ids are ``'N/A'``).  Index lists map between the 80 contiguous classes and the 91 slots.
@@ -14,6 +15,7 @@ import functools
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from bridge.errors import BridgeError
 
@@ -59,7 +61,26 @@ INDEX_LISTS: dict[str, tuple[int, ...]] = {
 #: Thing slots of the panoptic layout (labels 0..90); stuff slots follow.
 COCO_PANOPTIC_NUM_THING_SLOTS: int = len(COCO91_SLOT_NAMES)
 
-_PANOPTIC_CATEGORIES = Path(__file__).resolve().parent / "data" / "coco_panoptic_categories.json"
+_DATA_DIR = Path(__file__).resolve().parent / "data"
+_PANOPTIC_CATEGORIES = _DATA_DIR / "coco_panoptic_categories.json"
+_INSTANCE_CATEGORIES = _DATA_DIR / "coco_instances_categories.json"
+
+
+@functools.lru_cache(maxsize=None)
+def _load_categories(path: Path) -> tuple[dict[str, Any], ...]:
+    return tuple(json.loads(path.read_text()))
+
+
+def panoptic_categories() -> list[dict[str, Any]]:
+    """Return the 133 official COCO-panoptic categories (id, name, supercategory, isthing, color), shipped in
+    ``bridge/data``; a fresh list of fresh dicts on every call."""
+    return [dict(c) for c in _load_categories(_PANOPTIC_CATEGORIES)]
+
+
+def instance_categories() -> list[dict[str, Any]]:
+    """Return the 80 official COCO instance categories with their original ids (1..90), shipped in
+    ``bridge/data``; a fresh list of fresh dicts on every call."""
+    return [dict(c) for c in _load_categories(_INSTANCE_CATEGORIES)]
 
 
 def coco80_names() -> list[str]:
@@ -74,7 +95,7 @@ def coco_panoptic_slot_names() -> tuple[str, ...]:
     The stuff names come from the official COCO-panoptic category list shipped in ``bridge/data``; its
     thing categories must sit in their instance slots (checked here, so the two tables cannot drift).
     """
-    categories = json.loads(_PANOPTIC_CATEGORIES.read_text())
+    categories = panoptic_categories()
     size = 1 + max(c["id"] for c in categories)
     slots = list(COCO91_SLOT_NAMES) + [UNUSED_SLOT] * (size - COCO_PANOPTIC_NUM_THING_SLOTS)
     for cat in categories:

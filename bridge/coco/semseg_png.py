@@ -66,6 +66,21 @@ def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
 
 
+def id_to_rgb(ids: np.ndarray) -> np.ndarray:
+    """Encode segment ids (H×W, 0..256³-1) as a COCO-panoptic RGB array (H×W×3 uint8); the inverse of
+    :func:`rgb_to_id`."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.size and (ids.min() < 0 or ids.max() >= 256 ** 3):
+        raise BridgeError(f"panoptic segment ids must lie in 0..{256 ** 3 - 1}, "
+                          f"got {int(ids.min())}..{int(ids.max())}")
+    return np.stack([ids % 256, (ids // 256) % 256, ids // (256 * 256)], axis=-1).astype(np.uint8)
+
+
+def read_panoptic_ids(path: str | os.PathLike[str], size: tuple[int, int] | None = None, what: str = "") -> np.ndarray:
+    """The segment-id map (H×W int64) of a COCO-panoptic PNG, read and checked by :func:`read_panoptic_rgb`."""
+    return rgb_to_id(read_panoptic_rgb(path, size, what)).astype(np.int64)
+
+
 def category_to_label(categories: Sequence[dict], mode: str) -> dict[int, int]:
     """Map dataset category ids to the semantic label that ``mode`` writes."""
     if mode == "all_classes":
@@ -82,7 +97,7 @@ def semantic_from_panoptic(panoptic_png: Path, segments_info: Sequence[dict], la
                            size: tuple[int, int] | None = None, what: str = "") -> np.ndarray:
     """Return the uint8 semantic map of one panoptic PNG given its ``segments_info`` and label map
     (the PNG is checked by :func:`read_panoptic_rgb`, against ``size`` (H, W) when given)."""
-    ids = rgb_to_id(read_panoptic_rgb(panoptic_png, size, what))
+    ids = read_panoptic_ids(panoptic_png, size, what)
     semantic = np.full(ids.shape, IGNORE_LABEL, dtype=np.uint8)
     for segment in segments_info:
         category_id = int(segment["category_id"])

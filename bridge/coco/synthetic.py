@@ -12,7 +12,6 @@ Images are small; the content is fully determined by ``seed``.
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 from collections.abc import Sequence
@@ -24,29 +23,15 @@ import numpy as np
 from PIL import Image
 
 from bridge.atomic import atomic_write_bytes
+from bridge.coco.coco91 import instance_categories, panoptic_categories
+from bridge.coco.semseg_png import id_to_rgb
 
-_DATA_DIR = Path(__file__).resolve().parent / "data"
 SPLITS: tuple[str, ...] = ("val2017", "train2017")
 _FIRST_ID = {"val2017": 101, "train2017": 201}
 THING_IDS: tuple[int, ...] = (1, 3, 18, 62, 88, 90, 44, 85)
 STUFF_IDS: tuple[int, ...] = (187, 190, 193, 199, 184)
 _INFO = {"description": "d2-mmdet-bridge synthetic COCO", "version": "1.0", "year": 2026}
 _LICENSES = [{"id": 1, "name": "synthetic", "url": ""}]
-
-
-@functools.lru_cache(maxsize=None)
-def _load_categories(name: str) -> tuple[dict[str, Any], ...]:
-    return tuple(json.loads((_DATA_DIR / name).read_text()))
-
-
-def panoptic_categories() -> list[dict[str, Any]]:
-    """Return the 133 official COCO-panoptic categories (id, name, supercategory, isthing, color)."""
-    return [dict(c) for c in _load_categories("coco_panoptic_categories.json")]
-
-
-def instance_categories() -> list[dict[str, Any]]:
-    """Return the 80 official COCO instance categories with their original ids (1..90)."""
-    return [dict(c) for c in _load_categories("coco_instances_categories.json")]
 
 
 @dataclass(frozen=True)
@@ -134,9 +119,8 @@ def _draw_image(rng: np.random.Generator, image_id: int, h: int, w: int, empty: 
 
 
 def _png_bytes(id_map: np.ndarray) -> bytes:
-    rgb = np.stack([id_map % 256, (id_map // 256) % 256, id_map // 65536], axis=-1).astype(np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(rgb, "RGB").save(buf, format="PNG")
+    Image.fromarray(id_to_rgb(id_map), "RGB").save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -146,12 +130,6 @@ def _jpeg_bytes(rng: np.random.Generator, id_map: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB").save(buf, format="JPEG", quality=90)
     return buf.getvalue()
-
-
-def decode_panoptic_png(path: Path) -> np.ndarray:
-    """Decode a panoptic PNG into its segment-id map (R + 256*G + 256*256*B)."""
-    rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.int64)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
 
 
 def _dump(obj: Any) -> bytes:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.outputs import instances as inst
+from bridge import panoptic as pan
 from bridge.outputs import semantic as sem
 from bridge.errors import BridgeError
 from bridge.runs import Entry, Run
@@ -24,7 +25,7 @@ from .panoptic_entries import PanopticPair, compare_panoptic_records
 from .tolerance import TolerancePolicy
 
 #: Record-name prefix → form. A record of kind ``output`` whose name starts with one is canonical.
-FORMS = {"panoptic.": "panoptic", "instances.": "instances", "semantic.": "semantic"}
+FORMS = {pan.RECORD_PREFIX: "panoptic", inst.RECORD_PREFIX: "instances", sem.RECORD_PREFIX: "semantic"}
 
 
 def canonical_form(entry: Entry) -> str | None:

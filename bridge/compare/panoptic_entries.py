@@ -7,11 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.errors import BridgeError
-from bridge.panoptic import (CanonicalPanoptic, PanopticComparison, compare_panoptic, default_colors, from_record,
-                             html_section)
+from bridge.panoptic import (RECORD_PREFIX, CanonicalPanoptic, PanopticComparison, compare_panoptic, default_colors,
+                             from_record, html_section)
 from bridge.runs import Run
-
-PREFIX = "panoptic."
 
 
 @dataclass
@@ -42,7 +40,7 @@ class PanopticPair:
 
 
 def _records(run: Run) -> set[tuple[int, int, str]]:
-    return {(e.step, e.rank, e.name) for e in run.entries(kind="output") if e.name.startswith(PREFIX)}
+    return {(e.step, e.rank, e.name) for e in run.entries(kind="output") if e.name.startswith(RECORD_PREFIX)}
 
 
 def compare_panoptic_records(run_a: Run, run_b: Run, device: str = "auto") -> list[PanopticPair]:

@@ -9,11 +9,15 @@ subsample does not reject at alpha = 0.001) or ``different-distribution``; keys 
 side get ``missing-in-a`` / ``missing-in-b``, differing shapes ``shape-mismatch``.
 Keys that the rules add (e.g. ``num_batches_tracked``) have no source value: they are listed apart, not
 compared.  Exit 0 when every parameter is equal or same-distribution, 1 otherwise, 2 on bad input.
+On a terminal, each stage (building a model, mapping names, comparing) shows its progress on stderr;
+``--quiet`` prints only the summary line.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,10 +86,13 @@ def verdict(a: torch.Tensor, b: torch.Tensor) -> tuple[str, float]:
     return ("same-distribution" if d <= critical else "different-distribution"), d
 
 
-def compare_state_dicts(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
-    """Per-key rows: statistics of both sides and the verdict, sorted by key."""
+def compare_state_dicts(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
+                        progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+    """Per-key rows: statistics of both sides and the verdict, sorted by key; ``progress(done, total)`` is called
+    after each key."""
     rows: list[dict[str, Any]] = []
-    for key in sorted(set(a) | set(b)):
+    keys = sorted(set(a) | set(b))
+    for key in keys:
         row: dict[str, Any] = {"key": key}
         if key not in a or key not in b:
             row["verdict"] = "missing-in-a" if key not in a else "missing-in-b"
@@ -99,6 +106,8 @@ def compare_state_dicts(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
                 row["ks_critical"] = ks_critical(n, n)
             row["a"], row["b"] = vars(ParamStats.of(a[key])), vars(ParamStats.of(b[key]))
         rows.append(row)
+        if progress is not None:
+            progress(len(rows), len(keys))
     return rows
 
 
@@ -126,11 +135,9 @@ def pair_text(a: float, b: float) -> str:
     return f"{ta}/{tb}"
 
 
-def render(rows: list[dict[str, Any]], added: list[str], ok: bool, *, show_all: bool = False,
-           quiet: bool = False) -> None:
+def render(rows: list[dict[str, Any]], added: list[str], ok: bool, *, show_all: bool = False) -> None:
     """Print a summary of verdict counts, then the rows (folded; only the differing ones unless ``show_all``)
-    with the statistics of their first key, then the keys the rules added (not compared); ``quiet`` prints
-    the summary as one line."""
+    with the statistics of their first key, then the keys the rules added (not compared)."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -142,10 +149,6 @@ def render(rows: list[dict[str, Any]], added: list[str], ok: bool, *, show_all: 
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
-    if quiet:
-        console.print(f"{title} (" + ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
-                      + f", {len(added)} added by the rules)", markup=False)
-        return
     summary = Table(title=title)
     summary.add_column("verdict")
     summary.add_column("count", justify="right")
@@ -169,3 +172,44 @@ def render(rows: list[dict[str, Any]], added: list[str], ok: bool, *, show_all: 
         console.print(table)
     if added:
         console.print("added by the rules, not compared: " + ", ".join(fold_keys(added)), markup=False)
+
+
+def summary_line(rows: list[dict[str, Any]], added: list[str], ok: bool) -> str:
+    """One line: the outcome and the count of each verdict (what ``--quiet`` prints)."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
+    parts = [f"{count} {name}" for name, count in sorted(counts.items())] + [f"{len(added)} added by the rules"]
+    return f"initcheck: {'OK' if ok else 'DIFFERENCES'}: {', '.join(parts)}"
+
+
+@contextmanager
+def stages(quiet: bool) -> Iterator[Callable[[str], Callable[[int, int], None]]]:
+    """Progress on stderr when it is a terminal (rich, as ``bridge.compare``'s bar; nothing when ``quiet``): yields
+    ``start(description)``, which ends the stage before, shows a new one with its elapsed time and returns its
+    ``update(done, total)``."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    if quiet or not console.is_terminal:
+        yield lambda _description: lambda _done, _total: None
+        return
+    columns = (SpinnerColumn(finished_text="done"), TextColumn("{task.description}"), BarColumn(),
+               MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bar:
+        current: list[Any] = []
+
+        def finish() -> None:
+            if current:
+                total = bar.tasks[-1].total or 1
+                bar.update(current[-1], total=total, completed=total)
+
+        def start(description: str) -> Callable[[int, int], None]:
+            finish()
+            current.append(bar.add_task(description, total=None))
+            task = current[-1]
+            return lambda done, total: bar.update(task, completed=done, total=total)
+
+        yield start
+        finish()

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from bridge.errors import BridgeError
+from bridge.runs import Recorder
 
 RECORD_PREFIX = "instances."
 MATCH_IOU = 0.5
@@ -91,6 +92,11 @@ def to_record(c: CanonicalInstances) -> dict[str, torch.Tensor]:
     if c.masks is not None:
         out["masks"] = c.masks
     return out
+
+
+def record_canonical_instances(recorder: Recorder, image_id: object, c: CanonicalInstances, *, step: int) -> None:
+    """Record ``c`` as ``instances.<image_id>`` (kind ``output``), the name ``bridge.compare`` pairs across runs."""
+    recorder.record(f"{RECORD_PREFIX}{image_id}", to_record(c), step=step, kind="output")
 
 
 def from_record(d: Any) -> CanonicalInstances:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from bridge.errors import BridgeError
+from bridge.runs import Recorder
 
 RECORD_PREFIX = "semantic."
 #: How many (A category, B category) confusions a report lists.
@@ -61,6 +62,11 @@ def canonical_from_labels(labels: Any, lookup: torch.Tensor) -> CanonicalSemanti
 def to_record(c: CanonicalSemantic) -> dict[str, torch.Tensor]:
     """A value for ``bridge.Recorder.record``: ``{"category": H×W int64}``."""
     return {"category": c.category}
+
+
+def record_canonical_semantic(recorder: Recorder, image_id: object, c: CanonicalSemantic, *, step: int) -> None:
+    """Record ``c`` as ``semantic.<image_id>`` (kind ``output``), the name ``bridge.compare`` pairs across runs."""
+    recorder.record(f"{RECORD_PREFIX}{image_id}", to_record(c), step=step, kind="output")
 
 
 def from_record(d: Any) -> CanonicalSemantic:

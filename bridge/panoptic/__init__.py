@@ -27,8 +27,11 @@ import torch
 from PIL import Image
 
 from bridge.atomic import atomic_open
+from bridge.coco.coco91 import panoptic_categories
 from bridge.devices import resolve_device
 from bridge.errors import BridgeError
+from bridge.runs import Recorder
+from bridge.coco.semseg_png import read_panoptic_ids
 
 RECORD_PREFIX = "panoptic."
 MATCH_IOU = 0.5
@@ -128,15 +131,11 @@ def canonical_from_panoptic_png(png_path: str | os.PathLike[str], segments_info:
 
     ``isthing`` comes from the segment, else from ``categories`` (the annotation file's list; default:
     the COCO panoptic categories); ``iscrowd`` from the segment (default 0). The PNG must be 8-bit RGB and,
-    when ``size`` (H, W) is given, of that size (``bridge.coco.semseg_png.read_panoptic_rgb``).
+    when ``size`` (H, W) is given, of that size (``bridge.coco.semseg_png.read_panoptic_ids``).
     """
-    from bridge.coco.semseg_png import read_panoptic_rgb, rgb_to_id
-
     if categories is None:
-        from bridge.coco.synthetic import panoptic_categories
         categories = panoptic_categories()
     isthing = {int(c["id"]): int(c.get("isthing", 0)) for c in categories}
-    rgb = read_panoptic_rgb(png_path, size)
     infos = []
     for info in segments_info:
         cat = int(info["category_id"])
@@ -144,7 +143,7 @@ def canonical_from_panoptic_png(png_path: str | os.PathLike[str], segments_info:
             raise BridgeError(f"{png_path}: segment {info['id']} has category {cat}, not in the categories")
         infos.append({"id": int(info["id"]), "category_id": cat, "isthing": info.get("isthing", isthing.get(cat)),
                       "iscrowd": info.get("iscrowd", 0)})
-    return canonical_from_segment_map(rgb_to_id(rgb).astype(np.int64), infos)
+    return canonical_from_segment_map(read_panoptic_ids(png_path, size), infos)
 
 
 # ---------------------------------------------------------------- storage
@@ -161,6 +160,12 @@ def to_record(c: CanonicalPanoptic) -> dict[str, Any]:
     return {"category": torch.from_numpy(np.ascontiguousarray(c.category)),
             "segment": torch.from_numpy(np.ascontiguousarray(c.segment)),
             "segments": torch.from_numpy(_segment_table(c))}
+
+
+def record_canonical_panoptic(recorder: Recorder, image_id: object, c: CanonicalPanoptic, *, step: int) -> None:
+    """Record ``c`` as ``panoptic.<image_id>`` (kind ``output``), the name ``bridge.compare`` pairs across runs;
+    both sides' record hooks record their panoptic results through this one function."""
+    recorder.record(f"{RECORD_PREFIX}{image_id}", to_record(c), step=step, kind="output")
 
 
 def _as_numpy(value: Any, what: str) -> np.ndarray:
@@ -560,13 +565,11 @@ def html_section(a: CanonicalPanoptic, b: CanonicalPanoptic, comparison: Panopti
 
 def default_colors() -> dict[int, Sequence[int]]:
     """Category id → RGB colour of the 133 COCO-panoptic categories."""
-    from bridge.coco.synthetic import panoptic_categories
-
     return {int(c["id"]): c["color"] for c in panoptic_categories() if "color" in c}
 
 
 
 
 __all__ = ["CanonicalPanoptic", "PanopticComparison", "canonical_from_segment_map", "canonical_from_panoptic_png",
-           "to_record", "from_record", "save_npz", "load_npz", "compare_panoptic", "disagreement_map",
-           "panoptic_color_image", "html_section", "main"]
+           "to_record", "from_record", "record_canonical_panoptic", "save_npz", "load_npz", "compare_panoptic",
+           "disagreement_map", "panoptic_color_image", "html_section"]

@@ -14,7 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+#: The panoptic metrics both evaluators report, by detectron2's names (``d2_side`` / ``mmdet_side.panoptic_eval``).
 METRICS = ("PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st")
+#: What mmdet's ``CocoPanopticMetric`` puts before each metric name.
 MMDET_PREFIX = "coco_panoptic/"
 
 REASON_ZERO_AREA = ("mmdet's CocoPanopticDataset.parse_data_info drops ground-truth segments of zero area "
