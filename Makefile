@@ -12,6 +12,8 @@ setup:
 	@bash scripts/setup_stack.sh
 
 test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	BRIDGE_SHARED=$(abspath $(SHARED)) $(PY) -m pytest -q tests
 	BRIDGE_SHARED=$(abspath $(SHARED)) bash scripts/compat_test.sh
 

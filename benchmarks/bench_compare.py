@@ -27,10 +27,17 @@ sys.path.insert(0, str(REPO))
 
 #: One "step" of a Mask2Former/DETR-like model: backbone, FPN, pixel decoder, decoder layers, heads.
 BLOCK: list[tuple[str, tuple[int, ...]]] = (
-    [(f"decoder.layers.{i}.{part}", shape) for i in range(9)
-     for part, shape in (("query", (2, 300, 256)), ("cls_logits", (2, 300, 81)), ("boxes", (2, 300, 4)),
-                         ("attn_mask", (2, 8, 300, 68)))]
-    + [(f"neck.fpn.p{6 - i}", (2, 256, 200 // 2**(4 - i), 272 // 2**(4 - i))) for i in range(5)]
+    [
+        (f"decoder.layers.{i}.{part}", shape)
+        for i in range(9)
+        for part, shape in (
+            ("query", (2, 300, 256)),
+            ("cls_logits", (2, 300, 81)),
+            ("boxes", (2, 300, 4)),
+            ("attn_mask", (2, 8, 300, 68)),
+        )
+    ]
+    + [(f"neck.fpn.p{6 - i}", (2, 256, 200 // 2 ** (4 - i), 272 // 2 ** (4 - i))) for i in range(5)]
     + [(f"backbone.res{i + 2}", (2, 256 * 2**i, 200 // 2**i, 272 // 2**i)) for i in range(4)]
     + [("pixel_decoder.mask_features", (2, 256, 100, 136))]
     + [("heads.pred_masks", (2, 100, 200, 272)), ("heads.scores", (2, 100))]
@@ -86,7 +93,7 @@ def phase(name: str, workdir: Path, device: str) -> dict[str, float]:
                         raw = chunk.reshape(-1).view(torch.uint8)  # slices are mmap views: copy = read
                         if buf.numel() < raw.numel():
                             buf = torch.empty(raw.numel(), dtype=torch.uint8)
-                        buf[:raw.numel()].copy_(raw)
+                        buf[: raw.numel()].copy_(raw)
     elif name == "import":
         import bridge.compare  # noqa: F401  (RSS of the interpreter with torch loaded)
     elif name == "compare":
@@ -142,17 +149,26 @@ def main() -> None:
     try:
         t0 = time.perf_counter()
         info = run_phase("build", workdir, str(args.size_gb))
-        print(f"built {info['tensors']} tensors over {info['steps']} steps, "
-              f"{info['bytes_per_run'] / 2**30:.2f} GiB per run in {time.perf_counter() - t0:.1f}s ({workdir})")
-        results = {name: run_phase(name, workdir, args.device) for name in ("import", "floor", "compare", "baseline", "baseline_1thread")}
+        print(
+            f"built {info['tensors']} tensors over {info['steps']} steps, "
+            f"{info['bytes_per_run'] / 2**30:.2f} GiB per run in {time.perf_counter() - t0:.1f}s ({workdir})"
+        )
+        results = {
+            name: run_phase(name, workdir, args.device)
+            for name in ("import", "floor", "compare", "baseline", "baseline_1thread")
+        }
         for name, r in results.items():
             print(f"{name:16s} {r['seconds']:8.2f} s   peak RSS {r['peak_rss_mib']:8.0f} MiB")
         c, f, b = (results[k]["seconds"] for k in ("compare", "floor", "baseline"))
         print(f"compare / floor    = {c / f:.2f}x  (target <= 2)")
-        print(f"baseline / compare = {b / c:.2f}x  (target >= 3; single-thread baseline: "
-              f"{results['baseline_1thread']['seconds'] / c:.2f}x)")
-        print(f"peak RSS compare {results['compare']['peak_rss_mib']:.0f} MiB vs baseline "
-              f"{results['baseline']['peak_rss_mib']:.0f} MiB (data {2 * info['bytes_per_run'] / 2**20:.0f} MiB)")
+        print(
+            f"baseline / compare = {b / c:.2f}x  (target >= 3; single-thread baseline: "
+            f"{results['baseline_1thread']['seconds'] / c:.2f}x)"
+        )
+        print(
+            f"peak RSS compare {results['compare']['peak_rss_mib']:.0f} MiB vs baseline "
+            f"{results['baseline']['peak_rss_mib']:.0f} MiB (data {2 * info['bytes_per_run'] / 2**20:.0f} MiB)"
+        )
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -136,8 +136,9 @@ def child(code: str, *args: str) -> dict:
     write-back lands in whichever measurement comes next."""
     os.sync()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    out = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -176,39 +177,61 @@ def main() -> int:
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         cases = [("maskdino-r50", 0)] + ([] if args.skip_large else [("maskdino+200M", 200_000_000 - 52_000_000)])
         print(f"shapes from {'manifest ' + str(MANIFEST) if MANIFEST.is_file() else 'built-in approximation'}")
-        print(f"{'case':15} {'params':>9} {'file MB':>8} | {'load+save s':>11} {'RSS MB':>7} | "
-              f"{'+sha256 s':>12} | {'convert s':>9} {'RSS MB':>7} {'net MB':>7} | {'t ratio':>7} "
-              f"{'RSS ratio':>9} | {'--json s':>12} {'ratio':>7}")
+        print(
+            f"{'case':15} {'params':>9} {'file MB':>8} | {'load+save s':>11} {'RSS MB':>7} | "
+            f"{'+sha256 s':>12} | {'convert s':>9} {'RSS MB':>7} {'net MB':>7} | {'t ratio':>7} "
+            f"{'RSS ratio':>9} | {'--json s':>12} {'ratio':>7}"
+        )
         for name, extra in cases:
             src = Path(tmp) / f"{name}.pth"
-            built = subprocess.run([sys.executable, __file__, "--build", str(src), str(extra)], check=True,
-                                   capture_output=True, text=True)
+            built = subprocess.run(
+                [sys.executable, __file__, "--build", str(src), str(extra)], check=True, capture_output=True, text=True
+            )
             n = json.loads(built.stdout.strip().splitlines()[-1])["params"]
             size = src.stat().st_size / 2**20
-            best = measure_interleaved(args.repeat, {
-                "base": (CHILD_BASELINE, str(src), str(Path(tmp) / "base_out.pth")),
-                "same": (CHILD_BASELINE_SAME_WORK, str(src), str(Path(tmp) / "base_out.pth")),
-                "conv": (CHILD_CONVERT, str(src), str(Path(tmp) / "conv_out.pth")),
-                "conv_report": (CHILD_CONVERT, str(src), str(Path(tmp) / "conv_out.pth"), "--json",
-                                str(Path(tmp) / "report.json"))})
+            best = measure_interleaved(
+                args.repeat,
+                {
+                    "base": (CHILD_BASELINE, str(src), str(Path(tmp) / "base_out.pth")),
+                    "same": (CHILD_BASELINE_SAME_WORK, str(src), str(Path(tmp) / "base_out.pth")),
+                    "conv": (CHILD_CONVERT, str(src), str(Path(tmp) / "conv_out.pth")),
+                    "conv_report": (
+                        CHILD_CONVERT,
+                        str(src),
+                        str(Path(tmp) / "conv_out.pth"),
+                        "--json",
+                        str(Path(tmp) / "report.json"),
+                    ),
+                },
+            )
             base, same, conv = best["base"], best["same"], best["conv"]
             (Path(tmp) / "base_out.pth").unlink()
             (Path(tmp) / "conv_out.pth").unlink()
             b_rss, c_rss = base["maxrss_kib"] / 1024, conv["maxrss_kib"] / 1024
             net = conv["net_rss_kib"] / 1024
             t_ratio, r_ratio = conv["seconds"] / base["seconds"], c_rss / b_rss
-            print(f"{name:15} {n / 1e6:8.1f}M {size:8.1f} | {base['seconds']:11.2f} {b_rss:7.0f} | "
-                  f"{same['seconds']:12.2f} | {conv['seconds']:9.2f} {c_rss:7.0f} {net:7.0f} | {t_ratio:7.2f} "
-                  f"{r_ratio:9.2f} | {best['conv_report']['seconds']:12.2f} {best['conv_report']['seconds'] / same['seconds']:7.2f}")
-            missed = [what for what, bad in (("time ratio > 1.2", t_ratio > MAX_RATIO),
-                                              ("RSS ratio > 1.2", r_ratio > MAX_RATIO),
-                                              ("net RSS > 1.2x file size", net > MAX_RATIO * size),
-                                              (f"convert exit status {conv['rc']}", conv["rc"] != 0)) if bad]
+            print(
+                f"{name:15} {n / 1e6:8.1f}M {size:8.1f} | {base['seconds']:11.2f} {b_rss:7.0f} | "
+                f"{same['seconds']:12.2f} | {conv['seconds']:9.2f} {c_rss:7.0f} {net:7.0f} | {t_ratio:7.2f} "
+                f"{r_ratio:9.2f} | {best['conv_report']['seconds']:12.2f} {best['conv_report']['seconds'] / same['seconds']:7.2f}"
+            )
+            missed = [
+                what
+                for what, bad in (
+                    ("time ratio > 1.2", t_ratio > MAX_RATIO),
+                    ("RSS ratio > 1.2", r_ratio > MAX_RATIO),
+                    ("net RSS > 1.2x file size", net > MAX_RATIO * size),
+                    (f"convert exit status {conv['rc']}", conv["rc"] != 0),
+                )
+                if bad
+            ]
             if missed:
                 print(f"  {name}: MISSED {', '.join(missed)}")
                 ok = False
-    print(f"targets: time ratio <= {MAX_RATIO}, RSS ratio <= {MAX_RATIO}, net conversion RSS <= {MAX_RATIO}x "
-          "file size:", "met" if ok else "MISSED")
+    print(
+        f"targets: time ratio <= {MAX_RATIO}, RSS ratio <= {MAX_RATIO}, net conversion RSS <= {MAX_RATIO}x file size:",
+        "met" if ok else "MISSED",
+    )
     return 0 if ok else 1
 
 

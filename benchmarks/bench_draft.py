@@ -23,9 +23,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bridge.convert import convert_state_dict, load_manifest, load_rules  # noqa: E402
-from bridge.convert.draft import draft_rules, render_yaml  # noqa: E402
-from bridge.convert.draft_pairing import Side  # noqa: E402
+from bridge.convert import convert_state_dict, load_manifest, load_rules
+from bridge.convert.draft import draft_rules, render_yaml
+from bridge.convert.draft_pairing import Side
 
 PRESET = "maskdino-d2-to-mmdet"
 LIMIT_S = 5.0
@@ -81,8 +81,10 @@ def main() -> int:
     summary = result.summary()  # type: ignore[attr-defined]
     print(f"pair: {len(source_shapes)} source keys -> {len(load_manifest(port_tsv))} target keys")
     print(f"baseline (read 2 manifests + convert with {PRESET}): {base_s:.3f} s")
-    print(f"draft: {draft_s:.3f} s = {draft_s / base_s:.1f}x the baseline; {summary['rules']} rules, "
-          f"{summary['low_confidence_rules']} low confidence, {summary['source_keys_paired']} keys paired")
+    print(
+        f"draft: {draft_s:.3f} s = {draft_s / base_s:.1f}x the baseline; {summary['rules']} rules, "
+        f"{summary['low_confidence_rules']} low confidence, {summary['source_keys_paired']} keys paired"
+    )
     ok = draft_s <= LIMIT_S
     print(f"verdict: drafting {'within' if ok else 'OVER'} the {LIMIT_S:.0f} s target")
     return 0 if ok else 1

@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
             for label in ("plain", "inputs"):
                 with Recorder(Path(tmp) / f"{label}{repeat}", framework="detectron2") as recorder:
                     start = time.perf_counter()
-                    record_inference(model, [batch], recorder, activations=names,
-                                     inputs=names if label == "inputs" else ())
+                    record_inference(
+                        model, [batch], recorder, activations=names, inputs=names if label == "inputs" else ()
+                    )
                     times[label].append(time.perf_counter() - start)
     plain, inputs = statistics.median(times["plain"]), statistics.median(times["inputs"])
     print(f"modules recorded: {len(names)}; image {height}x{width}; repeats {args.repeats}")

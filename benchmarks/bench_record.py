@@ -23,13 +23,15 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bridge import Recorder, open_run  # noqa: E402
+from bridge import Recorder, open_run
 
 
 def _values(n: int, size: int) -> list[dict]:
     gen = torch.Generator().manual_seed(0)
-    return [{"feat": torch.randn(size, size, generator=gen), "labels": torch.arange(8), "step": i, "lr": 1e-4}
-            for i in range(n)]
+    return [
+        {"feat": torch.randn(size, size, generator=gen), "labels": torch.arange(8), "step": i, "lr": 1e-4}
+        for i in range(n)
+    ]
 
 
 def _time_recorder(run_dir: Path, values: list[dict], fsync: bool) -> list[float]:
@@ -82,10 +84,14 @@ def main() -> None:
     n = args.records
     for label, times in (("Recorder.record", rec_times), ("fsync=True", fsync_times), ("torch.save", save_times)):
         first, last = _tenths(times)
-        print(f"{label:16s} {n} records: {sum(times):7.3f} s total, {1e3 * sum(times) / n:6.3f} ms/record "
-              f"(first tenth {1e3 * first:6.3f} ms, last tenth {1e3 * last:6.3f} ms)")
-    print(f"Recorder / torch.save: {sum(rec_times) / sum(save_times):.2f}x, with fsync=True "
-          f"{sum(fsync_times) / sum(save_times):.2f}x; open_run of {n} records: {open_s:.3f} s")
+        print(
+            f"{label:16s} {n} records: {sum(times):7.3f} s total, {1e3 * sum(times) / n:6.3f} ms/record "
+            f"(first tenth {1e3 * first:6.3f} ms, last tenth {1e3 * last:6.3f} ms)"
+        )
+    print(
+        f"Recorder / torch.save: {sum(rec_times) / sum(save_times):.2f}x, with fsync=True "
+        f"{sum(fsync_times) / sum(save_times):.2f}x; open_run of {n} records: {open_s:.3f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_compare import BLOCK  # noqa: E402
+from bench_compare import BLOCK
 
 TARGET = 0.10
 
@@ -79,8 +79,9 @@ def phase(name: str, workdir: Path, size_gb: float) -> dict[str, float]:
     elif name == "report":
         from bridge.report.__main__ import main as report_main
 
-        code = report_main([str(workdir / "compare.json"), "-o", str(workdir / "report.html"),
-                            "--json", str(workdir / "report.json")])
+        code = report_main(
+            [str(workdir / "compare.json"), "-o", str(workdir / "report.html"), "--json", str(workdir / "report.json")]
+        )
         assert code == 1
         doc = json.loads((workdir / "report.json").read_text())
         assert doc["first_divergent_tensor"] is not None, "the report pictured no tensor"
@@ -119,17 +120,24 @@ def main() -> None:
     try:
         t0 = time.perf_counter()
         info = run_phase("build", workdir, args.size_gb)
-        print(f"built {info['tensors']} tensors over {info['steps']} steps, "
-              f"{info['bytes_per_run'] / 2**30:.2f} GiB per run in {time.perf_counter() - t0:.1f}s ({workdir})")
+        print(
+            f"built {info['tensors']} tensors over {info['steps']} steps, "
+            f"{info['bytes_per_run'] / 2**30:.2f} GiB per run in {time.perf_counter() - t0:.1f}s ({workdir})"
+        )
         results = {name: run_phase(name, workdir, args.size_gb) for name in ("compare", "report")}
         for name, r in results.items():
-            print(f"{name:8s} {r['seconds']:8.2f} s   peak RSS {r['peak_rss_mib']:8.0f} MiB   "
-                  f"(+ {r['torch_import_seconds']:.2f} s importing torch)")
+            print(
+                f"{name:8s} {r['seconds']:8.2f} s   peak RSS {r['peak_rss_mib']:8.0f} MiB   "
+                f"(+ {r['torch_import_seconds']:.2f} s importing torch)"
+            )
         ratio = results["report"]["seconds"] / results["compare"]["seconds"]
-        whole = ((results["report"]["seconds"] + results["report"]["torch_import_seconds"])
-                 / (results["compare"]["seconds"] + results["compare"]["torch_import_seconds"]))
-        print(f"report / compare = {ratio:.3f}  (target <= {TARGET}: {'met' if ratio <= TARGET else 'NOT met'}); "
-              f"page {(workdir / 'report.html').stat().st_size / 1024:.0f} KiB")
+        whole = (results["report"]["seconds"] + results["report"]["torch_import_seconds"]) / (
+            results["compare"]["seconds"] + results["compare"]["torch_import_seconds"]
+        )
+        print(
+            f"report / compare = {ratio:.3f}  (target <= {TARGET}: {'met' if ratio <= TARGET else 'NOT met'}); "
+            f"page {(workdir / 'report.html').stat().st_size / 1024:.0f} KiB"
+        )
         print(f"as separate processes, each importing torch: report / compare = {whole:.3f}")
     finally:
         if tmp:

@@ -30,8 +30,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bridge import Recorder  # noqa: E402
-from bridge.rng import load_tape, record, replay  # noqa: E402
+from bridge import Recorder
+from bridge.rng import load_tape, record, replay
 
 SCOPES = {"model": "", "encoder": "encoder", "decoder": "decoder"}
 
@@ -101,13 +101,17 @@ def main() -> None:
         times["replayed"].append(timed_step(model, data, replay(work / "tape", 0, 0, model, SCOPES), args.device))
     draws = load_tape(work / "tape", 0)[1]
     size = sum(d.value.numel() * d.value.element_size() for d in draws)
-    print(f"DINO-4scale R50, {args.size}x{args.size}, DN on, dropout 0.1, {args.device}, median of {args.repeats}; "
-          f"tape: {len(draws)} draws, {size / 2**20:.1f} MiB of values")
+    print(
+        f"DINO-4scale R50, {args.size}x{args.size}, DN on, dropout 0.1, {args.device}, median of {args.repeats}; "
+        f"tape: {len(draws)} draws, {size / 2**20:.1f} MiB of values"
+    )
     base, fastest = statistics.median(times["plain"]), min(times["plain"])
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"  {name:24s} {median:7.3f} s  {median / base:5.3f}x median   {min(values):7.3f} s  "
-              f"{min(values) / fastest:5.3f}x min   (max {max(values):.3f})")
+        print(
+            f"  {name:24s} {median:7.3f} s  {median / base:5.3f}x median   {min(values):7.3f} s  "
+            f"{min(values) / fastest:5.3f}x min   (max {max(values):.3f})"
+        )
 
 
 if __name__ == "__main__":

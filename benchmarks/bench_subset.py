@@ -26,9 +26,19 @@ _LICENSES = [{"id": i, "name": f"license {i}", "url": f"http://example.org/{i}"}
 
 
 def _images(n: int) -> list[dict]:
-    return [{"license": 1 + i % 8, "file_name": f"{100000 + i:012d}.jpg", "coco_url": f"http://images.cocodataset.org/train2017/{100000 + i:012d}.jpg",
-             "height": 480, "width": 640, "date_captured": "2013-11-14 11:18:45",
-             "flickr_url": f"http://farm4.staticflickr.com/{i}/x_z.jpg", "id": 100000 + i} for i in range(n)]
+    return [
+        {
+            "license": 1 + i % 8,
+            "file_name": f"{100000 + i:012d}.jpg",
+            "coco_url": f"http://images.cocodataset.org/train2017/{100000 + i:012d}.jpg",
+            "height": 480,
+            "width": 640,
+            "date_captured": "2013-11-14 11:18:45",
+            "flickr_url": f"http://farm4.staticflickr.com/{i}/x_z.jpg",
+            "id": 100000 + i,
+        }
+        for i in range(n)
+    ]
 
 
 def _write(path: Path, head: dict, chunks, tail: dict) -> None:
@@ -49,12 +59,25 @@ def write_instances(path: Path, n_images: int, n_anns: int, seed: int = 0) -> No
         for s in range(0, n_anns, _CHUNK):
             e = min(s + _CHUNK, n_anns)
             polys = np.round(rng.uniform(0, 640, size=(e - s, 48)), 2).tolist()
-            yield [{"segmentation": [polys[k - s]], "area": 1234.5, "iscrowd": 0, "image_id": 100000 + int(img_of[k]),
-                    "bbox": [10.5, 20.25, 100.0, 200.0], "category_id": 1 + k % 90, "id": 900000 + k}
-                   for k in range(s, e)]
+            yield [
+                {
+                    "segmentation": [polys[k - s]],
+                    "area": 1234.5,
+                    "iscrowd": 0,
+                    "image_id": 100000 + int(img_of[k]),
+                    "bbox": [10.5, 20.25, 100.0, 200.0],
+                    "category_id": 1 + k % 90,
+                    "id": 900000 + k,
+                }
+                for k in range(s, e)
+            ]
 
-    _write(path, {"info": _INFO, "licenses": _LICENSES, "images": _images(n_images)}, chunks(),
-           {"categories": [{"supercategory": "x", "id": i, "name": f"c{i}"} for i in range(1, 91)]})
+    _write(
+        path,
+        {"info": _INFO, "licenses": _LICENSES, "images": _images(n_images)},
+        chunks(),
+        {"categories": [{"supercategory": "x", "id": i, "name": f"c{i}"} for i in range(1, 91)]},
+    )
 
 
 def write_panoptic(path: Path, n_images: int, seed: int = 0) -> None:
@@ -66,13 +89,23 @@ def write_panoptic(path: Path, n_images: int, seed: int = 0) -> None:
             out = []
             for i in range(s, min(s + _CHUNK, n_images)):
                 n = 0 if i % 97 == 5 else int(rng.integers(3, 20))
-                segs = [{"id": int(v), "category_id": 1 + j, "iscrowd": 0, "bbox": [1, 2, 30, 40], "area": 1200}
-                        for j, v in enumerate(rng.integers(1, 2**24, size=n))]
+                segs = [
+                    {"id": int(v), "category_id": 1 + j, "iscrowd": 0, "bbox": [1, 2, 30, 40], "area": 1200}
+                    for j, v in enumerate(rng.integers(1, 2**24, size=n))
+                ]
                 out.append({"segments_info": segs, "file_name": f"{100000 + i:012d}.png", "image_id": 100000 + i})
             yield out
 
-    _write(path, {"info": _INFO, "licenses": _LICENSES, "images": _images(n_images)}, chunks(),
-           {"categories": [{"id": i, "name": f"c{i}", "isthing": int(i <= 90), "color": [1, 2, 3]} for i in range(1, 201)]})
+    _write(
+        path,
+        {"info": _INFO, "licenses": _LICENSES, "images": _images(n_images)},
+        chunks(),
+        {
+            "categories": [
+                {"id": i, "name": f"c{i}", "isthing": int(i <= 90), "color": [1, 2, 3]} for i in range(1, 201)
+            ]
+        },
+    )
 
 
 _NAIVE = """
@@ -134,9 +167,20 @@ def bench_file(path: Path, image_id: int, out_dir: Path) -> dict:
     ours_out = out_dir / f"{path.stem}_onesample_{image_id}.json"
     same = json.loads(naive_out.read_bytes()) == json.loads(ours_out.read_bytes())
     size = path.stat().st_size / 2**20
-    return {"file": path.name, "size_mib": size, "naive_s": naive_t, "ours_s": ours_t, "speedup": naive_t / ours_t,
-            "core_s": core_t, "core_speedup": naive_t / core_t, "core_rss": core_rss,
-            "naive_rss": naive_rss, "ours_rss": ours_rss, "rss_ratio": ours_rss / size, "same": same}
+    return {
+        "file": path.name,
+        "size_mib": size,
+        "naive_s": naive_t,
+        "ours_s": ours_t,
+        "speedup": naive_t / ours_t,
+        "core_s": core_t,
+        "core_speedup": naive_t / core_t,
+        "core_rss": core_rss,
+        "naive_rss": naive_rss,
+        "ours_rss": ours_rss,
+        "rss_ratio": ours_rss / size,
+        "same": same,
+    }
 
 
 def generate(inst: Path, pan: Path, n_img: int, n_ann: int, reuse: bool) -> None:
@@ -170,17 +214,21 @@ def main(argv: list[str] | None = None) -> int:
         target_id = 100000 + n_img // 2
         rows = [bench_file(inst, target_id, work), bench_file(pan, target_id, work)]
     print("ours = python -m bridge.subset (imports bridge/__init__, i.e. torch); core = same cut without it")
-    print(f"{'file':28} {'MiB':>7} {'naive s':>8} {'ours s':>7} {'speedup':>8} {'core s':>7} {'core x':>7} "
-          f"{'naive RSS':>10} {'ours RSS':>9} {'core RSS':>9} {'core/size':>9} same  targets(core >=8x, RSS<=2x)")
+    print(
+        f"{'file':28} {'MiB':>7} {'naive s':>8} {'ours s':>7} {'speedup':>8} {'core s':>7} {'core x':>7} "
+        f"{'naive RSS':>10} {'ours RSS':>9} {'core RSS':>9} {'core/size':>9} same  targets(core >=8x, RSS<=2x)"
+    )
     ok = True
     for r in rows:
         r["rss_ratio"] = r["core_rss"] / r["size_mib"]
         met = r["core_speedup"] >= 8 and r["rss_ratio"] <= 2 and r["same"]
         ok &= met
-        print(f"{r['file']:28} {r['size_mib']:7.1f} {r['naive_s']:8.2f} {r['ours_s']:7.2f} {r['speedup']:7.1f}x "
-              f"{r['core_s']:7.2f} {r['core_speedup']:6.1f}x "
-              f"{r['naive_rss']:9.0f}M {r['ours_rss']:8.0f}M {r['core_rss']:8.0f}M {r['rss_ratio']:8.2f}x {str(r['same']):5} "
-              f"{'met' if met else 'MISSED'}")
+        print(
+            f"{r['file']:28} {r['size_mib']:7.1f} {r['naive_s']:8.2f} {r['ours_s']:7.2f} {r['speedup']:7.1f}x "
+            f"{r['core_s']:7.2f} {r['core_speedup']:6.1f}x "
+            f"{r['naive_rss']:9.0f}M {r['ours_rss']:8.0f}M {r['core_rss']:8.0f}M {r['rss_ratio']:8.2f}x {str(r['same']):5} "
+            f"{'met' if met else 'MISSED'}"
+        )
     return 0 if ok else 1
 
 

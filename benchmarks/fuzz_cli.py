@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.fuzz_cases import GENERATORS, check_case, make_case  # noqa: E402
+from tests.fuzz_cases import GENERATORS, check_case, make_case
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         spread = ", ".join(f"exit {c}: {codes[cli, c]}" for c in (0, 1, 2, None) if codes[cli, c])
         print(f"{cli:12s} cases {tried[cli]:6d}  contract breaks {broken[cli]:4d}  ({spread})")
     total_broken = sum(broken.values())
-    print(f"total        cases {sum(tried.values()):6d}  contract breaks {total_broken:4d}  "
-          f"({elapsed:.1f}s, {1000 * elapsed / max(1, sum(tried.values())):.1f} ms/case)")
+    print(
+        f"total        cases {sum(tried.values()):6d}  contract breaks {total_broken:4d}  "
+        f"({elapsed:.1f}s, {1000 * elapsed / max(1, sum(tried.values())):.1f} ms/case)"
+    )
     for line in examples[:20]:
         print("  " + line)
     return 1 if total_broken else 0

@@ -18,8 +18,17 @@ from .errors import BridgeError, FormatError
 
 _FROM_RUNS = ("FORMAT_VERSION", "KINDS", "Entry", "Recorder", "Run", "open_run")
 _FROM_OPTIM = ("record_optimizer",)
-__all__ = ["KINDS", "FORMAT_VERSION", "Entry", "Recorder", "Run", "open_run", "BridgeError", "FormatError",
-           "record_optimizer"]
+__all__ = [
+    "KINDS",
+    "FORMAT_VERSION",
+    "Entry",
+    "Recorder",
+    "Run",
+    "open_run",
+    "BridgeError",
+    "FormatError",
+    "record_optimizer",
+]
 
 
 def __getattr__(name: str) -> Any:

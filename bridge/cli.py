@@ -61,7 +61,7 @@ def guarded_main(main: MainFn) -> MainFn:
         except RecursionError:
             print(f"error: {prog}: input nested too deeply", file=sys.stderr)
             return 2
-        except Exception as error:  # noqa: BLE001 - the contract: never a traceback, never exit 1 for a crash
+        except Exception as error:  # the contract: never a traceback, never exit 1 for a crash
             return report_internal_error(prog, error)
 
     return wrapper  # type: ignore[return-value]
@@ -109,12 +109,15 @@ def check_outputs(inputs: Mapping[str, PathLike | None], outputs: Mapping[str, P
             raise BridgeError(f"{out_name} {out_text}: is a directory, not an output file")
         for in_name, in_text, in_path in ins:
             if _same_file(out_path, in_path):
-                raise BridgeError(f"{out_name} {out_text}: is the input {in_name} ({in_text}); "
-                                  "refusing to overwrite an input")
+                raise BridgeError(
+                    f"{out_name} {out_text}: is the input {in_name} ({in_text}); refusing to overwrite an input"
+                )
             if in_path.is_dir() and in_path in out_path.parents:
-                raise BridgeError(f"{out_name} {out_text}: lies inside the input {in_name} ({in_text}); "
-                                  "write outputs outside the inputs")
-        for other_name, other_text, other_path in outs[n + 1:]:
+                raise BridgeError(
+                    f"{out_name} {out_text}: lies inside the input {in_name} ({in_text}); "
+                    "write outputs outside the inputs"
+                )
+        for other_name, other_text, other_path in outs[n + 1 :]:
             if _same_file(out_path, other_path):
                 raise BridgeError(f"{out_name} {out_text} and {other_name} {other_text}: the same file")
 
@@ -144,7 +147,9 @@ def add_json_option(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--report", dest="json", help=argparse.SUPPRESS)
 
 
-def add_quiet_option(parser: argparse.ArgumentParser, help: str = "print nothing but errors and the final line") -> None:
+def add_quiet_option(
+    parser: argparse.ArgumentParser, help: str = "print nothing but errors and the final line"
+) -> None:
     """``--quiet``, the same flag on every verb."""
     parser.add_argument("--quiet", action="store_true", help=help)
 

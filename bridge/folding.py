@@ -26,7 +26,7 @@ def fold_keys(keys: list[str]) -> list[str]:
         passthrough: list[list[str]] = []
         for r in rows:
             if pos < len(r) and r[pos].isascii() and r[pos].isdigit():
-                sig = tuple(r[:pos]) + ("\0",) + tuple(r[pos + 1:])
+                sig = tuple(r[:pos]) + ("\0",) + tuple(r[pos + 1 :])
                 if sig not in groups:
                     groups[sig] = []
                     order.append(sig)
@@ -37,7 +37,7 @@ def fold_keys(keys: list[str]) -> list[str]:
         for sig in order:
             token = index_token(sorted(set(groups[sig])))
             idx = sig.index("\0")
-            folded.append(list(sig[:idx]) + [token] + list(sig[idx + 1:]))
+            folded.append(list(sig[:idx]) + [token] + list(sig[idx + 1 :]))
         rows = passthrough + folded
     return sorted(".".join(r) for r in rows)
 

@@ -44,8 +44,9 @@ def missing_framework(module: str, stderr_lines: list[str]) -> str | None:
     return None
 
 
-def run_side_module(module: str, args: list[str], *, what: str, ok_codes: tuple[int, ...] = (0,),
-                    timeout: float = 900) -> subprocess.CompletedProcess[str]:
+def run_side_module(
+    module: str, args: list[str], *, what: str, ok_codes: tuple[int, ...] = (0,), timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m module *args``; return the finished process when its exit status is in ``ok_codes``.
 
     Otherwise raise FrameworkError naming ``what`` was being done: "<framework> is not installed in this
@@ -62,8 +63,10 @@ def run_side_module(module: str, args: list[str], *, what: str, ok_codes: tuple[
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     missing = missing_framework(module, lines)
     if missing:
-        raise FrameworkError(f"{what}: {missing} is not installed in this environment ({sys.executable}); "
-                             "install it, or give a file instead of a config")
-    errors = [line[len("error: "):] for line in lines if line.startswith("error: ")]
+        raise FrameworkError(
+            f"{what}: {missing} is not installed in this environment ({sys.executable}); "
+            "install it, or give a file instead of a config"
+        )
+    errors = [line[len("error: ") :] for line in lines if line.startswith("error: ")]
     detail = errors[-1] if errors else (lines[-1] if lines else f"exit status {proc.returncode}")
     raise FrameworkError(f"{what}: `python -m {module}` failed: {detail}")

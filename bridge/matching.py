@@ -46,8 +46,10 @@ def canonical_image(output: Any) -> dict[str, torch.Tensor]:
         query, target = _long(output[0]), _long(output[1])
         ignored = torch.zeros(0, dtype=torch.int64)
     else:
-        raise FormatError(f"cannot read a matching from {type(output).__name__}: expected (query, target), "
-                          "an object with gt_inds or {'query', 'target'}")
+        raise FormatError(
+            f"cannot read a matching from {type(output).__name__}: expected (query, target), "
+            "an object with gt_inds or {'query', 'target'}"
+        )
     if query.numel() != target.numel():
         raise FormatError(f"matching has {query.numel()} query indices but {target.numel()} target indices")
     order = torch.argsort(query, stable=True)
@@ -68,21 +70,27 @@ def canonical_matching(output: Any) -> list[dict[str, torch.Tensor]]:
     pair ``(matches, match_labels)`` of equal-length 1-d tensors (one image)."""
     if hasattr(output, "gt_inds") or isinstance(output, Mapping):
         return [canonical_image(output)]
-    if (isinstance(output, tuple) and len(output) == 2 and all(isinstance(t, torch.Tensor) for t in output)
-            and output[1].dtype == torch.int8):  # detectron2's Matcher labels are int8; Hungarian pairs int64
+    if (
+        isinstance(output, tuple)
+        and len(output) == 2
+        and all(isinstance(t, torch.Tensor) for t in output)
+        and output[1].dtype == torch.int8
+    ):  # detectron2's Matcher labels are int8; Hungarian pairs int64
         return [canonical_d2_matcher(*output)]
     if isinstance(output, Sequence):
         return [canonical_image(item) for item in output]
     raise FormatError(f"cannot read a matching from {type(output).__name__}")
 
 
-def record_matching(recorder: Recorder, name: str, indices: Any, *, step: int,
-                    normalisers: Mapping[str, Any] | None = None) -> None:
+def record_matching(
+    recorder: Recorder, name: str, indices: Any, *, step: int, normalisers: Mapping[str, Any] | None = None
+) -> None:
     """Record a matcher's output under ``name`` as kind ``matching``, in the canonical form (see the module
     docstring), with the loss normalisers (``num_masks``, ``num_boxes``: numbers or 0-d tensors) that go with
     it. ``indices`` is anything :func:`canonical_matching` reads; use the same ``name`` on both sides."""
     value: dict[str, Any] = {"images": canonical_matching(indices)}
     if normalisers:
-        value["normalisers"] = {str(k): (v.detach().cpu() if isinstance(v, torch.Tensor) else v)
-                                for k, v in normalisers.items()}
+        value["normalisers"] = {
+            str(k): (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in normalisers.items()
+        }
     recorder.record(name, value, step=step, kind=KIND)

@@ -46,8 +46,12 @@ def clip_spec(kind: str, max_value: float, *, norm_type: float = 2.0, scope: str
         raise BridgeError(f"clip type must be one of {CLIP_TYPES}, got {kind!r}")
     if scope not in CLIP_SCOPES:
         raise BridgeError(f"clip scope must be one of {CLIP_SCOPES}, got {scope!r}")
-    return {"type": kind, "max": float(max_value), "norm_type": float(norm_type) if kind == "norm" else None,
-            "scope": scope}
+    return {
+        "type": kind,
+        "max": float(max_value),
+        "norm_type": float(norm_type) if kind == "norm" else None,
+        "scope": scope,
+    }
 
 
 def _setting(value: Any) -> Any:
@@ -85,13 +89,20 @@ def torch_optimizer(optimizer: Any) -> Any:
 def _param_groups(optimizer: Any) -> list[dict[str, Any]]:
     groups = getattr(optimizer, "param_groups", None)
     if not isinstance(groups, list):
-        raise BridgeError(f"{type(optimizer).__name__} has no param_groups list; pass a torch optimizer "
-                          "(for an mmengine OptimWrapper, its .optimizer)")
+        raise BridgeError(
+            f"{type(optimizer).__name__} has no param_groups list; pass a torch optimizer "
+            "(for an mmengine OptimWrapper, its .optimizer)"
+        )
     return groups
 
 
-def describe_optimizer(optimizer: Any, model: nn.Module, *, clip: dict[str, Any] | None = None,
-                       schedule: Sequence[Sequence[float]] | None = None) -> dict[str, Any]:
+def describe_optimizer(
+    optimizer: Any,
+    model: nn.Module,
+    *,
+    clip: dict[str, Any] | None = None,
+    schedule: Sequence[Sequence[float]] | None = None,
+) -> dict[str, Any]:
     """Return the ``optimizer`` record's value: type, clip, per trainable parameter of ``model`` (by name)
     its group index and settings, and the per-group lr schedule. A parameter's ``lr`` is its group's lr at
     the schedule's first iteration when a schedule is given (the record then does not depend on when it is
@@ -141,14 +152,21 @@ def group_lrs(optimizer: Any) -> list[float]:
     return [float(group["lr"]) for group in _param_groups(torch_optimizer(optimizer))]
 
 
-def record_optimizer(recorder: Recorder, optimizer: Any, model: nn.Module, step: int,
-                     lr_schedule: Sequence[Sequence[float]] | None = None, *,
-                     clip: dict[str, Any] | None = None) -> None:
+def record_optimizer(
+    recorder: Recorder,
+    optimizer: Any,
+    model: nn.Module,
+    step: int,
+    lr_schedule: Sequence[Sequence[float]] | None = None,
+    *,
+    clip: dict[str, Any] | None = None,
+) -> None:
     """Record ``optimizer``'s settings for every trainable parameter of ``model`` (record ``optimizer``,
     kind ``optim``) at ``step``; ``lr_schedule[i][g]`` is group g's lr at iteration i (see :func:`lr_schedule`),
     ``clip`` the gradient clipping applied before each update (:func:`clip_spec`, None: none)."""
-    recorder.record(RECORD_NAME, describe_optimizer(optimizer, model, clip=clip, schedule=lr_schedule),
-                    step=step, kind="optim")
+    recorder.record(
+        RECORD_NAME, describe_optimizer(optimizer, model, clip=clip, schedule=lr_schedule), step=step, kind="optim"
+    )
 
 
 def record_params(recorder: Recorder, model: nn.Module, step: int, patterns: Iterable[str]) -> int:

@@ -29,8 +29,22 @@ from bridge.taps import match_names
 TAPE_NAME = "rng"
 MATCH_MODES = ("order", "queue")
 IN_PLACE_OPS = ("uniform_", "normal_", "bernoulli_", "random_", "exponential_", "geometric_", "log_normal_", "cauchy_")
-OUT_OF_PLACE_OPS = ("rand", "randn", "randint", "randperm", "rand_like", "randn_like", "randint_like", "bernoulli",
-                    "multinomial", "normal", "poisson", "binomial", "_standard_gamma", "_sample_dirichlet")
+OUT_OF_PLACE_OPS = (
+    "rand",
+    "randn",
+    "randint",
+    "randperm",
+    "rand_like",
+    "randn_like",
+    "randint_like",
+    "bernoulli",
+    "multinomial",
+    "normal",
+    "poisson",
+    "binomial",
+    "_standard_gamma",
+    "_sample_dirichlet",
+)
 DROPOUT_OPS = ("native_dropout",)
 _BOOL_VALUED = frozenset({"bernoulli", "bernoulli_", "native_dropout"})
 _SKIP_DIRS = (os.path.dirname(torch.__file__) + os.sep, os.path.dirname(os.path.abspath(__file__)) + os.sep)
@@ -40,8 +54,11 @@ def _packets(names: Sequence[str], kind: str) -> dict[Any, tuple[str, str]]:
     return {getattr(torch.ops.aten, name): (name, kind) for name in names if hasattr(torch.ops.aten, name)}
 
 
-_RANDOM_OPS = {**_packets(IN_PLACE_OPS, "in_place"), **_packets(OUT_OF_PLACE_OPS, "out_of_place"),
-               **_packets(DROPOUT_OPS, "dropout")}
+_RANDOM_OPS = {
+    **_packets(IN_PLACE_OPS, "in_place"),
+    **_packets(OUT_OF_PLACE_OPS, "out_of_place"),
+    **_packets(DROPOUT_OPS, "dropout"),
+}
 
 
 class RngTapeError(BridgeError):
@@ -105,8 +122,10 @@ def normalize_scopes(scopes: Sequence[str] | Mapping[str, str | Sequence[str]]) 
     the labels (``{'loss': 'criterion*'}``), so that two frameworks' module names share one label. In a
     mapping the glob ``""`` is the model itself (its forward, when called as ``model(...)``)."""
     if isinstance(scopes, str):
-        raise BridgeError(f"rng scopes must be a list of module-name globs or a mapping label -> globs, got the "
-                          f"string {scopes!r} (write [{scopes!r}])")
+        raise BridgeError(
+            f"rng scopes must be a list of module-name globs or a mapping label -> globs, got the "
+            f"string {scopes!r} (write [{scopes!r}])"
+        )
     if isinstance(scopes, Mapping):
         items = [(str(label), (globs,) if isinstance(globs, str) else tuple(globs)) for label, globs in scopes.items()]
         empty_glob_ok = True
@@ -115,8 +134,10 @@ def normalize_scopes(scopes: Sequence[str] | Mapping[str, str | Sequence[str]]) 
         empty_glob_ok = False
     for label, globs in items:
         if not label or not globs or not all(isinstance(g, str) and (g or empty_glob_ok) for g in globs):
-            raise BridgeError(f"rng scope {label!r}: needs a non-empty label and module-name globs, got {globs!r} "
-                              f"(the model itself: a mapping {{'model': ''}})")
+            raise BridgeError(
+                f"rng scope {label!r}: needs a non-empty label and module-name globs, got {globs!r} "
+                f"(the model itself: a mapping {{'model': ''}})"
+            )
     return dict(items)
 
 
@@ -125,8 +146,13 @@ class _Scopes:
     stack of (label, module name); ``on_first`` / ``on_last`` run when the stack leaves / reaches empty.
     Without labels the whole block is one scope, label ``""``."""
 
-    def __init__(self, model: nn.Module | None, labels: dict[str, tuple[str, ...]],
-                 on_first: Callable[[], None], on_last: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        model: nn.Module | None,
+        labels: dict[str, tuple[str, ...]],
+        on_first: Callable[[], None],
+        on_last: Callable[[], None],
+    ) -> None:
         self.stack: list[tuple[str, str]] = []
         self._handles: list = []
         self._on_first, self._on_last = on_first, on_last
@@ -142,19 +168,25 @@ class _Scopes:
             names = match_names(modules, globs)
             if not names:
                 listing = ", ".join(list(modules)[:15])
-                raise BridgeError(f"rng scope {label!r}: globs {list(globs)} match no module of {type(model).__name__} "
-                                  f"(modules: {listing}, ...)")
+                raise BridgeError(
+                    f"rng scope {label!r}: globs {list(globs)} match no module of {type(model).__name__} "
+                    f"(modules: {listing}, ...)"
+                )
             for name in names:
                 if name in owner and owner[name] != label:
-                    raise BridgeError(f"rng scopes {owner[name]!r} and {label!r} both match module {name!r}; "
-                                      f"a module belongs to one scope")
+                    raise BridgeError(
+                        f"rng scopes {owner[name]!r} and {label!r} both match module {name!r}; "
+                        f"a module belongs to one scope"
+                    )
                 owner[name] = label
         for name, label in owner.items():
             module = modules[name]
             if type(module).__call__ is not nn.Module.__call__:
-                raise BridgeError(f"rng scope {label!r}: module {name!r} ({type(module).__name__}) overrides __call__, "
-                                  f"so its forward hooks never run and its draws cannot be scoped to it; scope the "
-                                  f"module that calls it (or the model, {{'model': ''}})")
+                raise BridgeError(
+                    f"rng scope {label!r}: module {name!r} ({type(module).__name__}) overrides __call__, "
+                    f"so its forward hooks never run and its draws cannot be scoped to it; scope the "
+                    f"module that calls it (or the model, {{'model': ''}})"
+                )
             self._handles.append(module.register_forward_pre_hook(self._enter_hook(label, name)))
             self._handles.append(module.register_forward_hook(self._exit_hook(), always_call=True))
 
@@ -163,6 +195,7 @@ class _Scopes:
             self.stack.append((label, name))
             if len(self.stack) == 1:
                 self._on_first()
+
         return hook
 
     def _exit_hook(self) -> Callable:
@@ -171,6 +204,7 @@ class _Scopes:
                 self.stack.pop()
                 if not self.stack:
                     self._on_last()
+
         return hook
 
     def current(self) -> tuple[str, str]:
@@ -204,7 +238,7 @@ class _Intercept(TorchDispatchMode):
 
 def _dropout_args(args: tuple, kwargs: dict) -> tuple[torch.Tensor, float, bool | None]:
     names = ("input", "p", "train")
-    values = list(args) + [kwargs[n] for n in names[len(args):] if n in kwargs]
+    values = list(args) + [kwargs[n] for n in names[len(args) :] if n in kwargs]
     return values[0], float(values[1]), values[2] if len(values) > 2 else None
 
 
@@ -260,8 +294,14 @@ class _Tape:
 class TapeRecording(_Tape):
     """The value of ``with record(...) as tape``: ``tape.draws`` in call order, ``tape.summary()``."""
 
-    def __init__(self, recorder: Recorder, step: int, model: nn.Module | None,
-                 scopes: Sequence[str] | Mapping[str, Any], name: str) -> None:
+    def __init__(
+        self,
+        recorder: Recorder,
+        step: int,
+        model: nn.Module | None,
+        scopes: Sequence[str] | Mapping[str, Any],
+        name: str,
+    ) -> None:
         super().__init__(model, scopes)
         self.recorder, self.step, self.name = recorder, step, name
         self.draws: list[Draw] = []
@@ -274,14 +314,25 @@ class TapeRecording(_Tape):
             if not _is_dropout_draw(p, train):
                 return func(*args, **kwargs)
             mask = torch.empty_like(source, dtype=torch.bool).bernoulli_(1.0 - p)
-            self.draws.append(Draw(label, module, f"{op}(p={p:g})", tuple(source.shape), _dtype_name(source.dtype),
-                                   str(source.device), site, mask))
+            self.draws.append(
+                Draw(
+                    label,
+                    module,
+                    f"{op}(p={p:g})",
+                    tuple(source.shape),
+                    _dtype_name(source.dtype),
+                    str(source.device),
+                    site,
+                    mask,
+                )
+            )
             return _apply_mask(source, mask, p)
         result = func(*args, **kwargs)
         drawn = args[0] if kind == "in_place" else result
         value = drawn.to(torch.bool, copy=True) if op in _BOOL_VALUED else drawn.clone()
-        self.draws.append(Draw(label, module, op, tuple(drawn.shape), _dtype_name(drawn.dtype), str(drawn.device),
-                               site, value))
+        self.draws.append(
+            Draw(label, module, op, tuple(drawn.shape), _dtype_name(drawn.dtype), str(drawn.device), site, value)
+        )
         return result
 
     def summary(self) -> dict[str, dict[str, int]]:
@@ -294,15 +345,32 @@ class TapeRecording(_Tape):
         """Write the tape as one record (``name``, ``step``, kind ``rng``)."""
         value = {
             "scopes": [[label, list(globs)] for label, globs in self.labels.items()] or [["", []]],
-            "draws": [{"scope": d.scope, "module": d.module, "op": d.op, "shape": list(d.shape), "dtype": d.dtype,
-                       "device": d.device, "site": d.site, "value": d.value} for d in self.draws],
+            "draws": [
+                {
+                    "scope": d.scope,
+                    "module": d.module,
+                    "op": d.op,
+                    "shape": list(d.shape),
+                    "dtype": d.dtype,
+                    "device": d.device,
+                    "site": d.site,
+                    "value": d.value,
+                }
+                for d in self.draws
+            ],
         }
         self.recorder.record(self.name, value, step=self.step, kind="rng")
 
 
 @contextmanager
-def record(recorder: Recorder, step: int = 0, model: nn.Module | None = None,
-           scopes: Sequence[str] | Mapping[str, Any] = (), *, name: str = TAPE_NAME) -> Iterator[TapeRecording]:
+def record(
+    recorder: Recorder,
+    step: int = 0,
+    model: nn.Module | None = None,
+    scopes: Sequence[str] | Mapping[str, Any] = (),
+    *,
+    name: str = TAPE_NAME,
+) -> Iterator[TapeRecording]:
     """Record every random draw made inside the block into ``recorder`` at ``step`` (record ``name``, kind
     ``rng``), written when the block ends without an exception.
 
@@ -329,8 +397,16 @@ def record(recorder: Recorder, step: int = 0, model: nn.Module | None = None,
 class TapeReplay(_Tape):
     """The value of ``with replay(...) as tape``: ``tape.summary()`` and ``tape.left_over()`` per scope."""
 
-    def __init__(self, run_dir: str | os.PathLike[str], step: int, rank: int, model: nn.Module | None,
-                 scopes: Sequence[str] | Mapping[str, Any], match: str, name: str) -> None:
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str],
+        step: int,
+        rank: int,
+        model: nn.Module | None,
+        scopes: Sequence[str] | Mapping[str, Any],
+        match: str,
+        name: str,
+    ) -> None:
         if match not in MATCH_MODES:
             raise BridgeError(f"rng replay: match must be one of {MATCH_MODES}, got {match!r}")
         super().__init__(model, scopes)
@@ -341,8 +417,10 @@ class TapeReplay(_Tape):
         for label in wanted:
             if label not in tape_labels:
                 shown = [lab or '"" (everything)' for lab in tape_labels]
-                raise RngTapeError(f"{self._where}: scope {label or '(everything)'!r} is not on the tape, which was "
-                                   f"recorded with scopes {shown}; record and replay with the same scope labels")
+                raise RngTapeError(
+                    f"{self._where}: scope {label or '(everything)'!r} is not on the tape, which was "
+                    f"recorded with scopes {shown}; record and replay with the same scope labels"
+                )
         self.recorded = {label: [d for d in draws if d.scope == label] for label in tape_labels}
         self._position = dict.fromkeys(tape_labels, 0)
         self._used = {label: [False] * len(items) for label, items in self.recorded.items()}
@@ -358,18 +436,24 @@ class TapeReplay(_Tape):
         if self.match == "queue":
             queue = self._queues[label].get(wanted.key)
             if not queue:
-                raise RngTapeMissing(f"{self._where}: the replaying side draws {wanted.describe()} in scope "
-                                     f"{label!r}, and the tape has no such draw left there "
-                                     f"({self._remaining_text(label)})")
+                raise RngTapeMissing(
+                    f"{self._where}: the replaying side draws {wanted.describe()} in scope "
+                    f"{label!r}, and the tape has no such draw left there "
+                    f"({self._remaining_text(label)})"
+                )
             index = queue.popleft()
         else:
             index = self._position[label]
             if index >= len(items):
-                raise RngTapeMissing(f"{self._where}: the replaying side draws {wanted.describe()} in scope {label!r}, "
-                                     f"after all {len(items)} draws the tape recorded there")
+                raise RngTapeMissing(
+                    f"{self._where}: the replaying side draws {wanted.describe()} in scope {label!r}, "
+                    f"after all {len(items)} draws the tape recorded there"
+                )
             if items[index].key != wanted.key:
-                raise RngTapeMismatch(f"{self._where}: draw #{index} of scope {label!r}: the replaying side draws "
-                                      f"{wanted.describe()} where the tape has {items[index].describe()}")
+                raise RngTapeMismatch(
+                    f"{self._where}: draw #{index} of scope {label!r}: the replaying side draws "
+                    f"{wanted.describe()} where the tape has {items[index].describe()}"
+                )
             self._position[label] = index + 1
         self._used[label][index] = True
         return items[index]
@@ -386,8 +470,16 @@ class TapeReplay(_Tape):
             source, p, train = _dropout_args(args, kwargs)
             if not _is_dropout_draw(p, train):
                 return func(*args, **kwargs)
-            wanted = Draw(label, module, f"{op}(p={p:g})", tuple(source.shape), _dtype_name(source.dtype),
-                          str(source.device), site, source)
+            wanted = Draw(
+                label,
+                module,
+                f"{op}(p={p:g})",
+                tuple(source.shape),
+                _dtype_name(source.dtype),
+                str(source.device),
+                site,
+                source,
+            )
             mask = self._take(label, wanted).value.to(device=source.device, dtype=torch.bool)
             return _apply_mask(source, mask, p)
         if kind == "in_place":
@@ -415,14 +507,24 @@ class TapeReplay(_Tape):
         left = self.left_over()
         if left:
             counts = {label: c["left_over"] for label, c in self.summary().items() if c["left_over"]}
-            raise RngTapeLeftover(f"{self._where}: {len(left)} recorded draw(s) left over when the block ended "
-                                  f"(per scope: {counts}); first: {left[0].describe()} in scope {left[0].scope!r}")
+            raise RngTapeLeftover(
+                f"{self._where}: {len(left)} recorded draw(s) left over when the block ended "
+                f"(per scope: {counts}); first: {left[0].describe()} in scope {left[0].scope!r}"
+            )
 
 
 @contextmanager
-def replay(run_dir: str | os.PathLike[str], step: int = 0, rank: int = 0, model: nn.Module | None = None,
-           scopes: Sequence[str] | Mapping[str, Any] = (), match: str = "order", *, allow_left_over: bool = False,
-           name: str = TAPE_NAME) -> Iterator[TapeReplay]:
+def replay(
+    run_dir: str | os.PathLike[str],
+    step: int = 0,
+    rank: int = 0,
+    model: nn.Module | None = None,
+    scopes: Sequence[str] | Mapping[str, Any] = (),
+    match: str = "order",
+    *,
+    allow_left_over: bool = False,
+    name: str = TAPE_NAME,
+) -> Iterator[TapeReplay]:
     """Make the random draws inside the block return the values the tape at (``run_dir``, ``step``, ``rank``)
     recorded, scope label by scope label.
 
@@ -459,8 +561,9 @@ def _open_tapes(run_dir: str | os.PathLike[str], rank: int, name: str) -> tuple[
     return run, sorted({e.step for e in run.entries(rank=rank, kind="rng") if e.name == name})
 
 
-def load_tape(run_dir: str | os.PathLike[str], step: int = 0, rank: int = 0,
-              name: str = TAPE_NAME) -> tuple[list[str], list[Draw]]:
+def load_tape(
+    run_dir: str | os.PathLike[str], step: int = 0, rank: int = 0, name: str = TAPE_NAME
+) -> tuple[list[str], list[Draw]]:
     """Read the tape (record ``name``, kind ``rng``) of ``step`` on ``rank``: its scope labels and its draws
     in call order (values on the CPU). Raises ``RngTapeError`` naming the run, step and rank."""
     where = f"{run_dir} step {step} rank {rank}"
@@ -468,22 +571,40 @@ def load_tape(run_dir: str | os.PathLike[str], step: int = 0, rank: int = 0,
     if rank not in run.ranks():
         raise RngTapeError(f"{where}: the run has no rank {rank} (ranks {run.ranks()})")
     if step not in steps:
-        raise RngTapeError(f"{where}: no rng tape {name!r} for step {step} on rank {rank} "
-                           f"(tapes at steps {steps or 'none'})")
+        raise RngTapeError(
+            f"{where}: no rng tape {name!r} for step {step} on rank {rank} (tapes at steps {steps or 'none'})"
+        )
     try:
         value = run.get(name, step=step, kind="rng", rank=rank)
     except FormatError as exc:
         raise RngTapeError(f"{where}: rng tape unreadable (truncated or corrupt): {exc}") from None
     try:
         labels = [str(label) for label, _globs in value["scopes"]]
-        draws = [Draw(str(d["scope"]), str(d["module"]), str(d["op"]), tuple(int(n) for n in d["shape"]),
-                      str(d["dtype"]), str(d["device"]), str(d["site"]), d["value"]) for d in value["draws"]]
+        draws = [
+            Draw(
+                str(d["scope"]),
+                str(d["module"]),
+                str(d["op"]),
+                tuple(int(n) for n in d["shape"]),
+                str(d["dtype"]),
+                str(d["device"]),
+                str(d["site"]),
+                d["value"],
+            )
+            for d in value["draws"]
+        ]
     except (KeyError, TypeError, ValueError) as exc:
         raise RngTapeError(f"{where}: rng tape is malformed ({exc!r})") from None
     for index, draw in enumerate(draws):
-        if draw.scope not in labels or not isinstance(draw.value, torch.Tensor) or tuple(draw.value.shape) != draw.shape:
-            raise RngTapeError(f"{where}: rng tape draw #{index} ({draw.describe()}, scope {draw.scope!r}) is malformed: "
-                               f"unknown scope or values of another shape")
+        if (
+            draw.scope not in labels
+            or not isinstance(draw.value, torch.Tensor)
+            or tuple(draw.value.shape) != draw.shape
+        ):
+            raise RngTapeError(
+                f"{where}: rng tape draw #{index} ({draw.describe()}, scope {draw.scope!r}) is malformed: "
+                f"unknown scope or values of another shape"
+            )
     return labels, draws
 
 
@@ -491,8 +612,10 @@ def tape_steps(run_dir: str | os.PathLike[str], rank: int = 0, name: str = TAPE_
     """The steps at which ``run_dir`` holds a tape on ``rank``; raises ``RngTapeError`` when it holds none."""
     run, steps = _open_tapes(run_dir, rank, name)
     if not steps:
-        raise RngTapeError(f"{run_dir}: no rng tape {name!r} on rank {rank} (ranks {run.ranks()}); record one with "
-                           f"rng_scopes=[...] on the record hook")
+        raise RngTapeError(
+            f"{run_dir}: no rng tape {name!r} on rank {rank} (ranks {run.ranks()}); record one with "
+            f"rng_scopes=[...] on the record hook"
+        )
     return steps
 
 
@@ -526,5 +649,20 @@ class IterationTape:
             block.__exit__(type(stopped), stopped, None)
 
 
-__all__ = ["record", "replay", "load_tape", "tape_steps", "IterationTape", "normalize_scopes", "Draw", "TapeRecording", "TapeReplay",
-           "RngTapeError", "RngTapeMismatch", "RngTapeMissing", "RngTapeLeftover", "TAPE_NAME", "MATCH_MODES"]
+__all__ = [
+    "record",
+    "replay",
+    "load_tape",
+    "tape_steps",
+    "IterationTape",
+    "normalize_scopes",
+    "Draw",
+    "TapeRecording",
+    "TapeReplay",
+    "RngTapeError",
+    "RngTapeMismatch",
+    "RngTapeMissing",
+    "RngTapeLeftover",
+    "TAPE_NAME",
+    "MATCH_MODES",
+]

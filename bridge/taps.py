@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from bridge.errors import BridgeError
-from bridge.matching import KIND as MATCHING, record_matching
+from bridge.matching import KIND as MATCHING
+from bridge.matching import record_matching
 from bridge.runs import Recorder
 
 #: Kind of the records holding module call arguments.
@@ -52,9 +53,12 @@ def _warn_about_globs(modules: Sequence[str], matched: Sequence[str], patterns: 
     nested = nested_matches(matched)
     if nested:
         inner, outer = nested[0]
-        warnings.warn(f"activation globs match {len(nested)} modules nested in other matches (e.g. {inner!r} inside "
-                      f"{outer!r}); record stages with a one-character glob such as 'backbone.layer?' or "
-                      "'backbone.bottom_up.res?' (docs/OUTPUTS.md)", stacklevel=3)
+        warnings.warn(
+            f"activation globs match {len(nested)} modules nested in other matches (e.g. {inner!r} inside "
+            f"{outer!r}); record stages with a one-character glob such as 'backbone.layer?' or "
+            "'backbone.bottom_up.res?' (docs/OUTPUTS.md)",
+            stacklevel=3,
+        )
 
 
 class ModelTaps:
@@ -79,10 +83,20 @@ class ModelTaps:
     other matched modules (:func:`nested_matches`).
     """
 
-    def __init__(self, model: nn.Module, recorder: Recorder, step_of: Callable[[], int | None], *,
-                 activations: Sequence[str] = (), grads: Sequence[str] = (), seed_modules: Sequence[str] = (),
-                 seed: int = 0, matchers: Sequence[str] | Mapping[str, str] = (),
-                 inputs: Sequence[str] = (), functions: Sequence[str] | Mapping[str, str] = ()) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        recorder: Recorder,
+        step_of: Callable[[], int | None],
+        *,
+        activations: Sequence[str] = (),
+        grads: Sequence[str] = (),
+        seed_modules: Sequence[str] = (),
+        seed: int = 0,
+        matchers: Sequence[str] | Mapping[str, str] = (),
+        inputs: Sequence[str] = (),
+        functions: Sequence[str] | Mapping[str, str] = (),
+    ) -> None:
         self._recorder = recorder
         self._step_of = step_of
         self._handles: list = []
@@ -115,14 +129,17 @@ class ModelTaps:
             step = self._step_of()
             if step is not None:
                 self._recorder.record(self._unique(name, step, "activation"), output, step=step, kind="activation")
+
         return hook
 
     def _input_hook(self, name: str) -> Callable:
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
             step = self._step_of()
             if step is not None:
-                self._recorder.record(self._unique(name, step, INPUT), module_inputs(module, args, kwargs),
-                                      step=step, kind=INPUT)
+                self._recorder.record(
+                    self._unique(name, step, INPUT), module_inputs(module, args, kwargs), step=step, kind=INPUT
+                )
+
         return hook
 
     def _seed_hook(self, seed: int) -> Callable:
@@ -130,6 +147,7 @@ class ModelTaps:
             step = self._step_of()
             if step is not None:
                 torch.manual_seed(seed + step)
+
         return hook
 
     def _grad_hook(self, name: str) -> Callable:
@@ -137,6 +155,7 @@ class ModelTaps:
             step = self._step_of()
             if step is not None:
                 self._recorder.record(self._unique(name, step, "grad"), grad, step=step, kind="grad")
+
         return hook
 
     def _wrap_matchers(self, model: nn.Module, matchers: Sequence[str] | Mapping[str, str]) -> None:
@@ -145,14 +164,17 @@ class ModelTaps:
         for record_name, glob in wanted.items():
             paths = match_names(found, [glob])
             if not paths:
-                raise BridgeError(f"matchers: {glob!r} matches no submodule or matcher object of the model "
-                                  f"(candidates: {', '.join(list(found)[:12]) or 'none'})")
+                raise BridgeError(
+                    f"matchers: {glob!r} matches no submodule or matcher object of the model "
+                    f"(candidates: {', '.join(list(found)[:12]) or 'none'})"
+                )
             for path in paths:
                 name = path if record_name == glob else record_name
                 owner, attr, target = found[path]
                 if isinstance(target, nn.Module):
-                    self._handles.append(target.register_forward_hook(
-                        lambda _m, _i, out, name=name: self._record_matching(name, out)))
+                    self._handles.append(
+                        target.register_forward_hook(lambda _m, _i, out, name=name: self._record_matching(name, out))
+                    )
                 else:
                     setattr(owner, attr, _MatcherProxy(target, lambda out, name=name: self._record_matching(name, out)))
                     self._restore.append((owner, attr, target))
@@ -174,13 +196,16 @@ class ModelTaps:
         def stand_in(*args: Any, **kwargs: Any) -> Any:
             step = self._step_of()
             if step is not None:
-                self._recorder.record(self._unique(name, step, INPUT), function_inputs(path, args, kwargs),
-                                      step=step, kind=INPUT)
+                self._recorder.record(
+                    self._unique(name, step, INPUT), function_inputs(path, args, kwargs), step=step, kind=INPUT
+                )
             output = original(*args, **kwargs)
             if step is not None:
-                self._recorder.record(self._unique(name, step, "activation"), recordable(output), step=step,
-                                      kind="activation")
+                self._recorder.record(
+                    self._unique(name, step, "activation"), recordable(output), step=step, kind="activation"
+                )
             return output
+
         return stand_in
 
     def remove(self) -> None:
@@ -208,7 +233,7 @@ def resolve_function(model: nn.Module, path: str) -> tuple[Any, str]:
     for depth, part in enumerate(parts):
         owner = getattr(owner, part, None)
         if owner is None:
-            raise BridgeError(f"functions: {path!r}: the model has no {'.'.join(parts[:depth + 1])!r}")
+            raise BridgeError(f"functions: {path!r}: the model has no {'.'.join(parts[: depth + 1])!r}")
     if not callable(getattr(owner, attr, None)):
         raise BridgeError(f"functions: {path!r}: {type(owner).__name__} has no method {attr!r}")
     return owner, attr
@@ -217,8 +242,11 @@ def resolve_function(model: nn.Module, path: str) -> tuple[Any, str]:
 def function_inputs(path: str, args: tuple, kwargs: dict) -> dict[str, Any]:
     """The recorded form of one function call: ``{"args": [...], "kwargs": {...}, "function": path}`` (values as
     in :func:`module_inputs`); ``function`` tells ``bridge.local`` to replay it as a function, not a module."""
-    return {"args": [recordable(a) for a in args], "kwargs": {k: recordable(v) for k, v in kwargs.items()},
-            "function": path}
+    return {
+        "args": [recordable(a) for a in args],
+        "kwargs": {k: recordable(v) for k, v in kwargs.items()},
+        "function": path,
+    }
 
 
 def module_inputs(module: nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
@@ -227,8 +255,11 @@ def module_inputs(module: nn.Module, args: tuple, kwargs: dict) -> dict[str, Any
     Tensors, lists, tuples, str-keyed dicts, None and numbers are kept as they are; any other object (a
     framework's data sample, a module) becomes the string ``<unrecordable TYPE>``, and a call holding one
     cannot be replayed (``bridge.local`` reports it)."""
-    return {"args": [recordable(a) for a in args], "kwargs": {k: recordable(v) for k, v in kwargs.items()},
-            "training": bool(module.training)}
+    return {
+        "args": [recordable(a) for a in args],
+        "kwargs": {k: recordable(v) for k, v in kwargs.items()},
+        "training": bool(module.training),
+    }
 
 
 def recordable(value: Any) -> Any:

@@ -7,14 +7,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from bridge.outputs.instances import record_canonical_instances
+from bridge.outputs.semantic import record_canonical_semantic
 from bridge.panoptic import record_canonical_panoptic
 from bridge.runs import Recorder
-from bridge.outputs.semantic import record_canonical_semantic
 from d2_side import instances, panoptic, semantic
 
 
-def record_canonical_outputs(recorder: Recorder, inputs: Sequence[dict], outputs: Sequence[dict], metadata: Any,
-                             step: int) -> None:
+def record_canonical_outputs(
+    recorder: Recorder, inputs: Sequence[dict], outputs: Sequence[dict], metadata: Any, step: int
+) -> None:
     """Record every canonical result in ``outputs`` (one dict per input; kind ``output``): ``panoptic_seg``,
     ``instances`` and ``sem_seg`` with dataset category ids from ``metadata``, named by the input's ``image_id``
     (its position when it has none)."""

@@ -23,8 +23,8 @@ from collections.abc import Callable
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances, register_coco_panoptic_separated
-from detectron2.data.datasets.coco_panoptic import load_coco_panoptic_json
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES, _get_builtin_metadata
+from detectron2.data.datasets.coco_panoptic import load_coco_panoptic_json
 
 from bridge.coco.onesample import SPLITS, OneSampleConfig, OneSampleSplit, prepare_split
 
@@ -72,8 +72,9 @@ def standard_panoptic_metadata() -> dict:
 def load_standard_panoptic(prepared: OneSampleSplit, metadata: dict) -> list[dict]:
     """detectron2's ``load_coco_panoptic_json`` records, each with the ``sem_seg_file_name`` of its
     133-class semantic PNG (labels = the standard metadata's contiguous ids, 255 unlabeled)."""
-    records = load_coco_panoptic_json(str(prepared.panoptic_json), str(prepared.image_root),
-                                      str(prepared.panoptic_root), metadata)
+    records = load_coco_panoptic_json(
+        str(prepared.panoptic_json), str(prepared.image_root), str(prepared.panoptic_root), metadata
+    )
     for record in records:
         record["sem_seg_file_name"] = str(prepared.sem_seg_root / os.path.basename(record["pan_seg_file_name"]))
     return records
@@ -94,13 +95,15 @@ def load_panoptic_with_sem_seg(prepared: OneSampleSplit, metadata: dict) -> list
             segment["isthing"] = category_id in things
             segment["category_id"] = things[category_id] if segment["isthing"] else stuff[category_id]
             segments.append(segment)
-        records.append({
-            "file_name": str(prepared.image_root / f"{stem}.jpg"),
-            "image_id": int(annotation["image_id"]),
-            "pan_seg_file_name": str(prepared.panoptic_root / annotation["file_name"]),
-            "sem_seg_file_name": str(prepared.sem_seg_root / annotation["file_name"]),
-            "segments_info": segments,
-        })
+        records.append(
+            {
+                "file_name": str(prepared.image_root / f"{stem}.jpg"),
+                "image_id": int(annotation["image_id"]),
+                "pan_seg_file_name": str(prepared.panoptic_root / annotation["file_name"]),
+                "sem_seg_file_name": str(prepared.sem_seg_root / annotation["file_name"]),
+                "segments_info": segments,
+            }
+        )
     return records
 
 
@@ -111,16 +114,23 @@ def _unregister(name: str) -> None:
         MetadataCatalog.remove(name)
 
 
-def _register_panoptic_with_sem_seg(name: str, prepared: OneSampleSplit, metadata: dict,
-                                    loader: Callable[[], list[dict]]) -> None:
+def _register_panoptic_with_sem_seg(
+    name: str, prepared: OneSampleSplit, metadata: dict, loader: Callable[[], list[dict]]
+) -> None:
     """Register ``name`` with the metadata detectron2's ``register_coco_panoptic`` sets, plus ``sem_seg_root``
     (the 133-class semantic PNGs that ``loader``'s records name in ``sem_seg_file_name``)."""
     DatasetCatalog.register(name, loader)
     MetadataCatalog.get(name).set(
-        sem_seg_root=str(prepared.sem_seg_root), panoptic_root=str(prepared.panoptic_root),
-        image_root=str(prepared.image_root), panoptic_json=str(prepared.panoptic_json),
-        json_file=str(prepared.instances_json), evaluator_type="coco_panoptic_seg",
-        ignore_label=IGNORE_LABEL, label_divisor=LABEL_DIVISOR, **metadata)
+        sem_seg_root=str(prepared.sem_seg_root),
+        panoptic_root=str(prepared.panoptic_root),
+        image_root=str(prepared.image_root),
+        panoptic_json=str(prepared.panoptic_json),
+        json_file=str(prepared.instances_json),
+        evaluator_type="coco_panoptic_seg",
+        ignore_label=IGNORE_LABEL,
+        label_divisor=LABEL_DIVISOR,
+        **metadata,
+    )
 
 
 def register_split(prepared: OneSampleSplit) -> list[str]:
@@ -130,16 +140,24 @@ def register_split(prepared: OneSampleSplit) -> list[str]:
     for name in names:
         _unregister(name)
     instances_name, base = names[0], names[1]
-    register_coco_instances(instances_name, _get_builtin_metadata("coco"), str(prepared.instances_json),
-                            str(prepared.image_root))
+    register_coco_instances(
+        instances_name, _get_builtin_metadata("coco"), str(prepared.instances_json), str(prepared.image_root)
+    )
     standard = standard_panoptic_metadata()
     _register_panoptic_with_sem_seg(base, prepared, standard, lambda: load_standard_panoptic(prepared, standard))
-    register_coco_panoptic_separated(base, _get_builtin_metadata("coco_panoptic_separated"), str(prepared.image_root),
-                                     str(prepared.panoptic_root), str(prepared.panoptic_json),
-                                     str(prepared.stuff_sem_seg_root), str(prepared.instances_json))
+    register_coco_panoptic_separated(
+        base,
+        _get_builtin_metadata("coco_panoptic_separated"),
+        str(prepared.image_root),
+        str(prepared.panoptic_root),
+        str(prepared.panoptic_json),
+        str(prepared.stuff_sem_seg_root),
+        str(prepared.instances_json),
+    )
     metadata = with_sem_seg_metadata()
-    _register_panoptic_with_sem_seg(f"{base}_with_sem_seg", prepared, metadata,
-                                    lambda: load_panoptic_with_sem_seg(prepared, metadata))
+    _register_panoptic_with_sem_seg(
+        f"{base}_with_sem_seg", prepared, metadata, lambda: load_panoptic_with_sem_seg(prepared, metadata)
+    )
     return names
 
 

@@ -47,13 +47,25 @@ class RecordHook(HookBase):
     ``grad_norm=True`` the L2 norm of all gradients then (``grad_norm``, kind ``grad``).
     """
 
-    def __init__(self, run_dir: str, *, iterations: Iterable[int] = (0,), activations: Sequence[str] = (),
-                 grads: Sequence[str] = (), record_batch: bool = True, record_losses: bool = True,
-                 seed_modules: Sequence[str] = (), seed: int = 0,
-                 matchers: Sequence[str] | Mapping[str, str] = (), optimizer_steps: int = 0,
-                 params: Sequence[str] = (), grad_norm: bool = False, inputs: Sequence[str] = (),
-                 rng_scopes: Sequence[str] | Mapping[str, str | Sequence[str]] = (),
-                 functions: Sequence[str] | Mapping[str, str] = ()) -> None:
+    def __init__(
+        self,
+        run_dir: str,
+        *,
+        iterations: Iterable[int] = (0,),
+        activations: Sequence[str] = (),
+        grads: Sequence[str] = (),
+        record_batch: bool = True,
+        record_losses: bool = True,
+        seed_modules: Sequence[str] = (),
+        seed: int = 0,
+        matchers: Sequence[str] | Mapping[str, str] = (),
+        optimizer_steps: int = 0,
+        params: Sequence[str] = (),
+        grad_norm: bool = False,
+        inputs: Sequence[str] = (),
+        rng_scopes: Sequence[str] | Mapping[str, str | Sequence[str]] = (),
+        functions: Sequence[str] | Mapping[str, str] = (),
+    ) -> None:
         self._run_dir = run_dir
         self._functions = dict(functions) if isinstance(functions, Mapping) else tuple(functions)
         self._inputs = tuple(inputs)
@@ -83,9 +95,18 @@ class RecordHook(HookBase):
         """Open the run and attach the hooks to the trainer's model."""
         self.recorder = Recorder(self._run_dir, framework="detectron2")
         model = self.trainer.model
-        self._taps = ModelTaps(unwrap(model), self.recorder, self._current_step, activations=self._activations,
-                               grads=self._grads, seed_modules=self._seed_modules, seed=self._seed,
-                               matchers=self._matchers, inputs=self._inputs, functions=self._functions)
+        self._taps = ModelTaps(
+            unwrap(model),
+            self.recorder,
+            self._current_step,
+            activations=self._activations,
+            grads=self._grads,
+            seed_modules=self._seed_modules,
+            seed=self._seed,
+            matchers=self._matchers,
+            inputs=self._inputs,
+            functions=self._functions,
+        )
         self._handles.append(model.register_forward_pre_hook(self._on_batch))
         self._handles.append(model.register_forward_hook(self._on_losses))
         if self._optimizer_steps:
@@ -96,8 +117,9 @@ class RecordHook(HookBase):
         iteration with ``rng_scopes``, start the iteration's RNG tape."""
         if self._optimizer_tap is not None:
             optimizer = self.trainer.optimizer
-            self._optimizer_tap.before_iteration(self.trainer.iter, optimizer, unwrap(self.trainer.model),
-                                                 clip_setting(optimizer))
+            self._optimizer_tap.before_iteration(
+                self.trainer.iter, optimizer, unwrap(self.trainer.model), clip_setting(optimizer)
+            )
         step = self._current_step()
         if step is not None and self._rng_scopes:
             self._rng.begin(record(self.recorder, step, model=unwrap(self.trainer.model), scopes=self._rng_scopes))
@@ -138,10 +160,17 @@ class RecordHook(HookBase):
 
 
 @torch.no_grad()
-def record_inference(model: nn.Module, batches: Iterable[list[dict]], recorder: Recorder, *,
-                     activations: Sequence[str] = (), max_batches: int | None = None,
-                     metadata: Any = None, inputs: Sequence[str] = (),
-                     functions: Sequence[str] | Mapping[str, str] = ()) -> int:
+def record_inference(
+    model: nn.Module,
+    batches: Iterable[list[dict]],
+    recorder: Recorder,
+    *,
+    activations: Sequence[str] = (),
+    max_batches: int | None = None,
+    metadata: Any = None,
+    inputs: Sequence[str] = (),
+    functions: Sequence[str] | Mapping[str, str] = (),
+) -> int:
     """Run ``model`` in eval mode on ``batches`` (e.g. ``build_detection_test_loader``) and record, per
     batch index as step, the inputs (kind ``batch``), the outputs (``panoptic_seg``, ``instances``,
     ``sem_seg``; kind ``output``), chosen activations and the arguments of chosen modules (``inputs``, kind
@@ -151,8 +180,9 @@ def record_inference(model: nn.Module, batches: Iterable[list[dict]], recorder: 
     ``bridge.compare`` pairs with mmdet's. Returns the number of batches recorded."""
     model.eval()
     step_box: list[int | None] = [None]
-    taps = ModelTaps(unwrap(model), recorder, lambda: step_box[0], activations=activations, inputs=inputs,
-                     functions=functions)
+    taps = ModelTaps(
+        unwrap(model), recorder, lambda: step_box[0], activations=activations, inputs=inputs, functions=functions
+    )
     count = 0
     try:
         for step, inputs in enumerate(batches):

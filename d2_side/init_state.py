@@ -32,9 +32,14 @@ def init_state_dict(config: str, seed: int, opts: Sequence[str] = ()) -> dict[st
 @guarded_main
 def main(argv: list[str] | None = None) -> int:
     """CLI: write the initial state dict; exit 2 with a one-line error on bad input."""
-    parser = argparse.ArgumentParser(prog="python -m d2_side.init_state", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=examples("python -m d2_side.init_state COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml --seed 0 -o d2_init.safetensors"))
+    parser = argparse.ArgumentParser(
+        prog="python -m d2_side.init_state",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=examples(
+            "python -m d2_side.init_state COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml --seed 0 -o d2_init.safetensors"
+        ),
+    )
     parser.add_argument("config")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-o", "--out", required=True, help=".safetensors or .pth")

@@ -20,8 +20,9 @@ def label_lookup(metadata: Any) -> list[int | None]:
     """Contiguous thing id → dataset id (None for an id no category uses) from ``metadata``."""
     things = _meta_get(metadata, "thing_dataset_id_to_contiguous_id") or {}
     if not things:
-        raise BridgeError("metadata has no thing_dataset_id_to_contiguous_id: instance classes cannot be mapped to "
-                          "dataset ids")
+        raise BridgeError(
+            "metadata has no thing_dataset_id_to_contiguous_id: instance classes cannot be mapped to dataset ids"
+        )
     table: list[int | None] = [None] * (max(int(c) for c in things.values()) + 1)
     for dataset_id, contiguous in things.items():
         table[int(contiguous)] = int(dataset_id)
@@ -41,7 +42,10 @@ def canonical_from_d2(instances: Instances, metadata: Any) -> CanonicalInstances
     boxes = fields.get("pred_boxes")
     return canonical_instances(
         map_labels(fields["pred_classes"], dataset_ids(label_lookup(metadata)), "detectron2 pred_classes"),
-        fields["scores"], boxes.tensor if boxes is not None else None, fields.get("pred_masks"))
+        fields["scores"],
+        boxes.tensor if boxes is not None else None,
+        fields.get("pred_masks"),
+    )
 
 
 __all__ = ["canonical_from_d2", "label_lookup"]

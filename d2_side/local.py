@@ -7,8 +7,8 @@ import sys
 
 from torch import nn
 
-from bridge.convert import load_checkpoint
 from bridge.cli import guarded_main
+from bridge.convert import load_checkpoint
 from bridge.errors import BridgeError
 from bridge.local.side import side_main
 from d2_side.record_model import load_config
@@ -25,8 +25,9 @@ def build(config: str, checkpoint: str, opts: list[str]) -> nn.Module:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise BridgeError(f"{checkpoint}: does not load into {config} with strict=True "
-                          f"({str(exc).splitlines()[0]})") from None
+        raise BridgeError(
+            f"{checkpoint}: does not load into {config} with strict=True ({str(exc).splitlines()[0]})"
+        ) from None
     return model.eval()
 
 

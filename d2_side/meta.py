@@ -108,18 +108,30 @@ def export_d2_metadata(dataset_name: str) -> dict[str, Any]:
         "label_space": space,
         "void": "panoptic id 0 when segments_info is given, -1 in the label_divisor form",
     }
-    return make_metadata(framework="detectron2", source=dataset_name, classes=classes, isthing=isthing,
-                         dataset_id_to_label=id_map, colors=colors, void_label=None,
-                         ignore_label=meta.get("ignore_label", None), label_divisor=meta.get("label_divisor", None),
-                         evaluator=evaluator, raw=raw)
+    return make_metadata(
+        framework="detectron2",
+        source=dataset_name,
+        classes=classes,
+        isthing=isthing,
+        dataset_id_to_label=id_map,
+        colors=colors,
+        void_label=None,
+        ignore_label=meta.get("ignore_label", None),
+        label_divisor=meta.get("label_divisor", None),
+        evaluator=evaluator,
+        raw=raw,
+    )
 
 
 @guarded_main
 def main(argv: list[str] | None = None) -> int:
     """CLI: export a dataset's metadata to JSON; exit 2 with a one-line error on bad input."""
-    parser = argparse.ArgumentParser(prog="python -m d2_side.meta", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=examples("python -m d2_side.meta coco_2017_val_panoptic_separated -o d2_meta.json"))
+    parser = argparse.ArgumentParser(
+        prog="python -m d2_side.meta",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=examples("python -m d2_side.meta coco_2017_val_panoptic_separated -o d2_meta.json"),
+    )
     parser.add_argument("dataset", help="registered detectron2 dataset name")
     parser.add_argument("-o", "--out", required=True, help="JSON file to write")
     args = parser.parse_args(argv)

@@ -46,8 +46,12 @@ def clip_setting(optimizer: Any) -> dict[str, Any] | None:
             clipper = per_param if per_param is not None else cells.get("global_clipper")
             cfg = _cells(clipper).get("cfg")
             kind = "norm" if getattr(clipper, "__name__", "") == "clip_grad_norm" else "value"
-            return clip_spec(kind, cfg.CLIP_VALUE, norm_type=float(cfg.NORM_TYPE),
-                             scope="per_param" if per_param is not None else "full_model")
+            return clip_spec(
+                kind,
+                cfg.CLIP_VALUE,
+                norm_type=float(cfg.NORM_TYPE),
+                scope="per_param" if per_param is not None else "full_model",
+            )
     return None
 
 

@@ -35,8 +35,9 @@ def _maps(metadata: Any) -> tuple[dict[int, int], dict[int, int]]:
     return ({int(c): int(d) for d, c in things.items()}, {int(c): int(d) for d, c in stuff.items()})
 
 
-def canonical_from_d2(panoptic_seg: tuple[torch.Tensor, Sequence[Mapping[str, Any]] | None],
-                      metadata: Any) -> CanonicalPanoptic:
+def canonical_from_d2(
+    panoptic_seg: tuple[torch.Tensor, Sequence[Mapping[str, Any]] | None], metadata: Any
+) -> CanonicalPanoptic:
     """Convert detectron2's ``(ids, segments_info)`` into a canonical result with dataset category ids.
 
     ``metadata`` is a detectron2 ``Metadata`` or a dict holding the two ``*_dataset_id_to_contiguous_id``
@@ -65,8 +66,10 @@ def canonical_from_d2(panoptic_seg: tuple[torch.Tensor, Sequence[Mapping[str, An
         contiguous, isthing = int(info["category_id"]), bool(info["isthing"])
         table = thing_map if isthing else stuff_map
         if contiguous not in table:
-            raise BridgeError(f"segment {info['id']}: contiguous {'thing' if isthing else 'stuff'} id {contiguous} "
-                              "is not in the metadata's map")
+            raise BridgeError(
+                f"segment {info['id']}: contiguous {'thing' if isthing else 'stuff'} id {contiguous} "
+                "is not in the metadata's map"
+            )
         infos.append({"id": int(info["id"]), "category_id": table[contiguous], "isthing": isthing})
     return canonical_from_segment_map(ids_np, infos, void_ids=(0, -1))
 
@@ -80,10 +83,18 @@ def d2_from_canonical(c: CanonicalPanoptic, metadata: Any) -> tuple[torch.Tensor
     for s in c.segments:
         table = things if s["isthing"] else stuff
         if s["category_id"] not in table:
-            raise BridgeError(f"segment {s['id']}: dataset category {s['category_id']} is not in the metadata's "
-                              f"{'thing' if s['isthing'] else 'stuff'} map")
-        infos.append({"id": int(s["id"]), "category_id": table[s["category_id"]], "isthing": bool(s["isthing"]),
-                      "area": int(s["area"])})
+            raise BridgeError(
+                f"segment {s['id']}: dataset category {s['category_id']} is not in the metadata's "
+                f"{'thing' if s['isthing'] else 'stuff'} map"
+            )
+        infos.append(
+            {
+                "id": int(s["id"]),
+                "category_id": table[s["category_id"]],
+                "isthing": bool(s["isthing"]),
+                "area": int(s["area"]),
+            }
+        )
     return ids, infos
 
 

@@ -17,8 +17,9 @@ from bridge.panoptic.parity import METRICS
 from d2_side.panoptic import d2_from_canonical
 
 
-def evaluate_d2(dataset_name: str, predictions: Mapping[int, CanonicalPanoptic],
-                output_dir: str | os.PathLike[str]) -> dict[str, float]:
+def evaluate_d2(
+    dataset_name: str, predictions: Mapping[int, CanonicalPanoptic], output_dir: str | os.PathLike[str]
+) -> dict[str, float]:
     """PQ/SQ/RQ (all, things ``_th``, stuff ``_st``) from detectron2's ``COCOPanopticEvaluator``.
 
     ``dataset_name`` must be registered (e.g. by ``d2_side.datasets.register_onesample``) with panoptic
@@ -40,8 +41,7 @@ def evaluate_d2(dataset_name: str, predictions: Mapping[int, CanonicalPanoptic],
     evaluator.reset()
     for image_id, record in records.items():
         ids, infos = d2_from_canonical(predictions[image_id], metadata)
-        evaluator.process([{"file_name": record["file_name"], "image_id": image_id}],
-                          [{"panoptic_seg": (ids, infos)}])
+        evaluator.process([{"file_name": record["file_name"], "image_id": image_id}], [{"panoptic_seg": (ids, infos)}])
     results: dict[str, Any] | None = evaluator.evaluate()
     if not results or "panoptic_seg" not in results:
         raise BridgeError(f"{dataset_name}: COCOPanopticEvaluator returned no panoptic_seg results")

@@ -20,8 +20,15 @@ from pathlib import Path
 
 import torch
 
-from bridge.align.side import (config_setups, globs, load_builder, load_weights, recorded_batches, save_weights,
-                               side_parser)
+from bridge.align.side import (
+    config_setups,
+    globs,
+    load_builder,
+    load_weights,
+    recorded_batches,
+    save_weights,
+    side_parser,
+)
 from bridge.cli import guarded_main, run_reporting_errors
 from bridge.errors import BridgeError
 from bridge.runs import Recorder
@@ -63,8 +70,9 @@ def normalized_input(model: torch.nn.Module, batch: list[dict]) -> torch.Tensor 
     return None
 
 
-def _with_normalized_input(model: torch.nn.Module, batches: Iterable[list[dict]],
-                           recorder: Recorder) -> Iterator[list[dict]]:
+def _with_normalized_input(
+    model: torch.nn.Module, batches: Iterable[list[dict]], recorder: Recorder
+) -> Iterator[list[dict]]:
     """Yield ``batches``, recording each one's ``normalized_input`` (kind ``activation``) first."""
     for step, batch in enumerate(batches):
         tensor = normalized_input(model, batch)
@@ -96,8 +104,13 @@ def record_model(args: argparse.Namespace) -> str:
     model.eval()
     batches = recorded_batches(args.replay) if args.replay else build_detection_test_loader(cfg, dataset)
     with Recorder(args.out, framework="detectron2") as recorder:
-        count = record_inference(model, _with_normalized_input(model, batches, recorder), recorder,
-                                 activations=globs(args.activations), metadata=MetadataCatalog.get(dataset))
+        count = record_inference(
+            model,
+            _with_normalized_input(model, batches, recorder),
+            recorder,
+            activations=globs(args.activations),
+            metadata=MetadataCatalog.get(dataset),
+        )
     if args.meta_out:
         from bridge.meta import write_metadata
 

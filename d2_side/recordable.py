@@ -18,8 +18,10 @@ def to_recordable(value: Any) -> Any:
     if isinstance(value, Instances):
         return {name: to_recordable(field) for name, field in value.get_fields().items()}
     if isinstance(value, PolygonMasks):
-        return [[torch.from_numpy(np.asarray(polygon, dtype=np.float64)) for polygon in polygons]
-                for polygons in value.polygons]
+        return [
+            [torch.from_numpy(np.asarray(polygon, dtype=np.float64)) for polygon in polygons]
+            for polygons in value.polygons
+        ]
     if hasattr(value, "tensor") and isinstance(value.tensor, torch.Tensor):  # Boxes, BitMasks, ...
         return value.tensor
     if isinstance(value, np.ndarray):

@@ -25,9 +25,15 @@ class ReplayHook(HookBase):
     with ``RngTapeLeftover`` unless ``rng_allow_left_over``; ``summaries`` holds each iteration's counts.
     """
 
-    def __init__(self, rng_replay_dir: str | None = None, *, rank: int = 0,
-                 rng_scopes: Sequence[str] | Mapping[str, str | Sequence[str]] = (), rng_match: str = "order",
-                 rng_allow_left_over: bool = False) -> None:
+    def __init__(
+        self,
+        rng_replay_dir: str | None = None,
+        *,
+        rank: int = 0,
+        rng_scopes: Sequence[str] | Mapping[str, str | Sequence[str]] = (),
+        rng_match: str = "order",
+        rng_allow_left_over: bool = False,
+    ) -> None:
         if not rng_replay_dir:
             raise BridgeError("ReplayHook needs rng_replay_dir (a run with an RNG tape)")
         self.rng_replay_dir = rng_replay_dir
@@ -47,9 +53,17 @@ class ReplayHook(HookBase):
         """Start replaying this iteration's tape, when the run has one."""
         step = self.trainer.iter
         if step in self._rng_steps:
-            self._rng.begin(replay(self.rng_replay_dir, step, self.rank, model=unwrap(self.trainer.model),
-                                   scopes=self.rng_scopes, match=self.rng_match,
-                                   allow_left_over=self.rng_allow_left_over))
+            self._rng.begin(
+                replay(
+                    self.rng_replay_dir,
+                    step,
+                    self.rank,
+                    model=unwrap(self.trainer.model),
+                    scopes=self.rng_scopes,
+                    match=self.rng_match,
+                    allow_left_over=self.rng_allow_left_over,
+                )
+            )
 
     def after_step(self) -> None:
         """End the iteration's replay: left-over draws are reported, the counts kept in ``summaries``."""

@@ -21,8 +21,9 @@ def label_lookup(metadata: Any, num_classes: int) -> list[int | None]:
     """Channel → dataset id for ``num_classes`` channels (None for a channel the stuff map does not name)."""
     stuff = _meta_get(metadata, "stuff_dataset_id_to_contiguous_id") or {}
     if not stuff:
-        raise BridgeError("metadata has no stuff_dataset_id_to_contiguous_id: semantic classes cannot be mapped to "
-                          "dataset ids")
+        raise BridgeError(
+            "metadata has no stuff_dataset_id_to_contiguous_id: semantic classes cannot be mapped to dataset ids"
+        )
     inverse = {int(c): int(d) for d, c in stuff.items()}
     return [inverse.get(c) for c in range(num_classes)]
 

@@ -47,8 +47,18 @@ def d2_model(seed: int, size: int) -> tuple[Any, nn.Module]:
 
     cfg = get_cfg()
     cfg.merge_from_file(model_zoo.get_config_file(D2_CONFIG))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", str(size),
-                         "INPUT.MAX_SIZE_TEST", str(size * 2)])
+    cfg.merge_from_list(
+        [
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.WEIGHTS",
+            "",
+            "INPUT.MIN_SIZE_TEST",
+            str(size),
+            "INPUT.MAX_SIZE_TEST",
+            str(size * 2),
+        ]
+    )
     torch.manual_seed(seed)
     return cfg, build_d2(cfg).eval()
 
@@ -77,6 +87,7 @@ def return_instances_and_semantics(model: nn.Module, num_things: int) -> None:
         def wrapped(*args, **kwargs):
             kept[name] = method(*args, **kwargs)
             return kept[name]
+
         return wrapped
 
     def predict_all(*args, **kwargs):

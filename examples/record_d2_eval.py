@@ -37,14 +37,35 @@ def build_cfg(config_file: str, weights: str, size: int, opts: list[str]):
 
     cfg = get_cfg()
     cfg.merge_from_file(config_file if Path(config_file).is_file() else model_zoo.get_config_file(config_file))
-    cfg.merge_from_list(["MODEL.WEIGHTS", weights, "INPUT.MIN_SIZE_TEST", str(size),
-                         "INPUT.MAX_SIZE_TEST", str(size * 2), "DATALOADER.NUM_WORKERS", "0", *opts])
+    cfg.merge_from_list(
+        [
+            "MODEL.WEIGHTS",
+            weights,
+            "INPUT.MIN_SIZE_TEST",
+            str(size),
+            "INPUT.MAX_SIZE_TEST",
+            str(size * 2),
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            *opts,
+        ]
+    )
     return cfg
 
 
-def record(out: Path, config_file: str, dataset: str, *, weights: str = "", size: int = 800, seed: int = 0,
-           activations: list[str] = (), coco_root: str | None = None, cache_dir: str | None = None,
-           opts: list[str] = ()) -> Path:
+def record(
+    out: Path,
+    config_file: str,
+    dataset: str,
+    *,
+    weights: str = "",
+    size: int = 800,
+    seed: int = 0,
+    activations: list[str] = (),
+    coco_root: str | None = None,
+    cache_dir: str | None = None,
+    opts: list[str] = (),
+) -> Path:
     """Record the evaluation into ``out``; return ``out``."""
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.data import MetadataCatalog, build_detection_test_loader
@@ -60,8 +81,13 @@ def record(out: Path, config_file: str, dataset: str, *, weights: str = "", size
     if weights:
         DetectionCheckpointer(model).load(weights)
     with Recorder(out, framework="detectron2") as recorder:
-        record_inference(model, build_detection_test_loader(cfg, dataset), recorder, activations=list(activations),
-                         metadata=MetadataCatalog.get(dataset))
+        record_inference(
+            model,
+            build_detection_test_loader(cfg, dataset),
+            recorder,
+            activations=list(activations),
+            metadata=MetadataCatalog.get(dataset),
+        )
     return out
 
 
@@ -79,10 +105,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--activations", default=DEFAULT_ACTIVATIONS, help="comma-separated module globs ('' for none)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="detectron2 config options, e.g. MODEL.DEVICE cpu")
     args = parser.parse_args(argv)
-    return run_reporting_errors(lambda: record(
-        args.out, args.config_file, args.dataset, weights=args.weights, size=args.size, seed=args.seed,
-        activations=[glob for glob in args.activations.split(",") if glob], coco_root=args.coco_root,
-        cache_dir=args.cache_dir or os.environ.get("BRIDGE_CACHE_DIR") or None, opts=args.opts))
+    return run_reporting_errors(
+        lambda: record(
+            args.out,
+            args.config_file,
+            args.dataset,
+            weights=args.weights,
+            size=args.size,
+            seed=args.seed,
+            activations=[glob for glob in args.activations.split(",") if glob],
+            coco_root=args.coco_root,
+            cache_dir=args.cache_dir or os.environ.get("BRIDGE_CACHE_DIR") or None,
+            opts=args.opts,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ category-id datasets / metrics (``CocoDataset91``, ``CocoMetric91``, ``CocoPanop
 ``CocoPanopticMetric91``) in ``DATASETS`` / ``METRICS``.
 """
 
+from mmdet_side import (
+    coco91,  # noqa: F401 - registers CocoDataset91 / CocoMetric91 / LabelSpaceCheckHook
+    coco91_panoptic,  # noqa: F401 - registers CocoPanopticDataset91 / CocoPanopticMetric91
+)
 from mmdet_side.hooks import BridgeRecordHook
-from mmdet_side import coco91  # registers CocoDataset91 / CocoMetric91 / LabelSpaceCheckHook
-from mmdet_side import coco91_panoptic  # registers CocoPanopticDataset91 / CocoPanopticMetric91
 from mmdet_side.replay_hook import BridgeReplayHook
 from mmdet_side.save_weights import BridgeSaveWeightsHook
 

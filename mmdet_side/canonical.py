@@ -10,9 +10,9 @@ from typing import Any
 
 from bridge.errors import BridgeError
 from bridge.outputs.instances import record_canonical_instances
+from bridge.outputs.semantic import record_canonical_semantic
 from bridge.panoptic import record_canonical_panoptic
 from bridge.runs import Recorder
-from bridge.outputs.semantic import record_canonical_semantic
 from mmdet_side import instances, panoptic, semantic
 
 
@@ -24,8 +24,13 @@ def annotation_categories(dataset: Any) -> list[dict]:
         raise BridgeError(f"cannot read the categories of {getattr(dataset, 'ann_file', dataset)!r}: {exc}") from None
 
 
-def record_canonical_outputs(recorder: Recorder, outputs: Sequence[Any], classes: Sequence[str],
-                             categories: Sequence[Mapping[str, Any]], step: int) -> None:
+def record_canonical_outputs(
+    recorder: Recorder,
+    outputs: Sequence[Any],
+    classes: Sequence[str],
+    categories: Sequence[Mapping[str, Any]],
+    step: int,
+) -> None:
     """Record every canonical result in ``outputs`` (``DetDataSample`` s; kind ``output``): ``pred_panoptic_seg``,
     ``pred_instances`` and ``pred_sem_seg`` with dataset category ids (``classes`` = ``metainfo['classes']``,
     ``categories`` = the annotation file's), named by the sample's ``img_id`` (its position when it has none)."""

@@ -31,8 +31,14 @@ NUM_COCO91_CLASSES: int = len(COCO91_SLOT_NAMES)
 _UNUSED = UNUSED_SLOT
 
 __all__ = [
-    "NUM_COCO91_CLASSES", "IdentityLabelsMixin", "SlotLayoutMetaMixin", "CocoDataset91", "CocoMetric91",
-    "check_label_space", "head_num_classes", "LabelSpaceCheckHook",
+    "NUM_COCO91_CLASSES",
+    "IdentityLabelsMixin",
+    "SlotLayoutMetaMixin",
+    "CocoDataset91",
+    "CocoMetric91",
+    "check_label_space",
+    "head_num_classes",
+    "LabelSpaceCheckHook",
 ]
 
 
@@ -54,8 +60,11 @@ class IdentityLabelsMixin:
         with get_local_path(self.ann_file, backend_args=self.backend_args) as local_path:
             self.coco = self.COCOAPI(local_path)
         cat_ids = sorted(self.coco.get_cat_ids())
-        check_slot_layout(self.metainfo["classes"], [(c["id"], c["name"]) for c in self.coco.load_cats(cat_ids)],
-                          f"{type(self).__name__} on {self.ann_file}")
+        check_slot_layout(
+            self.metainfo["classes"],
+            [(c["id"], c["name"]) for c in self.coco.load_cats(cat_ids)],
+            f"{type(self).__name__} on {self.ann_file}",
+        )
         self.cat_ids = cat_ids
         self.cat2label = {cat_id: cat_id for cat_id in cat_ids}
         self.cat_img_map = copy.deepcopy(self.coco.cat_img_map)
@@ -67,8 +76,9 @@ class IdentityLabelsMixin:
             raw_img_info["img_id"] = img_id
             ann_ids = self.coco.get_ann_ids(img_ids=[img_id])
             total_ann_ids.extend(ann_ids)
-            data_list.append(self.parse_data_info({"raw_ann_info": self.coco.load_anns(ann_ids),
-                                                   "raw_img_info": raw_img_info}))
+            data_list.append(
+                self.parse_data_info({"raw_ann_info": self.coco.load_anns(ann_ids), "raw_img_info": raw_img_info})
+            )
         if self.ANN_ID_UNIQUE and len(set(total_ann_ids)) != len(total_ann_ids):
             raise BridgeError(f"Annotation ids in '{self.ann_file}' are not unique")
         del self.coco
@@ -144,8 +154,10 @@ class CocoMetric91(SlotLayoutMetaMixin, CocoMetric):
         for result in results:
             labels = result["labels"]
             if len(labels) and (int(labels.max()) >= num or int(labels.min()) < 0):
-                raise BridgeError(f"{type(self).__name__}: predicted label {int(labels.max())} (min "
-                                  f"{int(labels.min())}) is outside the {num} label slots of dataset_meta")
+                raise BridgeError(
+                    f"{type(self).__name__}: predicted label {int(labels.max())} (min "
+                    f"{int(labels.min())}) is outside the {num} label slots of dataset_meta"
+                )
         self.cat_ids = list(range(num))
         try:
             return super().results2json(results, outfile_prefix)
@@ -156,6 +168,7 @@ class CocoMetric91(SlotLayoutMetaMixin, CocoMetric):
         """Like ``CocoMetric.gt_to_coco_json`` (category id = label), without the unused ``'N/A'`` slots."""
         path = super().gt_to_coco_json(gt_dicts, outfile_prefix)
         from mmengine.fileio import dump, load
+
         coco_json = load(path)
         coco_json["categories"] = [c for c in coco_json["categories"] if c["name"] != _UNUSED]
         dump(coco_json, path)
@@ -170,8 +183,9 @@ class CocoMetric91(SlotLayoutMetaMixin, CocoMetric):
         return super().compute_metrics(results)
 
 
-def check_label_space(model_num_classes: int, dataset_meta: Mapping[str, Any], max_label: int | None = None,
-                      key: str = "classes") -> None:
+def check_label_space(
+    model_num_classes: int, dataset_meta: Mapping[str, Any], max_label: int | None = None, key: str = "classes"
+) -> None:
     """Raise :class:`BridgeError` when a head's class count and the dataset's label space disagree.
 
     ``model_num_classes`` must equal ``len(dataset_meta[key])`` (``key`` 'classes', or 'thing_classes' for the
@@ -181,13 +195,19 @@ def check_label_space(model_num_classes: int, dataset_meta: Mapping[str, Any], m
     if classes is None:
         raise BridgeError(f"label space check: dataset_meta has no {key!r}")
     if model_num_classes != len(classes):
-        hint = " (use apply_coco91 to set dataset, metric and head together)" if {len(classes), model_num_classes} & {
-            NUM_COCO91_CLASSES, len(coco_panoptic_slot_names())} else ""
-        raise BridgeError(f"label space mismatch: the model head has num_classes={model_num_classes} but the "
-                          f"dataset has {len(classes)} {key.replace('_', ' ')}{hint}")
+        hint = (
+            " (use apply_coco91 to set dataset, metric and head together)"
+            if {len(classes), model_num_classes} & {NUM_COCO91_CLASSES, len(coco_panoptic_slot_names())}
+            else ""
+        )
+        raise BridgeError(
+            f"label space mismatch: the model head has num_classes={model_num_classes} but the "
+            f"dataset has {len(classes)} {key.replace('_', ' ')}{hint}"
+        )
     if max_label is not None and not 0 <= max_label < model_num_classes:
-        raise BridgeError(f"label space mismatch: the dataset has label {max_label}, the model head only "
-                          f"{model_num_classes} classes")
+        raise BridgeError(
+            f"label space mismatch: the dataset has label {max_label}, the model head only {model_num_classes} classes"
+        )
 
 
 #: heads whose class count is the dataset's things (of a panoptic dataset) or all its classes

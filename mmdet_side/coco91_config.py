@@ -43,9 +43,13 @@ def coco91_config_overrides(task: str = "instances") -> dict[str, Any]:
     if task == "instances":
         return {"dataset_type": "CocoDataset91", "metric_type": "CocoMetric91", "num_classes": len(COCO91_SLOT_NAMES)}
     if task == "panoptic":
-        return {"dataset_type": "CocoPanopticDataset91", "metric_type": "CocoPanopticMetric91",
-                "num_classes": NUM_THING_SLOTS, "num_things_classes": NUM_THING_SLOTS,
-                "num_stuff_classes": NUM_STUFF_SLOTS}
+        return {
+            "dataset_type": "CocoPanopticDataset91",
+            "metric_type": "CocoPanopticMetric91",
+            "num_classes": NUM_THING_SLOTS,
+            "num_things_classes": NUM_THING_SLOTS,
+            "num_stuff_classes": NUM_STUFF_SLOTS,
+        }
     raise BridgeError(f"coco91: unknown task {task!r}; expected 'instances' or 'panoptic'")
 
 
@@ -60,8 +64,9 @@ def _leaf_datasets(dataset: Any, where: str) -> list[tuple[MutableMapping, str]]
     if "dataset" in dataset:  # RepeatDataset, ClassBalancedDataset, MultiImageMixDataset, ...
         return _leaf_datasets(dataset["dataset"], f"{where}.dataset")
     if "datasets" in dataset:  # ConcatDataset
-        return [leaf for i, sub in enumerate(dataset["datasets"])
-                for leaf in _leaf_datasets(sub, f"{where}.datasets[{i}]")]
+        return [
+            leaf for i, sub in enumerate(dataset["datasets"]) for leaf in _leaf_datasets(sub, f"{where}.datasets[{i}]")
+        ]
     return [(dataset, where)]
 
 
@@ -71,8 +76,9 @@ def _task_of(datasets: list[tuple[MutableMapping, str]]) -> str:
     for dataset, where in datasets:
         kind = _type_name(dataset.get("type"))
         if kind not in DATASET_TYPES and kind not in DATASET_TYPES.values():
-            raise BridgeError(f"{where}.type is {kind!r}; only {' and '.join(DATASET_TYPES)} can be switched to "
-                              "category-id labels")
+            raise BridgeError(
+                f"{where}.type is {kind!r}; only {' and '.join(DATASET_TYPES)} can be switched to category-id labels"
+            )
         tasks.add("panoptic" if "Panoptic" in kind else "instances")
     if len(tasks) != 1:
         raise BridgeError(f"apply_coco91: the dataloaders mix instances and panoptic datasets ({sorted(tasks)})")
@@ -108,8 +114,10 @@ def _resize_class_weights(node: MutableMapping, old: int, new: int, where: str) 
             continue
         per_class, extra = list(weights[:old]), list(weights[old:])
         if len(set(per_class)) > 1:
-            raise BridgeError(f"{where}.{key}.class_weight has per-class weights; they cannot be moved to the "
-                              "category-id slots automatically: set it by hand")
+            raise BridgeError(
+                f"{where}.{key}.class_weight has per-class weights; they cannot be moved to the "
+                "category-id slots automatically: set it by hand"
+            )
         loss["class_weight"] = per_class[:1] * new + extra
 
 
@@ -156,8 +164,12 @@ def apply_coco91(cfg: Config) -> Config:
     for a non-COCO dataset, a mix of instances and panoptic datasets, a model without class counts, or
     per-class loss weights that cannot be resized.
     """
-    datasets = [leaf for name in _LOADERS if cfg.get(name) is not None
-                for leaf in _leaf_datasets(cfg[name]["dataset"], f"{name}.dataset")]
+    datasets = [
+        leaf
+        for name in _LOADERS
+        if cfg.get(name) is not None
+        for leaf in _leaf_datasets(cfg[name]["dataset"], f"{name}.dataset")
+    ]
     if not datasets:
         raise BridgeError("apply_coco91: the config has no train/val/test dataloader")
     task = _task_of(datasets)
@@ -167,7 +179,9 @@ def apply_coco91(cfg: Config) -> Config:
         if cfg.get(name) is not None:
             _set_metric_type(cfg[name])
     counts = coco91_config_overrides(task)
-    counts = dict(counts, num_things_classes=counts["num_classes"], num_stuff_classes=counts.get("num_stuff_classes", 0))
+    counts = dict(
+        counts, num_things_classes=counts["num_classes"], num_stuff_classes=counts.get("num_stuff_classes", 0)
+    )
     if _set_class_counts(cfg.model, counts, "model") == 0:
         raise BridgeError("apply_coco91: no num_classes / num_things_classes under cfg.model to set")
     for key in ("num_things_classes", "num_stuff_classes"):  # config-level variables (Mask2Former's configs)

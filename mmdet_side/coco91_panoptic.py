@@ -23,8 +23,8 @@ from collections.abc import Sequence
 
 import torch
 from mmdet.datasets import CocoPanopticDataset
-from mmdet.evaluation.functional import INSTANCE_OFFSET
 from mmdet.evaluation import CocoPanopticMetric
+from mmdet.evaluation.functional import INSTANCE_OFFSET
 from mmdet.registry import DATASETS, METRICS
 from mmengine.fileio import dump, load
 
@@ -32,8 +32,7 @@ from bridge.coco.coco91 import COCO_PANOPTIC_NUM_THING_SLOTS, UNUSED_SLOT, coco_
 from bridge.errors import BridgeError
 from mmdet_side.coco91 import IdentityLabelsMixin, SlotLayoutMetaMixin
 
-__all__ = ["PANOPTIC_SLOT_NAMES", "NUM_THING_SLOTS", "NUM_STUFF_SLOTS", "CocoPanopticDataset91",
-           "CocoPanopticMetric91"]
+__all__ = ["PANOPTIC_SLOT_NAMES", "NUM_THING_SLOTS", "NUM_STUFF_SLOTS", "CocoPanopticDataset91", "CocoPanopticMetric91"]
 
 PANOPTIC_SLOT_NAMES: tuple[str, ...] = coco_panoptic_slot_names()
 NUM_THING_SLOTS: int = COCO_PANOPTIC_NUM_THING_SLOTS
@@ -49,8 +48,12 @@ def _panoptic_palette() -> list[tuple[int, int, int]]:
 
 def panoptic_slot_metainfo() -> dict:
     """``metainfo`` of the id-slot panoptic dataset: ``classes``, ``thing_classes``, ``stuff_classes``, ``palette``."""
-    return {"classes": PANOPTIC_SLOT_NAMES, "thing_classes": PANOPTIC_SLOT_NAMES[:NUM_THING_SLOTS],
-            "stuff_classes": PANOPTIC_SLOT_NAMES[NUM_THING_SLOTS:], "palette": _panoptic_palette()}
+    return {
+        "classes": PANOPTIC_SLOT_NAMES,
+        "thing_classes": PANOPTIC_SLOT_NAMES[:NUM_THING_SLOTS],
+        "stuff_classes": PANOPTIC_SLOT_NAMES[NUM_THING_SLOTS:],
+        "palette": _panoptic_palette(),
+    }
 
 
 @DATASETS.register_module()
@@ -79,8 +82,10 @@ class CocoPanopticMetric91(SlotLayoutMetaMixin, CocoPanopticMetric):
         class names by position with the result rows of the ground truth's categories (201 slots, 133 rows),
         so every row after the first unused slot would carry another category's name."""
         if classwise:
-            raise BridgeError(f"{type(self).__name__}: classwise=True is not supported (mmdet's per-class table "
-                              "would name the rows of the 201 id slots wrongly); the PQ / SQ / RQ results are exact")
+            raise BridgeError(
+                f"{type(self).__name__}: classwise=True is not supported (mmdet's per-class table "
+                "would name the rows of the 201 id slots wrongly); the PQ / SQ / RQ results are exact"
+            )
         super().__init__(*args, **kwargs)
 
     def __del__(self) -> None:
@@ -92,12 +97,16 @@ class CocoPanopticMetric91(SlotLayoutMetaMixin, CocoPanopticMetric):
         """Also require ``thing_classes`` / ``stuff_classes`` (when present) to split the slots at 91."""
         super().check_dataset_meta(dataset_meta)
         classes = tuple(dataset_meta["classes"])
-        for key, expected in (("thing_classes", classes[:NUM_THING_SLOTS]),
-                              ("stuff_classes", classes[NUM_THING_SLOTS:])):
+        for key, expected in (
+            ("thing_classes", classes[:NUM_THING_SLOTS]),
+            ("stuff_classes", classes[NUM_THING_SLOTS:]),
+        ):
             if key in dataset_meta and tuple(dataset_meta[key]) != expected:
-                raise BridgeError(f"{type(self).__name__}: dataset_meta[{key!r}] is not slots "
-                                  f"{'0..90' if key == 'thing_classes' else '91..'} of 'classes' (things first, "
-                                  f"label = category id)")
+                raise BridgeError(
+                    f"{type(self).__name__}: dataset_meta[{key!r}] is not slots "
+                    f"{'0..90' if key == 'thing_classes' else '91..'} of 'classes' (things first, "
+                    f"label = category id)"
+                )
 
     def _parse_predictions(self, pred: dict, img_id: int, segm_file: str, label2cat=None) -> dict:
         """``CocoPanopticMetric._parse_predictions`` with category id = label (the name-built map ignored).
@@ -119,8 +128,10 @@ class CocoPanopticMetric91(SlotLayoutMetaMixin, CocoPanopticMetric):
             for segment in result["segments_info"]:
                 cat_id = int(segment["category_id"])
                 if cat_id not in self.categories:
-                    raise BridgeError(f"{type(self).__name__}: predicted label {cat_id} is no category of the "
-                                      f"ground truth ({len(self.categories)} categories)")
+                    raise BridgeError(
+                        f"{type(self).__name__}: predicted label {cat_id} is no category of the "
+                        f"ground truth ({len(self.categories)} categories)"
+                    )
                 segment["isthing"] = self.categories[cat_id]["isthing"]
         json_filename = f"{outfile_prefix}.panoptic.json"
         dump(dict(annotations=list(results)), json_filename)
@@ -130,7 +141,8 @@ class CocoPanopticMetric91(SlotLayoutMetaMixin, CocoPanopticMetric):
         """Like ``CocoPanopticMetric.gt_to_coco_json`` (category id = label) without the unused slots."""
         path, gt_folder = super().gt_to_coco_json(gt_dicts, outfile_prefix)
         coco_json = load(path)
-        coco_json["categories"] = [dict(c, isthing=int(c["id"] < NUM_THING_SLOTS))
-                                   for c in coco_json["categories"] if c["name"] != UNUSED_SLOT]
+        coco_json["categories"] = [
+            dict(c, isthing=int(c["id"] < NUM_THING_SLOTS)) for c in coco_json["categories"] if c["name"] != UNUSED_SLOT
+        ]
         dump(coco_json, path)
         return path, gt_folder

@@ -22,8 +22,8 @@ from typing import Any
 
 from bridge.atomic import atomic_open, remove_dead_temps
 from bridge.cli import check_outputs, guarded_main, run_reporting_errors
-from bridge.errors import BridgeError
 from bridge.coco.onesample import OneSampleConfig, OneSampleSplit, parse_image_ids, prepare_split
+from bridge.errors import BridgeError
 
 #: ``panoptic``: COCO-panoptic with CocoPanopticMetric; ``instances``: COCO instances with CocoMetric on bbox and
 #: segm (Mask R-CNN, Mask2Former instance); ``detection``: COCO instances with CocoMetric on bbox only
@@ -34,8 +34,11 @@ _MISSING = object()
 
 def _dataset(split: OneSampleSplit, task: str) -> dict:
     if task == "panoptic":
-        return dict(data_root="", ann_file=str(split.panoptic_json),
-                    data_prefix=dict(img=f"{split.image_root}/", seg=f"{split.panoptic_root}/"))
+        return dict(
+            data_root="",
+            ann_file=str(split.panoptic_json),
+            data_prefix=dict(img=f"{split.image_root}/", seg=f"{split.panoptic_root}/"),
+        )
     return dict(data_root="", ann_file=str(split.instances_json), data_prefix=dict(img=f"{split.image_root}/"))
 
 
@@ -43,14 +46,20 @@ def _evaluator(split: OneSampleSplit, task: str) -> dict:
     """The subset's evaluator; ``_delete_`` makes it replace the base config's, a dict or a list (Mask2Former's
     panoptic configs evaluate with ``[CocoPanopticMetric, CocoMetric]``, which a dict cannot be merged into)."""
     if task == "panoptic":
-        return dict(_delete_=True, type="CocoPanopticMetric", ann_file=str(split.panoptic_json),
-                    seg_prefix=f"{split.panoptic_root}/", nproc=1)
+        return dict(
+            _delete_=True,
+            type="CocoPanopticMetric",
+            ann_file=str(split.panoptic_json),
+            seg_prefix=f"{split.panoptic_root}/",
+            nproc=1,
+        )
     metric = ["bbox", "segm"] if task == "instances" else ["bbox"]
     return dict(_delete_=True, type="CocoMetric", ann_file=str(split.instances_json), metric=metric)
 
 
-def onesample_overrides(config: OneSampleConfig | None = None, *, task: str = "panoptic",
-                        batch_size: int = 1, num_workers: int = 0) -> dict:
+def onesample_overrides(
+    config: OneSampleConfig | None = None, *, task: str = "panoptic", batch_size: int = 1, num_workers: int = 0
+) -> dict:
     """Config overrides (train/val/test dataloaders and evaluators) for the one-sample splits.
 
     ``config`` defaults to the ``BRIDGE_*`` environment (see ``bridge.coco.onesample``); the splits are
@@ -90,15 +99,26 @@ def short_schedule_overrides(max_iters: int, *, pretrained: bool = False) -> dic
 
 def config_text(base: str, overrides: dict) -> str:
     """The text of an mmengine config file inheriting ``base`` with ``overrides`` (one assignment each)."""
-    lines = ["# Written by mmdet_side.config: the one-sample subset on top of an mmdet config.",
-             f"_base_ = {base!r}", ""]
+    lines = [
+        "# Written by mmdet_side.config: the one-sample subset on top of an mmdet config.",
+        f"_base_ = {base!r}",
+        "",
+    ]
     lines += [f"{key} = {pprint.pformat(value, width=100, sort_dicts=False)}" for key, value in overrides.items()]
     return "\n".join(lines) + "\n"
 
 
-def write_config(base: str, out: str | Path, config: OneSampleConfig | None = None, *, task: str = "panoptic",
-                 hooks: Sequence[dict] = (), coco91: bool = False, max_iters: int | None = None,
-                 pretrained: bool = False) -> Path:
+def write_config(
+    base: str,
+    out: str | Path,
+    config: OneSampleConfig | None = None,
+    *,
+    task: str = "panoptic",
+    hooks: Sequence[dict] = (),
+    coco91: bool = False,
+    max_iters: int | None = None,
+    pretrained: bool = False,
+) -> Path:
     """Write (atomically) a config inheriting ``base`` that trains/evaluates on the one-sample splits, with
     ``hooks`` (bridge hook dicts) added to the base's ``custom_hooks`` and ``mmdet_side`` to its imports.
 
@@ -167,8 +187,7 @@ def _load_config_text(text: str, directory: Path) -> "Config":  # noqa: F821
             return Config.fromfile(probe.name, import_custom_modules=False)
         except Exception as exc:  # mmengine raises many types for a bad base: name the base and the cause
             cause = str(exc).replace(probe.name, "<the config being written>")
-            raise BridgeError(f"cannot load the base config to extend it "
-                              f"({type(exc).__name__}: {cause})") from None
+            raise BridgeError(f"cannot load the base config to extend it ({type(exc).__name__}: {cause})") from None
 
 
 def bridge_hook_overrides(current: Any, hooks: list[dict]) -> dict:
@@ -222,8 +241,10 @@ def _describe_record_hook(hook: dict | None) -> str | None:
     where += [f"evaluation (val/test) into {hook['eval_run_dir']}"] if "eval_run_dir" in hook else []
     line = f"BridgeRecordHook records {' and '.join(where)}"
     if "activations" not in hook:
-        return (f"warning: {line} with no activations (batches, losses and predictions only); "
-                "name modules with --activations, e.g. 'backbone.layer?' (docs/OUTPUTS.md)")
+        return (
+            f"warning: {line} with no activations (batches, losses and predictions only); "
+            "name modules with --activations, e.g. 'backbone.layer?' (docs/OUTPUTS.md)"
+        )
     return f"{line}, activations {', '.join(hook['activations'])}"
 
 
@@ -238,39 +259,72 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-ids", default="", help="comma-separated ids (default: first annotated image)")
     parser.add_argument("--val-ids", default="", help="comma-separated ids (default: first annotated image)")
     parser.add_argument("--cache-dir", help="where subsets go (default: $BRIDGE_CACHE_DIR or ~/.cache)")
-    parser.add_argument("--record-dir", help="also switch on the record hook, writing training into this run dir "
-                        "(evaluation, when only --replay-eval-dir is given)")
+    parser.add_argument(
+        "--record-dir",
+        help="also switch on the record hook, writing training into this run dir "
+        "(evaluation, when only --replay-eval-dir is given)",
+    )
     parser.add_argument("--record-eval-dir", help="record val/test batches, activations and predictions here")
-    parser.add_argument("--activations", help="comma-separated module globs the record hook records, e.g. "
-                        "'backbone.layer?,neck.fpn_convs.*.conv'")
+    parser.add_argument(
+        "--activations",
+        help="comma-separated module globs the record hook records, e.g. 'backbone.layer?,neck.fpn_convs.*.conv'",
+    )
     parser.add_argument("--replay-dir", help="replay the training batches detectron2 recorded in this run")
     parser.add_argument("--replay-eval-dir", help="replay detectron2's recorded inference batches in val/test")
-    parser.add_argument("--input-format", choices=("BGR", "RGB"), default="BGR",
-                        help="detectron2's INPUT.FORMAT of the replayed batches (RGB for Mask DINO / Mask2Former)")
-    parser.add_argument("--coco91", action="store_true",
-                        help="labels = original COCO category ids: CocoDataset91 / CocoPanopticDataset91, their "
-                             "metrics, the heads' class counts and LabelSpaceCheckHook, set together")
-    parser.add_argument("--iters", type=int, default=10,
-                        help="train this many iterations (IterBasedTrainLoop, log every iteration; default 10)")
-    parser.add_argument("--pretrained", action="store_true",
-                        help="keep the base config's pretrained backbone / load_from (downloads); default: random init")
+    parser.add_argument(
+        "--input-format",
+        choices=("BGR", "RGB"),
+        default="BGR",
+        help="detectron2's INPUT.FORMAT of the replayed batches (RGB for Mask DINO / Mask2Former)",
+    )
+    parser.add_argument(
+        "--coco91",
+        action="store_true",
+        help="labels = original COCO category ids: CocoDataset91 / CocoPanopticDataset91, their "
+        "metrics, the heads' class counts and LabelSpaceCheckHook, set together",
+    )
+    parser.add_argument(
+        "--iters",
+        type=int,
+        default=10,
+        help="train this many iterations (IterBasedTrainLoop, log every iteration; default 10)",
+    )
+    parser.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="keep the base config's pretrained backbone / load_from (downloads); default: random init",
+    )
     args = parser.parse_args(argv)
     check_outputs({"--base": args.base if os.path.exists(args.base) else None}, {"-o": args.out})
 
     def write() -> Path:
         config = None
         if args.coco_root:
-            config = OneSampleConfig.create(args.coco_root, {
-                "train": parse_image_ids(args.train_ids, "--train-ids"),
-                "val": parse_image_ids(args.val_ids, "--val-ids")}, args.cache_dir)
-        out = write_config(args.base, args.out, config, task=args.task, hooks=_requested_hooks(args),
-                           coco91=args.coco91, max_iters=args.iters, pretrained=args.pretrained)
+            config = OneSampleConfig.create(
+                args.coco_root,
+                {
+                    "train": parse_image_ids(args.train_ids, "--train-ids"),
+                    "val": parse_image_ids(args.val_ids, "--val-ids"),
+                },
+                args.cache_dir,
+            )
+        out = write_config(
+            args.base,
+            args.out,
+            config,
+            task=args.task,
+            hooks=_requested_hooks(args),
+            coco91=args.coco91,
+            max_iters=args.iters,
+            pretrained=args.pretrained,
+        )
         note = _describe_record_hook(record_hook(args))
         if note:
             print(note, file=sys.stderr if note.startswith("warning") else sys.stdout)
         return out
 
     return run_reporting_errors(write)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -60,14 +60,26 @@ class BridgeRecordHook(Hook):
 
     priority = "LOW"
 
-    def __init__(self, run_dir: str | None = None, *, iterations: Iterable[int] = (0,), activations: Sequence[str] = (),
-                 grads: Sequence[str] = (), record_batch: bool = True, record_losses: bool = True,
-                 eval_run_dir: str | None = None,
-                 seed_modules: Sequence[str] = (), seed: int = 0,
-                 matchers: Sequence[str] | Mapping[str, str] = (), optimizer_steps: int = 0,
-                 params: Sequence[str] = (), grad_norm: bool = False, inputs: Sequence[str] = (),
-                 rng_scopes: Sequence[str] | Mapping[str, str | Sequence[str]] = (),
-                 functions: Sequence[str] | Mapping[str, str] = ()) -> None:
+    def __init__(
+        self,
+        run_dir: str | None = None,
+        *,
+        iterations: Iterable[int] = (0,),
+        activations: Sequence[str] = (),
+        grads: Sequence[str] = (),
+        record_batch: bool = True,
+        record_losses: bool = True,
+        eval_run_dir: str | None = None,
+        seed_modules: Sequence[str] = (),
+        seed: int = 0,
+        matchers: Sequence[str] | Mapping[str, str] = (),
+        optimizer_steps: int = 0,
+        params: Sequence[str] = (),
+        grad_norm: bool = False,
+        inputs: Sequence[str] = (),
+        rng_scopes: Sequence[str] | Mapping[str, str | Sequence[str]] = (),
+        functions: Sequence[str] | Mapping[str, str] = (),
+    ) -> None:
         if not run_dir and not eval_run_dir:
             raise BridgeError("BridgeRecordHook: give run_dir (training), eval_run_dir (val/test) or both")
         self.run_dir = run_dir
@@ -105,13 +117,32 @@ class BridgeRecordHook(Hook):
         # Runs are created on first use: tools/test.py with the same config records no training run.
         if self.run_dir:
             self.recorder = Recorder(self.run_dir, framework="mmdet", lazy=True)
-            self._taps.append(ModelTaps(model, self.recorder, self._train_step, activations=self.activations,
-                                        grads=self.grads, seed_modules=self.seed_modules, seed=self.seed,
-                                        matchers=self.matchers, inputs=self.inputs, functions=self.functions))
+            self._taps.append(
+                ModelTaps(
+                    model,
+                    self.recorder,
+                    self._train_step,
+                    activations=self.activations,
+                    grads=self.grads,
+                    seed_modules=self.seed_modules,
+                    seed=self.seed,
+                    matchers=self.matchers,
+                    inputs=self.inputs,
+                    functions=self.functions,
+                )
+            )
         if self.eval_run_dir:
             self.eval_recorder = Recorder(self.eval_run_dir, framework="mmdet", lazy=True)
-            self._taps.append(ModelTaps(model, self.eval_recorder, self._eval_step, activations=self.activations,
-                                        inputs=self.inputs, functions=self.functions))
+            self._taps.append(
+                ModelTaps(
+                    model,
+                    self.eval_recorder,
+                    self._eval_step,
+                    activations=self.activations,
+                    inputs=self.inputs,
+                    functions=self.functions,
+                )
+            )
             self._handles.append(model.register_forward_hook(self._on_predicted, with_kwargs=True))
         self._handles.append(model.data_preprocessor.register_forward_hook(self._on_preprocessed))
         if self.optimizer_steps:
@@ -147,8 +178,9 @@ class BridgeRecordHook(Hook):
         self._step = runner.iter if self.recorder is not None and runner.iter in self.iterations else None
         self._active = self.recorder if self._step is not None else None
         if self._optimizer_tap is not None:
-            self._optimizer_tap.before_iteration(runner.iter, runner.optim_wrapper, self._model,
-                                                 clip_setting(runner.optim_wrapper))
+            self._optimizer_tap.before_iteration(
+                runner.iter, runner.optim_wrapper, self._model, clip_setting(runner.optim_wrapper)
+            )
         if self._step is not None and self.rng_scopes:
             self._rng.begin(record(self.recorder, self._step, model=self._model, scopes=self.rng_scopes))
 
@@ -180,8 +212,9 @@ class BridgeRecordHook(Hook):
         """Record each sample's panoptic, instance and semantic predictions in the canonical forms
         (``panoptic.<img_id>``, ``instances.<img_id>``, ``semantic.<img_id>``; ``mmdet_side.canonical``):
         labels map to dataset ids by category name, as mmdet's metrics map them."""
-        if not any(key in sample for sample in outputs
-                   for key in ("pred_panoptic_seg", "pred_instances", "pred_sem_seg")):
+        if not any(
+            key in sample for sample in outputs for key in ("pred_panoptic_seg", "pred_instances", "pred_sem_seg")
+        ):
             return
         if self._categories is None:
             self._categories = annotation_categories(dataset)
@@ -219,10 +252,17 @@ class BridgeRecordHook(Hook):
 
 
 @torch.no_grad()
-def record_inference(model: nn.Module, batches: Iterable[dict], recorder: Recorder, *,
-                     activations: Sequence[str] = (), max_batches: int | None = None,
-                     dataset: Any = None, inputs: Sequence[str] = (),
-                     functions: Sequence[str] | Mapping[str, str] = ()) -> int:
+def record_inference(
+    model: nn.Module,
+    batches: Iterable[dict],
+    recorder: Recorder,
+    *,
+    activations: Sequence[str] = (),
+    max_batches: int | None = None,
+    dataset: Any = None,
+    inputs: Sequence[str] = (),
+    functions: Sequence[str] | Mapping[str, str] = (),
+) -> int:
     """Run ``model`` in eval mode on ``batches`` (e.g. ``Runner.build_dataloader(cfg.test_dataloader)``) and record,
     per batch index as step, the batch after the data preprocessor (kind ``batch``), the predictions (kind
     ``output``), chosen activations, the arguments of chosen modules (``inputs``, kind ``input``) and the calls
@@ -232,8 +272,9 @@ def record_inference(model: nn.Module, batches: Iterable[dict], recorder: Record
     detectron2's. As ``d2_side.hooks.record_inference``; returns the number of batches recorded."""
     model.eval()
     step_box: list[int | None] = [None]
-    taps = ModelTaps(unwrap(model), recorder, lambda: step_box[0], activations=activations, inputs=inputs,
-                     functions=functions)
+    taps = ModelTaps(
+        unwrap(model), recorder, lambda: step_box[0], activations=activations, inputs=inputs, functions=functions
+    )
     categories = annotation_categories(dataset) if dataset is not None else None
     count = 0
     try:

@@ -31,9 +31,14 @@ def init_state_dict(config: str, seed: int, opts: Sequence[str] = ()) -> dict[st
 @guarded_main
 def main(argv: list[str] | None = None) -> int:
     """CLI: write the initial state dict; exit 2 with a one-line error on bad input."""
-    parser = argparse.ArgumentParser(prog="python -m mmdet_side.init_state", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=examples("python -m mmdet_side.init_state mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py --seed 0 -o mmdet_init.safetensors"))
+    parser = argparse.ArgumentParser(
+        prog="python -m mmdet_side.init_state",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=examples(
+            "python -m mmdet_side.init_state mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py --seed 0 -o mmdet_init.safetensors"
+        ),
+    )
     parser.add_argument("config")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-o", "--out", required=True, help=".safetensors or .pth")

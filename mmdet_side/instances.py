@@ -27,8 +27,9 @@ def _field(instances: Any, name: str) -> Any:
     return value.tensor if value is not None and hasattr(value, "tensor") else value
 
 
-def canonical_from_mmdet(pred_instances: Any, classes: Sequence[str],
-                         categories: Sequence[Mapping[str, Any]]) -> CanonicalInstances:
+def canonical_from_mmdet(
+    pred_instances: Any, classes: Sequence[str], categories: Sequence[Mapping[str, Any]]
+) -> CanonicalInstances:
     """Convert mmdet's ``pred_instances`` (an ``InstanceData`` or dict) into a canonical result with dataset ids.
 
     ``classes`` is the dataset's ``metainfo['classes']``; ``categories`` the annotation file's list.
@@ -37,8 +38,12 @@ def canonical_from_mmdet(pred_instances: Any, classes: Sequence[str],
     labels, scores = _field(pred_instances, "labels"), _field(pred_instances, "scores")
     if labels is None or scores is None:
         raise BridgeError("mmdet pred_instances lack 'labels' or 'scores'")
-    return canonical_instances(map_labels(labels, dataset_ids(label_lookup(classes, categories)), "mmdet labels"),
-                               scores, _field(pred_instances, "bboxes"), _field(pred_instances, "masks"))
+    return canonical_instances(
+        map_labels(labels, dataset_ids(label_lookup(classes, categories)), "mmdet labels"),
+        scores,
+        _field(pred_instances, "bboxes"),
+        _field(pred_instances, "masks"),
+    )
 
 
 __all__ = ["canonical_from_mmdet", "label_lookup"]

@@ -16,8 +16,8 @@ in the file's order. What the code really does with void and zero-area segments:
 from __future__ import annotations
 
 import argparse
-import os
 import inspect
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -102,18 +102,32 @@ def export_mmdet_metadata(config: str | Path | Config) -> dict[str, Any]:
         "void": "semantic label len(classes) or ignore_index in a prediction is VOID",
     }
     isthing = [name in set(thing_classes) for name in classes]
-    return make_metadata(framework="mmdet", source=source, classes=classes, isthing=isthing,
-                         dataset_id_to_label=cat2label, colors=colors, void_label=len(classes),
-                         ignore_label=ignore_label, label_divisor=int(INSTANCE_OFFSET),
-                         evaluator=evaluator, raw=raw)
+    return make_metadata(
+        framework="mmdet",
+        source=source,
+        classes=classes,
+        isthing=isthing,
+        dataset_id_to_label=cat2label,
+        colors=colors,
+        void_label=len(classes),
+        ignore_label=ignore_label,
+        label_divisor=int(INSTANCE_OFFSET),
+        evaluator=evaluator,
+        raw=raw,
+    )
 
 
 @guarded_main
 def main(argv: list[str] | None = None) -> int:
     """CLI: export a config's val-dataset metadata to JSON; exit 2 with a one-line error on bad input."""
-    parser = argparse.ArgumentParser(prog="python -m mmdet_side.meta", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=examples("python -m mmdet_side.meta mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py -o mmdet_meta.json"))
+    parser = argparse.ArgumentParser(
+        prog="python -m mmdet_side.meta",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=examples(
+            "python -m mmdet_side.meta mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py -o mmdet_meta.json"
+        ),
+    )
     parser.add_argument("config", help="mmdet config file")
     parser.add_argument("-o", "--out", required=True, help="JSON file to write")
     args = parser.parse_args(argv)

@@ -22,8 +22,9 @@ def _by_name(categories: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, 
     return {str(c["name"]): c for c in categories}
 
 
-def canonical_from_mmdet(sem_seg: torch.Tensor | np.ndarray, classes: Sequence[str],
-                         categories: Sequence[Mapping[str, Any]]) -> CanonicalPanoptic:
+def canonical_from_mmdet(
+    sem_seg: torch.Tensor | np.ndarray, classes: Sequence[str], categories: Sequence[Mapping[str, Any]]
+) -> CanonicalPanoptic:
     """Convert mmdet's panoptic map (1×H×W or H×W) into a canonical result with dataset category ids.
 
     ``classes`` is the dataset's ``metainfo['classes']``; ``categories`` the annotation file's list (with
@@ -47,13 +48,19 @@ def canonical_from_mmdet(sem_seg: torch.Tensor | np.ndarray, classes: Sequence[s
         cat = names.get(str(classes[label]))
         if cat is None:
             raise BridgeError(f"mmdet class {classes[label]!r} (label {label}) is not among the annotation categories")
-        infos.append({"id": value + 1, "category_id": int(cat["id"]),
-                      "isthing": int(cat["isthing"]) if "isthing" in cat else int(instance > 0)})
+        infos.append(
+            {
+                "id": value + 1,
+                "category_id": int(cat["id"]),
+                "isthing": int(cat["isthing"]) if "isthing" in cat else int(instance > 0),
+            }
+        )
     return canonical_from_segment_map(pan + 1, infos, void_ids=())
 
 
-def mmdet_from_canonical(c: CanonicalPanoptic, classes: Sequence[str],
-                         categories: Sequence[Mapping[str, Any]]) -> torch.Tensor:
+def mmdet_from_canonical(
+    c: CanonicalPanoptic, classes: Sequence[str], categories: Sequence[Mapping[str, Any]]
+) -> torch.Tensor:
     """The inverse: a 1×H×W int64 tensor of ``label + k * 1000`` (things k = 1, 2, ...; stuff k = 0)."""
     label_of = {str(name): i for i, name in enumerate(classes)}
     name_of = {int(cat["id"]): str(cat["name"]) for cat in categories}

@@ -30,8 +30,9 @@ def normalise_mmdet_keys(results: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def evaluate_mmdet(evaluator_cfg: Mapping[str, Any], predictions: Mapping[int, CanonicalPanoptic],
-                   image_paths: Mapping[int, str]) -> dict[str, float]:
+def evaluate_mmdet(
+    evaluator_cfg: Mapping[str, Any], predictions: Mapping[int, CanonicalPanoptic], image_paths: Mapping[int, str]
+) -> dict[str, float]:
     """PQ/SQ/RQ (all, ``_th``, ``_st``) from mmdet's ``CocoPanopticMetric``, keys as detectron2 names them.
 
     ``evaluator_cfg`` is a ``val_evaluator`` dict (``mmdet_side.config.onesample_overrides``; ``type`` is
@@ -58,8 +59,12 @@ def evaluate_mmdet(evaluator_cfg: Mapping[str, Any], predictions: Mapping[int, C
     classes = list(metric.dataset_meta["classes"])
     for image_id, canonical in predictions.items():
         encoded = mmdet_from_canonical(canonical, classes, categories)
-        sample = {"img_id": int(image_id), "img_path": str(image_paths[int(image_id)]),
-                  "ori_shape": canonical.shape, "pred_panoptic_seg": {"sem_seg": encoded}}
+        sample = {
+            "img_id": int(image_id),
+            "img_path": str(image_paths[int(image_id)]),
+            "ori_shape": canonical.shape,
+            "pred_panoptic_seg": {"sem_seg": encoded},
+        }
         metric.process({}, [sample])
     return normalise_mmdet_keys(metric.evaluate(size=len(predictions)))
 

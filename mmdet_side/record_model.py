@@ -68,8 +68,13 @@ def record_model(args: argparse.Namespace) -> str:
     else:
         batches = Runner.build_dataloader(cfg.test_dataloader)
     with Recorder(args.out, framework="mmdet") as recorder:
-        count = record_inference(model, _with_normalized_input(model, batches, recorder), recorder,
-                                 activations=globs(args.activations), dataset=dataset)
+        count = record_inference(
+            model,
+            _with_normalized_input(model, batches, recorder),
+            recorder,
+            activations=globs(args.activations),
+            dataset=dataset,
+        )
     if args.meta_out:
         from bridge.meta import write_metadata
 

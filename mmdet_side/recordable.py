@@ -13,8 +13,10 @@ from mmengine.structures import BaseDataElement
 def to_recordable(value: Any) -> Any:
     """Recursively convert ``value``; data elements become ``{"metainfo": {...}, "data": {...}}``."""
     if isinstance(value, BaseDataElement):
-        return {"metainfo": {k: to_recordable(v) for k, v in value.metainfo_items()},
-                "data": {k: to_recordable(v) for k, v in value.items()}}
+        return {
+            "metainfo": {k: to_recordable(v) for k, v in value.metainfo_items()},
+            "data": {k: to_recordable(v) for k, v in value.items()},
+        }
     if isinstance(value, torch.Tensor) or value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, np.ndarray):

@@ -17,7 +17,6 @@ from mmdet.structures import DetDataSample
 
 from bridge.errors import BridgeError
 
-
 INPUT_FORMATS = ("BGR", "RGB")
 
 
@@ -28,8 +27,9 @@ def d2_inputs_to_mmdet(batch: Sequence[dict], input_format: str = "BGR") -> dict
     ``input_format`` is detectron2's ``cfg.INPUT.FORMAT``; RGB images are flipped to the BGR that mmdet's
     pipeline loads (its data preprocessor's ``bgr_to_rgb`` then applies as with its own batches)."""
     if input_format not in INPUT_FORMATS:
-        raise BridgeError(f"input_format must be one of {INPUT_FORMATS} (detectron2's INPUT.FORMAT), "
-                          f"got {input_format!r}")
+        raise BridgeError(
+            f"input_format must be one of {INPUT_FORMATS} (detectron2's INPUT.FORMAT), got {input_format!r}"
+        )
     inputs, samples = [], []
     for index, record in enumerate(batch):
         image = record.get("image")
@@ -37,9 +37,15 @@ def d2_inputs_to_mmdet(batch: Sequence[dict], input_format: str = "BGR") -> dict
             raise BridgeError(f"batch item {index}: expected an 'image' tensor C×H×W, got {type(image).__name__}")
         height, width = int(image.shape[1]), int(image.shape[2])
         ori_height, ori_width = int(record.get("height", height)), int(record.get("width", width))
-        metainfo = dict(img_id=record.get("image_id", index), img_path=record.get("file_name", ""),
-                        ori_shape=(ori_height, ori_width), img_shape=(height, width),
-                        scale_factor=(width / ori_width, height / ori_height), flip=False, flip_direction=None)
+        metainfo = dict(
+            img_id=record.get("image_id", index),
+            img_path=record.get("file_name", ""),
+            ori_shape=(ori_height, ori_width),
+            img_shape=(height, width),
+            scale_factor=(width / ori_width, height / ori_height),
+            flip=False,
+            flip_direction=None,
+        )
         inputs.append(image.flip(0) if input_format == "RGB" else image)
         samples.append(DetDataSample(metainfo=metainfo))
     return {"inputs": inputs, "data_samples": samples}
@@ -84,28 +90,35 @@ def _map_sem_seg(sem_seg: torch.Tensor, label_map: Sequence[int], ignore_value: 
     known = (sem_seg >= 0) & (sem_seg < len(lookup))
     unknown = ~known & (sem_seg != ignore_value)
     if unknown.any():
-        raise BridgeError(f"sem_seg label {int(sem_seg[unknown][0])} is not in sem_seg_label_map "
-                          f"(0..{len(lookup) - 1}) nor the ignore value {ignore_value}")
+        raise BridgeError(
+            f"sem_seg label {int(sem_seg[unknown][0])} is not in sem_seg_label_map "
+            f"(0..{len(lookup) - 1}) nor the ignore value {ignore_value}"
+        )
     mapped[known] = lookup[sem_seg[known]]
     return mapped
 
 
-def _split_panoptic_instances(instances: dict, num_things: int, height: int, width: int,
-                              ignore_value: int) -> tuple[dict, torch.Tensor]:
+def _split_panoptic_instances(
+    instances: dict, num_things: int, height: int, width: int, ignore_value: int
+) -> tuple[dict, torch.Tensor]:
     """Mask2Former / Mask DINO panoptic instances (things *and* stuff, bitmasks) → (thing instances, semantic
     map painted with every segment's label), the two pieces mmdet's MaskFormer heads rebuild them from."""
     labels, masks = instances["gt_classes"].long(), instances.get("gt_masks")
     if not isinstance(masks, torch.Tensor) or masks.ndim != 3 or masks.shape[0] != labels.shape[0]:
-        raise BridgeError("panoptic_num_things needs the instances' gt_masks as an N×H×W bitmask tensor "
-                          "(as Mask2Former / Mask DINO mappers give them)")
+        raise BridgeError(
+            "panoptic_num_things needs the instances' gt_masks as an N×H×W bitmask tensor "
+            "(as Mask2Former / Mask DINO mappers give them)"
+        )
     if tuple(masks.shape[1:]) != (height, width):
         raise BridgeError(f"gt_masks are {tuple(masks.shape[1:])}, the image is {(height, width)}")
     painted = torch.full((height, width), ignore_value, dtype=torch.long)
     for label, mask in zip(labels.tolist(), masks.bool()):
         painted[mask] = label
     is_thing = labels < num_things
-    things = {name: value[is_thing] if isinstance(value, torch.Tensor) and value.shape[:1] == labels.shape
-              else value for name, value in instances.items()}
+    things = {
+        name: value[is_thing] if isinstance(value, torch.Tensor) and value.shape[:1] == labels.shape else value
+        for name, value in instances.items()
+    }
     return things, painted
 
 
@@ -120,9 +133,14 @@ def _boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
     return boxes
 
 
-def d2_train_batch_to_mmdet(batch: Sequence[dict], label_map: Sequence[int] | None = None,
-                            sem_seg_label_map: Sequence[int] | None = None, panoptic_num_things: int | None = None,
-                            ignore_value: int = 255, input_format: str = "BGR") -> dict:
+def d2_train_batch_to_mmdet(
+    batch: Sequence[dict],
+    label_map: Sequence[int] | None = None,
+    sem_seg_label_map: Sequence[int] | None = None,
+    panoptic_num_things: int | None = None,
+    ignore_value: int = 255,
+    input_format: str = "BGR",
+) -> dict:
     """Turn a detectron2 *training* batch (the mapper's ``list[dict]`` with ``image`` and ``instances``,
     optionally ``sem_seg``) into mmdet's ``{'inputs', 'data_samples'}`` with ``gt_instances`` (boxes in
     the resized image, labels, masks) and ``gt_sem_seg``.
@@ -148,8 +166,9 @@ def d2_train_batch_to_mmdet(batch: Sequence[dict], label_map: Sequence[int] | No
             instances = record["instances"]
             if panoptic_num_things is not None:
                 try:
-                    instances, painted = _split_panoptic_instances(instances, panoptic_num_things, height, width,
-                                                                   ignore_value)
+                    instances, painted = _split_panoptic_instances(
+                        instances, panoptic_num_things, height, width, ignore_value
+                    )
                 except BridgeError as exc:
                     raise BridgeError(f"batch item {index}: {exc}") from None
                 sem_seg = painted if sem_seg is None else sem_seg

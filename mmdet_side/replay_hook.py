@@ -34,13 +34,17 @@ def _resolve_sem_seg_label_map(runner, sem_seg_label_map: Sequence[int] | str | 
     if sem_seg_label_map is None or not isinstance(sem_seg_label_map, str):
         return None if sem_seg_label_map is None else list(sem_seg_label_map)
     if sem_seg_label_map != PANOPTIC_FPN:
-        raise BridgeError(f"BridgeReplayHook: sem_seg_label_map must be a list of labels or "
-                          f"{PANOPTIC_FPN!r}, got {sem_seg_label_map!r}")
+        raise BridgeError(
+            f"BridgeReplayHook: sem_seg_label_map must be a list of labels or "
+            f"{PANOPTIC_FPN!r}, got {sem_seg_label_map!r}"
+        )
     model = unwrap(runner.model)
     head = getattr(model, "semantic_head", None)
     if head is None or not hasattr(head, "num_things_classes"):
-        raise BridgeError(f"BridgeReplayHook: sem_seg_label_map={PANOPTIC_FPN!r} needs a model with a "
-                          f"PanopticFPN semantic_head, {type(model).__name__} has none")
+        raise BridgeError(
+            f"BridgeReplayHook: sem_seg_label_map={PANOPTIC_FPN!r} needs a model with a "
+            f"PanopticFPN semantic_head, {type(model).__name__} has none"
+        )
     return panoptic_fpn_sem_seg_label_map(head.num_things_classes, head.num_stuff_classes)
 
 
@@ -63,15 +67,27 @@ class BridgeReplayHook(Hook):
 
     priority = "VERY_HIGH"
 
-    def __init__(self, run_dir: str | None = None, *, name: str = "batch", rank: int = 0,
-                 label_map: Sequence[int] | None = None, sem_seg_label_map: Sequence[int] | str | None = None,
-                 panoptic_num_things: int | None = None, eval_run_dir: str | None = None,
-                 input_format: str = "BGR", rng_replay_dir: str | None = None,
-                 rng_scopes: Sequence[str] | Mapping[str, str | Sequence[str]] = (), rng_match: str = "order",
-                 rng_allow_left_over: bool = False) -> None:
+    def __init__(
+        self,
+        run_dir: str | None = None,
+        *,
+        name: str = "batch",
+        rank: int = 0,
+        label_map: Sequence[int] | None = None,
+        sem_seg_label_map: Sequence[int] | str | None = None,
+        panoptic_num_things: int | None = None,
+        eval_run_dir: str | None = None,
+        input_format: str = "BGR",
+        rng_replay_dir: str | None = None,
+        rng_scopes: Sequence[str] | Mapping[str, str | Sequence[str]] = (),
+        rng_match: str = "order",
+        rng_allow_left_over: bool = False,
+    ) -> None:
         if not run_dir and not eval_run_dir and not rng_replay_dir:
-            raise BridgeError("BridgeReplayHook needs run_dir (training batches), eval_run_dir (val/test) and/or "
-                              "rng_replay_dir (an RNG tape)")
+            raise BridgeError(
+                "BridgeReplayHook needs run_dir (training batches), eval_run_dir (val/test) and/or "
+                "rng_replay_dir (an RNG tape)"
+            )
         self.rng_replay_dir = rng_replay_dir
         self.rng_scopes = rng_scopes
         self.rng_match = rng_match
@@ -100,9 +116,17 @@ class BridgeReplayHook(Hook):
 
     def _start_rng(self, runner) -> None:
         if runner.iter in self._rng_steps:
-            self._rng.begin(replay(self.rng_replay_dir, runner.iter, self.rank, model=unwrap(runner.model),
-                                   scopes=self.rng_scopes,
-                                   match=self.rng_match, allow_left_over=self.rng_allow_left_over))
+            self._rng.begin(
+                replay(
+                    self.rng_replay_dir,
+                    runner.iter,
+                    self.rank,
+                    model=unwrap(runner.model),
+                    scopes=self.rng_scopes,
+                    match=self.rng_match,
+                    allow_left_over=self.rng_allow_left_over,
+                )
+            )
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         """End the iteration's RNG replay: left-over draws are reported, the counts kept in ``summaries``."""
@@ -124,8 +148,9 @@ class BridgeReplayHook(Hook):
             raise BridgeError("BridgeReplayHook: mmengine passed no data_batch to replace")
         recorded = self._run.get(self.name, step=runner.iter, kind="batch", rank=self.rank)
         try:
-            converted = d2_train_batch_to_mmdet(recorded, self.label_map, self._sem_seg_map,
-                                                self.panoptic_num_things, input_format=self.input_format)
+            converted = d2_train_batch_to_mmdet(
+                recorded, self.label_map, self._sem_seg_map, self.panoptic_num_things, input_format=self.input_format
+            )
         except BridgeError as exc:
             raise BridgeError(f"BridgeReplayHook: {self.run_dir} step {runner.iter}: {exc}") from None
         data_batch.clear()

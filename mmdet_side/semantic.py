@@ -18,8 +18,9 @@ from bridge.outputs.semantic import CanonicalSemantic, canonical_from_labels, ca
 from mmdet_side.instances import label_lookup
 
 
-def canonical_from_mmdet(sem_seg: torch.Tensor, classes: Sequence[str],
-                         categories: Sequence[Mapping[str, Any]]) -> CanonicalSemantic:
+def canonical_from_mmdet(
+    sem_seg: torch.Tensor, classes: Sequence[str], categories: Sequence[Mapping[str, Any]]
+) -> CanonicalSemantic:
     """Convert mmdet's ``pred_sem_seg.sem_seg`` (labels or scores) into a per-pixel dataset category id map."""
     sem_seg = torch.as_tensor(sem_seg)
     lookup = dataset_ids(label_lookup(classes, categories))

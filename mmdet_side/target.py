@@ -87,8 +87,11 @@ def strict_load_check(model: torch.nn.Module, state_dict: dict[str, torch.Tensor
     result: dict[str, Any] = {
         "missing": sorted(k for k in own if k not in state_dict),
         "unexpected": sorted(k for k in state_dict if k not in own),
-        "size_mismatch": [{"key": k, "checkpoint": list(state_dict[k].shape), "model": list(own[k].shape)}
-                          for k in sorted(own) if k in state_dict and state_dict[k].shape != own[k].shape],
+        "size_mismatch": [
+            {"key": k, "checkpoint": list(state_dict[k].shape), "model": list(own[k].shape)}
+            for k in sorted(own)
+            if k in state_dict and state_dict[k].shape != own[k].shape
+        ],
         "error": None,
     }
     try:
@@ -103,11 +106,15 @@ def strict_load_check(model: torch.nn.Module, state_dict: dict[str, torch.Tensor
 def main(argv: list[str] | None = None) -> int:
     """CLI: write the manifest or run the strict check; exit 2 with one ``error:`` line on bad input."""
     parser = argparse.ArgumentParser(
-        prog="python -m mmdet_side.target", description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=examples(
+        prog="python -m mmdet_side.target",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=examples(
             "python -m mmdet_side.target mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py --manifest port.tsv",
             "python -m mmdet_side.target mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py --check mmdet.pth "
-            "--json check.json"))
+            "--json check.json",
+        ),
+    )
     parser.add_argument("config", help="mmdet config: a .py file or mmdet::path/to/config.py")
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--manifest", help="write the model's key manifest TSV here")

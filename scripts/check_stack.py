@@ -1,4 +1,5 @@
 """Print the versions of the built stack and fail loudly if a piece is missing or wrong."""
+
 from __future__ import annotations
 
 import importlib
@@ -27,8 +28,16 @@ def main() -> int:
         print(f"{name:12s} {found}")
         if not found.startswith(version):
             problems.append(f"{name}: expected {version}, found {found}")
-    for module_name in ("mmcv._ext", "detectron2.data", "detectron2.projects.deeplab", "mmdet.datasets",
-                        "panopticapi.evaluation", "pycocotools.coco", "pkg_resources", "tensorboard"):
+    for module_name in (
+        "mmcv._ext",
+        "detectron2.data",
+        "detectron2.projects.deeplab",
+        "mmdet.datasets",
+        "panopticapi.evaluation",
+        "pycocotools.coco",
+        "pkg_resources",
+        "tensorboard",
+    ):
         try:
             importlib.import_module(module_name)
         except Exception as error:

@@ -24,8 +24,13 @@ def predictions() -> dict[str, torch.Tensor]:
     masks = torch.zeros(2, HEIGHT, WIDTH, dtype=torch.bool)
     for n, (x0, y0, x1, y1) in enumerate(boxes.int().tolist()):
         masks[n, y0:y1, x0:x1] = True
-    return {"boxes": boxes, "scores": torch.tensor([0.9, 0.6]), "classes": torch.tensor([0, 2]), "masks": masks,
-            "sem_seg": torch.rand(NUM_CLASSES, HEIGHT, WIDTH, generator=generator)}
+    return {
+        "boxes": boxes,
+        "scores": torch.tensor([0.9, 0.6]),
+        "classes": torch.tensor([0, 2]),
+        "masks": masks,
+        "sem_seg": torch.rand(NUM_CLASSES, HEIGHT, WIDTH, generator=generator),
+    }
 
 
 def record_detectron2(run_dir: str, image_id: int, p: dict[str, torch.Tensor]) -> None:
@@ -38,8 +43,13 @@ def record_detectron2(run_dir: str, image_id: int, p: dict[str, torch.Tensor]) -
     from d2_side.recordable import to_recordable
 
     register_onesample()
-    instances = Instances((HEIGHT, WIDTH), pred_boxes=Boxes(p["boxes"]), scores=p["scores"],
-                          pred_classes=p["classes"], pred_masks=p["masks"])
+    instances = Instances(
+        (HEIGHT, WIDTH),
+        pred_boxes=Boxes(p["boxes"]),
+        scores=p["scores"],
+        pred_classes=p["classes"],
+        pred_masks=p["masks"],
+    )
     inputs = [{"image_id": image_id, "height": HEIGHT, "width": WIDTH, "file_name": "d2/image.jpg"}]
     outputs = [{"instances": instances, "sem_seg": p["sem_seg"]}]
     metadata = MetadataCatalog.get("coco_2017_val_panoptic_onesample")
@@ -58,10 +68,15 @@ def record_mmdet(run_dir: str, image_id: int, p: dict[str, torch.Tensor], catego
     from mmdet_side.canonical import record_canonical_outputs
     from mmdet_side.recordable import to_recordable
 
-    sample = DetDataSample(metainfo={"img_id": image_id, "img_path": "mmdet/image.jpg",
-                                     "ori_shape": (HEIGHT, WIDTH), "img_shape": (HEIGHT, WIDTH)})
-    sample.pred_instances = InstanceData(bboxes=p["boxes"], scores=p["scores"], labels=p["classes"],
-                                         masks=p["masks"])
+    sample = DetDataSample(
+        metainfo={
+            "img_id": image_id,
+            "img_path": "mmdet/image.jpg",
+            "ori_shape": (HEIGHT, WIDTH),
+            "img_shape": (HEIGHT, WIDTH),
+        }
+    )
+    sample.pred_instances = InstanceData(bboxes=p["boxes"], scores=p["scores"], labels=p["classes"], masks=p["masks"])
     sample.pred_sem_seg = PixelData(sem_seg=p["sem_seg"])
     with Recorder(run_dir, framework="mmdet") as recorder:
         recorder.record("normalized_input", p["sem_seg"][:3], step=0, kind="activation")

@@ -1,4 +1,5 @@
 """Shared fixtures: a synthetic COCO tree written by code (real JPEGs, real panoptic PNG encoding)."""
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,11 @@ def onesample_config(coco_root: Path, tmp_path_factory: pytest.TempPathFactory) 
 def bridge_env(coco_root: Path, cache_dir: Path) -> dict[str, str]:
     """The environment a user sets for `import d2_side.register` (plus the repo on PYTHONPATH)."""
     env = dict(os.environ)
-    env.update(BRIDGE_COCO_ROOT=str(coco_root), BRIDGE_CACHE_DIR=str(cache_dir),
-               PYTHONPATH=f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}")
+    env.update(
+        BRIDGE_COCO_ROOT=str(coco_root),
+        BRIDGE_CACHE_DIR=str(cache_dir),
+        PYTHONPATH=f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}",
+    )
     env.pop("BRIDGE_TRAIN_IMAGE_IDS", None)
     env.pop("BRIDGE_VAL_IMAGE_IDS", None)
     return env
@@ -48,17 +52,34 @@ def detectron2_tools_dir() -> Path:
 def record_d2_mask_rcnn(onesample_config: OneSampleConfig, run_dir: Path) -> None:
     """Train detectron2's Mask R-CNN 2 iterations (SimpleTrainer, CPU, small images) on the one-sample
     train split with RecordHook on: batch, losses, res2 activations and one gradient at steps 0 and 1."""
-    record_d2_training(onesample_config, run_dir, "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml",
-                       "coco_2017_train_onesample", iterations=[0, 1], activations=["backbone.bottom_up.res2"],
-                       grads=["backbone.bottom_up.res5.2.conv3.weight"])
+    record_d2_training(
+        onesample_config,
+        run_dir,
+        "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml",
+        "coco_2017_train_onesample",
+        iterations=[0, 1],
+        activations=["backbone.bottom_up.res2"],
+        grads=["backbone.bottom_up.res5.2.conv3.weight"],
+    )
 
 
-def record_d2_training(onesample_config: OneSampleConfig, run_dir: Path, config_file: str, dataset: str, *,
-                       iterations: list[int], activations: Sequence[str] = (), grads: Sequence[str] = (),
-                       seed_modules: Sequence[str] = (), extra_opts: Sequence[str] = (),
-                       rng_draws_before_training: int = 0, matchers: dict[str, str] | None = None,
-                       rng_scopes: Sequence[str] = (), rng_replay_dir: str = "",
-                       rng_replay_scopes: Sequence[str] = ()) -> None:
+def record_d2_training(
+    onesample_config: OneSampleConfig,
+    run_dir: Path,
+    config_file: str,
+    dataset: str,
+    *,
+    iterations: list[int],
+    activations: Sequence[str] = (),
+    grads: Sequence[str] = (),
+    seed_modules: Sequence[str] = (),
+    extra_opts: Sequence[str] = (),
+    rng_draws_before_training: int = 0,
+    matchers: dict[str, str] | None = None,
+    rng_scopes: Sequence[str] = (),
+    rng_replay_dir: str = "",
+    rng_replay_scopes: Sequence[str] = (),
+) -> None:
     """Train a detectron2 model-zoo model (random weights, seed 0, SimpleTrainer, CPU, small images) for
     ``len(iterations)`` iterations on ``dataset`` with RecordHook on at ``iterations``. Python's and numpy's
     RNGs are seeded too (the random flip and the sampler's seed), so runs differ only in torch's draws.
@@ -80,14 +101,39 @@ def record_d2_training(onesample_config: OneSampleConfig, run_dir: Path, config_
     seed_all_rng(0)
     cfg = get_cfg()
     cfg.merge_from_file(model_zoo.get_config_file(config_file))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TRAIN", "(96,)",
-                         "INPUT.MAX_SIZE_TRAIN", "160", "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "1",
-                         "DATASETS.TRAIN", f"('{dataset}',)", *extra_opts])
+    cfg.merge_from_list(
+        [
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.WEIGHTS",
+            "",
+            "INPUT.MIN_SIZE_TRAIN",
+            "(96,)",
+            "INPUT.MAX_SIZE_TRAIN",
+            "160",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "SOLVER.IMS_PER_BATCH",
+            "1",
+            "DATASETS.TRAIN",
+            f"('{dataset}',)",
+            *extra_opts,
+        ]
+    )
     torch.manual_seed(0)
     model = build_model(cfg)
     trainer = SimpleTrainer(model, build_detection_train_loader(cfg), torch.optim.SGD(model.parameters(), lr=1e-4))
-    hooks = [RecordHook(str(run_dir), iterations=iterations, activations=list(activations), grads=list(grads),
-                        seed_modules=list(seed_modules), matchers=matchers or {}, rng_scopes=list(rng_scopes))]
+    hooks = [
+        RecordHook(
+            str(run_dir),
+            iterations=iterations,
+            activations=list(activations),
+            grads=list(grads),
+            seed_modules=list(seed_modules),
+            matchers=matchers or {},
+            rng_scopes=list(rng_scopes),
+        )
+    ]
     if rng_replay_dir:
         hooks.append(ReplayHook(rng_replay_dir, rng_scopes=list(rng_replay_scopes)))
     trainer.register_hooks(hooks)
@@ -138,9 +184,17 @@ def standard_root_from_shared(shared: Path, root: Path) -> Path:
             if segment["category_id"] in things:
                 rle = mask_util.encode(np.asfortranarray((ids == segment["id"]).astype(np.uint8)))
                 rle["counts"] = rle["counts"].decode()
-                annotations.append({"id": len(annotations) + 1, "image_id": annotation["image_id"],
-                                    "category_id": segment["category_id"], "segmentation": rle,
-                                    "area": segment["area"], "bbox": segment["bbox"], "iscrowd": segment["iscrowd"]})
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": annotation["image_id"],
+                        "category_id": segment["category_id"],
+                        "segmentation": rle,
+                        "area": segment["area"],
+                        "bbox": segment["bbox"],
+                        "iscrowd": segment["iscrowd"],
+                    }
+                )
     instances = {key: panoptic[key] for key in ("info", "licenses", "images")}
     instances.update(annotations=annotations, categories=instance_categories)
     (root / "annotations").mkdir(parents=True)
@@ -152,8 +206,9 @@ def standard_root_from_shared(shared: Path, root: Path) -> Path:
     return root
 
 
-def small_mmdet_train_config(base: str, onesample: OneSampleConfig, *, epochs: int, hooks: list[dict],
-                             work_dir: str, task: str = "instances") -> "mmengine.config.Config":  # noqa: F821
+def small_mmdet_train_config(
+    base: str, onesample: OneSampleConfig, *, epochs: int, hooks: list[dict], work_dir: str, task: str = "instances"
+) -> "mmengine.config.Config":  # noqa: F821
     """An mmdet config (``mmdet::...``, ``task`` 'instances' or 'panoptic') training ``epochs`` iterations on the
     one-sample split on the CPU: small images, random backbone, no validation/test, ``mmdet_side`` imported,
     ``hooks`` as custom hooks."""

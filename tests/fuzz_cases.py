@@ -86,8 +86,34 @@ def _mutate_bytes(rng: random.Random, data: bytes) -> bytes:
 
 
 def _odd_value(rng: random.Random) -> object:
-    return rng.choice([None, True, False, 0, -1, 1, 2**31, 2**63, 2**64 + 5, -(2**70), 10**400, 1.5, float("nan"),
-                       float("inf"), "x", "", "1", [], {}, [1, "a"], {"a": 1}, [[[[[]]]]], -0.0, 1e308])
+    return rng.choice(
+        [
+            None,
+            True,
+            False,
+            0,
+            -1,
+            1,
+            2**31,
+            2**63,
+            2**64 + 5,
+            -(2**70),
+            10**400,
+            1.5,
+            float("nan"),
+            float("inf"),
+            "x",
+            "",
+            "1",
+            [],
+            {},
+            [1, "a"],
+            {"a": 1},
+            [[[[[]]]]],
+            -0.0,
+            1e308,
+        ]
+    )
 
 
 def _odd_json(rng: random.Random, depth: int = 0) -> object:
@@ -114,8 +140,21 @@ def _dump_json(rng: random.Random, doc: object) -> bytes:
 
 def _tensor(rng: random.Random) -> torch.Tensor:
     shape = [rng.randint(0, 3) for _ in range(rng.randint(0, 3))]
-    dtype = rng.choice([torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32,
-                        torch.uint8, torch.bool, torch.complex64, torch.float8_e4m3fn, torch.float8_e4m3fnuz])
+    dtype = rng.choice(
+        [
+            torch.float32,
+            torch.float64,
+            torch.float16,
+            torch.bfloat16,
+            torch.int64,
+            torch.int32,
+            torch.uint8,
+            torch.bool,
+            torch.complex64,
+            torch.float8_e4m3fn,
+            torch.float8_e4m3fnuz,
+        ]
+    )
     values = torch.Generator().manual_seed(rng.randrange(2**31))  # the case depends on rng alone
     t = torch.randn(shape, dtype=torch.float64, generator=values) * rng.choice([1, 1e-30, 1e30])
     if t.numel() and rng.random() < 0.3:
@@ -128,8 +167,18 @@ def _tensor(rng: random.Random) -> torch.Tensor:
 
 
 def _key(rng: random.Random) -> str:
-    return rng.choice(["backbone.res2.0.conv1.weight", "x", "a.b.1.c", "stem.conv1.weight", "", "module.x",
-                       "k" + rng.choice(MARKUP), _text(rng, 12) or "y"])
+    return rng.choice(
+        [
+            "backbone.res2.0.conv1.weight",
+            "x",
+            "a.b.1.c",
+            "stem.conv1.weight",
+            "",
+            "module.x",
+            "k" + rng.choice(MARKUP),
+            _text(rng, 12) or "y",
+        ]
+    )
 
 
 def _rules_yaml(rng: random.Random) -> bytes:
@@ -142,12 +191,34 @@ def _rules_yaml(rng: random.Random) -> bytes:
         return b"[" * 3000 + b"]" * 3000
     rules = []
     for _ in range(rng.randint(0, 4)):
-        kind = rng.choice(["rename", "drop", "drop_alias", "split", "concat", "class_rows", "reshape", "transpose",
-                           "add", "bogus", 7])
-        rule: dict[str, object] = {"kind": kind,
-                                   "from": rng.choice(["^x$", "(.*)", "(a+)+$", "[", "^(backbone)\\.(.*)$", _text(rng)])}
-        for name in rng.sample(["to", "of", "with", "dim", "sizes", "index", "shape", "dims", "key", "value",
-                                "dtype", "on", "stage", "if_zero", "background", "keep_trailing"], rng.randint(0, 4)):
+        kind = rng.choice(
+            ["rename", "drop", "drop_alias", "split", "concat", "class_rows", "reshape", "transpose", "add", "bogus", 7]
+        )
+        rule: dict[str, object] = {
+            "kind": kind,
+            "from": rng.choice(["^x$", "(.*)", "(a+)+$", "[", "^(backbone)\\.(.*)$", _text(rng)]),
+        }
+        for name in rng.sample(
+            [
+                "to",
+                "of",
+                "with",
+                "dim",
+                "sizes",
+                "index",
+                "shape",
+                "dims",
+                "key",
+                "value",
+                "dtype",
+                "on",
+                "stage",
+                "if_zero",
+                "background",
+                "keep_trailing",
+            ],
+            rng.randint(0, 4),
+        ):
             rule[name] = rng.choice([_odd_value(rng), "{1}", ["a", "b"], [0, 1], [-1], "y", [2**40], 99])
         rules.append(rule)
     data = json.dumps(rules, default=str).encode()  # JSON is YAML
@@ -160,9 +231,16 @@ def _checkpoint(rng: random.Random, path: Path) -> None:
         state[_key(rng)] = _odd_value(rng)
     suffix = path.suffix
     if suffix == ".pkl":
-        arrays = {k: (v.to(torch.float32).numpy() if isinstance(v, torch.Tensor) and not v.is_complex()
-                      and v.dtype not in (torch.float8_e4m3fn, torch.float8_e4m3fnuz, torch.bfloat16) else v)
-                  for k, v in state.items()}
+        arrays = {
+            k: (
+                v.to(torch.float32).numpy()
+                if isinstance(v, torch.Tensor)
+                and not v.is_complex()
+                and v.dtype not in (torch.float8_e4m3fn, torch.float8_e4m3fnuz, torch.bfloat16)
+                else v
+            )
+            for k, v in state.items()
+        }
         arrays = {k: v for k, v in arrays.items() if not isinstance(v, torch.Tensor)}
         if rng.random() < 0.3:
             arrays["s"] = rng.choice([np.array(["a"]), np.array([1], dtype="datetime64[D]"), np.int64(3), 2**70])
@@ -171,9 +249,14 @@ def _checkpoint(rng: random.Random, path: Path) -> None:
         from safetensors.torch import save
 
         try:
-            data = save({k: v for k, v in state.items() if isinstance(v, torch.Tensor) and not v.is_complex()
-                         and "fnuz" not in str(v.dtype)})
-        except Exception:  # noqa: BLE001 - a generator; anything it cannot save becomes garbage bytes
+            data = save(
+                {
+                    k: v
+                    for k, v in state.items()
+                    if isinstance(v, torch.Tensor) and not v.is_complex() and "fnuz" not in str(v.dtype)
+                }
+            )
+        except Exception:  # a generator; anything it cannot save becomes garbage bytes
             data = b"garbage"
     else:
         buf = io.BytesIO()
@@ -202,12 +285,21 @@ def _output(rng: random.Random, workdir: Path, inputs: list[str], name: str) -> 
 def _record_run(rng: random.Random, run: Path) -> None:
     with Recorder(run, framework=rng.choice(["detectron2", "mmdet", "[/x]", None]), rank=0) as rec:
         for n in range(rng.randint(0, 4)):
-            value: object = rng.choice([_tensor(rng), {"a": _tensor(rng), "b": [_tensor(rng)]},
-                                        rng.choice([1, 2.5, 10**400, -(2**70), "s", None, True, float("nan")])])
+            value: object = rng.choice(
+                [
+                    _tensor(rng),
+                    {"a": _tensor(rng), "b": [_tensor(rng)]},
+                    rng.choice([1, 2.5, 10**400, -(2**70), "s", None, True, float("nan")]),
+                ]
+            )
             try:
-                rec.record(rng.choice(["x", "y", "a[/x]", "[bold]z", f"r{n}"]), value, step=rng.randint(0, 1),
-                           kind=rng.choice(KINDS))
-            except Exception:  # noqa: BLE001 - the generator asks for duplicates and leaves the Recorder refuses
+                rec.record(
+                    rng.choice(["x", "y", "a[/x]", "[bold]z", f"r{n}"]),
+                    value,
+                    step=rng.randint(0, 1),
+                    kind=rng.choice(KINDS),
+                )
+            except Exception:  # the generator asks for duplicates and leaves the Recorder refuses
                 pass
     if rng.random() < 0.2:  # damage the run
         files = sorted(p for p in run.rglob("*") if p.is_file())
@@ -218,7 +310,8 @@ def _record_run(rng: random.Random, run: Path) -> None:
                 if doc["records"]:
                     rec = rng.choice(doc["records"])
                     rec[rng.choice(["file", "step", "kind", "name", "leaves"])] = rng.choice(
-                        ["../../../etc/passwd", "/etc/passwd", -1, "activations", [], {}, None, 2**70, "x"])
+                        ["../../../etc/passwd", "/etc/passwd", -1, "activations", [], {}, None, 2**70, "x"]
+                    )
                 victim.write_text(json.dumps(doc))
             else:
                 victim.write_bytes(_mutate_bytes(rng, victim.read_bytes()))
@@ -265,8 +358,9 @@ def case_convert(rng: random.Random, workdir: Path) -> Case:
     else:
         argv += ["--preset", rng.choice(["d2-resnet-to-mmdet", "coco91-to-coco80", "nope"])]
     if rng.random() < 0.3:
-        lines = ["key\tshape\tkind"] + [f"{_key(rng)}\t{rng.choice(['2', '3x3', '[]', 'x', '-1', '2,2'])}\tparam"
-                                         for _ in range(rng.randint(0, 3))]
+        lines = ["key\tshape\tkind"] + [
+            f"{_key(rng)}\t{rng.choice(['2', '3x3', '[]', 'x', '-1', '2,2'])}\tparam" for _ in range(rng.randint(0, 3))
+        ]
         (workdir / "t.tsv").write_bytes(_mutate_bytes(rng, "\n".join(lines).encode()))
         argv += ["--target", "t.tsv"]
     out = _output(rng, workdir, [src, "r.yaml"], "o" + rng.choice([".pth", ".safetensors"]))
@@ -284,8 +378,10 @@ def case_convert(rng: random.Random, workdir: Path) -> Case:
 def _coco(rng: random.Random) -> dict:
     ids = [rng.choice([1, 2, 3, 1, True, "4", 2**63, -1, 1.5]) if rng.random() < 0.2 else n for n in range(1, 5)]
     images = [{"id": i, "file_name": f"{n}.jpg", "height": 4, "width": 4} for n, i in enumerate(ids)]
-    annotations = [{"id": n, "image_id": rng.choice(ids + [99]), "segments_info": rng.choice([[], [{"id": 1}]])}
-                   for n in range(rng.randint(0, 5))]
+    annotations = [
+        {"id": n, "image_id": rng.choice(ids + [99]), "segments_info": rng.choice([[], [{"id": 1}]])}
+        for n in range(rng.randint(0, 5))
+    ]
     doc: dict[str, object] = {"info": {}, "images": images, "annotations": annotations, "categories": []}
     if rng.random() < 0.2:
         doc[rng.choice(["images", "annotations"])] = _odd_json(rng)
@@ -303,11 +399,21 @@ def case_subset(rng: random.Random, workdir: Path) -> Case:
     if rng.random() < 0.15:  # the first file's output is named like the second input
         for name in ("x.json", "x_subset_first_1.json"):
             (workdir / name).write_bytes(_dump_json(rng, _coco(rng)))
-        return Case("subset", main, ["x.json", "x_subset_first_1.json", "--first", "1"], workdir,
-                    output_prefixes=("x_subset_first_1_subset_first_1",))
-    mode = rng.choice([["--one"], ["--one", rng.choice(["1", "2", "99", "-1"])],
-                       ["--ids", rng.choice(["1,2", "", ",", "1,x", "2", "1,1"])],
-                       ["--first", rng.choice(["1", "2", "0", "-3", "99"])]])
+        return Case(
+            "subset",
+            main,
+            ["x.json", "x_subset_first_1.json", "--first", "1"],
+            workdir,
+            output_prefixes=("x_subset_first_1_subset_first_1",),
+        )
+    mode = rng.choice(
+        [
+            ["--one"],
+            ["--one", rng.choice(["1", "2", "99", "-1"])],
+            ["--ids", rng.choice(["1,2", "", ",", "1,x", "2", "1,1"])],
+            ["--first", rng.choice(["1", "2", "0", "-3", "99"])],
+        ]
+    )
     argv = inputs + mode
     if rng.random() < 0.3:
         argv.append(rng.choice(["--only-empty", "--only-nonempty"]))
@@ -324,8 +430,11 @@ def _npz(rng: random.Random, path: Path, shape: tuple[int, int]) -> None:
     seg[: shape[0] // 2] = seg_id
     cat = np.where(seg != 0, rng.choice([7] * 6 + [1, -2]), 0)
     table = np.array([[seg_id, 7, 1, int((seg != 0).sum()), 0]], dtype=np.int64)
-    arrays = {"category": cat, "segment": seg, "segments": rng.choice([table] * 6 + [table[:, :4], np.zeros((0, 5)),
-                                                                            np.array(["x"])])}
+    arrays = {
+        "category": cat,
+        "segment": seg,
+        "segments": rng.choice([table] * 6 + [table[:, :4], np.zeros((0, 5)), np.array(["x"])]),
+    }
     if rng.random() < 0.1:
         arrays.pop(rng.choice(list(arrays)))
     buf = io.BytesIO()
@@ -353,10 +462,18 @@ def case_panoptic(rng: random.Random, workdir: Path) -> Case:
 
 def _metadata(rng: random.Random) -> dict:
     doc: dict[str, object] = {
-        "framework": rng.choice(["detectron2", "mmdet", "[/x]"]), "source": "s", "classes": ["a", "b", "c"],
-        "isthing": [True, False, True], "dataset_id_to_label": {"1": 0, "2": 1, "3": 2}, "colors": None,
-        "void_label": None, "ignore_label": 255, "label_divisor": 1000, "evaluator": {"max_dets": [1, 10, 100]},
-        "raw": {"num_thing_classes": 2}}
+        "framework": rng.choice(["detectron2", "mmdet", "[/x]"]),
+        "source": "s",
+        "classes": ["a", "b", "c"],
+        "isthing": [True, False, True],
+        "dataset_id_to_label": {"1": 0, "2": 1, "3": 2},
+        "colors": None,
+        "void_label": None,
+        "ignore_label": 255,
+        "label_divisor": 1000,
+        "evaluator": {"max_dets": [1, 10, 100]},
+        "raw": {"num_thing_classes": 2},
+    }
     for _ in range(rng.choice([0, 0, 0, 1, 2])):
         key = rng.choice(list(doc))
         if rng.random() < 0.2:
@@ -403,7 +520,11 @@ def case_png(rng: random.Random, workdir: Path) -> Case:
     array = np.zeros((h, w, 3), dtype=np.uint8)
     array[..., 0] = 5
     mode = rng.choice(["RGB"] * 6 + ["L", "I;16", "RGBA", "P", "1"])
-    image = Image.fromarray(array).convert(mode) if mode != "I;16" else Image.fromarray(array[..., 0].astype(np.uint16), "I;16")
+    image = (
+        Image.fromarray(array).convert(mode)
+        if mode != "I;16"
+        else Image.fromarray(array[..., 0].astype(np.uint16), "I;16")
+    )
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     data = buf.getvalue()
@@ -411,10 +532,13 @@ def case_png(rng: random.Random, workdir: Path) -> Case:
         data = data[:16] + struct.pack(">II", 60000, 60000) + data[24:]
     (workdir / "pan" / "p.png").write_bytes(_mutate_bytes(rng, data) if rng.random() < 0.2 else data)
     file_name = rng.choice(["p.png"] * 6 + ["../pan/p.png", "/etc/passwd", "../../x.png", "", "sub/../p.png"])
-    doc = {"images": [{"id": 1, "height": 4, "width": 6}],
-           "annotations": [{"image_id": 1, "file_name": file_name,
-                            "segments_info": [{"id": 5, "category_id": rng.choice([1, 2])}]}],
-           "categories": [{"id": 1, "isthing": 1}]}
+    doc = {
+        "images": [{"id": 1, "height": 4, "width": 6}],
+        "annotations": [
+            {"image_id": 1, "file_name": file_name, "segments_info": [{"id": 5, "category_id": rng.choice([1, 2])}]}
+        ],
+        "categories": [{"id": 1, "isthing": 1}],
+    }
     mode_name = rng.choice(["all_classes"] * 5 + ["stuff_only"] * 4 + ["bogus"])
 
     @guarded_main
@@ -428,14 +552,27 @@ def case_png(rng: random.Random, workdir: Path) -> Case:
 def _recipe(rng: random.Random) -> dict:
     """The demo's recipe with keys dropped or replaced by odd values."""
     doc: dict[str, object] = {
-        "family": rng.choice(["panoptic_fpn", "mask_rcnn", "maskdino", "[/x]"]), "out": "out",
+        "family": rng.choice(["panoptic_fpn", "mask_rcnn", "maskdino", "[/x]"]),
+        "out": "out",
         "data": {"synthetic": {"images": 2, "size": [240, 320]}},
-        "reference": {"framework": "detectron2", "config": "COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml",
-                      "builder": "examples.panoptic_fpn_demo:build_d2", "options": ["MODEL.DEVICE", "cpu"]},
-        "port": {"framework": "mmdet", "command": [["{python}", "-m", "mmdet_side.config", "--base", "x.py"],
-                                                   ["{python}", "tools/test.py", "{weights}"]], "env": {"A": "{run}"}},
-        "convert": {"preset": "d2-panoptic-fpn-to-mmdet"}, "stages": ["data", "reference", "convert", "port"],
-        "known": [{"stage": "inference", "match": "x", "note": "y"}]}
+        "reference": {
+            "framework": "detectron2",
+            "config": "COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml",
+            "builder": "examples.panoptic_fpn_demo:build_d2",
+            "options": ["MODEL.DEVICE", "cpu"],
+        },
+        "port": {
+            "framework": "mmdet",
+            "command": [
+                ["{python}", "-m", "mmdet_side.config", "--base", "x.py"],
+                ["{python}", "tools/test.py", "{weights}"],
+            ],
+            "env": {"A": "{run}"},
+        },
+        "convert": {"preset": "d2-panoptic-fpn-to-mmdet"},
+        "stages": ["data", "reference", "convert", "port"],
+        "known": [{"stage": "inference", "match": "x", "note": "y"}],
+    }
     for _ in range(rng.choice([0, 1, 1, 2, 3])):
         if not doc:
             break
@@ -466,8 +603,14 @@ def case_align(rng: random.Random, workdir: Path) -> Case:
 
 
 GENERATORS: dict[str, Callable[[random.Random, Path], Case]] = {
-    "compare": case_compare, "convert": case_convert, "subset": case_subset, "panoptic": case_panoptic,
-    "meta": case_meta, "initcheck": case_initcheck, "semseg_png": case_png, "align": case_align,
+    "compare": case_compare,
+    "convert": case_convert,
+    "subset": case_subset,
+    "panoptic": case_panoptic,
+    "meta": case_meta,
+    "initcheck": case_initcheck,
+    "semseg_png": case_png,
+    "align": case_align,
 }
 
 
@@ -481,8 +624,11 @@ def make_case(rng: random.Random, workdir: Path, cli: str | None = None) -> Case
 
 
 def _snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() or p.is_symlink() and p.exists()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() or p.is_symlink() and p.exists()
+    }
 
 
 def check_case(case: Case) -> list[str]:
@@ -495,7 +641,7 @@ def check_case(case: Case) -> list[str]:
             code = case.main(case.argv)
         except SystemExit as stop:
             code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
-        except BaseException as exc:  # noqa: BLE001 - anything escaping main breaks the contract
+        except BaseException as exc:  # anything escaping main breaks the contract
             code = None
             breaks.append(f"exception escaped main: {type(exc).__name__}: {exc}"[:300])
     case.code = code
@@ -524,4 +670,3 @@ def check_case(case: Case) -> list[str]:
             except ValueError:
                 breaks.append(f"output {rel} is not whole JSON")
     return [f"{case.name} {case.argv}: {b}" for b in breaks]
-

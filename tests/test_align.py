@@ -31,20 +31,29 @@ def write_recipe(tmp_path: Path, recipe: dict, name: str = "recipe.yaml") -> Pat
 
 def structures_recipe(out: Path) -> dict:
     """Reference and port are command sides recording the same predictions in their own framework's structures."""
-    def side(framework: str) -> dict:
-        return {"framework": framework, "cwd": str(REPO),
-                "command": ["{python}", "-m", "tests.align_structures", framework, "{run}"]}
 
-    return {"out": str(out), "data": {"synthetic": {"images": 1, "size": [48, 64]}},
-            "reference": side("detectron2"), "port": side("mmdet"),
-            "stages": ["data", "reference", "port", "compare", "report"]}
+    def side(framework: str) -> dict:
+        return {
+            "framework": framework,
+            "cwd": str(REPO),
+            "command": ["{python}", "-m", "tests.align_structures", framework, "{run}"],
+        }
+
+    return {
+        "out": str(out),
+        "data": {"synthetic": {"images": 1, "size": [48, 64]}},
+        "reference": side("detectron2"),
+        "port": side("mmdet"),
+        "stages": ["data", "reference", "port", "compare", "report"],
+    }
 
 
 def test_runs_differing_only_in_output_structure_are_aligned(tmp_path: Path) -> None:
     out = tmp_path / "out"
     recipe = write_recipe(tmp_path, structures_recipe(out))
-    result = subprocess.run([sys.executable, "-m", "bridge.align", str(recipe)], capture_output=True, text=True,
-                            cwd=REPO, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge.align", str(recipe)], capture_output=True, text=True, cwd=REPO, timeout=600
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     # every stage's command is printed, each side in its own process
     assert f"[reference] cd {REPO} && env BRIDGE_COCO_ROOT=" in result.stdout
@@ -60,12 +69,21 @@ def test_runs_differing_only_in_output_structure_are_aligned(tmp_path: Path) -> 
     assert "tests.align_structures mmdet" in (out / "commands.sh").read_text()
 
 
-def test_dry_run_prints_the_demo_commands_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_dry_run_prints_the_demo_commands_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "demo"
     assert main([str(DEMO), "--out", str(out), "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split("]")[0][1:] for line in lines] == ["data", "reference", "convert", "port", "port", "compare",
-                                                          "report"]
+    assert [line.split("]")[0][1:] for line in lines] == [
+        "data",
+        "reference",
+        "convert",
+        "port",
+        "port",
+        "compare",
+        "report",
+    ]
     reference, port = lines[1], lines[4]
     assert "-m d2_side.record_model --config COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml" in reference
     assert "backbone.bottom_up.res?" in reference and "--save-weights" in reference
@@ -74,21 +92,34 @@ def test_dry_run_prints_the_demo_commands_and_writes_nothing(tmp_path: Path, cap
     assert not out.exists()
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (lambda r: r.pop("reference"), "key 'reference': missing"),
-    (lambda r: r["port"].update(framework="caffe"), "key 'port.framework': expected one of detectron2, mmdet, got 'caffe'"),
-    (lambda r: r["port"].update(builder="no_colon"), "key 'port.builder': expected MODULE:FUNCTION"),
-    (lambda r: r.update(stages=["data", "train"]), "key 'stages': unknown stage 'train'"),
-    (lambda r: r.update(colour="red"), "key 'colour': unknown key"),
-    (lambda r: r["reference"].update(command=["python", "train_net.py"]), "key 'reference': give either builder or command"),
-    (lambda r: r["data"].update(synthetic={"images": 0}), "key 'data.synthetic.images': expected 1..99"),
-    (lambda r: r.update(known=[{"stage": "inference", "match": "x"}]), "key 'known[0].note': missing"),
-    (lambda r: r.update(data={"coco_root": "$BRIDGE_NO_SUCH_VARIABLE/coco"}), "key 'data.coco_root': "),
-    (lambda r: r["reference"].update(config_setup=["maskdino"]), "key 'reference.config_setup': expected MODULE:FUNCTION"),
-    (lambda r: r["known"][1].update(accept=True), "key 'known[1].accept': only an evaluator-metadata difference"),
-])
-def test_bad_recipe_is_one_error_line_naming_file_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                           change, message: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: r.pop("reference"), "key 'reference': missing"),
+        (
+            lambda r: r["port"].update(framework="caffe"),
+            "key 'port.framework': expected one of detectron2, mmdet, got 'caffe'",
+        ),
+        (lambda r: r["port"].update(builder="no_colon"), "key 'port.builder': expected MODULE:FUNCTION"),
+        (lambda r: r.update(stages=["data", "train"]), "key 'stages': unknown stage 'train'"),
+        (lambda r: r.update(colour="red"), "key 'colour': unknown key"),
+        (
+            lambda r: r["reference"].update(command=["python", "train_net.py"]),
+            "key 'reference': give either builder or command",
+        ),
+        (lambda r: r["data"].update(synthetic={"images": 0}), "key 'data.synthetic.images': expected 1..99"),
+        (lambda r: r.update(known=[{"stage": "inference", "match": "x"}]), "key 'known[0].note': missing"),
+        (lambda r: r.update(data={"coco_root": "$BRIDGE_NO_SUCH_VARIABLE/coco"}), "key 'data.coco_root': "),
+        (
+            lambda r: r["reference"].update(config_setup=["maskdino"]),
+            "key 'reference.config_setup': expected MODULE:FUNCTION",
+        ),
+        (lambda r: r["known"][1].update(accept=True), "key 'known[1].accept': only an evaluator-metadata difference"),
+    ],
+)
+def test_bad_recipe_is_one_error_line_naming_file_and_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change, message: str
+) -> None:
     recipe = yaml.safe_load(DEMO.read_text())
     change(recipe)
     path = write_recipe(tmp_path, recipe)
@@ -112,11 +143,16 @@ def test_unreadable_recipe_is_bad_input(tmp_path: Path, text: str, capsys: pytes
 def test_a_failing_side_stops_at_its_stage_with_its_stderr_and_nothing_half_written(tmp_path: Path) -> None:
     out = tmp_path / "out"
     recipe = structures_recipe(out)
-    recipe["port"]["command"] = ["{python}", "-c", "import sys, pathlib; pathlib.Path(sys.argv[1]).mkdir(); "
-                                 "sys.exit('port exploded: no such config')", "{run}"]
+    recipe["port"]["command"] = [
+        "{python}",
+        "-c",
+        "import sys, pathlib; pathlib.Path(sys.argv[1]).mkdir(); sys.exit('port exploded: no such config')",
+        "{run}",
+    ]
     path = write_recipe(tmp_path, recipe)
-    result = subprocess.run([sys.executable, "-m", "bridge.align", str(path)], capture_output=True, text=True,
-                            cwd=REPO, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge.align", str(path)], capture_output=True, text=True, cwd=REPO, timeout=600
+    )
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: stage port failed (exit 1)") and "port exploded" in result.stderr
     assert "Traceback" not in result.stderr
@@ -127,7 +163,9 @@ def test_a_failing_side_stops_at_its_stage_with_its_stderr_and_nothing_half_writ
     assert "port exploded" in (out / "logs" / "port.log").read_text()
 
 
-def test_a_side_interpreter_that_does_not_exist_fails_its_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_side_interpreter_that_does_not_exist_fails_its_stage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     recipe = structures_recipe(tmp_path / "out")
     recipe["reference"]["python"] = str(tmp_path / "no-python")
     recipe["stages"] = ["reference", "report"]
@@ -135,8 +173,9 @@ def test_a_side_interpreter_that_does_not_exist_fails_its_stage(tmp_path: Path, 
     assert capsys.readouterr().err.startswith("error: stage reference: cannot run ")
 
 
-def test_an_out_folder_of_other_content_is_refused_before_anything_runs(tmp_path: Path,
-                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_out_folder_of_other_content_is_refused_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "mine"
     (out / "coco").mkdir(parents=True)
     (out / "coco" / "keep.txt").write_text("a user's file")
@@ -157,7 +196,10 @@ def test_the_recipes_in_docs_align_md_are_valid_and_plan(tmp_path: Path) -> None
     maskdino = {stage.name: stage for stage in stages}
     reference = maskdino["reference"].steps[0].argv
     assert reference[reference.index("--config-setup") + 1] == "maskdino_setup:reference"
-    assert "MODEL.MaskDINO.TEST.SEMANTIC_ON" in reference and "/src/MaskDINO" in maskdino["reference"].steps[0].env["PYTHONPATH"]
+    assert (
+        "MODEL.MaskDINO.TEST.SEMANTIC_ON" in reference
+        and "/src/MaskDINO" in maskdino["reference"].steps[0].env["PYTHONPATH"]
+    )
     config, record = (step.argv for step in maskdino["port"].steps)
     assert config[config.index("--base") + 1].endswith("maskdino_r50_8xb2-lsj-50e_coco-panoptic.py")
     assert record[record.index("--replay") + 1] == str(tmp_path / "out" / "runs" / "reference")
@@ -190,7 +232,9 @@ def test_config_setup_runs_before_the_config_is_used(tmp_path: Path, capsys: pyt
     mm = load_mmdet_config("mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py", [], [setup])
     assert mm.model.backbone.depth == 101
     with pytest.raises(BridgeError, match="--config-setup 'tests.test_align:no_such_function'"):
-        load_mmdet_config("mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py", [], ["tests.test_align:no_such_function"])
+        load_mmdet_config(
+            "mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py", [], ["tests.test_align:no_such_function"]
+        )
     recipe = yaml.safe_load(DEMO.read_text())
     recipe["reference"]["config_setup"] = [setup]
     assert main([str(write_recipe(tmp_path, recipe)), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
@@ -215,6 +259,8 @@ def test_normalized_input_of_a_model_that_normalizes_inside_forward() -> None:
     image = torch.arange(3 * 40 * 50, dtype=torch.float32).view(3, 40, 50)
     tensor = normalized_input(InlineNormalizing(), [{"image": image}])
     assert tensor.shape == (1, 3, 64, 64) and not tensor[..., 40:, :].any() and not tensor[..., 50:].any()
-    assert torch.equal(tensor[0, :, :40, :50], (image - torch.tensor([1.0, 2.0, 3.0]).view(3, 1, 1))
-                       / torch.tensor([2.0, 2.0, 4.0]).view(3, 1, 1))
+    assert torch.equal(
+        tensor[0, :, :40, :50],
+        (image - torch.tensor([1.0, 2.0, 3.0]).view(3, 1, 1)) / torch.tensor([2.0, 2.0, 4.0]).view(3, 1, 1),
+    )
     assert normalized_input(torch.nn.Linear(2, 2), [{"image": image}]) is None

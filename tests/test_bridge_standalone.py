@@ -66,7 +66,9 @@ def test_bridge_imports_and_runs_with_the_frameworks_blocked(tmp_path: Path) -> 
     report = tmp_path / "compare.json"
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(tmp_path / "a"), str(tmp_path / "b"), str(report)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     summary = orjson.loads(result.stdout.strip().splitlines()[-1])

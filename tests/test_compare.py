@@ -26,13 +26,29 @@ def _base(step: int) -> list[tuple[str, object]]:
     g = torch.Generator().manual_seed(step)
     recs: list[tuple[str, object]] = [("backbone.res2", torch.randn(2, 8, 6, 5, generator=g))]
     recs += [(f"decoder.layers.{i}.out", torch.randn(2, 7, 16, generator=g)) for i in range(6)]
-    recs.append(("pred", {"boxes": torch.rand(7, 4, generator=g), "labels": torch.arange(7),
-                          "num": 7, "score_thr": 0.05, "tag": "x", "extra": None}))
+    recs.append(
+        (
+            "pred",
+            {
+                "boxes": torch.rand(7, 4, generator=g),
+                "labels": torch.arange(7),
+                "num": 7,
+                "score_thr": 0.05,
+                "tag": "x",
+                "extra": None,
+            },
+        )
+    )
     return recs
 
 
-def write_run(path: Path, steps: int = 2, mutate: Mutator | None = None, skip: set[str] = frozenset(),
-              rename_fn: Callable[[str], str] | None = None) -> Path:
+def write_run(
+    path: Path,
+    steps: int = 2,
+    mutate: Mutator | None = None,
+    skip: set[str] = frozenset(),
+    rename_fn: Callable[[str], str] | None = None,
+) -> Path:
     """Record a small detection-like run; ``mutate(step, name, value)`` may alter a value."""
     with Recorder(path, framework="test") as rec:
         for step in range(steps):
@@ -55,6 +71,7 @@ def _bump(at_step: int, at_name: str, fn: Callable[[torch.Tensor], torch.Tensor]
         if step == at_step and name == at_name:
             return fn(value.clone())  # type: ignore[union-attr]
         return value
+
     return mutate
 
 
@@ -71,6 +88,7 @@ def test_one_element_off(run_a: Path, tmp_path: Path) -> None:
     def off(t: torch.Tensor) -> torch.Tensor:
         t[1, 3, 5] += 1e-2
         return t
+
     b = write_run(tmp_path / "b", mutate=_bump(1, "decoder.layers.3.out", off))
     res = compare_runs(run_a, b, device="cpu")
     assert not res.passed
@@ -90,6 +108,7 @@ def test_nan_one_side_fails_both_sides_pass(tmp_path: Path) -> None:
     def nan(t: torch.Tensor) -> torch.Tensor:
         t[0, 0, 0] = float("nan")
         return t
+
     a = write_run(tmp_path / "a", mutate=_bump(0, "decoder.layers.0.out", nan))
     same = write_run(tmp_path / "same", mutate=_bump(0, "decoder.layers.0.out", nan))
     clean = write_run(tmp_path / "clean")
@@ -129,6 +148,7 @@ def test_rename_map(run_a: Path, tmp_path: Path) -> None:
             i = int(name.split(".")[2])
             return f"transformer.decoder.layer{i + 1}.output"
         return name.replace("backbone.res2", "backbone.stage1")
+
     b = write_run(tmp_path / "b", rename_fn=mm)
     assert not compare_runs(run_a, b, device="cpu").passed
     rules = tmp_path / "map.yaml"
@@ -181,6 +201,7 @@ def test_int_tensors_exact_and_values(run_a: Path, tmp_path: Path) -> None:
             labels[2] = 100
             value.update(labels=labels, num=8, tag="y", score_thr=0.05 + 1e-12)
         return value
+
     b = write_run(tmp_path / "b", mutate=change)
     res = compare_runs(run_a, b, device="cpu", atol=1e6, rtol=1e6)  # loose floats: ints stay exact
     by = {i.key: i for i in res.items if i.step == 1}
@@ -194,6 +215,7 @@ def test_int_tensors_exact_and_values(run_a: Path, tmp_path: Path) -> None:
 @pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
 def test_complex_and_opaque_dtypes(tmp_path: Path) -> None:
     """Complex leaves compare both parts (an imaginary difference fails); int4 / bits16 / float4 compare bit for bit."""
+
     def record(path: Path, off: int) -> Path:
         with Recorder(path, rank=0) as rec:
             rec.record("c", torch.tensor([1 + 1j, 2 + (2 + off) * 1j]), step=0)
@@ -204,7 +226,13 @@ def test_complex_and_opaque_dtypes(tmp_path: Path) -> None:
         return path
 
     same = compare_runs(record(tmp_path / "a", 0), record(tmp_path / "a2", 0), device="cpu")
-    assert same.passed and [i.dtype_a for i in same.items] == ["complex64", "complex32", "int4", "bits16", "float4_e2m1fn_x2"]
+    assert same.passed and [i.dtype_a for i in same.items] == [
+        "complex64",
+        "complex32",
+        "int4",
+        "bits16",
+        "float4_e2m1fn_x2",
+    ]
     res = compare_runs(tmp_path / "a", record(tmp_path / "b", 1), device="cpu", atol=1e-3, rtol=0)
     by = {i.key: i for i in res.items}
     assert not by["c"].passed and by["c"].max_abs == 1.0
@@ -223,11 +251,33 @@ def test_json_schema(run_a: Path, tmp_path: Path) -> None:
     assert data["first_divergence"]["key"] == "backbone.res2"
     assert isinstance(data["unpaired"]["a_only"], list) and data["unpaired"]["b_only"] == []
     assert isinstance(data["settings"], dict) and data["last_passing_before"] is None
-    types = {"name": str, "key": str, "step": int, "rank": int, "kind": str, "dtype_a": str, "dtype_b": str,
-             "shape_a": list, "shape_b": list, "passed": bool, "reason": str, "max_abs": (float, int),
-             "mean_abs": (float, int), "max_rel": (float, int), "rel_l2": (float, int), "cosine": (float, int),
-             "mismatched": int, "mismatched_share": (float, int), "nan_a": int, "nan_b": int, "inf_a": int,
-             "inf_b": int, "min_atol": (float, int), "atol": (float, int), "rtol": (float, int)}
+    types = {
+        "name": str,
+        "key": str,
+        "step": int,
+        "rank": int,
+        "kind": str,
+        "dtype_a": str,
+        "dtype_b": str,
+        "shape_a": list,
+        "shape_b": list,
+        "passed": bool,
+        "reason": str,
+        "max_abs": (float, int),
+        "mean_abs": (float, int),
+        "max_rel": (float, int),
+        "rel_l2": (float, int),
+        "cosine": (float, int),
+        "mismatched": int,
+        "mismatched_share": (float, int),
+        "nan_a": int,
+        "nan_b": int,
+        "inf_a": int,
+        "inf_b": int,
+        "min_atol": (float, int),
+        "atol": (float, int),
+        "rtol": (float, int),
+    }
     tensor_items = [it for it in data["items"] if it["dtype_a"] == "float32"]
     assert tensor_items
     for it in tensor_items:
@@ -258,7 +308,9 @@ def test_fold_rows(run_a: Path, tmp_path: Path) -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bridge.compare", *args], capture_output=True, text=True, cwd=REPO, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "bridge.compare", *args], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
 
 
 def test_cli_bad_input(run_a: Path, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ of detectron2's PanopticFPN and of mmdet's, loaded with the converted weights an
 loss, pair through ``d2-panoptic-fpn-to-mmdet`` (the semantic classifier's rows remapped as its weight is) and
 agree; a perturbed gradient is named as the first divergence in backward order; aliases, drops and added
 buffers are not reported as unpaired; loss names pair through the preset's ``losses:``."""
+
 from __future__ import annotations
 
 import json
@@ -18,12 +19,12 @@ import torch
 from torch import nn
 
 from bridge import Recorder, open_run
+from bridge.coco.onesample import OneSampleConfig
 from bridge.compare import compare_runs
 from bridge.convert import added_names, convert_state_dict, load_rules, map_named_tensor
 from bridge.errors import ConversionError
 from bridge.matching import canonical_matching
 from bridge.taps import ModelTaps
-from bridge.coco.onesample import OneSampleConfig
 from tests.conftest import REPO, record_d2_training, small_mmdet_train_config
 from tests.test_convert_dino import original_state_dict
 
@@ -46,7 +47,10 @@ def test_map_named_tensor_key_by_key_equals_converting_the_state_dict() -> None:
     added = added_names(rules, source=list(state), converted=list(mapped), target=list(converted.state_dict))
     assert added == set(converted.added) and set(mapped) | added == set(converted.state_dict)
     assert all(torch.equal(mapped[key], converted.state_dict[key]) for key in mapped)
-    assert mapped["bbox_head.cls_branches.0.weight"].shape == (80, 256) and mapped["dn_query_generator.label_embedding.weight"].shape[0] == 80
+    assert (
+        mapped["bbox_head.cls_branches.0.weight"].shape == (80, 256)
+        and mapped["dn_query_generator.label_embedding.weight"].shape[0] == 80
+    )
     assert {drop.alias_of for drop in aliases} >= {"class_embed.0.weight", "bbox_embed.0.layers.0.weight"}
 
 
@@ -94,8 +98,13 @@ class _Target(nn.Module):
 
 RULES = [
     {"stage": "aliases", "kind": "drop_alias", "from": r"^_embed\.(.*)$", "of": "embed.0.{1}"},
-    {"stage": "rows", "kind": "class_rows", "from": r"^embed\.0\.(weight|bias)$", "index": [4, 0, 1, 2, 3],
-     "background": "last"},
+    {
+        "stage": "rows",
+        "kind": "class_rows",
+        "from": r"^embed\.0\.(weight|bias)$",
+        "index": [4, 0, 1, 2, 3],
+        "background": "last",
+    },
     {"kind": "rename", "from": r"^embed\.0\.", "to": "cls."},
     {"kind": "add", "key": "counter", "dtype": "int64"},
     {"kind": "drop", "from": r"^scale$"},
@@ -124,7 +133,9 @@ def test_aliases_class_rows_and_added_buffers_pair_by_design(tmp_path: Path, ali
     result = compare_runs(tmp_path / "a", tmp_path / "b", name_map=RULES)
     assert result.passed, [(i.key, i.reason) for i in result.items if not i.passed]
     keys = {(i.kind, i.key) for i in result.items}
-    assert keys == {(kind, f"{m}.{p}") for kind in ("grad", "param") for m in ("cls", "extra") for p in ("weight", "bias")}
+    assert keys == {
+        (kind, f"{m}.{p}") for kind in ("grad", "param") for m in ("cls", "extra") for p in ("weight", "bias")
+    }
     by_design = {(d["side"], d["kind"], d["key"]) for d in result.settings["unpaired_by_design"]}
     assert {("b", "param", "counter"), ("a", "grad", "scale"), ("a", "param", "scale")} <= by_design
     assert any(side == "a" and kind == "param" and key.startswith("_embed.") for side, kind, key in by_design)
@@ -142,24 +153,45 @@ def test_a_rule_that_cannot_apply_to_a_recorded_gradient_is_bad_input(tmp_path: 
     rules.write_text(json.dumps(RULES))
     proc = _compare_cli(str(tmp_path / "a"), str(tmp_path / "b"), "--map", str(rules), "--kinds", "grad")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
-    assert proc.stderr.startswith("error: step 0 rank 0 grad 'embed.0.weight': rule #1 class_rows") and "3 rows" in proc.stderr
+    assert (
+        proc.stderr.startswith("error: step 0 rank 0 grad 'embed.0.weight': rule #1 class_rows")
+        and "3 rows" in proc.stderr
+    )
 
 
 def test_losses_pair_through_the_preset(tmp_path: Path) -> None:
     """detectron2's PanopticFPN loss names against mmdet's log_vars (with its total ``loss`` and ``acc``)."""
-    d2 = {"loss_rpn_cls": 0.5, "loss_rpn_loc": 0.25, "loss_cls": 1.0, "loss_box_reg": 0.75, "loss_mask": 0.5,
-          "loss_sem_seg": 2.0}
-    mm = {"loss": 5.0, "loss_rpn_cls": 0.5, "loss_rpn_bbox": 0.25, "loss_cls": 1.0, "acc": 90.0, "loss_bbox": 0.75,
-          "loss_mask": 0.5, "loss_seg": 2.5}
+    d2 = {
+        "loss_rpn_cls": 0.5,
+        "loss_rpn_loc": 0.25,
+        "loss_cls": 1.0,
+        "loss_box_reg": 0.75,
+        "loss_mask": 0.5,
+        "loss_sem_seg": 2.0,
+    }
+    mm = {
+        "loss": 5.0,
+        "loss_rpn_cls": 0.5,
+        "loss_rpn_bbox": 0.25,
+        "loss_cls": 1.0,
+        "acc": 90.0,
+        "loss_bbox": 0.75,
+        "loss_mask": 0.5,
+        "loss_seg": 2.5,
+    }
     for run, losses in (("a", d2), ("b", mm)):
         with Recorder(tmp_path / run) as recorder:
             recorder.record("losses", {k: torch.tensor(v) for k, v in losses.items()}, step=0, kind="loss")
     result = compare_runs(tmp_path / "a", tmp_path / "b", name_map=PRESET)
     assert not result.a_only and not result.b_only
     assert {i.key_a: (i.key, i.passed) for i in result.items} == {
-        "losses.loss_rpn_cls": ("losses.loss_rpn_cls", True), "losses.loss_rpn_loc": ("losses.loss_rpn_bbox", True),
-        "losses.loss_cls": ("losses.loss_cls", True), "losses.loss_box_reg": ("losses.loss_bbox", True),
-        "losses.loss_mask": ("losses.loss_mask", True), "losses.loss_sem_seg": ("losses.loss_seg", False)}
+        "losses.loss_rpn_cls": ("losses.loss_rpn_cls", True),
+        "losses.loss_rpn_loc": ("losses.loss_rpn_bbox", True),
+        "losses.loss_cls": ("losses.loss_cls", True),
+        "losses.loss_box_reg": ("losses.loss_bbox", True),
+        "losses.loss_mask": ("losses.loss_mask", True),
+        "losses.loss_sem_seg": ("losses.loss_seg", False),
+    }
     assert {d["key"] for d in result.settings["unpaired_by_design"]} == {"losses.loss", "losses.acc"}
     assert result.first_divergence.key == "losses.loss_seg"
 
@@ -179,8 +211,11 @@ def test_matchings_compare_exactly(tmp_path: Path) -> None:
             record_matching(recorder, "matcher", output, step=0, normalisers={"num_masks": num_masks})
     result = compare_runs(tmp_path / "a", tmp_path / "b")
     assert {i.key: i.passed for i in result.items} == {
-        "matcher.images.0.query": True, "matcher.images.0.target": True, "matcher.images.0.ignored": True,
-        "matcher.normalisers.num_masks": False}
+        "matcher.images.0.query": True,
+        "matcher.images.0.target": True,
+        "matcher.images.0.ignored": True,
+        "matcher.normalisers.num_masks": False,
+    }
 
 
 # --- the real frameworks: detectron2's PanopticFPN and mmdet's, converted weights, same input and loss ---
@@ -199,8 +234,9 @@ def _build_pair() -> tuple[nn.Module, nn.Module]:
     return d2_net, mm_net
 
 
-def _record_semantic_grads(run_dir: Path, model: nn.Module, features, logits_of, image: torch.Tensor,
-                           perturb: dict[str, float] | None = None) -> None:
+def _record_semantic_grads(
+    run_dir: Path, model: nn.Module, features, logits_of, image: torch.Tensor, perturb: dict[str, float] | None = None
+) -> None:
     """Record every gradient (backward order) of ``mean(semantic logits ** 2)``: invariant to the order of the
     classes, so both frameworks' losses are equal while the classifier's rows are in different orders."""
     for name, shift in (perturb or {}).items():
@@ -208,7 +244,7 @@ def _record_semantic_grads(run_dir: Path, model: nn.Module, features, logits_of,
     with Recorder(run_dir) as recorder:
         taps = ModelTaps(model, recorder, lambda: 0, grads=["*"])
         logits = logits_of(features(image))
-        loss = (logits ** 2).mean()
+        loss = (logits**2).mean()
         recorder.record("losses", {"loss_semantic": loss}, step=0, kind="loss")
         loss.backward()
         taps.remove()
@@ -222,24 +258,39 @@ def panoptic_grad_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     image = torch.randn(1, 3, 128, 160)
     d2_model, mm_model = _build_pair()
     _record_semantic_grads(root / "d2", d2_model, d2_model.backbone, lambda f: d2_model.sem_seg_head.layers(f), image)
-    _record_semantic_grads(root / "mmdet", mm_model, mm_model.extract_feat,
-                           lambda f: mm_model.semantic_head(f)["seg_preds"], image)
-    _record_semantic_grads(root / "mmdet_perturbed", mm_model, mm_model.extract_feat,
-                           lambda f: mm_model.semantic_head(f)["seg_preds"], image,
-                           perturb={"backbone.layer2.0.conv1.weight": 1.0, "neck.fpn_convs.1.conv.weight": 1.0})
+    _record_semantic_grads(
+        root / "mmdet", mm_model, mm_model.extract_feat, lambda f: mm_model.semantic_head(f)["seg_preds"], image
+    )
+    _record_semantic_grads(
+        root / "mmdet_perturbed",
+        mm_model,
+        mm_model.extract_feat,
+        lambda f: mm_model.semantic_head(f)["seg_preds"],
+        image,
+        perturb={"backbone.layer2.0.conv1.weight": 1.0, "neck.fpn_convs.1.conv.weight": 1.0},
+    )
     return root
 
 
 def _compare_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="200")
-    return subprocess.run([sys.executable, "-m", "bridge.compare", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "bridge.compare", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_panoptic_fpn_gradients_pair_through_the_preset(panoptic_grad_runs: Path, tmp_path: Path) -> None:
     report = tmp_path / "grads.json"
-    proc = _compare_cli(str(panoptic_grad_runs / "d2"), str(panoptic_grad_runs / "mmdet"), "--map", PRESET,
-                        "--kinds", "grad", "--json", str(report))
+    proc = _compare_cli(
+        str(panoptic_grad_runs / "d2"),
+        str(panoptic_grad_runs / "mmdet"),
+        "--map",
+        PRESET,
+        "--kinds",
+        "grad",
+        "--json",
+        str(report),
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     data = json.loads(report.read_text())
     items = {item["key"]: item for item in data["items"]}
@@ -253,15 +304,20 @@ def test_panoptic_fpn_gradients_pair_through_the_preset(panoptic_grad_runs: Path
     # without the class-row rule, the classifier's gradient rows are in detectron2's order and differ
     rules = [r for r in load_rules(PRESET).specs() if r["kind"] != "class_rows"]
     unmapped = compare_runs(panoptic_grad_runs / "d2", panoptic_grad_runs / "mmdet", name_map=rules, kinds=["grad"])
-    assert {i.key for i in unmapped.items if not i.passed} == {"semantic_head.conv_logits.weight",
-                                                               "semantic_head.conv_logits.bias"}
+    assert {i.key for i in unmapped.items if not i.passed} == {
+        "semantic_head.conv_logits.weight",
+        "semantic_head.conv_logits.bias",
+    }
 
 
 def test_perturbed_gradient_is_the_first_divergence_in_backward_order(panoptic_grad_runs: Path) -> None:
-    result = compare_runs(panoptic_grad_runs / "d2", panoptic_grad_runs / "mmdet_perturbed", name_map=PRESET,
-                          kinds=["grad"])
-    assert {i.key for i in result.items if not i.passed} == {"backbone.layer2.0.conv1.weight",
-                                                             "neck.fpn_convs.1.conv.weight"}
+    result = compare_runs(
+        panoptic_grad_runs / "d2", panoptic_grad_runs / "mmdet_perturbed", name_map=PRESET, kinds=["grad"]
+    )
+    assert {i.key for i in result.items if not i.passed} == {
+        "backbone.layer2.0.conv1.weight",
+        "neck.fpn_convs.1.conv.weight",
+    }
     # the FPN output conv's gradient is computed before the backbone's, though its name sorts after it
     assert result.first_divergence.key == "neck.fpn_convs.1.conv.weight"
     assert result.first_divergence.name == "backbone.fpn_output3.weight"
@@ -269,24 +325,41 @@ def test_perturbed_gradient_is_the_first_divergence_in_backward_order(panoptic_g
     assert order.index("neck.fpn_convs.1.conv.weight") < order.index("backbone.layer2.0.conv1.weight")
 
 
-def test_hooks_record_grads_losses_and_matchings_that_pair_through_the_preset(onesample_config: OneSampleConfig,
-                                                                              tmp_path: Path) -> None:
+def test_hooks_record_grads_losses_and_matchings_that_pair_through_the_preset(
+    onesample_config: OneSampleConfig, tmp_path: Path
+) -> None:
     """One training step of detectron2's PanopticFPN (RecordHook) and of mmdet's configured like it, on the
     replayed batch (BridgeRecordHook): every gradient, loss and matching pairs through the preset, nothing is
     unpaired but mmdet's total ``loss`` and ``acc``. (Each side has its own random weights: only the pairing
     is checked here.)"""
     from mmengine.runner import Runner
 
-    record_d2_training(onesample_config, tmp_path / "d2", "COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml",
-                       "coco_2017_train_panoptic_onesample_separated", iterations=[0], grads=["*"],
-                       matchers={"rpn_matcher": "proposal_generator.anchor_matcher",
-                                 "roi_matcher": "roi_heads.proposal_matcher"})
+    record_d2_training(
+        onesample_config,
+        tmp_path / "d2",
+        "COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml",
+        "coco_2017_train_panoptic_onesample_separated",
+        iterations=[0],
+        grads=["*"],
+        matchers={"rpn_matcher": "proposal_generator.anchor_matcher", "roi_matcher": "roi_heads.proposal_matcher"},
+    )
     cfg = small_mmdet_train_config(
-        "mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py", onesample_config, epochs=1, task="panoptic",
+        "mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py",
+        onesample_config,
+        epochs=1,
+        task="panoptic",
         work_dir=str(tmp_path / "work"),
-        hooks=[dict(type="BridgeReplayHook", run_dir=str(tmp_path / "d2"), sem_seg_label_map="panoptic_fpn"),
-               dict(type="BridgeRecordHook", run_dir=str(tmp_path / "mmdet"), iterations=[0], grads=["*"],
-                    matchers={"rpn_matcher": "rpn_head.assigner", "roi_matcher": "roi_head.bbox_assigner"})])
+        hooks=[
+            dict(type="BridgeReplayHook", run_dir=str(tmp_path / "d2"), sem_seg_label_map="panoptic_fpn"),
+            dict(
+                type="BridgeRecordHook",
+                run_dir=str(tmp_path / "mmdet"),
+                iterations=[0],
+                grads=["*"],
+                matchers={"rpn_matcher": "rpn_head.assigner", "roi_matcher": "roi_head.bbox_assigner"},
+            ),
+        ],
+    )
     cfg.model.backbone.update(style="caffe", norm_cfg=dict(type="BN", requires_grad=False))  # as detectron2's
     Runner.from_cfg(cfg).train()
 
@@ -296,7 +369,10 @@ def test_hooks_record_grads_losses_and_matchings_that_pair_through_the_preset(on
     d2_grads = open_run(tmp_path / "d2").entries(kind="grad")
     assert kinds.count("grad") == len(d2_grads) > 100
     assert kinds.count("loss") == 6 and {i.key for i in result.items if i.kind == "loss"} >= {
-        "losses.loss_rpn_bbox", "losses.loss_bbox", "losses.loss_seg"}
+        "losses.loss_rpn_bbox",
+        "losses.loss_bbox",
+        "losses.loss_seg",
+    }
     matchings = {i.key: i for i in result.items if i.kind == "matching"}
     assert {key.split(".")[0] for key in matchings} == {"rpn_matcher", "roi_matcher"}
     # anchors and ground truth do not depend on the weights: detectron2's Matcher and mmdet's MaxIoUAssigner

@@ -19,23 +19,27 @@ def reference(a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> dict[st
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
     cos = 1.0 if na == 0 and nb == 0 else (0.0 if na == 0 or nb == 0 else float(a @ b / (na * nb)))
     return {
-        "max_abs": float(d.max()), "mean_abs": float(d.mean()),
+        "max_abs": float(d.max()),
+        "mean_abs": float(d.mean()),
         "max_rel": float((d / np.maximum((np.abs(a) + np.abs(b)) / 2, EPS)).max()),
-        "rel_l2": float(np.linalg.norm(a - b) / max(nb, EPS)), "cosine": cos,
+        "rel_l2": float(np.linalg.norm(a - b) / max(nb, EPS)),
+        "cosine": cos,
         "mismatched": int((d - rtol * np.abs(b) > atol).sum()),
         "min_atol": float(max(0.0, (d - rtol * np.abs(b)).max())),
     }
 
 
 def chunks(x: torch.Tensor, rows: int) -> list[torch.Tensor]:
-    return [x[i:i + rows] for i in range(0, x.shape[0], rows)]
+    return [x[i : i + rows] for i in range(0, x.shape[0], rows)]
 
 
 @settings(max_examples=60, deadline=None)
 @given(
     data=st.lists(st.tuples(FLOATS, FLOATS), min_size=1, max_size=60),
-    rows_a=st.integers(1, 7), rows_b=st.integers(1, 7),
-    atol=st.sampled_from([0.0, 1e-5, 0.5]), rtol=st.sampled_from([0.0, 1.3e-6, 0.1]),
+    rows_a=st.integers(1, 7),
+    rows_b=st.integers(1, 7),
+    atol=st.sampled_from([0.0, 1e-5, 0.5]),
+    rtol=st.sampled_from([0.0, 1.3e-6, 0.1]),
 )
 def test_stats_match_numpy(data: list[tuple[float, float]], rows_a: int, rows_b: int, atol: float, rtol: float) -> None:
     a = np.array([x for x, _ in data], dtype=np.float32)
@@ -50,8 +54,14 @@ def test_stats_match_numpy(data: list[tuple[float, float]], rows_a: int, rows_b:
 
 @settings(max_examples=30, deadline=None)
 @given(
-    data=st.lists(st.tuples(st.sampled_from([0.0, 1.0, float("nan"), float("inf"), -float("inf")]),
-                            st.sampled_from([0.0, 1.0, float("nan"), float("inf"), -float("inf")])), min_size=1, max_size=20),
+    data=st.lists(
+        st.tuples(
+            st.sampled_from([0.0, 1.0, float("nan"), float("inf"), -float("inf")]),
+            st.sampled_from([0.0, 1.0, float("nan"), float("inf"), -float("inf")]),
+        ),
+        min_size=1,
+        max_size=20,
+    ),
     rows=st.integers(1, 5),
 )
 def test_nonfinite_counts(data: list[tuple[float, float]], rows: int) -> None:
@@ -65,7 +75,7 @@ def test_nonfinite_counts(data: list[tuple[float, float]], rows: int) -> None:
     assert (got.inf_a, got.inf_b) == (int(np.isinf(an).sum()), int(np.isinf(bn).sum()))
 
 
-@given(x=st.lists(st.integers(-2**40, 2**40), min_size=1, max_size=30), rows=st.integers(1, 4))
+@given(x=st.lists(st.integers(-(2**40), 2**40), min_size=1, max_size=30), rows=st.integers(1, 4))
 @settings(max_examples=30, deadline=None)
 def test_int_exact(x: list[int], rows: int) -> None:
     a = torch.tensor(x, dtype=torch.int64)

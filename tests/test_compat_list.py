@@ -1,5 +1,6 @@
 """The tests that scripts/compat_test.sh runs in .venv-compat (tests/compat_tests.txt) import no framework:
 that environment has none, and a framework import there would fail the run instead of testing the bridge."""
+
 from __future__ import annotations
 
 import ast
@@ -18,7 +19,7 @@ def _imports(path: Path, *, module_level_only: bool = False) -> set[str]:
     """Modules ``path`` imports (anywhere, or only in its top-level statements)."""
     tree = ast.parse(path.read_text(), str(path))
     names: set[str] = set()
-    for node in (tree.body if module_level_only else ast.walk(tree)):
+    for node in tree.body if module_level_only else ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

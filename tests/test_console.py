@@ -1,4 +1,5 @@
 """``d2mb VERB ...`` is ``python -m bridge.VERB ...``: same parser, same output, same exit status."""
+
 from __future__ import annotations
 
 import importlib
@@ -9,7 +10,6 @@ from pathlib import Path
 import pytest
 
 import bridge
-
 from bridge.console import VERBS, main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +46,12 @@ def test_missing_or_unknown_verb_is_one_error_line_exit_2(argv: list[str], capsy
 
 def test_exit_status_passes_through(tmp_path: Path) -> None:
     """A bad-input run of compare through ``python -m bridge.console`` exits 2 with one error line."""
-    result = subprocess.run([sys.executable, "-m", "bridge.console", "compare", str(tmp_path / "a"),
-                             str(tmp_path / "b")], capture_output=True, text=True, cwd=REPO, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge.console", "compare", str(tmp_path / "a"), str(tmp_path / "b")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr
     assert "Traceback" not in result.stderr

@@ -100,16 +100,24 @@ def test_add_for_matching_and_fixed_keys() -> None:
     assert nbt.dtype == torch.int64 and nbt.shape == () and nbt.item() == 0
     assert torch.equal(res.state_dict["extra.scale"], torch.full((2,), 2.5))
     assert sorted(res.added) == ["bn.num_batches_tracked", "extra.scale"]
-    on_target = [{"kind": "add", "key": r"(.*)\.num_batches_tracked$", "to": "{1}.num_batches_tracked",
-                  "dtype": "int64", "on": "target"}]
+    on_target = [
+        {
+            "kind": "add",
+            "key": r"(.*)\.num_batches_tracked$",
+            "to": "{1}.num_batches_tracked",
+            "dtype": "int64",
+            "on": "target",
+        }
+    ]
     res2 = convert_state_dict(sd, on_target, target_names=["bn.num_batches_tracked", "bn.running_var"])
     assert "bn.num_batches_tracked" in res2.state_dict
 
 
 def test_class_rows_coco91_to_coco80_keeps_background() -> None:
     w = torch.arange(92).float().unsqueeze(1).repeat(1, 4)
-    rules = [{"kind": "class_rows", "from": r"class_embed\.(weight|bias)$", "index": "coco91_to_coco80",
-              "keep_trailing": 1}]
+    rules = [
+        {"kind": "class_rows", "from": r"class_embed\.(weight|bias)$", "index": "coco91_to_coco80", "keep_trailing": 1}
+    ]
     res = convert_state_dict({"class_embed.weight": w, "class_embed.bias": torch.arange(92).float()}, rules)
     out = res.state_dict["class_embed.weight"]
     assert out.shape == (81, 4)
@@ -141,9 +149,12 @@ def test_class_rows_background_first_last_none() -> None:
 
 
 def test_rule_hits_count_every_rule_and_name_the_unused() -> None:
-    rules = [{"kind": "rename", "from": r"^a\.", "to": "b."}, {"kind": "drop", "from": "^never$"},
-             {"kind": "rename", "from": "^modules_only$", "to": "m", "optional": True},
-             {"kind": "add", "key": r"^(b\..*)\.running_var$", "to": "{1}.num_batches_tracked", "dtype": "int64"}]
+    rules = [
+        {"kind": "rename", "from": r"^a\.", "to": "b."},
+        {"kind": "drop", "from": "^never$"},
+        {"kind": "rename", "from": "^modules_only$", "to": "m", "optional": True},
+        {"kind": "add", "key": r"^(b\..*)\.running_var$", "to": "{1}.num_batches_tracked", "dtype": "int64"},
+    ]
     res = convert_state_dict({"a.x.weight": t(2), "a.x.running_var": t(2), "c": t(1)}, rules)
     labels = [r.label for r in load_rules(rules).rules]
     assert res.rule_hits == {labels[0]: 2, labels[1]: 0, labels[2]: 0, labels[3]: 1}
@@ -160,8 +171,13 @@ def test_reshape_transpose_split_concat() -> None:
         {"kind": "concat", "from": r"^(.*)\.a\.w$", "with": ["{1}.b.w"], "to": "{1}.ab.w", "dim": 0},
     ]
     inp = torch.arange(12.0).reshape(6, 2)
-    sd = {"r": torch.arange(6.0), "tr": torch.ones(2, 3), "m.in_proj_weight": inp,
-          "x.a.w": torch.zeros(1, 2), "x.b.w": torch.ones(2, 2)}
+    sd = {
+        "r": torch.arange(6.0),
+        "tr": torch.ones(2, 3),
+        "m.in_proj_weight": inp,
+        "x.a.w": torch.zeros(1, 2),
+        "x.b.w": torch.ones(2, 2),
+    }
     out = convert_state_dict(sd, rules).state_dict
     assert out["r"].shape == (2, 3) and out["tr"].shape == (3, 2)
     assert torch.equal(out["m.k.weight"], inp[2:4])
@@ -178,8 +194,10 @@ def test_reshape_transpose_split_concat() -> None:
 
 
 def test_key_claimed_twice_names_both_rules() -> None:
-    rules = [{"kind": "rename", "from": r"^a\.", "to": "b.", "name": "first"},
-             {"kind": "rename", "from": r"\.w$", "to": ".weight", "name": "second"}]
+    rules = [
+        {"kind": "rename", "from": r"^a\.", "to": "b.", "name": "first"},
+        {"kind": "rename", "from": r"\.w$", "to": ".weight", "name": "second"},
+    ]
     with pytest.raises(ConversionError) as exc:
         convert_state_dict({"a.w": t(1)}, rules)
     assert "'a.w'" in str(exc.value) and "first" in str(exc.value) and "second" in str(exc.value)
@@ -217,25 +235,44 @@ def test_yaml_rules_file_and_include(tmp_path: Path) -> None:
 def test_translate_name_modules_and_params() -> None:
     assert translate_name("backbone.bottom_up.res2.0.conv1", "d2-resnet-to-mmdet") == "backbone.layer1.0.conv1"
     assert translate_name("backbone.res4.2.conv2.norm", "d2-resnet-to-mmdet") == "backbone.layer3.2.bn2"
-    assert translate_name("backbone.res3.0.shortcut.weight", "d2-resnet-to-mmdet") == \
-        "backbone.layer2.0.downsample.0.weight"
+    assert (
+        translate_name("backbone.res3.0.shortcut.weight", "d2-resnet-to-mmdet")
+        == "backbone.layer2.0.downsample.0.weight"
+    )
     assert translate_name("unrelated.module", "d2-resnet-to-mmdet") == "unrelated.module"
-    assert translate_name("sem_seg_head.pixel_decoder.transformer.encoder.layers.3.linear2",
-                          "maskdino-d2-to-mmdet") == "panoptic_head.pixel_decoder.transformer.encoder.layers.3.ffn.layers.1"
+    assert (
+        translate_name("sem_seg_head.pixel_decoder.transformer.encoder.layers.3.linear2", "maskdino-d2-to-mmdet")
+        == "panoptic_head.pixel_decoder.transformer.encoder.layers.3.ffn.layers.1"
+    )
 
 
 def test_panoptic_fpn_preset_maps_known_parts() -> None:
-    sd = {"backbone.bottom_up.stem.conv1.weight": t(2), "backbone.bottom_up.stem.conv1.norm.running_var": t(2),
-          "backbone.fpn_lateral3.weight": t(2), "backbone.fpn_output5.bias": t(2),
-          "proposal_generator.rpn_head.anchor_deltas.weight": t(2), "roi_heads.box_head.fc2.weight": t(2),
-          "roi_heads.box_predictor.cls_score.bias": t(81), "roi_heads.mask_head.mask_fcn4.weight": t(2),
-          "roi_heads.mask_head.deconv.bias": t(2), "sem_seg_head.p4.2.norm.weight": t(2)}
+    sd = {
+        "backbone.bottom_up.stem.conv1.weight": t(2),
+        "backbone.bottom_up.stem.conv1.norm.running_var": t(2),
+        "backbone.fpn_lateral3.weight": t(2),
+        "backbone.fpn_output5.bias": t(2),
+        "proposal_generator.rpn_head.anchor_deltas.weight": t(2),
+        "roi_heads.box_head.fc2.weight": t(2),
+        "roi_heads.box_predictor.cls_score.bias": t(81),
+        "roi_heads.mask_head.mask_fcn4.weight": t(2),
+        "roi_heads.mask_head.deconv.bias": t(2),
+        "sem_seg_head.p4.2.norm.weight": t(2),
+    }
     out = convert_state_dict(sd, "d2-panoptic-fpn-to-mmdet").state_dict
-    assert set(out) == {"backbone.conv1.weight", "backbone.bn1.running_var", "backbone.bn1.num_batches_tracked",
-                        "neck.lateral_convs.1.conv.weight", "neck.fpn_convs.3.conv.bias", "rpn_head.rpn_reg.weight",
-                        "roi_head.bbox_head.shared_fcs.1.weight", "roi_head.bbox_head.fc_cls.bias",
-                        "roi_head.mask_head.convs.3.conv.weight", "roi_head.mask_head.upsample.bias",
-                        "semantic_head.conv_upsample_layers.2.conv.1.gn.weight"}
+    assert set(out) == {
+        "backbone.conv1.weight",
+        "backbone.bn1.running_var",
+        "backbone.bn1.num_batches_tracked",
+        "neck.lateral_convs.1.conv.weight",
+        "neck.fpn_convs.3.conv.bias",
+        "rpn_head.rpn_reg.weight",
+        "roi_head.bbox_head.shared_fcs.1.weight",
+        "roi_head.bbox_head.fc_cls.bias",
+        "roi_head.mask_head.convs.3.conv.weight",
+        "roi_head.mask_head.upsample.bias",
+        "semantic_head.conv_upsample_layers.2.conv.1.gn.weight",
+    }
 
 
 def test_coco91_tables() -> None:
@@ -255,7 +292,7 @@ def test_coco91_tables() -> None:
 
 
 class _Evil:
-    def __reduce__(self):  # noqa: ANN204 - pickle protocol
+    def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
 
 
@@ -277,7 +314,6 @@ def test_restricted_pickle_loads_numpy_dict_and_refuses_code(tmp_path: Path) -> 
 
 def test_unsafe_pickle_path_loads_objects(tmp_path: Path) -> None:
     from collections import OrderedDict
-
     from fractions import Fraction
 
     p = tmp_path / "obj.pkl"
@@ -394,8 +430,9 @@ def test_fold_keys() -> None:
 
 
 def test_package_hygiene() -> None:
-    files = list((BRIDGE / "convert").rglob("*.py")) + [BRIDGE / name for name in
-                                                        ("initcheck.py", "init_sources.py", "frameworks.py", "coco91.py")]
+    files = list((BRIDGE / "convert").rglob("*.py")) + [
+        BRIDGE / name for name in ("initcheck.py", "init_sources.py", "frameworks.py", "coco91.py")
+    ]
     for f in files:
         text = f.read_text()
         assert not re.search(r"^\s*(import|from)\s+(detectron2|mmdet|mmengine|mmcv)\b", text, re.M), f
@@ -410,8 +447,20 @@ def test_main_in_process_checkpoint_target_and_bad_rules(tmp_path: Path, capsys:
 
     torch.save({"model": {"backbone.res2.0.conv1.weight": torch.ones(2, 2, 1, 1)}}, tmp_path / "s.pth")
     torch.save({"state_dict": {"backbone.layer1.0.conv1.weight": torch.zeros(2, 2, 1, 1)}}, tmp_path / "t.pth")
-    assert main([str(tmp_path / "s.pth"), "-o", str(tmp_path / "o.pth"), "--preset", "d2-resnet-to-mmdet",
-                 "--target", str(tmp_path / "t.pth")]) == 0
+    assert (
+        main(
+            [
+                str(tmp_path / "s.pth"),
+                "-o",
+                str(tmp_path / "o.pth"),
+                "--preset",
+                "d2-resnet-to-mmdet",
+                "--target",
+                str(tmp_path / "t.pth"),
+            ]
+        )
+        == 0
+    )
     bad = tmp_path / "bad.yaml"
     bad.write_text("- {kind: rename, from: 'a(', to: 'b'}\n")
     assert main([str(tmp_path / "s.pth"), "-o", str(tmp_path / "o2.pth"), "--rules", str(bad)]) == 2

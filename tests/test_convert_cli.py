@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from test_convert_presets import EMBEDDED_D2, EMBEDDED_PORT, synthetic_d2
 
 from bridge.convert import load_checkpoint, load_rules
-from test_convert_presets import EMBEDDED_D2, EMBEDDED_PORT, synthetic_d2
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,8 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     """Run ``python -m <args>`` from the repo root."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="200")
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
 def _manifest(path: Path, shapes: dict[str, tuple[int, ...]]) -> Path:
@@ -40,8 +39,20 @@ def test_cli_full_match_pkl_with_report_and_names(tmp_path: Path) -> None:
     src.write_bytes(pickle.dumps({"model": sd, "__author__": "Detectron2 Model Zoo"}))
     target = _manifest(tmp_path / "port.tsv", EMBEDDED_PORT)
     out, rep, names = tmp_path / "out.pth", tmp_path / "rep.json", tmp_path / "names"
-    proc = run("bridge.convert", str(src), "-o", str(out), "--preset", "maskdino-d2-to-mmdet",
-               "--target", str(target), "--report", str(rep), "--names-dir", str(names))
+    proc = run(
+        "bridge.convert",
+        str(src),
+        "-o",
+        str(out),
+        "--preset",
+        "maskdino-d2-to-mmdet",
+        "--target",
+        str(target),
+        "--report",
+        str(rep),
+        "--names-dir",
+        str(names),
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads(rep.read_text())
     assert data["ok"] and data["counts"]["missing"] == 0 and data["counts"]["added"] == 4
@@ -63,8 +74,11 @@ def test_cli_full_match_pkl_with_report_and_names(tmp_path: Path) -> None:
     assert data["rule_hits"]["#8 drop_alias 'decoder_norm'"] == 1
     assert data["rule_hits"]["#7 add 'bn-num-batches-tracked'"] == 4
     assert "matched no key" not in proc.stdout
-    for fname, expected in (("source_names.json", EMBEDDED_D2), ("target_names.json", EMBEDDED_PORT),
-                            ("converted_names.json", EMBEDDED_PORT)):
+    for fname, expected in (
+        ("source_names.json", EMBEDDED_D2),
+        ("target_names.json", EMBEDDED_PORT),
+        ("converted_names.json", EMBEDDED_PORT),
+    ):
         assert json.loads((names / fname).read_text()) == sorted(expected)
 
 
@@ -75,20 +89,44 @@ def test_cli_mismatch_exit_1_with_suggestions(tmp_path: Path) -> None:
     rules = tmp_path / "r.yaml"
     rules.write_text("- {kind: drop, from: '^nothing$'}\n")
     rep = tmp_path / "r.json"
-    proc = run("bridge.convert", str(src), "-o", str(tmp_path / "o.safetensors"), "--rules", str(rules),
-               "--target", str(target), "--report", str(rep))
+    proc = run(
+        "bridge.convert",
+        str(src),
+        "-o",
+        str(tmp_path / "o.safetensors"),
+        "--rules",
+        str(rules),
+        "--target",
+        str(target),
+        "--report",
+        str(rep),
+    )
     assert proc.returncode == 1, proc.stderr
     assert not (tmp_path / "o.safetensors").exists() and "not written" in proc.stderr  # failed its check
     assert json.loads(rep.read_text())["meta"]["output_written"] is False
-    proc = run("bridge.convert", str(src), "-o", str(tmp_path / "o.safetensors"), "--rules", str(rules),
-               "--target", str(target), "--report", str(rep), "--keep-failed")
+    proc = run(
+        "bridge.convert",
+        str(src),
+        "-o",
+        str(tmp_path / "o.safetensors"),
+        "--rules",
+        str(rules),
+        "--target",
+        str(target),
+        "--report",
+        str(rep),
+        "--keep-failed",
+    )
     assert proc.returncode == 1, proc.stderr
     assert "enc.layers.{0..2}.linear1.weight" in proc.stdout
     data = json.loads(rep.read_text())
     assert data["counts"]["unexpected"] == 3 and data["counts"]["missing"] == 3
     assert data["suggestions"]["enc.layers.1.linear1.weight"][0]["key"] == "enc.layers.1.ffn.0.weight"
     assert data["suggestions"]["enc.layers.1.ffn.0.weight"][0]["rule"] == {
-        "kind": "rename", "from": r"^enc\.layers\.1\.linear1\.weight$", "to": "enc.layers.1.ffn.0.weight"}
+        "kind": "rename",
+        "from": r"^enc\.layers\.1\.linear1\.weight$",
+        "to": "enc.layers.1.ffn.0.weight",
+    }
     assert "to: 'enc.layers.0.ffn.0.weight'" in proc.stdout  # the suggested rule in the terminal tables
     assert data["rule_hits"] == {"#0 drop '^nothing$'": 0} and data["unused_rules"] == ["#0 drop '^nothing$'"]
     assert "warning: rule #0 drop '^nothing$' matched no key" in proc.stdout
@@ -104,7 +142,11 @@ def test_cli_bad_inputs_exit_2(tmp_path: Path) -> None:
     garbage.write_bytes(b"\x00garbage" * 10)
     cases = [
         (str(tmp_path / "missing.pth"), ["--preset", "d2-resnet-to-mmdet"], "not found"),
-        (str(garbage), ["--preset", "d2-resnet-to-mmdet"], "garbage.pth: not a torch checkpoint (zip or legacy pickle)"),
+        (
+            str(garbage),
+            ["--preset", "d2-resnet-to-mmdet"],
+            "garbage.pth: not a torch checkpoint (zip or legacy pickle)",
+        ),
         (str(evil), ["--preset", "d2-resnet-to-mmdet"], "--unsafe-pickle"),
         (str(good), ["--preset", "no-such"], "unknown preset"),
     ]
@@ -114,13 +156,14 @@ def test_cli_bad_inputs_exit_2(tmp_path: Path) -> None:
         assert proc.stderr.startswith("error: ") and needle in proc.stderr
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o.pth").exists()
-    proc = run("bridge.convert", str(good), "-o", str(tmp_path / "o.pth"), "--preset", "d2-resnet-to-mmdet",
-               "--unsafe-pickle")
+    proc = run(
+        "bridge.convert", str(good), "-o", str(tmp_path / "o.pth"), "--preset", "d2-resnet-to-mmdet", "--unsafe-pickle"
+    )
     assert proc.returncode == 0 and (tmp_path / "o.pth").exists()
 
 
 def test_initcheck_verdicts(tmp_path: Path) -> None:
-    def init(seed: int, fn) -> dict[str, torch.Tensor]:  # noqa: ANN001
+    def init(seed: int, fn) -> dict[str, torch.Tensor]:
         torch.manual_seed(seed)
         sd = {}
         for i in range(3):
@@ -159,8 +202,12 @@ def test_initcheck_with_preset_and_missing_keys(tmp_path: Path) -> None:
     torch.save({"model": {"backbone.res2.0.conv1.weight": w}}, tmp_path / "d2.pth")
     torch.save({"state_dict": {"backbone.layer1.0.conv1.weight": w.clone()}}, tmp_path / "mm.pth")
     rep = tmp_path / "r.json"
-    assert initcheck_main([str(tmp_path / "d2.pth"), str(tmp_path / "mm.pth"), "--preset", "d2-resnet-to-mmdet",
-                           "--json", str(rep)]) == 0
+    assert (
+        initcheck_main(
+            [str(tmp_path / "d2.pth"), str(tmp_path / "mm.pth"), "--preset", "d2-resnet-to-mmdet", "--json", str(rep)]
+        )
+        == 0
+    )
     torch.save({"state_dict": {"backbone.other": w}}, tmp_path / "mm2.pth")
     assert initcheck_main([str(tmp_path / "d2.pth"), str(tmp_path / "mm2.pth"), "--json", str(rep)]) == 1
     assert {r["verdict"] for r in json.loads(rep.read_text())["rows"]} == {"missing-in-a", "missing-in-b"}
@@ -172,6 +219,7 @@ def test_initcheck_quiet_is_one_line_and_report_is_an_alias_of_json(tmp_path: Pa
     rep = tmp_path / "r.json"
     proc = run("bridge.initcheck", str(tmp_path / "a.pth"), str(tmp_path / "b.pth"), "--quiet", "--report", str(rep))
     assert proc.returncode == 1 and proc.stdout.splitlines() == [
-        "initcheck: DIFFERENCES: 1 equal, 1 missing-in-a, 0 added by the rules"], proc.stdout + proc.stderr
+        "initcheck: DIFFERENCES: 1 equal, 1 missing-in-a, 0 added by the rules"
+    ], proc.stdout + proc.stderr
     assert json.loads(rep.read_text())["ok"] is False
     assert "--report" not in run("bridge.initcheck", "--help").stdout

@@ -1,5 +1,6 @@
 """The dino-original-to-mmdet preset: a checkpoint with the names and shapes of the original IDEA-Research
 DINO 4scale R50 (tests/data/dino_4scale_r50_original.tsv) converted against mmdet's real DINO config."""
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,7 @@ def _shared_copy(key: str) -> str | None:
     """The key whose tensor ``key`` shares in the original model (``class_embed.0...``), or None."""
     own = key
     if key.startswith(ALIAS_PREFIX + "class_embed.") or key.startswith(ALIAS_PREFIX + "bbox_embed."):
-        key = key[len(ALIAS_PREFIX):]
+        key = key[len(ALIAS_PREFIX) :]
     head, _, rest = key.partition(".")
     if head in ("class_embed", "bbox_embed"):
         shared = f"{head}.0.{rest.partition('.')[2]}"
@@ -41,8 +42,9 @@ def original_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     """
     generator = torch.Generator().manual_seed(seed)
     shapes = load_manifest(ORIGINAL_TSV)
-    state = {key: torch.empty(shape).normal_(generator=generator) for key, shape in shapes.items()
-             if not _shared_copy(key)}
+    state = {
+        key: torch.empty(shape).normal_(generator=generator) for key, shape in shapes.items() if not _shared_copy(key)
+    }
     for key in shapes:
         if _shared_copy(key):
             state[key] = state[_shared_copy(key)]
@@ -67,13 +69,30 @@ def test_original_manifest_has_the_keys_the_preset_relies_on() -> None:
     assert keys["backbone.0.body.layer4.2.bn3.running_var"] == (2048,)
 
 
-def test_original_checkpoint_converts_to_mmdet_dino_and_loads_strict(original_checkpoint: Path,
-                                                                     tmp_path: Path) -> None:
+def test_original_checkpoint_converts_to_mmdet_dino_and_loads_strict(original_checkpoint: Path, tmp_path: Path) -> None:
     out, report = tmp_path / "dino_mmdet.pth", tmp_path / "report.json"
     env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="200")
-    proc = subprocess.run([sys.executable, "-m", "bridge.convert", str(original_checkpoint), "-o", str(out),
-                           "--preset", "dino-original-to-mmdet", "--target", MMDET_CONFIG, "--report", str(report)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bridge.convert",
+            str(original_checkpoint),
+            "-o",
+            str(out),
+            "--preset",
+            "dino-original-to-mmdet",
+            "--target",
+            MMDET_CONFIG,
+            "--report",
+            str(report),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     data = json.loads(report.read_text())
     counts = data["counts"]
@@ -98,8 +117,12 @@ def test_original_checkpoint_converts_to_mmdet_dino_and_loads_strict(original_ch
     label_book = converted["dn_query_generator.label_embedding.weight"]
     assert label_book.shape == (80, 256) and torch.equal(label_book[79], source["label_enc.weight"][90])
     assert torch.equal(converted["bbox_head.reg_branches.3.4.weight"], source["bbox_embed.3.layers.2.weight"])
-    assert torch.equal(converted["bbox_head.reg_branches.6.2.bias"], source["transformer.enc_out_bbox_embed.layers.1.bias"])
-    assert torch.equal(converted["decoder.layers.2.norms.0.weight"], source["transformer.decoder.layers.2.norm2.weight"])
+    assert torch.equal(
+        converted["bbox_head.reg_branches.6.2.bias"], source["transformer.enc_out_bbox_embed.layers.1.bias"]
+    )
+    assert torch.equal(
+        converted["decoder.layers.2.norms.0.weight"], source["transformer.decoder.layers.2.norm2.weight"]
+    )
     assert torch.equal(converted["query_embedding.weight"], source["transformer.tgt_embed.weight"])
     assert torch.equal(converted["neck.extra_convs.0.conv.weight"], source["input_proj.3.0.weight"])
 
@@ -116,6 +139,9 @@ def test_non_zero_input_proj_bias_is_refused_not_dropped() -> None:
     with what to change, instead of being dropped silently."""
     state = original_state_dict()
     state["input_proj.2.0.bias"] = torch.full((256,), 0.5)
-    with pytest.raises(ConversionError, match=r"'input_proj\.2\.0\.bias' is not zero \(max abs 0\.5\); dropping it "
-                                              r"would change the model\. mmdet's ChannelMapper convs have no bias"):
+    with pytest.raises(
+        ConversionError,
+        match=r"'input_proj\.2\.0\.bias' is not zero \(max abs 0\.5\); dropping it "
+        r"would change the model\. mmdet's ChannelMapper convs have no bias",
+    ):
         convert_state_dict(state, "dino-original-to-mmdet")

@@ -32,8 +32,9 @@ from tests.test_convert_presets import CASES, synthetic_d2
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     """``python -m bridge.convert *args`` from the repository root."""
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", COLUMNS="200")
-    return subprocess.run([sys.executable, "-m", "bridge.convert", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "bridge.convert", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def same_tensor_share(state: dict[str, torch.Tensor], preset: str, draft: object) -> tuple[float, list[str]]:
@@ -44,46 +45,70 @@ def same_tensor_share(state: dict[str, torch.Tensor], preset: str, draft: object
     return 1 - len(differ) / len(want), differ
 
 
-def assert_differences_flagged(result: DraftResult, differ: list[str], preset: str,
-                               state: dict[str, torch.Tensor]) -> None:
+def assert_differences_flagged(
+    result: DraftResult, differ: list[str], preset: str, state: dict[str, torch.Tensor]
+) -> None:
     """Every differing target key is unpaired, or comes from a source key that a low-confidence rule matches."""
     origin = {t: s for t, s in convert_state_dict(state, preset).origin.items()}
-    low = [re.compile(r["from"] if "from" in r else r["key"]) for r in result.rules
-           if r["confidence"] < LOW_CONFIDENCE]
+    low = [re.compile(r["from"] if "from" in r else r["key"]) for r in result.rules if r["confidence"] < LOW_CONFIDENCE]
     for key in differ:
         source = origin.get(key, "")
-        flagged = (key in result.pairing.unpaired_target or source in result.pairing.unpaired_source
-                   or any(p.search(source) for p in low))
+        flagged = (
+            key in result.pairing.unpaired_target
+            or source in result.pairing.unpaired_source
+            or any(p.search(source) for p in low)
+        )
         assert flagged, f"{key} (from {source}) differs from the preset without a low-confidence mark"
 
 
 def test_generalise_index_offset_and_split() -> None:
-    pairs = {f"backbone.res{s}.{b}.conv1.weight": f"backbone.layer{s - 1}.{b}.conv1.weight"
-             for s in (2, 3, 4, 5) for b in (0, 1)}
-    pairs.update({f"bbox_embed.{n}.layers.{k}.weight": f"bbox_head.reg_branches.{n}.{2 * k}.weight"
-                  for n in range(3) for k in range(3)})
+    pairs = {
+        f"backbone.res{s}.{b}.conv1.weight": f"backbone.layer{s - 1}.{b}.conv1.weight"
+        for s in (2, 3, 4, 5)
+        for b in (0, 1)
+    }
+    pairs.update(
+        {
+            f"bbox_embed.{n}.layers.{k}.weight": f"bbox_head.reg_branches.{n}.{2 * k}.weight"
+            for n in range(3)
+            for k in range(3)
+        }
+    )
     drafts = generalise(pairs, {k: 1.0 for k in pairs})
     by_regex = {d.regex: d.template for d in drafts}
     assert by_regex[r"^backbone\.res(\d+)\."] == "backbone.layer{1-1}."
     assert by_regex[r"^bbox_embed\.(\d+)\.layers\."] == "bbox_head.reg_branches.{1}."  # layers.0 keeps its 0
     assert {by_regex[rf"^bbox_embed\.(\d+)\.layers\.{k}\."] for k in (1, 2)} == {
-        "bbox_head.reg_branches.{1}.2.", "bbox_head.reg_branches.{1}.4."}
+        "bbox_head.reg_branches.{1}.2.",
+        "bbox_head.reg_branches.{1}.4.",
+    }
     assert len(drafts) == 4
     order_stages(drafts, list(pairs), set())
-    converted = convert_state_dict({k: torch.zeros(1) for k in pairs}, load_rules(
-        [{"stage": f"s{d.stage}", "kind": "rename", "from": d.regex, "to": d.template}
-         for d in sorted(drafts, key=lambda d: d.stage)]))
+    converted = convert_state_dict(
+        {k: torch.zeros(1) for k in pairs},
+        load_rules(
+            [
+                {"stage": f"s{d.stage}", "kind": "rename", "from": d.regex, "to": d.template}
+                for d in sorted(drafts, key=lambda d: d.stage)
+            ]
+        ),
+    )
     assert {s: t for t, s in converted.origin.items()} == pairs
 
 
 def test_outvoted_minority_and_look_ahead() -> None:
     pairs = {f"enc.layers.{n}.norm{k}.weight": f"enc.layers.{n}.norms.{k - 1}.weight" for n in range(4) for k in (1, 2)}
     pairs["enc.layers.0.norm1.weight"], pairs["enc.layers.0.norm2.weight"] = (  # one swapped pair of a layer
-        "enc.layers.0.norms.1.weight", "enc.layers.0.norms.0.weight")
+        "enc.layers.0.norms.1.weight",
+        "enc.layers.0.norms.0.weight",
+    )
     (draft,) = generalise(pairs, {k: 1.0 for k in pairs})
     assert draft.template == "enc.layers.{1}.norms.{2-1}." and len(draft.outvoted) == 2
-    alias = generalise({"head.decoder.bbox_embed.0.w": "head.bbox_embed.0.w",
-                        "head.decoder.class_embed.0.w": "head.class_embed.0.w"}, {}, "drop_alias")
+    alias = generalise(
+        {"head.decoder.bbox_embed.0.w": "head.bbox_embed.0.w", "head.decoder.class_embed.0.w": "head.class_embed.0.w"},
+        {},
+        "drop_alias",
+    )
     keys = ["head.decoder.bbox_embed.0.w", "head.decoder.class_embed.0.w", "head.decoder.layers.0.w"]
     order_stages(alias, keys, {"head.decoder.layers.0.w"})
     assert [re.search(alias[0].regex, k) is not None for k in keys] == [True, True, False]
@@ -100,8 +125,10 @@ def test_maskdino_draft_agrees_with_the_preset(name: str, d2: dict, port: dict) 
     assert len(load_rules(result.rules).rules) <= 1.5 * len(load_rules("maskdino-d2-to-mmdet").rules)
     if name == "real-manifests":
         assert result.summary()["aliases"] == 62 and result.pairing.unpaired_target == []
-        print(f"Mask DINO: {share:.1%} of {len(port)} target keys as the preset; rules {len(result.rules)} "
-              f"(preset {len(load_rules('maskdino-d2-to-mmdet').rules)}); summary {result.summary()}")
+        print(
+            f"Mask DINO: {share:.1%} of {len(port)} target keys as the preset; rules {len(result.rules)} "
+            f"(preset {len(load_rules('maskdino-d2-to-mmdet').rules)}); summary {result.summary()}"
+        )
 
 
 def test_draft_cli_writes_a_rule_file_the_converter_runs(tmp_path: Path) -> None:
@@ -112,8 +139,11 @@ def test_draft_cli_writes_a_rule_file_the_converter_runs(tmp_path: Path) -> None
     draft, report = tmp_path / "draft.yaml", tmp_path / "draft.json"
     proc = run_cli("draft", str(src), "--target", str(tgt), "-o", str(draft), "--report", str(report))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "draft: pairing" in proc.stderr and re.search(r"\d+ keys paired, \d+ aliases, \d+ rules, \d+ low-confidence "
-                                                         r"rules, unpaired \d+ source / \d+ target", proc.stdout)
+    assert "draft: pairing" in proc.stderr and re.search(
+        r"\d+ keys paired, \d+ aliases, \d+ rules, \d+ low-confidence "
+        r"rules, unpaired \d+ source / \d+ target",
+        proc.stdout,
+    )
     data = json.loads(report.read_text())
     assert data["check"]["ok"] and data["summary"]["rules"] == len(yaml.safe_load(draft.read_text())["rules"])
     quiet = run_cli("draft", str(src), "--target", str(tgt), "-o", str(tmp_path / "q.yaml"), "--quiet")
@@ -156,9 +186,11 @@ def test_dino_original_draft_against_mmdet_config(tmp_path: Path) -> None:
     assert unflagged == []
     assert all(any(p.search(k) for p in low) for k in data["check"]["stray_sources"])
     assert len(load_rules(draft).rules) <= 1.5 * len(load_rules("dino-original-to-mmdet").rules)
-    print(f"DINO: {share:.1%} of {len(origin)} target keys as the preset ({len(differ)} differ, {len(unflagged)} "
-          f"of them not under a low-confidence rule); rules {len(load_rules(draft).rules)} "
-          f"(preset {len(load_rules('dino-original-to-mmdet').rules)}); summary {data['summary']}")
+    print(
+        f"DINO: {share:.1%} of {len(origin)} target keys as the preset ({len(differ)} differ, {len(unflagged)} "
+        f"of them not under a low-confidence rule); rules {len(load_rules(draft).rules)} "
+        f"(preset {len(load_rules('dino-original-to-mmdet').rules)}); summary {data['summary']}"
+    )
 
 
 def _demo_module():
@@ -176,8 +208,9 @@ def test_panoptic_fpn_draft_loads_strict_and_gives_identical_fpn_levels(tmp_path
     src = tmp_path / "model_final.pth"
     torch.save({"model": state}, src)
     draft, report = tmp_path / "draft.yaml", tmp_path / "draft.json"
-    proc = run_cli("draft", str(src), "--target", demo.MMDET_CONFIG, "-o", str(draft), "--report", str(report),
-                   "--quiet")
+    proc = run_cli(
+        "draft", str(src), "--target", demo.MMDET_CONFIG, "-o", str(draft), "--report", str(report), "--quiet"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(report.read_text())
     assert data["check"]["ok"], data["check"]

@@ -1,6 +1,7 @@
 """The converter against the real frameworks: an mmdet config as ``--target`` (manifest + strict load through
 ``python -m mmdet_side.target``), and the ``d2-resnet-to-mmdet`` preset on a real detectron2 ResNet whose
 features must agree with mmdet's caffe-style ResNet loaded with the converted weights."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,9 @@ MMDET_CONFIG = "mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py"
 def convert(*args: str) -> subprocess.CompletedProcess[str]:
     """``python -m bridge.convert *args`` from the repository root."""
     env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="200")
-    return subprocess.run([sys.executable, "-m", "bridge.convert", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "bridge.convert", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +39,17 @@ def d2_panoptic_fpn(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_mmdet_config_target_converts_and_loads_strict(d2_panoptic_fpn: Path, tmp_path: Path) -> None:
     out, report = tmp_path / "mmdet.pth", tmp_path / "report.json"
-    proc = convert(str(d2_panoptic_fpn), "-o", str(out), "--preset", "d2-panoptic-fpn-to-mmdet",
-                   "--target", MMDET_CONFIG, "--report", str(report))
+    proc = convert(
+        str(d2_panoptic_fpn),
+        "-o",
+        str(out),
+        "--preset",
+        "d2-panoptic-fpn-to-mmdet",
+        "--target",
+        MMDET_CONFIG,
+        "--report",
+        str(report),
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     data = json.loads(report.read_text())
     assert data["ok"] and data["counts"]["missing"] == 0 and data["counts"]["unexpected"] == 0
@@ -51,8 +62,17 @@ def test_mmdet_config_target_converts_and_loads_strict(d2_panoptic_fpn: Path, tm
 
 def test_mmdet_config_target_failing_strict_load_exits_1(d2_panoptic_fpn: Path, tmp_path: Path) -> None:
     report = tmp_path / "report.json"
-    proc = convert(str(d2_panoptic_fpn), "-o", str(tmp_path / "backbone_only.pth"), "--preset", "d2-resnet-to-mmdet",
-                   "--target", MMDET_CONFIG, "--report", str(report))
+    proc = convert(
+        str(d2_panoptic_fpn),
+        "-o",
+        str(tmp_path / "backbone_only.pth"),
+        "--preset",
+        "d2-resnet-to-mmdet",
+        "--target",
+        MMDET_CONFIG,
+        "--report",
+        str(report),
+    )
     assert proc.returncode == 1, (proc.stdout + proc.stderr)[-4000:]
     check = json.loads(report.read_text())["strict_check"]
     assert not check["ok"] and "Error(s) in loading state_dict" in check["error"]
@@ -63,8 +83,9 @@ def test_mmdet_config_target_failing_strict_load_exits_1(d2_panoptic_fpn: Path, 
 
 def test_mmdet_config_target_bad_config_exit_2(d2_panoptic_fpn: Path, tmp_path: Path) -> None:
     for target in ("mmdet::no_such/config.py", str(tmp_path / "absent.py")):
-        proc = convert(str(d2_panoptic_fpn), "-o", str(tmp_path / "o.pth"), "--preset", "d2-resnet-to-mmdet",
-                       "--target", target)
+        proc = convert(
+            str(d2_panoptic_fpn), "-o", str(tmp_path / "o.pth"), "--preset", "d2-resnet-to-mmdet", "--target", target
+        )
         assert proc.returncode == 2, proc.stdout + proc.stderr
         assert proc.stderr.startswith("error: target ") and target in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
@@ -122,11 +143,16 @@ def test_d2_resnet_bare_backbone_to_mmdet_caffe_resnet_same_features() -> None:
 def test_missing_framework_is_named_from_the_subprocess_stderr() -> None:
     from bridge.frameworks import missing_framework
 
-    assert missing_framework("mmdet_side.target", ["Traceback ...", "ModuleNotFoundError: No module named 'mmdet'"]) \
+    assert (
+        missing_framework("mmdet_side.target", ["Traceback ...", "ModuleNotFoundError: No module named 'mmdet'"])
         == "mmdet"
-    assert missing_framework("mmdet_side.target", ["ModuleNotFoundError: No module named 'mmengine'"]) \
+    )
+    assert (
+        missing_framework("mmdet_side.target", ["ModuleNotFoundError: No module named 'mmengine'"])
         == "mmdet (module 'mmengine')"
-    assert missing_framework("d2_side.init_state", ["ModuleNotFoundError: No module named 'detectron2'"]) \
-        == "detectron2"
+    )
+    assert (
+        missing_framework("d2_side.init_state", ["ModuleNotFoundError: No module named 'detectron2'"]) == "detectron2"
+    )
     assert missing_framework("mmdet_side.target", ["ModuleNotFoundError: No module named 'mmdet.nope'"]) is None
     assert missing_framework("mmdet_side.target", ["error: x.py: no such mmdet config file"]) is None

@@ -31,7 +31,7 @@ def meta_of(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def assert_identical(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> None:
     """Same keys in the same order, same dtypes, shapes and bits."""
-    assert list(got) == list(want) or set(got) == set(want), (set(got) ^ set(want))
+    assert list(got) == list(want) or set(got) == set(want), set(got) ^ set(want)
     for key, tensor in want.items():
         assert got[key].dtype == tensor.dtype and got[key].shape == tensor.shape, key
         assert torch.equal(got[key], tensor), key
@@ -96,8 +96,9 @@ def test_maskdino_without_the_original_reports_its_choices() -> None:
     assert chosen["backbone.bottom_up.res2.0.conv1.weight"] == ["backbone.res2.0.conv1.weight"]
     # the more specific rule wins: '^criterion' over '^sem_seg_head' for panoptic_head.criterion.*
     assert chosen["criterion.empty_weight"] == ["sem_seg_head.criterion.empty_weight"]
-    assert set(result.state_dict) - set(state) == {"backbone.bottom_up." + k[len("backbone."):]
-                                                   for k in set(state) - set(result.state_dict)}
+    assert set(result.state_dict) - set(state) == {
+        "backbone.bottom_up." + k[len("backbone.") :] for k in set(state) - set(result.state_dict)
+    }
 
 
 def test_dino_round_trips_with_the_original_checkpoint() -> None:
@@ -127,8 +128,12 @@ def test_dino_without_the_original_says_what_is_missing() -> None:
 
 def test_coco91_to_coco80_round_trips_with_the_original() -> None:
     gen = torch.Generator().manual_seed(1)
-    state = {f"{p}class_embed.{i}.{w}": torch.randn((92, 8) if w == "weight" else (92,), generator=gen)
-             for p in ("", "transformer.decoder.") for i in range(2) for w in ("weight", "bias")}
+    state = {
+        f"{p}class_embed.{i}.{w}": torch.randn((92, 8) if w == "weight" else (92,), generator=gen)
+        for p in ("", "transformer.decoder.")
+        for i in range(2)
+        for w in ("weight", "bias")
+    }
     state["bbox_embed.0.weight"] = torch.randn(4, 8, generator=gen)
     result = round_trip(state, "coco91-to-coco80", original=state)
     assert result.ok
@@ -146,8 +151,14 @@ def test_value_and_merge_kinds_reverse() -> None:
         {"kind": "reshape", "from": "^r$", "shape": [2, -1]},
         {"kind": "class_rows", "from": "^cls$", "index": [2, 0, 1], "background": "first"},
     ]
-    sd = {"tr": torch.randn(2, 3), "m.in_proj_weight": torch.randn(6, 2), "x.a.w": torch.randn(1, 2),
-          "x.b.w": torch.randn(2, 2), "r": torch.arange(6.0), "cls": torch.randn(4, 2)}
+    sd = {
+        "tr": torch.randn(2, 3),
+        "m.in_proj_weight": torch.randn(6, 2),
+        "x.a.w": torch.randn(1, 2),
+        "x.b.w": torch.randn(2, 2),
+        "r": torch.arange(6.0),
+        "cls": torch.randn(4, 2),
+    }
     out = convert_state_dict(sd, rules).state_dict
     exact = reverse_state_dict(out, rules, original=sd)
     assert exact.ok
@@ -157,8 +168,9 @@ def test_value_and_merge_kinds_reverse() -> None:
     assert dict(alone.not_restored).keys() == {"r", "x.a.w"}
     for key in ("cls", "tr", "m.in_proj_weight"):  # a reordering, a transpose and a split invert alone
         assert torch.equal(alone.state_dict[key], sd[key])
-    equal_parts = reverse_state_dict(convert_state_dict({"x.a.w": sd["x.b.w"], "x.b.w": sd["x.b.w"] + 1}, rules).state_dict,
-                                     rules)
+    equal_parts = reverse_state_dict(
+        convert_state_dict({"x.a.w": sd["x.b.w"], "x.b.w": sd["x.b.w"] + 1}, rules).state_dict, rules
+    )
     assert equal_parts.ok and torch.equal(equal_parts.state_dict["x.b.w"], sd["x.b.w"] + 1)
 
 
@@ -181,22 +193,45 @@ def test_cli_reverse_writes_a_detectron2_checkpoint(tmp_path: Path, capsys: pyte
     d2, mmdet, back, report = tmp_path / "d2.pth", tmp_path / "mmdet.pth", tmp_path / "back.pth", tmp_path / "r.json"
     torch.save({"model": state}, d2)
     assert convert_main([str(d2), "-o", str(mmdet), "--preset", "dino-original-to-mmdet", "--quiet"]) == 0
-    code = convert_main([str(mmdet), "--out", str(back), "--preset", "dino-original-to-mmdet", "--reverse",
-                         "--json", str(report)])
+    code = convert_main(
+        [str(mmdet), "--out", str(back), "--preset", "dino-original-to-mmdet", "--reverse", "--json", str(report)]
+    )
     out = capsys.readouterr()
     assert code == 1 and not back.exists() and "not restored" in out.out and "--keep-failed" in out.err
     data = json.loads(report.read_text())
     assert not data["ok"] and data["counts"]["not_restored"] > 0 and not data["meta"]["output_written"]
-    code = convert_main([str(mmdet), "-o", str(back), "--preset", "dino-original-to-mmdet", "--reverse",
-                         "--target", str(d2), "--report", str(report), "--quiet"])
+    code = convert_main(
+        [
+            str(mmdet),
+            "-o",
+            str(back),
+            "--preset",
+            "dino-original-to-mmdet",
+            "--reverse",
+            "--target",
+            str(d2),
+            "--report",
+            str(report),
+            "--quiet",
+        ]
+    )
     assert code == 0 and json.loads(report.read_text())["ok"]
     saved = torch.load(back, weights_only=True)
     assert set(saved) == {"model", "meta"} and saved["meta"]["converted_by"] == "bridge.convert --reverse"
     assert_identical(load_checkpoint(back), state)
-    code = convert_main([str(mmdet), "-o", str(back), "--preset", "dino-original-to-mmdet", "--reverse",
-                         "--target", "mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py"])
+    code = convert_main(
+        [
+            str(mmdet),
+            "-o",
+            str(back),
+            "--preset",
+            "dino-original-to-mmdet",
+            "--reverse",
+            "--target",
+            "mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py",
+        ]
+    )
     assert code == 2 and capsys.readouterr().err.startswith("error: --target")
-
 
 
 def test_a_source_name_the_template_cannot_spell_is_reported() -> None:
@@ -224,7 +259,23 @@ def test_cli_reverse_names_from_a_detectron2_config(panoptic_fpn: dict, tmp_path
     torch.save({"model": panoptic_fpn}, d2)
     assert convert_main([str(d2), "-o", str(mmdet), "--preset", "d2-panoptic-fpn-to-mmdet", "--quiet"]) == 0
     report = tmp_path / "r.json"
-    assert convert_main([str(mmdet), "-o", str(back), "--preset", "d2-panoptic-fpn-to-mmdet", "--reverse",
-                         "--target", D2_CONFIG, "--json", str(report), "--quiet"]) == 0
+    assert (
+        convert_main(
+            [
+                str(mmdet),
+                "-o",
+                str(back),
+                "--preset",
+                "d2-panoptic-fpn-to-mmdet",
+                "--reverse",
+                "--target",
+                D2_CONFIG,
+                "--json",
+                str(report),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert json.loads(report.read_text())["ambiguous"] == []
     assert_identical(load_checkpoint(back), panoptic_fpn)

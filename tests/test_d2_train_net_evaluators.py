@@ -1,6 +1,7 @@
 """Every registered one-sample name passes the evaluators that detectron2's own ``tools/train_net.py``
 builds for it (``Trainer.build_evaluator``, from the sdist's tools kept by ``make setup``): each evaluator
 is reset, fed the dataset's ground truth as the prediction, and evaluated, and scores 100."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -19,8 +20,11 @@ from d2_side.datasets import registered_names
 from tests.conftest import detectron2_tools_dir
 
 # The results each evaluator type of train_net.py's build_evaluator gives.
-RESULT_KEYS = {"coco": {"bbox", "segm"}, "sem_seg": {"sem_seg"},
-               "coco_panoptic_seg": {"sem_seg", "bbox", "segm", "panoptic_seg"}}
+RESULT_KEYS = {
+    "coco": {"bbox", "segm"},
+    "sem_seg": {"sem_seg"},
+    "coco_panoptic_seg": {"sem_seg", "bbox", "segm", "panoptic_seg"},
+}
 NAMES = [name for split in SPLITS for name in registered_names(split)]
 
 
@@ -53,8 +57,9 @@ def instances_from_json(metadata, image_id: int, image_size: tuple[int, int]):
     boxes[:, 2:] += boxes[:, :2]
     instances.pred_boxes = Boxes(boxes)
     instances.scores = torch.ones(len(annotations))
-    instances.pred_classes = torch.tensor([metadata.thing_dataset_id_to_contiguous_id[a["category_id"]]
-                                          for a in annotations], dtype=torch.int64)
+    instances.pred_classes = torch.tensor(
+        [metadata.thing_dataset_id_to_contiguous_id[a["category_id"]] for a in annotations], dtype=torch.int64
+    )
     masks = [torch.from_numpy(coco.annToMask(a).astype(bool)) for a in annotations]
     instances.pred_masks = torch.stack(masks) if masks else torch.zeros((0, *image_size), dtype=torch.bool)
     return instances
@@ -97,8 +102,9 @@ def ground_truth_prediction(metadata, record: dict) -> dict:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_train_net_evaluators_score_ground_truth_100(name: str, registered: None, train_net: ModuleType,
-                                                    tmp_path: Path) -> None:
+def test_train_net_evaluators_score_ground_truth_100(
+    name: str, registered: None, train_net: ModuleType, tmp_path: Path
+) -> None:
     from detectron2.config import get_cfg
     from detectron2.data import DatasetCatalog, MetadataCatalog
 

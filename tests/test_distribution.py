@@ -1,6 +1,7 @@
 """The wheel and the sdist that ``python -m build`` makes (the same PEP 517 backend calls, without isolation):
 the three packages with their presets and category data are in; tests, patches and the stack scripts are not;
 the ``d2mb`` console script and the dependencies are declared as docs/INSTALL.md says."""
+
 from __future__ import annotations
 
 import email
@@ -14,8 +15,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-IGNORED = shutil.ignore_patterns(".git", ".venv*", "__pycache__", "*.egg-info", "build", "dist", ".pytest_cache",
-                                 ".hypothesis", "demo_out")
+IGNORED = shutil.ignore_patterns(
+    ".git", ".venv*", "__pycache__", "*.egg-info", "build", "dist", ".pytest_cache", ".hypothesis", "demo_out"
+)
 BUILD = """
 import sys
 from setuptools import build_meta
@@ -31,8 +33,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], list[str
     source = tmp_path_factory.mktemp("src") / "d2-mmdet-bridge"
     shutil.copytree(REPO, source, ignore=IGNORED)
     out = tmp_path_factory.mktemp("dist")
-    result = subprocess.run([sys.executable, "-c", BUILD, str(out)], cwd=source, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", BUILD, str(out)], cwd=source, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (sdist,) = out.glob("d2_mmdet_bridge-*.tar.gz")
     (wheel,) = out.glob("d2_mmdet_bridge-*-py3-none-any.whl")
@@ -46,13 +49,19 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], list[str
 
 
 def _data_files() -> list[str]:
-    return sorted(str(p.relative_to(REPO)) for pattern in ("bridge/presets/*.yaml", "bridge/coco/data/*.json")
-                  for p in REPO.glob(pattern))
+    return sorted(
+        str(p.relative_to(REPO))
+        for pattern in ("bridge/presets/*.yaml", "bridge/coco/data/*.json")
+        for p in REPO.glob(pattern)
+    )
 
 
 def _modules() -> list[str]:
-    return sorted(str(p.relative_to(REPO)) for package in ("bridge", "d2_side", "mmdet_side")
-                  for p in (REPO / package).rglob("*.py"))
+    return sorted(
+        str(p.relative_to(REPO))
+        for package in ("bridge", "d2_side", "mmdet_side")
+        for p in (REPO / package).rglob("*.py")
+    )
 
 
 def test_wheel_holds_the_packages_presets_and_category_data(built) -> None:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
-import textwrap
 import importlib.util
 import re
 import shlex
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -53,12 +53,22 @@ def _entry_point(module: str):
 
 def test_the_docs_hold_commands_of_every_step() -> None:
     modules = {words[0] for _, words in COMMANDS}
-    assert {"bridge.subset", "bridge.convert", "bridge.initcheck", "bridge.compare", "bridge.panoptic",
-            "bridge.meta", "mmdet_side.config", "d2_side.meta", "mmdet_side.meta"} <= modules
+    assert {
+        "bridge.subset",
+        "bridge.convert",
+        "bridge.initcheck",
+        "bridge.compare",
+        "bridge.panoptic",
+        "bridge.meta",
+        "mmdet_side.config",
+        "d2_side.meta",
+        "mmdet_side.meta",
+    } <= modules
 
 
-@pytest.mark.parametrize(("page", "words"), COMMANDS,
-                         ids=[f"{p.relative_to(REPO)}:{' '.join(w)[:60]}" for p, w in COMMANDS])
+@pytest.mark.parametrize(
+    ("page", "words"), COMMANDS, ids=[f"{p.relative_to(REPO)}:{' '.join(w)[:60]}" for p, w in COMMANDS]
+)
 def test_documented_command_parses(page: Path, words: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     parse = argparse.ArgumentParser.parse_args
 
@@ -71,7 +81,9 @@ def test_documented_command_parses(page: Path, words: list[str], monkeypatch: py
     try:
         main(words[1:])
     except SystemExit as exc:
-        pytest.fail(f"{page.relative_to(REPO)}: `python -m {' '.join(words)}` is refused by its parser (exit {exc.code})")
+        pytest.fail(
+            f"{page.relative_to(REPO)}: `python -m {' '.join(words)}` is refused by its parser (exit {exc.code})"
+        )
     except _Parsed:
         return
     pytest.fail(f"`python -m {words[0]}` returned without parsing its arguments")
@@ -89,8 +101,7 @@ def test_python_snippets_are_valid_python(page: Path) -> None:
 def _anchors(page: Path) -> set[str]:
     """GitHub's anchors of the page's headings."""
     text = page.read_text(encoding="utf-8")
-    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
-            for h in re.findall(r"^#+ (.*)$", text, re.M)}
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.*)$", text, re.M)}
 
 
 @pytest.mark.parametrize("page", DOCS, ids=[str(p.relative_to(REPO)) for p in DOCS])
@@ -105,14 +116,27 @@ def test_docs_links_resolve(page: Path) -> None:
             assert anchor in _anchors(resolved), f"{page.relative_to(REPO)} links to missing heading {target}"
 
 
-HELP_MODULES = ["bridge.subset", "bridge.convert", "bridge.compare", "bridge.panoptic", "bridge.meta",
-                "bridge.initcheck", "bridge.local", "bridge.report", "mmdet_side.target", "d2_side.meta",
-                "mmdet_side.meta", "d2_side.init_state", "mmdet_side.init_state"]
+HELP_MODULES = [
+    "bridge.subset",
+    "bridge.convert",
+    "bridge.compare",
+    "bridge.panoptic",
+    "bridge.meta",
+    "bridge.initcheck",
+    "bridge.local",
+    "bridge.report",
+    "mmdet_side.target",
+    "d2_side.meta",
+    "mmdet_side.meta",
+    "d2_side.init_state",
+    "mmdet_side.init_state",
+]
 
 
 @pytest.mark.parametrize("words", [[m] for m in HELP_MODULES] + [["bridge.convert", "draft"]], ids=" ".join)
-def test_every_verb_help_shows_an_example_that_parses(words: list[str], capsys: pytest.CaptureFixture[str],
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_verb_help_shows_an_example_that_parses(
+    words: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     main = _entry_point(words[0])
     with pytest.raises(SystemExit) as exc:
         main([*words[1:], "--help"])
@@ -126,6 +150,7 @@ def test_every_verb_help_shows_an_example_that_parses(words: list[str], capsys: 
 def test_json_reports_are_named_json_everywhere() -> None:
     """No verb offers ``--report`` any more (``add_json_option`` keeps it only as a hidden alias)."""
     for module in HELP_MODULES:
-        parser_help = importlib.import_module(module if importlib.util.find_spec(module).submodule_search_locations
-                                              is None else module + ".__main__")
-        assert "add_argument(\"--report\"" not in Path(parser_help.__file__).read_text(), module
+        parser_help = importlib.import_module(
+            module if importlib.util.find_spec(module).submodule_search_locations is None else module + ".__main__"
+        )
+        assert 'add_argument("--report"' not in Path(parser_help.__file__).read_text(), module

@@ -39,8 +39,12 @@ def bits(t: torch.Tensor) -> torch.Tensor:
 def same(a: Any, b: Any) -> bool:
     """Deep equality: tensors bit-exact with equal dtype/shape, floats NaN-safe, tuples may be lists."""
     if isinstance(a, torch.Tensor):
-        return (isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape
-                and torch.equal(bits(a.detach().cpu()), bits(b)))
+        return (
+            isinstance(b, torch.Tensor)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and torch.equal(bits(a.detach().cpu()), bits(b))
+        )
     if isinstance(a, dict):
         return isinstance(b, dict) and list(a) == list(b) and all(same(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
@@ -66,7 +70,10 @@ def random_tensor(dtype_name: str, shape: tuple[int, ...], seed: int) -> torch.T
 shapes = st.lists(st.integers(0, 4), min_size=0, max_size=3).map(tuple)
 tensors = st.builds(random_tensor, st.sampled_from(TENSOR_DTYPES), shapes, st.integers(0, 2**16))
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
     st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=8),
 )
 keys = st.text(alphabet="abcdefgh_XY0", min_size=1, max_size=5)
@@ -115,12 +122,29 @@ def test_every_supported_dtype(tmp_path: Path, dtype: str) -> None:
     run = open_run(tmp_path)
     assert same(t, run.tensor(run.entries()[0]))
     chunks = list(run.tensor_slices(run.entries()[0], 2))
-    assert len(chunks) == 4 and all(same(t[2 * i:2 * i + 2], c) for i, c in enumerate(chunks))
+    assert len(chunks) == 4 and all(same(t[2 * i : 2 * i + 2], c) for i, c in enumerate(chunks))
 
 
 def test_float8_and_bfloat16_present() -> None:
-    for name in ("float64", "float32", "float16", "bfloat16", "int8", "int16", "int32", "int64", "uint8", "bool",
-                 "float8_e4m3fn", "float8_e5m2", "float8_e8m0fnu", "complex64", "complex128", "int4", "uint4"):
+    for name in (
+        "float64",
+        "float32",
+        "float16",
+        "bfloat16",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "bool",
+        "float8_e4m3fn",
+        "float8_e5m2",
+        "float8_e8m0fnu",
+        "complex64",
+        "complex128",
+        "int4",
+        "uint4",
+    ):
         assert name in TENSOR_DTYPES
 
 
@@ -155,7 +179,7 @@ def test_every_torch_dtype_round_trips_or_is_refused(tmp_path: Path, dtype: str)
     back = run.get("t", step=0)
     assert same(t, back["x"]) and same(t[:, 1], back["col"]) and same(t.t(), back["cols"])
     for start, chunk in zip(range(0, 5, 2), run.tensor_slices(run.entries()[0], 2)):
-        assert same(t[start:start + 2], chunk)
+        assert same(t[start : start + 2], chunk)
     leaf = orjson.loads((tmp_path / "rank0" / "manifest.json").read_bytes())["records"][0]["leaves"][0]
     assert leaf["dtype"] == dtype and leaf.get("storage") == ("bytes" if stored_as_bytes else None)
 
@@ -167,8 +191,16 @@ def test_bytes_storage_in_the_file(tmp_path: Path) -> None:
     c = torch.randn(2, 3, dtype=torch.complex64)
     e8 = random_tensor("float8_e8m0fnu", (4,), 3)
     with Recorder(tmp_path, rank=0) as rec:
-        rec.record("v", {"c": c.conj(), "e8": e8, "empty": torch.zeros(0, 2, dtype=torch.complex128),
-                         "scalar": torch.tensor(1 + 2j)}, step=0)
+        rec.record(
+            "v",
+            {
+                "c": c.conj(),
+                "e8": e8,
+                "empty": torch.zeros(0, 2, dtype=torch.complex128),
+                "scalar": torch.tensor(1 + 2j),
+            },
+            step=0,
+        )
     with safe_open(str(tmp_path / "rank0" / "000000-s0-output.safetensors"), "pt") as f:
         assert (f.get_slice("v.c").get_dtype(), f.get_slice("v.c").get_shape()) == ("U8", [2, 3, 8])
         assert f.get_slice("v.e8").get_dtype() == "F8_E8M0"
@@ -183,7 +215,9 @@ def test_bytes_storage_mismatch_is_named(tmp_path: Path) -> None:
         rec.record("c", torch.zeros(2, 3, dtype=torch.complex64), step=0)
     manifest = tmp_path / "rank0" / "manifest.json"
     _edit_manifest(manifest, lambda d: d["records"][0]["leaves"][0].update(dtype="complex128"))
-    with pytest.raises(FormatError, match=r"'c' is uint8\[2, 3, 8\] but the manifest says complex128\[2, 3\] \(stored as bytes"):
+    with pytest.raises(
+        FormatError, match=r"'c' is uint8\[2, 3, 8\] but the manifest says complex128\[2, 3\] \(stored as bytes"
+    ):
         open_run(tmp_path).get("c", step=0)
     _edit_manifest(manifest, lambda d: d["records"][0]["leaves"][0].update(dtype="float32"))
     with pytest.raises(FormatError, match="not one of this format's byte-stored dtypes"):
@@ -198,13 +232,25 @@ def test_numpy_values_are_converted(tmp_path: Path) -> None:
     base = np.arange(12, dtype=np.float32).reshape(3, 4)
     read_only = np.arange(3, dtype=np.int64)
     read_only.flags.writeable = False
-    value = {"f32": base, "strided": base[:, ::2], "big_endian": np.arange(4, dtype=">i4"), "ro": read_only,
-             "zero_d": np.array(True), "f": np.float32(1.5), "i": np.int64(-3), "b": np.bool_(True),
-             "s": np.str_("x"), "nan": np.float64("nan"), "u16": np.arange(3, dtype=np.uint16)}
+    value = {
+        "f32": base,
+        "strided": base[:, ::2],
+        "big_endian": np.arange(4, dtype=">i4"),
+        "ro": read_only,
+        "zero_d": np.array(True),
+        "f": np.float32(1.5),
+        "i": np.int64(-3),
+        "b": np.bool_(True),
+        "s": np.str_("x"),
+        "nan": np.float64("nan"),
+        "u16": np.arange(3, dtype=np.uint16),
+    }
     with Recorder(tmp_path, rank=0) as rec:
         rec.record("np", value, step=0)
     back = open_run(tmp_path).get("np", step=0)
-    assert torch.equal(back["f32"], torch.from_numpy(base)) and torch.equal(back["strided"], torch.from_numpy(base[:, ::2].copy()))
+    assert torch.equal(back["f32"], torch.from_numpy(base)) and torch.equal(
+        back["strided"], torch.from_numpy(base[:, ::2].copy())
+    )
     assert back["big_endian"].dtype == torch.int32 and back["big_endian"].tolist() == [0, 1, 2, 3]
     assert back["ro"].tolist() == [0, 1, 2] and back["zero_d"].shape == () and back["zero_d"].item() is True
     assert back["u16"].dtype == torch.uint16
@@ -239,8 +285,15 @@ class Instances:
 def test_detectron2_like_batch(tmp_path: Path) -> None:
     image = torch.rand(3, 8, 6)
     boxes = torch.rand(2, 4)
-    batch = [{"file_name": "x.jpg", "height": 8, "width": 6, "image": image,
-              "instances": Instances(gt_boxes=Boxes(boxes), gt_classes=torch.tensor([3, 1]))}]
+    batch = [
+        {
+            "file_name": "x.jpg",
+            "height": 8,
+            "width": 6,
+            "image": image,
+            "instances": Instances(gt_boxes=Boxes(boxes), gt_classes=torch.tensor([3, 1])),
+        }
+    ]
     with Recorder(tmp_path, framework="detectron2", rank=0) as rec:
         rec.record("batch", batch, step=0, kind="batch")
     run = open_run(tmp_path)
@@ -297,7 +350,14 @@ def test_tensor_slices(tmp_path: Path) -> None:
 def test_noncontiguous_shared_grad_tensors(tmp_path: Path) -> None:
     base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
     w = torch.randn(3, 3, requires_grad=True)
-    value = {"t": base.t(), "view": base[1:3, ::2], "same": base, "again": base, "w": w * 2, "exp": torch.ones(1).expand(4)}
+    value = {
+        "t": base.t(),
+        "view": base[1:3, ::2],
+        "same": base,
+        "again": base,
+        "w": w * 2,
+        "exp": torch.ones(1).expand(4),
+    }
     with Recorder(tmp_path, rank=0) as rec:
         rec.record("v", value, step=0)
     back = open_run(tmp_path).get("v", step=0)
@@ -336,8 +396,14 @@ def test_get_missing_names_everything(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(name="a", step=0, kind="nope"), dict(name="a", step=-1), dict(name="a/b", step=0),
-     dict(name="", step=0), dict(name="a", step=1.5), dict(name="a", step=True)],
+    [
+        dict(name="a", step=0, kind="nope"),
+        dict(name="a", step=-1),
+        dict(name="a/b", step=0),
+        dict(name="", step=0),
+        dict(name="a", step=1.5),
+        dict(name="a", step=True),
+    ],
 )
 def test_record_rejects_bad_arguments(tmp_path: Path, kwargs: dict[str, Any]) -> None:
     with Recorder(tmp_path, rank=0) as rec:
@@ -394,7 +460,9 @@ def _nested_lists(depth: int) -> list[Any]:
 def test_too_deep_values_are_refused(tmp_path: Path) -> None:
     with Recorder(tmp_path, rank=0) as rec:
         rec.record("ok", _nested_lists(MAX_DEPTH), step=0)
-        with pytest.raises(FormatError, match=rf"record 'deep', path '(0\.){{{MAX_DEPTH - 1}}}0'.*more than {MAX_DEPTH}"):
+        with pytest.raises(
+            FormatError, match=rf"record 'deep', path '(0\.){{{MAX_DEPTH - 1}}}0'.*more than {MAX_DEPTH}"
+        ):
             rec.record("deep", _nested_lists(MAX_DEPTH + 1), step=0)
         with pytest.raises(FormatError, match=rf"more than {MAX_DEPTH}"):
             rec.record("deeper", _nested_lists(5000), step=0)
@@ -650,8 +718,15 @@ def test_format_md_example_is_what_the_recorder_writes(tmp_path: Path) -> None:
     """docs/FORMAT.md's manifest example is the manifest of the value it describes (creation time aside)."""
     doc = (Path(__file__).resolve().parents[1] / "docs" / "FORMAT.md").read_text()
     example = orjson.loads(doc.split("## Manifest schema")[1].split("```json")[1].split("```")[0])
-    batch = [{"file_name": "a.jpg", "height": 480, "image": torch.zeros(3, 480, 640, dtype=torch.uint8),
-              "instances": Instances(gt_boxes=Boxes(torch.zeros(2, 4))), "freqs": torch.zeros(8, dtype=torch.complex64)}]
+    batch = [
+        {
+            "file_name": "a.jpg",
+            "height": 480,
+            "image": torch.zeros(3, 480, 640, dtype=torch.uint8),
+            "instances": Instances(gt_boxes=Boxes(torch.zeros(2, 4))),
+            "freqs": torch.zeros(8, dtype=torch.complex64),
+        }
+    ]
     with Recorder(tmp_path, framework="detectron2", rank=0) as rec:
         rec.record("batch", batch, step=0, kind="batch")
     written = orjson.loads((tmp_path / "rank0" / "manifest.json").read_bytes())

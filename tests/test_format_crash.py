@@ -15,7 +15,7 @@ import torch
 
 from bridge import open_run
 
-CHILD = textwrap.dedent('''
+CHILD = textwrap.dedent("""
     import sys
     import torch
     from bridge import Recorder
@@ -26,7 +26,7 @@ CHILD = textwrap.dedent('''
         rec.record("batch", [{"image": image, "id": step, "boxes": torch.full((2, 4), float(step))}], step=step, kind="batch")
         rec.record("loss", torch.tensor(float(step)), step=step, kind="loss")
         print(f"step {step} done", flush=True)
-''')
+""")
 
 
 def _expected(name: str, step: int) -> object:
@@ -38,8 +38,9 @@ def _expected(name: str, step: int) -> object:
 
 def _record_until_killed(run_dir: Path, kill_after: int, delay: float) -> None:
     """Run CHILD into ``run_dir``; SIGKILL it ``delay`` seconds after it reports step ``kill_after`` done."""
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(run_dir)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(run_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         for line in child.stdout:
             if line.strip() == f"step {kill_after} done":

@@ -23,8 +23,13 @@ EXAMPLES = 150
 
 
 @pytest.mark.parametrize("cli", sorted(GENERATORS))
-@settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(rng=st.randoms(use_true_random=False))
 def test_cli_keeps_the_contract(cli: str, rng: random.Random) -> None:
     with tempfile.TemporaryDirectory(prefix=f"fuzz_{cli}_") as workdir:

@@ -15,8 +15,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from bridge import Recorder, open_run
-from bridge.compare.engine import compare_runs
 from bridge.coco.synthetic import write_synthetic_coco
+from bridge.compare.engine import compare_runs
 from tests.conftest import small_mmdet_train_config
 
 WORLD = 2
@@ -29,8 +29,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _worker(rank: int, port: int, coco_root: str, train_ids: list[int], cache_dir: str, run_dir: str,
-            timing_dir: str) -> None:
+def _worker(
+    rank: int, port: int, coco_root: str, train_ids: list[int], cache_dir: str, run_dir: str, timing_dir: str
+) -> None:
     start = time.perf_counter()
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -47,15 +48,31 @@ def _worker(rank: int, port: int, coco_root: str, train_ids: list[int], cache_di
         from bridge.coco.onesample import OneSampleConfig
         from d2_side.datasets import register_onesample
         from d2_side.hooks import RecordHook
+
         import_s = time.perf_counter() - t0
 
         # Both ranks prepare the same cache concurrently (atomic writes), as under torchrun.
         register_onesample(OneSampleConfig.create(coco_root, {"train": train_ids}, cache_dir))
         cfg = get_cfg()
         cfg.merge_from_file(model_zoo.get_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"))
-        cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TRAIN", "(96,)",
-                             "INPUT.MAX_SIZE_TRAIN", "160", "DATALOADER.NUM_WORKERS", "0",
-                             "SOLVER.IMS_PER_BATCH", str(WORLD), "DATASETS.TRAIN", "('coco_2017_train_onesample',)"])
+        cfg.merge_from_list(
+            [
+                "MODEL.DEVICE",
+                "cpu",
+                "MODEL.WEIGHTS",
+                "",
+                "INPUT.MIN_SIZE_TRAIN",
+                "(96,)",
+                "INPUT.MAX_SIZE_TRAIN",
+                "160",
+                "DATALOADER.NUM_WORKERS",
+                "0",
+                "SOLVER.IMS_PER_BATCH",
+                str(WORLD),
+                "DATASETS.TRAIN",
+                "('coco_2017_train_onesample',)",
+            ]
+        )
         torch.manual_seed(0)  # same init on both ranks (DDP also broadcasts rank 0's parameters)
         model = DistributedDataParallel(build_model(cfg))
         loader = build_detection_train_loader(cfg)  # TrainingSampler shards by rank; IMS_PER_BATCH 2 -> 1 a rank
@@ -73,8 +90,9 @@ def _worker(rank: int, port: int, coco_root: str, train_ids: list[int], cache_di
         dist.all_gather(gathered, flat)
         assert torch.equal(gathered[0], gathered[1])
         dist.barrier()
-        Path(timing_dir, f"rank{rank}.json").write_text(json.dumps(
-            {"import_s": import_s, "train_s": train_s, "total_s": time.perf_counter() - start}))
+        Path(timing_dir, f"rank{rank}.json").write_text(
+            json.dumps({"import_s": import_s, "train_s": train_s, "total_s": time.perf_counter() - start})
+        )
     finally:
         dist.destroy_process_group()
 
@@ -98,8 +116,12 @@ def test_record_hook_under_ddp_records_per_rank_and_compare_pairs_ranks(tmp_path
     run_dir, timing_dir = tmp_path / "run", tmp_path / "timing"
     timing_dir.mkdir()
     t0 = time.perf_counter()
-    mp.spawn(_worker, args=(_free_port(), str(coco.root), train_ids, str(tmp_path / "cache"), str(run_dir),
-                            str(timing_dir)), nprocs=WORLD, join=True)
+    mp.spawn(
+        _worker,
+        args=(_free_port(), str(coco.root), train_ids, str(tmp_path / "cache"), str(run_dir), str(timing_dir)),
+        nprocs=WORLD,
+        join=True,
+    )
     spawn_s = time.perf_counter() - t0
     timings = {r: json.loads((timing_dir / f"rank{r}.json").read_text()) for r in range(WORLD)}
     print(f"\nspawn+train wall {spawn_s:.1f}s; per rank {timings}")
@@ -110,8 +132,11 @@ def test_record_hook_under_ddp_records_per_rank_and_compare_pairs_ranks(tmp_path
     assert run.meta["frameworks"] == {0: "detectron2", 1: "detectron2"}
     image_ids = {}
     for rank in range(WORLD):
-        assert {(e.name, e.kind) for e in run.entries(rank=rank)} == {("batch", "batch"), ("losses", "loss"),
-                                                                      (ACT, "activation")}
+        assert {(e.name, e.kind) for e in run.entries(rank=rank)} == {
+            ("batch", "batch"),
+            ("losses", "loss"),
+            (ACT, "activation"),
+        }
         batch = run.get("batch", step=0, kind="batch", rank=rank)
         assert len(batch) == 1  # SOLVER.IMS_PER_BATCH 2 over 2 ranks
         assert batch[0]["image"].dtype == torch.uint8 and batch[0]["image"].shape[0] == 3
@@ -160,9 +185,12 @@ def _mmdet_worker(rank: int, port: int, coco_root: str, cache_dir: str, run_dir:
         from bridge.coco.onesample import OneSampleConfig
 
         cfg = small_mmdet_train_config(
-            "mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", OneSampleConfig.create(coco_root, None, cache_dir),
-            epochs=1, work_dir=f"{work_dir}/rank{rank}",
-            hooks=[dict(type="BridgeRecordHook", run_dir=run_dir, iterations=[0])])
+            "mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py",
+            OneSampleConfig.create(coco_root, None, cache_dir),
+            epochs=1,
+            work_dir=f"{work_dir}/rank{rank}",
+            hooks=[dict(type="BridgeRecordHook", run_dir=run_dir, iterations=[0])],
+        )
         cfg.randomness = dict(seed=rank)
         Runner.from_cfg(cfg).train()
     finally:
@@ -173,8 +201,12 @@ def test_mmdet_record_hook_writes_one_folder_per_rank(tmp_path: Path) -> None:
     root = tmp_path / "coco"
     write_synthetic_coco(root, num_images=2)
     run_dir = tmp_path / "run_mmdet"
-    mp.spawn(_mmdet_worker, args=(_free_port(), str(root), str(tmp_path / "cache"), str(run_dir), str(tmp_path / "w")),
-             nprocs=2, join=True)
+    mp.spawn(
+        _mmdet_worker,
+        args=(_free_port(), str(root), str(tmp_path / "cache"), str(run_dir), str(tmp_path / "w")),
+        nprocs=2,
+        join=True,
+    )
     run = open_run(run_dir)
     assert run.ranks() == [0, 1] and run.meta["framework"] == "mmdet"
     for rank in (0, 1):

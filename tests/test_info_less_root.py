@@ -4,6 +4,7 @@ detectron2's own ``tools/train_net.py --eval-only`` (COCOEvaluator) and mmdet's 
 
 pycocotools 2.0.10's ``COCO.loadRes`` read ``self.dataset['info']`` and stopped both with ``KeyError: 'info'``;
 2.0.11 (the pin in requirements/constraints.txt) reads ``.get('info', {})``."""
+
 from __future__ import annotations
 
 import json
@@ -36,10 +37,20 @@ def test_root_has_no_info_or_licenses(info_less_root: Path) -> None:
         assert not {"info", "licenses"} & set(json.loads(path.read_text())), path
 
 
-def test_detectron2_train_net_eval_only_on_info_less_root(train_net: Path, info_less_root: Path,  # noqa: F811
-                                                          tmp_path: Path) -> None:
-    output = run_train_net(train_net, MASK_RCNN, "coco_2017_train_onesample", "coco_2017_val_onesample",
-                           tmp_path, info_less_root, eval_only=True)
+def test_detectron2_train_net_eval_only_on_info_less_root(
+    train_net: Path,  # noqa: F811 - the fixture imported above
+    info_less_root: Path,
+    tmp_path: Path,
+) -> None:
+    output = run_train_net(
+        train_net,
+        MASK_RCNN,
+        "coco_2017_train_onesample",
+        "coco_2017_val_onesample",
+        tmp_path,
+        info_less_root,
+        eval_only=True,
+    )
     assert "KeyError" not in output
     assert "Evaluation results for bbox" in output and "Evaluation results for segm" in output
 
@@ -50,17 +61,25 @@ def test_mmdet_coco_metric_on_info_less_root(info_less_root: Path) -> None:
     from mmdet.evaluation import CocoMetric
 
     ann = info_less_root / "annotations" / "instances_val2017.json"
-    dataset = CocoDataset(ann_file=str(ann), data_prefix=dict(img=str(info_less_root / "val2017")), pipeline=[],
-                          test_mode=True)
+    dataset = CocoDataset(
+        ann_file=str(ann), data_prefix=dict(img=str(info_less_root / "val2017")), pipeline=[], test_mode=True
+    )
     samples = []
     for i in range(len(dataset)):
         info = dataset.get_data_info(i)
         h, w, instances = info["height"], info["width"], info["instances"]
-        samples.append(dict(img_id=info["img_id"], ori_shape=(h, w), pred_instances=dict(
-            bboxes=torch.tensor([inst["bbox"] for inst in instances], dtype=torch.float32).reshape(-1, 4),
-            scores=torch.ones(len(instances)),
-            labels=torch.tensor([inst["bbox_label"] for inst in instances], dtype=torch.int64),
-            masks=[mask_util.merge(mask_util.frPyObjects(inst["mask"], h, w)) for inst in instances])))
+        samples.append(
+            dict(
+                img_id=info["img_id"],
+                ori_shape=(h, w),
+                pred_instances=dict(
+                    bboxes=torch.tensor([inst["bbox"] for inst in instances], dtype=torch.float32).reshape(-1, 4),
+                    scores=torch.ones(len(instances)),
+                    labels=torch.tensor([inst["bbox_label"] for inst in instances], dtype=torch.int64),
+                    masks=[mask_util.merge(mask_util.frPyObjects(inst["mask"], h, w)) for inst in instances],
+                ),
+            )
+        )
     assert sum(len(s["pred_instances"]["labels"]) for s in samples) > 0
     metric = CocoMetric(ann_file=str(ann), metric=["bbox", "segm"])
     metric.dataset_meta = dataset.metainfo

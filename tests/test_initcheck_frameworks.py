@@ -1,5 +1,6 @@
 """Init comparison of the two real PanopticFPN R50s, each built from its config with a seed, after the
 `d2-panoptic-fpn-to-mmdet` name mapping: it finds the real differences of the shipped initialisations."""
+
 from __future__ import annotations
 
 import json
@@ -17,14 +18,21 @@ MMDET_CONFIG = "mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py"
 def initcheck(*args: str) -> subprocess.CompletedProcess[str]:
     """``python -m bridge.initcheck *args`` from the repository root."""
     env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="200")
-    return subprocess.run([sys.executable, "-m", "bridge.initcheck", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "bridge.initcheck", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_initcheck_from_configs_finds_zero_init_residual_and_frozen_bn_eps(tmp_path: Path) -> None:
     report = tmp_path / "init.json"
-    check = initcheck(D2_CONFIG, MMDET_CONFIG, "--preset", "d2-panoptic-fpn-to-mmdet", "--seed", "0",
-                      "--report", str(report))
+    check = initcheck(
+        D2_CONFIG, MMDET_CONFIG, "--preset", "d2-panoptic-fpn-to-mmdet", "--seed", "0", "--report", str(report)
+    )
     assert check.returncode == 1, (check.stdout + check.stderr)[-3000:]
     data = json.loads(report.read_text())
     rows = {row["key"]: row for row in data["rows"]}
@@ -53,9 +61,11 @@ def test_initcheck_same_config_and_seed_is_equal(tmp_path: Path) -> None:
 
 
 def test_initcheck_bad_sources_exit_2(tmp_path: Path) -> None:
-    for a, needle in ((str(tmp_path / "notes.txt"), "neither a state-dict file"),
-                      ("COCO-Nothing/absent.yaml", "COCO-Nothing/absent.yaml: building the detectron2 model"),
-                      ("mmdet::no_such/config.py", "mmdet::no_such/config.py: building the mmdet model")):
+    for a, needle in (
+        (str(tmp_path / "notes.txt"), "neither a state-dict file"),
+        ("COCO-Nothing/absent.yaml", "COCO-Nothing/absent.yaml: building the detectron2 model"),
+        ("mmdet::no_such/config.py", "mmdet::no_such/config.py: building the mmdet model"),
+    ):
         check = initcheck(a, MMDET_CONFIG)
         assert check.returncode == 2, check.stdout + check.stderr
         assert check.stderr.startswith("error: ") and needle in check.stderr, check.stderr

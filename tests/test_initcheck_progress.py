@@ -1,5 +1,6 @@
 """``python -m bridge.initcheck`` shows each stage's progress on stderr when it is a terminal, and nothing but one
 summary line under ``--quiet``."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,15 +20,16 @@ def checkpoints(tmp_path: Path) -> tuple[str, str]:
     return str(a), str(b)
 
 
-def test_initcheck_shows_each_stage_on_a_terminal(checkpoints: tuple[str, str], capsys: pytest.CaptureFixture,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_initcheck_shows_each_stage_on_a_terminal(
+    checkpoints: tuple[str, str], capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     a, b = checkpoints
     monkeypatch.setenv("FORCE_COLOR", "1")  # rich draws its progress as on a terminal
     monkeypatch.setenv("COLUMNS", "300")
     assert main([a, b]) == 0
     out, err = capsys.readouterr()
     stages = [err.rindex(text) for text in (f"A: loading {a}", f"B: loading {b}", "comparing")]
-    assert stages == sorted(stages) and "2/2" in err[stages[-1]:]
+    assert stages == sorted(stages) and "2/2" in err[stages[-1] :]
     assert "all equal or same distribution" in out and "equal or same" not in err
 
 

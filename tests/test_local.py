@@ -26,17 +26,34 @@ REPO = Path(__file__).resolve().parents[1]
 PRESET = "d2-panoptic-fpn-to-mmdet"
 D2_CONFIG = "COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml"
 
-D2_MODULES = ["backbone.fpn_lateral?", "backbone.fpn_output?", "proposal_generator.rpn_head.objectness_logits",
-              "proposal_generator.rpn_head.anchor_deltas", "roi_heads.box_head.fc?",
-              "roi_heads.box_predictor.cls_score", "roi_heads.box_predictor.bbox_pred"]
-MMDET_MODULES = ["neck.lateral_convs.*.conv", "neck.fpn_convs.*.conv", "rpn_head.rpn_cls", "rpn_head.rpn_reg",
-                 "roi_head.bbox_head.shared_fcs.*", "roi_head.bbox_head.fc_cls", "roi_head.bbox_head.fc_reg"]
-D2_FUNCTIONS = {"rpn_decode": "proposal_generator.box2box_transform.apply_deltas",
-                "box_decode": "roi_heads.box_predictor.box2box_transform.apply_deltas"}
+D2_MODULES = [
+    "backbone.fpn_lateral?",
+    "backbone.fpn_output?",
+    "proposal_generator.rpn_head.objectness_logits",
+    "proposal_generator.rpn_head.anchor_deltas",
+    "roi_heads.box_head.fc?",
+    "roi_heads.box_predictor.cls_score",
+    "roi_heads.box_predictor.bbox_pred",
+]
+MMDET_MODULES = [
+    "neck.lateral_convs.*.conv",
+    "neck.fpn_convs.*.conv",
+    "rpn_head.rpn_cls",
+    "rpn_head.rpn_reg",
+    "roi_head.bbox_head.shared_fcs.*",
+    "roi_head.bbox_head.fc_cls",
+    "roi_head.bbox_head.fc_reg",
+]
+D2_FUNCTIONS = {
+    "rpn_decode": "proposal_generator.box2box_transform.apply_deltas",
+    "box_decode": "roi_heads.box_predictor.box2box_transform.apply_deltas",
+}
 MMDET_FUNCTIONS = {"rpn_decode": "rpn_head.bbox_coder.decode", "box_decode": "roi_head.bbox_head.bbox_coder.decode"}
 # detectron2's apply_deltas(deltas, boxes) against mmdet's decode(bboxes, pred_bboxes, max_shape=None)
-FUNCTION_MAP = (f"functions: {json.dumps(MMDET_FUNCTIONS)}\n"
-                "arguments:\n  - {module: '*_decode', rename: {'0': pred_bboxes, '1': bboxes}}\n")
+FUNCTION_MAP = (
+    f"functions: {json.dumps(MMDET_FUNCTIONS)}\n"
+    "arguments:\n  - {module: '*_decode', rename: {'0': pred_bboxes, '1': bboxes}}\n"
+)
 D2_BOX_WEIGHTS = {"rpn_decode": (1.0, 1.0, 1.0, 1.0), "box_decode": (10.0, 10.0, 5.0, 5.0)}
 FAULTY = "neck.fpn_convs.1.conv.weight"  # detectron2's backbone.fpn_output3
 MMDET_CONFIG = """_base_ = 'mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py'
@@ -53,8 +70,18 @@ def _build_d2(size: int) -> torch.nn.Module:
 
     cfg = get_cfg()
     cfg.merge_from_file(model_zoo.get_config_file(D2_CONFIG))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", str(size),
-                         "INPUT.MAX_SIZE_TEST", str(size * 2)])
+    cfg.merge_from_list(
+        [
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.WEIGHTS",
+            "",
+            "INPUT.MIN_SIZE_TEST",
+            str(size),
+            "INPUT.MAX_SIZE_TEST",
+            str(size * 2),
+        ]
+    )
     torch.manual_seed(0)
     return build_model(cfg).eval()
 
@@ -76,8 +103,14 @@ def _side_b(root: Path, label: str, state: dict[str, torch.Tensor], batch: list[
         taps = ModelTaps(mm_model, recorder, lambda: 0, activations=MMDET_MODULES, functions=MMDET_FUNCTIONS)
         mm_model.predict(data["inputs"], data["data_samples"])
         taps.remove()
-    statuses = run_local(str(root / "d2"), "mmdet", str(root / "mmdet_config.py"), str(root / f"{label}.pth"),
-                         [PRESET, str(root / "functions.yaml")], str(root / f"local_{label}"))
+    statuses = run_local(
+        str(root / "d2"),
+        "mmdet",
+        str(root / "mmdet_config.py"),
+        str(root / f"{label}.pth"),
+        [PRESET, str(root / "functions.yaml")],
+        str(root / f"local_{label}"),
+    )
     assert [s for s in statuses if s["status"] != "ok"] == []
 
 
@@ -92,8 +125,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     torch.manual_seed(1)
     batch = [{"image": (torch.rand(3, 128, 160) * 255).round(), "height": 128, "width": 160, "image_id": 0}]
     with Recorder(root / "d2", framework="detectron2") as recorder:
-        record_inference(d2_model, [batch], recorder, activations=D2_MODULES, inputs=D2_MODULES,
-                         functions=D2_FUNCTIONS)
+        record_inference(d2_model, [batch], recorder, activations=D2_MODULES, inputs=D2_MODULES, functions=D2_FUNCTIONS)
     (root / "mmdet_config.py").write_text(MMDET_CONFIG, encoding="utf-8")
     (root / "functions.yaml").write_text(FUNCTION_MAP, encoding="utf-8")
     torch.save(d2_model.state_dict(), root / "d2.pth")
@@ -102,8 +134,14 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     faulty = dict(state)
     faulty[FAULTY] = state[FAULTY] + 0.05 * state[FAULTY].abs().max()
     _side_b(root, "faulty", faulty, batch)
-    return {"root": root, "a": root / "d2", "b": root / "mmdet_faulty", "local": root / "local_faulty",
-            "b_clean": root / "mmdet_clean", "local_clean": root / "local_clean"}
+    return {
+        "root": root,
+        "a": root / "d2",
+        "b": root / "mmdet_faulty",
+        "local": root / "local_faulty",
+        "b_clean": root / "mmdet_clean",
+        "local_clean": root / "local_clean",
+    }
 
 
 def test_inputs_recorded_per_call_beside_activation(pair: dict[str, Path]) -> None:
@@ -132,8 +170,9 @@ def test_fault_is_local_only_in_the_seeded_module(pair: dict[str, Path]) -> None
     by_name = {row.name_a: row for row in rows}
     for row in rows:
         print(row.name_a, row.name_b, row.end_to_end, row.local, row.verdict)
-    assert [row.name_a for row in rows if row.local_ok is False and not _is_function(row.name_a)] == \
-        ["backbone.fpn_output3"]
+    assert [row.name_a for row in rows if row.local_ok is False and not _is_function(row.name_a)] == [
+        "backbone.fpn_output3"
+    ]
     assert origin(rows).name_b == "neck.fpn_convs.1.conv"
     for name in ("proposal_generator.rpn_head.objectness_logits#1", "proposal_generator.rpn_head.anchor_deltas#1"):
         assert by_name[name].end_to_end_ok is False and by_name[name].verdict == "inherited"
@@ -145,8 +184,11 @@ def test_fault_is_local_only_in_the_seeded_module(pair: dict[str, Path]) -> None
 def test_correct_checkpoint_has_no_local_error_in_modules(pair: dict[str, Path]) -> None:
     """With the correct conversion every module's local error is 0 or float noise: no module is an origin; the
     box head's layers only inherit a difference (another number of proposals)."""
-    rows = [row for row in local_rows(pair["a"], pair["b_clean"], pair["local_clean"], PRESET)
-            if not _is_function(row.name_a)]
+    rows = [
+        row
+        for row in local_rows(pair["a"], pair["b_clean"], pair["local_clean"], PRESET)
+        if not _is_function(row.name_a)
+    ]
     for row in rows:
         print(row.name_a, row.name_b, row.end_to_end, row.local, row.verdict)
     assert rows and all(row.local_ok for row in rows)
@@ -189,7 +231,9 @@ def test_box_coder_difference_is_local_to_the_decoding(pair: dict[str, Path]) ->
         weights = torch.tensor(D2_BOX_WEIGHTS[name.split("#", 1)[0]])
         below = ((deltas.reshape(-1, 4) / weights)[:, 2:] < -math.log(1000 / 16)).any(1)
         assert 0 < int(below.sum()) < len(below)
-        assert torch.allclose(out_b, _d2_decode_with_lower_clamp(name, deltas, boxes).reshape(-1, 4), atol=1e-4, rtol=1e-5)
+        assert torch.allclose(
+            out_b, _d2_decode_with_lower_clamp(name, deltas, boxes).reshape(-1, 4), atol=1e-4, rtol=1e-5
+        )
         assert torch.allclose(out_a[~below], out_b[~below], atol=1e-4, rtol=1e-5)
         assert not torch.allclose(out_a[below], out_b[below], atol=1e-4, rtol=1e-5)
 
@@ -198,9 +242,27 @@ def test_compare_cli_names_the_origin(pair: dict[str, Path], tmp_path: Path) -> 
     """`bridge.compare A B --local RUN_LOCAL` prints the table and the origin, and puts both into the JSON
     (`local`) and HTML reports; input records stay out of the leaf-by-leaf pairing (nothing 'only in A')."""
     out_json, out_html = tmp_path / "compare.json", tmp_path / "compare.html"
-    proc = subprocess.run([sys.executable, "-m", "bridge.compare", str(pair["a"]), str(pair["b"]), "--map", PRESET,
-                           "--local", str(pair["local"]), "--quiet", "--json", str(out_json), "--html", str(out_html)],
-                          capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bridge.compare",
+            str(pair["a"]),
+            str(pair["b"]),
+            "--map",
+            PRESET,
+            "--local",
+            str(pair["local"]),
+            "--quiet",
+            "--json",
+            str(out_json),
+            "--html",
+            str(out_html),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert "origin: backbone.fpn_output3 -> neck.fpn_convs.1.conv" in proc.stdout, proc.stdout + proc.stderr
     assert "inherited" in proc.stdout
     local = json.loads(out_json.read_text(encoding="utf-8"))["local"]
@@ -226,8 +288,23 @@ def test_local_cli_bad_input(tmp_path: Path) -> None:
     with Recorder(tmp_path / "a", framework="detectron2") as recorder:
         recorder.record("x", torch.ones(2), step=0, kind="activation")
     for side in ("mmdet", "paddle"):
-        proc = subprocess.run([sys.executable, "-m", "bridge.local", str(tmp_path / "a"), "--model-side", side,
-                               "cfg.py", "ckpt.pth", "-o", str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bridge.local",
+                str(tmp_path / "a"),
+                "--model-side",
+                side,
+                "cfg.py",
+                "ckpt.pth",
+                "-o",
+                str(tmp_path / "out"),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
         assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
         assert not (tmp_path / "out").exists()
 
@@ -237,8 +314,15 @@ def test_detectron2_as_side_b(pair: dict[str, Path]) -> None:
     every local error is 0."""
     root = pair["root"]
     (root / "d2_functions.yaml").write_text(f"functions: {json.dumps(D2_FUNCTIONS)}\n", encoding="utf-8")
-    statuses = run_local(str(pair["a"]), "detectron2", D2_CONFIG, str(root / "d2.pth"), [str(root / "d2_functions.yaml")],
-                         str(root / "local_d2"), opts=["INPUT.MIN_SIZE_TEST", "128"])
+    statuses = run_local(
+        str(pair["a"]),
+        "detectron2",
+        D2_CONFIG,
+        str(root / "d2.pth"),
+        [str(root / "d2_functions.yaml")],
+        str(root / "local_d2"),
+        opts=["INPUT.MIN_SIZE_TEST", "128"],
+    )
     assert {s["status"] for s in statuses} == {"ok"}
     rows = local_rows(pair["a"], pair["a"], root / "local_d2")
     assert rows and all(row.local == 0.0 and row.verdict == "ok" for row in rows)
@@ -253,15 +337,19 @@ def test_module_and_argument_rules_from_a_map_file(tmp_path: Path) -> None:
     from bridge.local.replay import apply_renames
 
     extra = tmp_path / "extra.yaml"
-    extra.write_text("modules:\n  - {from: '^roi_heads\\.box_head$', to: 'roi_head.bbox_head'}\n"
-                     "arguments:\n  - {module: 'roi_heads.*', rename: {src_key_padding_mask: key_padding_mask, '1': y}}\n",
-                     encoding="utf-8")
+    extra.write_text(
+        "modules:\n  - {from: '^roi_heads\\.box_head$', to: 'roi_head.bbox_head'}\n"
+        "arguments:\n  - {module: 'roi_heads.*', rename: {src_key_padding_mask: key_padding_mask, '1': y}}\n",
+        encoding="utf-8",
+    )
     mapping = load_local_map([PRESET, str(extra)])
     assert pair_module("roi_heads.box_head#2", mapping) == "roi_head.bbox_head#2"
     assert pair_module("backbone.fpn_lateral4", mapping) == "neck.lateral_convs.2.conv"
     renames = argument_renames("roi_heads.box_head#1", mapping)
-    assert apply_renames(["x", "second"], {"src_key_padding_mask": None}, renames) == \
-        (["x"], {"key_padding_mask": None, "y": "second"})
+    assert apply_renames(["x", "second"], {"src_key_padding_mask": None}, renames) == (
+        ["x"],
+        {"key_padding_mask": None, "y": "second"},
+    )
     extra.write_text("modules:\n  - {from: '^a'}\n", encoding="utf-8")
     with pytest.raises(FormatError, match="modules: each item needs"):
         load_local_map([str(extra)])
@@ -282,8 +370,13 @@ def test_training_mode_replay_restores_buffers(tmp_path: Path) -> None:
     model_b.load_state_dict(model_a.state_dict())
     before = {k: v.clone() for k, v in model_b.state_dict().items()}
     with Recorder(tmp_path / "local") as recorder:
-        statuses = replay_pairs(model_b, open_run(tmp_path / "a"), [{"step": 0, "name_a": "1", "name_b": "1",
-                                                                     "renames": {}}], recorder, torch.device("cpu"))
+        statuses = replay_pairs(
+            model_b,
+            open_run(tmp_path / "a"),
+            [{"step": 0, "name_a": "1", "name_b": "1", "renames": {}}],
+            recorder,
+            torch.device("cpu"),
+        )
     assert statuses[0]["status"] == "ok" and not model_b.training
     assert all(torch.equal(before[k], v) for k, v in model_b.state_dict().items())
     out_a = open_run(tmp_path / "a").get("1", step=0, kind="activation")
@@ -325,8 +418,13 @@ def test_training_mode_replay_honours_the_parents_train_override(tmp_path: Path)
     model_b.load_state_dict(model_a.state_dict())
     model_b.eval()
     with Recorder(tmp_path / "local") as recorder:
-        statuses = replay_pairs(model_b, open_run(tmp_path / "a"), [{"step": 0, "name_a": "layer", "name_b": "layer",
-                                                                     "renames": {}}], recorder, torch.device("cpu"))
+        statuses = replay_pairs(
+            model_b,
+            open_run(tmp_path / "a"),
+            [{"step": 0, "name_a": "layer", "name_b": "layer", "renames": {}}],
+            recorder,
+            torch.device("cpu"),
+        )
     assert statuses[0]["status"] == "ok"
     assert not any(m.training for m in model_b.modules())
     out_a = open_run(tmp_path / "a").get("layer", step=0, kind="activation")
@@ -376,18 +474,26 @@ def test_functions_recorded_per_call_and_replayed_with_renamed_arguments(tmp_pat
     run_a = open_run(tmp_path / "a")
     second = run_a.get("decode#1", step=0, kind="input")
     assert second["function"] == "coder.decode" and second["kwargs"] == {"scale": 2.0} and len(second["args"]) == 2
-    assert {(e.name, e.kind) for e in run_a.entries()} == {(n, k) for n in ("decode", "decode#1")
-                                                           for k in ("input", "activation")}
+    assert {(e.name, e.kind) for e in run_a.entries()} == {
+        (n, k) for n in ("decode", "decode#1") for k in ("input", "activation")
+    }
     with pytest.raises(BridgeError, match="functions: 'coder.nope'"):
         ModelTaps(model_a, recorder, lambda: 0, functions={"x": "coder.nope"})
 
     rules = tmp_path / "functions.yaml"
-    rules.write_text("functions: {decode: coder.decode}\narguments:\n  - {module: decode, rename: {'0': boxes, '1': deltas}}\n",
-                     encoding="utf-8")
+    rules.write_text(
+        "functions: {decode: coder.decode}\narguments:\n  - {module: decode, rename: {'0': boxes, '1': deltas}}\n",
+        encoding="utf-8",
+    )
     model_b = _Head(_CoderB())
     tasks = plan_pairs([("decode", 0), ("decode#1", 0)], load_local_map([str(rules)]))
-    assert tasks[1] == {"step": 0, "name_a": "decode#1", "name_b": "decode#1", "function": "coder.decode",
-                        "renames": {"0": "boxes", "1": "deltas"}}
+    assert tasks[1] == {
+        "step": 0,
+        "name_a": "decode#1",
+        "name_b": "decode#1",
+        "function": "coder.decode",
+        "renames": {"0": "boxes", "1": "deltas"},
+    }
     wrong = [{**tasks[0], "function": "coder.encode"}, {k: v for k, v in tasks[1].items() if k != "function"}]
     with Recorder(tmp_path / "local") as recorder:
         statuses = replay_pairs(model_b, run_a, tasks, recorder, torch.device("cpu"))
@@ -420,11 +526,15 @@ def test_detectron2_record_hook_records_functions(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = _LossHead(_CoderA())
     trainer = SimpleTrainer(model, [[torch.rand(3, 4)]] * 3, torch.optim.SGD(model.parameters(), lr=0.1))
-    trainer.register_hooks([RecordHook(str(tmp_path / "run"), iterations=[1], record_batch=False,
-                                       functions={"decode": "coder.decode"})])
+    trainer.register_hooks(
+        [RecordHook(str(tmp_path / "run"), iterations=[1], record_batch=False, functions={"decode": "coder.decode"})]
+    )
     trainer.train(0, 3)
     run = open_run(tmp_path / "run")
-    assert {(e.name, e.step, e.kind) for e in run.entries(kind="input")} == {("decode", 1, "input"), ("decode#1", 1, "input")}
+    assert {(e.name, e.step, e.kind) for e in run.entries(kind="input")} == {
+        ("decode", 1, "input"),
+        ("decode#1", 1, "input"),
+    }
     assert run.get("decode#1", step=1, kind="input")["function"] == "coder.decode"
     assert run.get("decode", step=1, kind="activation").shape == (3, 4)
     assert "decode" not in vars(model.coder)

@@ -1,4 +1,5 @@
 """Evaluator metadata: both real frameworks export to the normalized JSON, the diff names what differs."""
+
 from __future__ import annotations
 
 import json
@@ -9,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.meta import MetadataError, diff_metadata, load_metadata, validate_metadata, write_metadata
 from bridge.coco.onesample import OneSampleConfig
 from bridge.coco.synthetic import write_synthetic_coco
+from bridge.meta import MetadataError, diff_metadata, load_metadata, validate_metadata, write_metadata
 
 REPO = Path(__file__).resolve().parents[1]
 D2_NAME = "coco_2017_val_panoptic_onesample_with_sem_seg"
@@ -40,8 +41,9 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    return subprocess.run([sys.executable, "-m", "bridge.meta", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "bridge.meta", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_d2_export_is_normalized(exports: dict) -> None:
@@ -100,10 +102,11 @@ def test_cli_bad_input(exports: dict) -> None:
     del partial["classes"]
     (tmp / "partial.json").write_text(json.dumps(partial))
     no_keys = _cli(str(exports["d2_json"]), str(tmp / "partial.json"))
-    for result, line in ((missing, f"{tmp / 'nope.json'}: no such file"),
-                         (not_json, f"{tmp / 'bad.json'}: not JSON (Expecting property name enclosed in double quotes "
-                                    "at line 1)"),
-                         (no_keys, f"{tmp / 'partial.json'}: missing required key(s) classes")):
+    for result, line in (
+        (missing, f"{tmp / 'nope.json'}: no such file"),
+        (not_json, f"{tmp / 'bad.json'}: not JSON (Expecting property name enclosed in double quotes at line 1)"),
+        (no_keys, f"{tmp / 'partial.json'}: missing required key(s) classes"),
+    ):
         assert (result.returncode, result.stderr) == (2, f"error: {line}\n")
 
 
@@ -114,33 +117,60 @@ def test_changed_class_order_and_split_are_named(exports: dict) -> None:
     b["isthing"][0] = False
     fields = {d.field for d in diff_metadata(a, b)}
     assert fields == {"classes.order", "isthing"}
-    with pytest.raises(MetadataError, match=r"^metadata: missing required key\(s\) source, classes, isthing, "
-                                            r"dataset_id_to_label, colors, void_label, ignore_label, label_divisor, "
-                                            r"evaluator, raw$"):
+    with pytest.raises(
+        MetadataError,
+        match=r"^metadata: missing required key\(s\) source, classes, isthing, "
+        r"dataset_id_to_label, colors, void_label, ignore_label, label_divisor, "
+        r"evaluator, raw$",
+    ):
         validate_metadata({"framework": "x"})
 
 
 def test_bridge_meta_is_framework_free() -> None:
-    code = ("import sys, bridge.meta; bad = [m for m in ('detectron2', 'mmdet', 'mmengine', 'mmcv') "
-            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, bridge.meta; bad = [m for m in ('detectron2', 'mmdet', 'mmengine', 'mmcv') "
+        "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_exporter_clis(exports: dict) -> None:
     tmp = exports["tmp"]
-    env = dict(os.environ, BRIDGE_COCO_ROOT=str(tmp / "coco"), BRIDGE_CACHE_DIR=str(tmp / "cache"),
-               PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    env = dict(
+        os.environ,
+        BRIDGE_COCO_ROOT=str(tmp / "coco"),
+        BRIDGE_CACHE_DIR=str(tmp / "cache"),
+        PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    )
     env.pop("BRIDGE_TRAIN_IMAGE_IDS", None)
     env.pop("BRIDGE_VAL_IMAGE_IDS", None)
-    d2 = subprocess.run([sys.executable, "-m", "d2_side.meta", D2_NAME, "-o", str(tmp / "cli_d2.json")],
-                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    d2 = subprocess.run(
+        [sys.executable, "-m", "d2_side.meta", D2_NAME, "-o", str(tmp / "cli_d2.json")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert d2.returncode == 0, d2.stderr
     assert load_metadata(tmp / "cli_d2.json") == exports["d2"]
-    mm = subprocess.run([sys.executable, "-m", "mmdet_side.meta", str(tmp / "cfg.py"), "-o", str(tmp / "cli_mm.json")],
-                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    mm = subprocess.run(
+        [sys.executable, "-m", "mmdet_side.meta", str(tmp / "cfg.py"), "-o", str(tmp / "cli_mm.json")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert mm.returncode == 0, mm.stderr
     assert load_metadata(tmp / "cli_mm.json")["classes"] == exports["mmdet"]["classes"]
-    bad = subprocess.run([sys.executable, "-m", "mmdet_side.meta", str(tmp / "nope.py"), "-o", str(tmp / "x.json")],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, "-m", "mmdet_side.meta", str(tmp / "nope.py"), "-o", str(tmp / "x.json")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr

@@ -1,4 +1,5 @@
 """91-slot COCO labels in real mmdet: CocoDataset91, CocoMetric91, apply_coco91 and the label-space check."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,8 @@ from pycocotools import mask as mask_util
 
 import mmdet_side  # noqa: F401  (registers the modules)
 from bridge.coco.coco91 import COCO91_SLOT_NAMES
-from bridge.errors import BridgeError
 from bridge.coco.synthetic import SyntheticCoco, write_synthetic_coco
+from bridge.errors import BridgeError
 from mmdet_side.coco91 import CocoDataset91, CocoMetric91, LabelSpaceCheckHook, check_label_space, head_num_classes
 from mmdet_side.coco91_config import apply_coco91, coco91_config_overrides
 from tests.conftest import bridge_env, small_mmdet_train_config
@@ -48,8 +49,17 @@ def wide(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         else:
             poly = [float(v) for v in (x0, y0, x1, y0, x1, y1, x0, y1)]
         rle = mask_util.merge(mask_util.frPyObjects([poly], image["height"], image["width"]))
-        annotations.append({"id": 1 + k, "image_id": image["id"], "category_id": cat_id, "segmentation": [poly],
-                            "area": float(mask_util.area(rle)), "bbox": mask_util.toBbox(rle).tolist(), "iscrowd": 0})
+        annotations.append(
+            {
+                "id": 1 + k,
+                "image_id": image["id"],
+                "category_id": cat_id,
+                "segmentation": [poly],
+                "area": float(mask_util.area(rle)),
+                "bbox": mask_util.toBbox(rle).tolist(),
+                "iscrowd": 0,
+            }
+        )
     data.update(annotations=annotations, categories=instance_categories())
     path = root.root / "annotations" / "instances_wide.json"
     path.write_text(json.dumps(data))
@@ -62,11 +72,18 @@ def _predictions_from_dataset(dataset: CocoDataset91) -> list[dict]:
     for i in range(len(dataset)):
         info = dataset.get_data_info(i)
         h, w, instances = info["height"], info["width"], info["instances"]
-        samples.append(dict(img_id=info["img_id"], ori_shape=(h, w), pred_instances=dict(
-            bboxes=torch.tensor([inst["bbox"] for inst in instances], dtype=torch.float32).reshape(-1, 4),
-            scores=torch.ones(len(instances)),
-            labels=torch.tensor([inst["bbox_label"] for inst in instances], dtype=torch.int64),
-            masks=[mask_util.merge(mask_util.frPyObjects(inst["mask"], h, w)) for inst in instances])))
+        samples.append(
+            dict(
+                img_id=info["img_id"],
+                ori_shape=(h, w),
+                pred_instances=dict(
+                    bboxes=torch.tensor([inst["bbox"] for inst in instances], dtype=torch.float32).reshape(-1, 4),
+                    scores=torch.ones(len(instances)),
+                    labels=torch.tensor([inst["bbox_label"] for inst in instances], dtype=torch.int64),
+                    masks=[mask_util.merge(mask_util.frPyObjects(inst["mask"], h, w)) for inst in instances],
+                ),
+            )
+        )
     return samples
 
 
@@ -87,11 +104,18 @@ def _gt_as_predictions(path: Path, keep=lambda ann: True) -> list[dict]:
         h, w = images[img_id]["height"], images[img_id]["width"]
         masks = [mask_util.merge(mask_util.frPyObjects(a["segmentation"], h, w)) for a in anns]
         boxes = [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns]
-        samples.append(dict(img_id=img_id, ori_shape=(h, w), pred_instances=dict(
-            bboxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-            scores=torch.ones(len(anns)),
-            labels=torch.tensor([a["category_id"] for a in anns], dtype=torch.int64),
-            masks=masks)))
+        samples.append(
+            dict(
+                img_id=img_id,
+                ori_shape=(h, w),
+                pred_instances=dict(
+                    bboxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                    scores=torch.ones(len(anns)),
+                    labels=torch.tensor([a["category_id"] for a in anns], dtype=torch.int64),
+                    masks=masks,
+                ),
+            )
+        )
     return samples
 
 
@@ -102,15 +126,22 @@ def _evaluate(metric, samples: list[dict]) -> dict[str, float]:
 
 
 def test_synthetic_file_has_ids_above_80(coco: SyntheticCoco) -> None:
-    ids = {a["category_id"] for split in ("val2017", "train2017")
-           for a in json.loads(coco.instances_json(split).read_text())["annotations"]}
+    ids = {
+        a["category_id"]
+        for split in ("val2017", "train2017")
+        for a in json.loads(coco.instances_json(split).read_text())["annotations"]
+    }
     assert any(i >= 81 for i in ids) and any(i < 80 for i in ids)
 
 
 @pytest.mark.parametrize("split", ["val2017", "train2017"])
 def test_dataset91_labels_are_category_ids(coco: SyntheticCoco, split: str) -> None:
-    ds = CocoDataset91(ann_file=str(coco.instances_json(split)), data_prefix=dict(img=str(coco.images_dir(split))),
-                       pipeline=[], test_mode=True)
+    ds = CocoDataset91(
+        ann_file=str(coco.instances_json(split)),
+        data_prefix=dict(img=str(coco.images_dir(split))),
+        pipeline=[],
+        test_mode=True,
+    )
     assert ds.metainfo["classes"] == tuple(COCO91_SLOT_NAMES) and len(ds.metainfo["palette"]) == 91
     assert ds.cat2label == {c: c for c in ds.cat_ids} and len(ds.cat_ids) == 80 and max(ds.cat_ids) == 90
     _, by_image = _anns_by_image(coco.instances_json(split))
@@ -137,6 +168,7 @@ def test_dataset91_feeds_metric91_bbox_and_segm_ap_one_across_ids(wide: tuple[Pa
     for cat_id in WIDE_CATEGORY_IDS:
         assert res[f"coco/{COCO91_SLOT_NAMES[cat_id]}_precision"] == pytest.approx(1.0), cat_id
     from mmdet.evaluation import CocoMetric
+
     stock = CocoMetric(ann_file=str(ann), metric="bbox")
     stock.dataset_meta = dataset.metainfo
     stock.process({}, _predictions_from_dataset(dataset))
@@ -149,9 +181,13 @@ def test_metric91_refuses_the_stock_80_class_meta(wide: tuple[Path, Path], with_
     """Finding: with the stock CocoDataset's 80 contiguous names, CocoMetric91 wrote label l as id l and scored
     bbox mAP 0.0 silently; now setting that dataset_meta raises."""
     from mmdet.datasets import CocoDataset
+
     metric = CocoMetric91(ann_file=str(wide[0]) if with_ann_file else None, metric="bbox")
-    with pytest.raises(BridgeError, match=r"CocoMetric91: dataset_meta\['classes'\] is not the id-slot layout.*"
-                                          r"category 1 'person' has 'bicycle' in slot 1 \(80 categories.*CocoDataset91"):
+    with pytest.raises(
+        BridgeError,
+        match=r"CocoMetric91: dataset_meta\['classes'\] is not the id-slot layout.*"
+        r"category 1 'person' has 'bicycle' in slot 1 \(80 categories.*CocoDataset91",
+    ):
         metric.dataset_meta = CocoDataset.METAINFO
     metric.dataset_meta = CocoDataset91.METAINFO
     assert metric.dataset_meta["classes"][90] == "toothbrush"
@@ -162,9 +198,14 @@ def test_metric91_without_ann_file_uses_converted_gt(coco: SyntheticCoco) -> Non
     samples = _gt_as_predictions(ann)
     _, by_image = _anns_by_image(ann)
     for s in samples:  # ground truth as the dataset pipeline gives it (labels = category ids)
-        s["instances"] = [dict(bbox=[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
-                                     a["bbox"][1] + a["bbox"][3]], bbox_label=a["category_id"], ignore_flag=0)
-                          for a in by_image[s["img_id"]]]
+        s["instances"] = [
+            dict(
+                bbox=[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]],
+                bbox_label=a["category_id"],
+                ignore_flag=0,
+            )
+            for a in by_image[s["img_id"]]
+        ]
     res = _evaluate(CocoMetric91(metric="bbox"), samples)
     assert res["coco/bbox_mAP"] == pytest.approx(1.0)
 
@@ -181,6 +222,7 @@ def test_stock_metric_with_91_names_breaks(coco: SyntheticCoco) -> None:
     """Finding: stock CocoMetric maps labels through cat_ids looked up by name (80 ids, 'N/A' dropped), so a
     label >= 80 raises IndexError and labels < 80 are written as the wrong category (AP 0 here)."""
     from mmdet.evaluation import CocoMetric
+
     ann = coco.instances_json("val2017")
     with pytest.raises(IndexError):
         _evaluate(CocoMetric(ann_file=str(ann), metric="bbox"), _gt_as_predictions(ann))
@@ -195,6 +237,7 @@ def test_stock_metric_with_91_names_breaks(coco: SyntheticCoco) -> None:
 
 def test_check_label_space() -> None:
     from mmdet.datasets import CocoDataset
+
     check_label_space(91, CocoDataset91.METAINFO, max_label=90)
     check_label_space(80, CocoDataset.METAINFO, max_label=79)
     with pytest.raises(BridgeError, match="num_classes=91 but the dataset has 80 classes.*apply_coco91"):
@@ -205,6 +248,7 @@ def test_check_label_space() -> None:
 
 def _detr_cfg():
     from mmengine.config import Config
+
     cfg = Config.fromstring(f"_base_ = '{DETR_CFG}'\n", ".py")  # mmdet:: resolves through _base_
     cfg.model.backbone.init_cfg = None
     return cfg
@@ -224,6 +268,7 @@ def test_apply_coco91_adds_import_and_check_hook_once() -> None:
 
 def test_apply_coco91_resizes_uniform_class_weights_only() -> None:
     from mmengine.config import Config
+
     cfg = Config.fromstring("_base_ = 'mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco.py'\n", ".py")
     apply_coco91(cfg)
     head = cfg.model.panoptic_head
@@ -257,17 +302,30 @@ def test_apply_coco91_on_detr_config() -> None:
 
 def _runner(cfg, coco: SyntheticCoco, dataset_type: str, work_dir: Path):
     from mmengine.runner import Runner
-    dataset = dict(type=dataset_type, ann_file=str(coco.instances_json("train2017")),
-                   data_prefix=dict(img=str(coco.images_dir("train2017"))),
-                   pipeline=[dict(type="LoadImageFromFile"), dict(type="LoadAnnotations", with_bbox=True),
-                             dict(type="PackDetInputs")])
-    return Runner(model=cfg.model, work_dir=str(work_dir), default_scope="mmdet",
-                  train_dataloader=dict(batch_size=1, num_workers=0, dataset=dataset,
-                                        sampler=dict(type="DefaultSampler", shuffle=False)),
-                  train_cfg=dict(type="IterBasedTrainLoop", max_iters=1),
-                  optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.0)),
-                  custom_hooks=[dict(type="LabelSpaceCheckHook")],
-                  default_hooks=dict(logger=None, checkpoint=None), log_level="WARNING")
+
+    dataset = dict(
+        type=dataset_type,
+        ann_file=str(coco.instances_json("train2017")),
+        data_prefix=dict(img=str(coco.images_dir("train2017"))),
+        pipeline=[
+            dict(type="LoadImageFromFile"),
+            dict(type="LoadAnnotations", with_bbox=True),
+            dict(type="PackDetInputs"),
+        ],
+    )
+    return Runner(
+        model=cfg.model,
+        work_dir=str(work_dir),
+        default_scope="mmdet",
+        train_dataloader=dict(
+            batch_size=1, num_workers=0, dataset=dataset, sampler=dict(type="DefaultSampler", shuffle=False)
+        ),
+        train_cfg=dict(type="IterBasedTrainLoop", max_iters=1),
+        optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.0)),
+        custom_hooks=[dict(type="LabelSpaceCheckHook")],
+        default_hooks=dict(logger=None, checkpoint=None),
+        log_level="WARNING",
+    )
 
 
 def test_hook_stops_91_head_with_80_class_dataset_before_training(coco: SyntheticCoco, tmp_path: Path) -> None:
@@ -279,8 +337,12 @@ def test_hook_stops_91_head_with_80_class_dataset_before_training(coco: Syntheti
     # the matching pair passes the same check
     model = runner.model.module if hasattr(runner.model, "module") else runner.model
     assert head_num_classes(model) == {"bbox_head": 91}
-    ds = CocoDataset91(ann_file=str(coco.instances_json("train2017")),
-                       data_prefix=dict(img=str(coco.images_dir("train2017"))), pipeline=[], test_mode=True)
+    ds = CocoDataset91(
+        ann_file=str(coco.instances_json("train2017")),
+        data_prefix=dict(img=str(coco.images_dir("train2017"))),
+        pipeline=[],
+        test_mode=True,
+    )
     check_label_space(91, ds.metainfo, max(ds.cat2label.values()))
     assert isinstance(LabelSpaceCheckHook(), LabelSpaceCheckHook)
 
@@ -293,15 +355,22 @@ def test_two_iterations_on_dataset91_train_with_original_ids_as_labels(tmp_path:
     from bridge import open_run
     from bridge.coco.onesample import OneSampleConfig
     from bridge.coco.synthetic import write_synthetic_coco
+
     root = tmp_path / "coco"
     write_synthetic_coco(root, num_images=2)
     annotations = json.loads((root / "annotations" / "instances_train2017.json").read_text())["annotations"]
     image_id = max(annotations, key=lambda a: a["category_id"])["image_id"]  # an image with an id > 80
     onesample = OneSampleConfig.create(root, {"train": [image_id]}, tmp_path / "cache")
     cfg = small_mmdet_train_config(
-        "mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", onesample, epochs=2, work_dir=str(tmp_path / "work"),
-        hooks=[dict(type="LabelSpaceCheckHook"),
-               dict(type="BridgeRecordHook", run_dir=str(tmp_path / "run"), iterations=[0, 1])])
+        "mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py",
+        onesample,
+        epochs=2,
+        work_dir=str(tmp_path / "work"),
+        hooks=[
+            dict(type="LabelSpaceCheckHook"),
+            dict(type="BridgeRecordHook", run_dir=str(tmp_path / "run"), iterations=[0, 1]),
+        ],
+    )
     apply_coco91(cfg)
     Runner.from_cfg(cfg).train()
 
@@ -321,10 +390,24 @@ def test_cli_detection_task_with_coco91_runs_dino_test_loop(coco: SyntheticCoco,
     from mmengine.runner import Runner
 
     out = tmp_path / "dino91.py"
-    result = subprocess.run([sys.executable, "-m", "mmdet_side.config", "--base",
-                             "mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py", "--task", "detection", "--coco91",
-                             "-o", str(out)], env=bridge_env(coco.root, tmp_path / "cache"), capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mmdet_side.config",
+            "--base",
+            "mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py",
+            "--task",
+            "detection",
+            "--coco91",
+            "-o",
+            str(out),
+        ],
+        env=bridge_env(coco.root, tmp_path / "cache"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     cfg = Config.fromfile(str(out))
     assert cfg.test_evaluator.type == "CocoMetric91" and cfg.test_evaluator.metric == ["bbox"]

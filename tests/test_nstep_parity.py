@@ -3,6 +3,7 @@ caffe-style ResNet-50 loaded with the weights converted by ``d2-resnet-to-mmdet`
 BridgeRecordHook), the same 64x64 image, loss = sum over levels of the mean squared feature, SGD with
 momentum and weight decay built by each framework's own builder. Parameters after each of 3 steps agree;
 a learning rate dropped at iteration 1 on one side is located at step 1."""
+
 from __future__ import annotations
 
 import itertools
@@ -55,9 +56,24 @@ def weights() -> tuple[dict, dict, object]:
 
     cfg = get_cfg()
     cfg.merge_from_file(model_zoo.get_config_file(D2_CONFIG))
-    cfg.merge_from_list(["MODEL.RESNETS.OUT_FEATURES", ["res2", "res3", "res4", "res5"], "SOLVER.BASE_LR", LR,
-                         "SOLVER.MOMENTUM", 0.9, "SOLVER.WEIGHT_DECAY", 1e-4, "SOLVER.WARMUP_ITERS", 0,
-                         "SOLVER.MAX_ITER", 100, "SOLVER.STEPS", (50,)])
+    cfg.merge_from_list(
+        [
+            "MODEL.RESNETS.OUT_FEATURES",
+            ["res2", "res3", "res4", "res5"],
+            "SOLVER.BASE_LR",
+            LR,
+            "SOLVER.MOMENTUM",
+            0.9,
+            "SOLVER.WEIGHT_DECAY",
+            1e-4,
+            "SOLVER.WARMUP_ITERS",
+            0,
+            "SOLVER.MAX_ITER",
+            100,
+            "SOLVER.STEPS",
+            (50,),
+        ]
+    )
     torch.manual_seed(0)
     source = build_resnet_backbone(cfg, ShapeSpec(channels=3)).state_dict()
     converted = convert_state_dict(source, "d2-resnet-to-mmdet").state_dict
@@ -78,20 +94,28 @@ def train_d2(weights, run_dir: Path) -> None:
     model.backbone.load_state_dict(source)
     optimizer = build_optimizer(cfg, model)
     trainer = SimpleTrainer(model, itertools.repeat([{"image": _image()}]), optimizer)
-    trainer.register_hooks([
-        hooks.LRScheduler(optimizer, build_lr_scheduler(cfg, optimizer)),
-        RecordHook(str(run_dir), iterations=range(STEPS), record_batch=False, optimizer_steps=STEPS,
-                   params=D2_PARAMS, grad_norm=True),
-    ])
+    trainer.register_hooks(
+        [
+            hooks.LRScheduler(optimizer, build_lr_scheduler(cfg, optimizer)),
+            RecordHook(
+                str(run_dir),
+                iterations=range(STEPS),
+                record_batch=False,
+                optimizer_steps=STEPS,
+                params=D2_PARAMS,
+                grad_norm=True,
+            ),
+        ]
+    )
     trainer.train(0, STEPS)
 
 
 def train_mmdet(weights, run_dir: Path, work_dir: Path, milestones: tuple[int, ...] = (100,)) -> None:
     """mmdet: mmengine's Runner, build_optim_wrapper and a MultiStepLR (lr x0.1 at each of ``milestones``)."""
-    from mmengine.model import BaseModel
-    from mmengine.runner import Runner
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
 
     import mmdet_side  # noqa: F401  (registers BridgeRecordHook)
     from mmdet_side.target import load_config
@@ -115,16 +139,32 @@ def train_mmdet(weights, run_dir: Path, work_dir: Path, milestones: tuple[int, .
             return _feature_loss(self.backbone(inputs))
 
     runner = Runner(
-        model=MMNet(), work_dir=str(work_dir),
-        train_dataloader=dict(dataset=[dict(inputs=_image())], sampler=dict(type="DefaultSampler", shuffle=False),
-                              batch_size=1, num_workers=0, collate_fn=dict(type="default_collate")),
+        model=MMNet(),
+        work_dir=str(work_dir),
+        train_dataloader=dict(
+            dataset=[dict(inputs=_image())],
+            sampler=dict(type="DefaultSampler", shuffle=False),
+            batch_size=1,
+            num_workers=0,
+            collate_fn=dict(type="default_collate"),
+        ),
         train_cfg=dict(by_epoch=False, max_iters=STEPS),
         optim_wrapper=dict(optimizer=dict(type="SGD", lr=LR, momentum=0.9, weight_decay=1e-4)),
         param_scheduler=[dict(type="MultiStepLR", by_epoch=False, milestones=list(milestones), gamma=0.1)],
         default_hooks=dict(checkpoint=None),
-        custom_hooks=[dict(type="BridgeRecordHook", run_dir=str(run_dir), iterations=list(range(STEPS)),
-                           record_batch=False, optimizer_steps=STEPS, params=MMDET_PARAMS, grad_norm=True)],
-        default_scope="mmdet", log_level="WARNING",
+        custom_hooks=[
+            dict(
+                type="BridgeRecordHook",
+                run_dir=str(run_dir),
+                iterations=list(range(STEPS)),
+                record_batch=False,
+                optimizer_steps=STEPS,
+                params=MMDET_PARAMS,
+                grad_norm=True,
+            )
+        ],
+        default_scope="mmdet",
+        log_level="WARNING",
     )
     runner.train()
 
@@ -143,8 +183,10 @@ def test_three_steps_equal_parameters_losses_grad_norms(weights, reference: Path
     assert run.steps() == [0, 1, 2]
     for step in range(STEPS):
         assert run.get("grad_norm", step=step, kind="grad") > 0
-        assert {e.name for e in run.entries(step=step, kind="param")} >= {"backbone.layer2.0.conv1.weight",
-                                                                            "backbone.layer4.2.conv3.weight"}
+        assert {e.name for e in run.entries(step=step, kind="param")} >= {
+            "backbone.layer2.0.conv1.weight",
+            "backbone.layer4.2.conv3.weight",
+        }
     result = compare_runs(reference, tmp_path / "mm", name_map="d2-resnet-to-mmdet", atol=ATOL, rtol=RTOL)
     assert result.a_only == [] and result.b_only == []
     kinds = {(i.kind, i.step) for i in result.items}

@@ -1,5 +1,6 @@
 """Framework-free parts of optimizer parity: the noise band of K reference runs, the optimizer record's
 comparison through a name map, and the full-model clipping wrapper of Mask DINO's build_optimizer."""
+
 from __future__ import annotations
 
 import itertools
@@ -35,8 +36,21 @@ def references(tmp_path: Path) -> list[Path]:
 def test_port_inside_the_band_passes(references: list[Path], tmp_path: Path) -> None:
     port = _losses(tmp_path / "port", [1.01, 0.92, 0.81], "mmdet")
     json_out, html_out = tmp_path / "r.json", tmp_path / "r.html"
-    code = compare_main([str(references[0]), str(port), "--band", str(references[1]), "--band", str(references[2]),
-                         "--json", str(json_out), "--html", str(html_out), "--quiet"])
+    code = compare_main(
+        [
+            str(references[0]),
+            str(port),
+            "--band",
+            str(references[1]),
+            "--band",
+            str(references[2]),
+            "--json",
+            str(json_out),
+            "--html",
+            str(html_out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     band = json.loads(json_out.read_text())["band"]
     assert band["passed"] and [s["key"] for s in band["series"]] == ["losses.loss_box", "losses.loss_cls"]
@@ -83,11 +97,13 @@ def _record(run_dir: Path, head: str, head_lr: float, *, clip=None, gamma: float
     net = _Net(head)
     norm = list(net.norm.parameters())
     other = [p for n, p in net.named_parameters() if not n.startswith(("norm.", head))]
-    optimizer = torch.optim.AdamW([
-        {"params": other, "lr": 1e-4, "weight_decay": 0.05},
-        {"params": norm, "lr": 1e-4, "weight_decay": 0.0},
-        {"params": list(getattr(net, head).parameters()), "lr": head_lr, "weight_decay": 0.05},
-    ])
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": other, "lr": 1e-4, "weight_decay": 0.05},
+            {"params": norm, "lr": 1e-4, "weight_decay": 0.0},
+            {"params": list(getattr(net, head).parameters()), "lr": head_lr, "weight_decay": 0.05},
+        ]
+    )
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[2], gamma=gamma)
     schedule = lr_schedule(optimizer, scheduler.step, 3)
     with Recorder(run_dir) as recorder:
@@ -150,8 +166,10 @@ class _SharedNorm(nn.Module):
 
 
 def test_optimizer_records_pair_a_shared_parameter_listed_under_its_alias(tmp_path: Path) -> None:
-    rules = [{"stage": "aliases", "kind": "drop_alias", "from": r"^decoder_norm\.(.*)$", "of": "decoder.norm.{1}"},
-             {"rename": {"from": r"^head\.", "to": "cls."}}]
+    rules = [
+        {"stage": "aliases", "kind": "drop_alias", "from": r"^decoder_norm\.(.*)$", "of": "decoder.norm.{1}"},
+        {"rename": {"from": r"^head\.", "to": "cls."}},
+    ]
     a, b = _SharedNorm(alias_first=True), _SharedNorm(alias_first=False)
     b.cls = b.head
     del b.head

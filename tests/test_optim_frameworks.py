@@ -2,6 +2,7 @@
 ``build_optimizer`` + ``build_lr_scheduler``) against mmdet's caffe-style Mask R-CNN (``build_optim_wrapper`` +
 its ``param_scheduler``), names paired through the ``d2-mask-rcnn-to-mmdet`` preset. The models are only built,
 never run: the optimizer record needs nothing else."""
+
 from __future__ import annotations
 
 import json
@@ -74,8 +75,14 @@ def record_d2(model: torch.nn.Module, run_dir: Path, opts: Sequence[str] = ()) -
             step()
 
 
-def record_mmdet(built: tuple[torch.nn.Module, Any], run_dir: Path, *, paramwise_cfg: dict | None = None,
-                 warmup_end: int = 1001, clip_grad: dict | None = None) -> None:
+def record_mmdet(
+    built: tuple[torch.nn.Module, Any],
+    run_dir: Path,
+    *,
+    paramwise_cfg: dict | None = None,
+    warmup_end: int = 1001,
+    clip_grad: dict | None = None,
+) -> None:
     """Record mmdet's optim wrapper and param schedulers (mmdet's schedule_1x, LinearLR ``end=warmup_end``).
 
     mmengine's LinearLR reaches the full lr at iteration ``end - 1``, detectron2's warmup at ``WARMUP_ITERS``:
@@ -131,7 +138,10 @@ def test_backbone_lr_mult_is_caught_naming_parameters_and_values(d2_model, mmdet
     [initial] = [g for g in optim.settings if g.setting == "initial_lr"]
     assert initial.label == "backbone.*" and initial.value_a == pytest.approx(0.02)
     assert initial.value_b == pytest.approx(0.002)
-    assert "backbone.layer2.0.conv1.weight" in initial.names and "backbone.bottom_up.res3.0.conv1.weight" in initial.names_a
+    assert (
+        "backbone.layer2.0.conv1.weight" in initial.names
+        and "backbone.bottom_up.res3.0.conv1.weight" in initial.names_a
+    )
     assert all(n.startswith("backbone.") for n in initial.names)
     line = initial.line()
     assert line.startswith("backbone.*: initial_lr 0.02 vs 0.002 (") and "parameters" in line
@@ -172,8 +182,18 @@ def test_other_warmup_is_caught_at_first_differing_iteration(d2_model, mmdet_mod
 
 
 def test_clipping_per_parameter_vs_full_model_is_caught(d2_model, mmdet_model, tmp_path: Path, capsys) -> None:
-    record_d2(d2_model, tmp_path / "a", ["SOLVER.CLIP_GRADIENTS.ENABLED", "True", "SOLVER.CLIP_GRADIENTS.CLIP_TYPE",
-                                          "norm", "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "1.0"])
+    record_d2(
+        d2_model,
+        tmp_path / "a",
+        [
+            "SOLVER.CLIP_GRADIENTS.ENABLED",
+            "True",
+            "SOLVER.CLIP_GRADIENTS.CLIP_TYPE",
+            "norm",
+            "SOLVER.CLIP_GRADIENTS.CLIP_VALUE",
+            "1.0",
+        ],
+    )
     record_mmdet(mmdet_model, tmp_path / "b", paramwise_cfg=ALIKE, clip_grad=dict(max_norm=1.0, norm_type=2))
     code = compare_main([str(tmp_path / "a"), str(tmp_path / "b"), "--map", PRESET, "--quiet"])
     assert code == 1

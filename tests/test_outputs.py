@@ -1,5 +1,6 @@
 """Canonical instance and semantic outputs (bridge.outputs.instances / bridge.outputs.semantic) converted from detectron2's and
 mmdet's real structures, paired by bridge.compare across frameworks; leaves that differ by nature."""
+
 from __future__ import annotations
 
 import json
@@ -11,16 +12,20 @@ import pytest
 import torch
 
 from bridge import Recorder, open_run
+from bridge.coco.coco91 import panoptic_categories
 from bridge.compare import compare_runs
 from bridge.compare.__main__ import main as compare_main
 from bridge.panoptic import canonical_from_segment_map
-from bridge.coco.coco91 import panoptic_categories
 
 H, W = 48, 64
 IMAGE_ID = 139
 #: (dataset category id, box x1 y1 x2 y2, score): person, car, dog, bottle
-DETECTIONS = [(1, (2, 3, 20, 30), 0.9), (3, (30, 5, 60, 25), 0.8), (18, (10, 20, 40, 46), 0.7),
-              (44, (45, 30, 63, 47), 0.6)]
+DETECTIONS = [
+    (1, (2, 3, 20, 30), 0.9),
+    (3, (30, 5, 60, 25), 0.8),
+    (18, (10, 20, 40, 46), 0.7),
+    (44, (45, 30, 63, 47), 0.6),
+]
 
 
 def _masks(boxes: list[tuple[int, int, int, int]]) -> torch.Tensor:
@@ -46,8 +51,12 @@ def _panoptic():
     seg[:12] = 9
     seg[20:40, 5:25] = 2
     seg[30:47, 40:60] = 7
-    infos = [{"id": 2, "category_id": 1, "isthing": 1}, {"id": 7, "category_id": 18, "isthing": 1},
-             {"id": 5, "category_id": 199, "isthing": 0}, {"id": 9, "category_id": 187, "isthing": 0}]
+    infos = [
+        {"id": 2, "category_id": 1, "isthing": 1},
+        {"id": 7, "category_id": 18, "isthing": 1},
+        {"id": 5, "category_id": 199, "isthing": 0},
+        {"id": 9, "category_id": 187, "isthing": 0},
+    ]
     return canonical_from_segment_map(seg, infos)
 
 
@@ -69,8 +78,15 @@ def _d2_outputs(detections=DETECTIONS):
     ids = _semantic_ids()
     for dataset_id, channel in stuff.items():
         scores[channel][ids == dataset_id] += 2.0  # the arg-max channel is the pixel's dataset id
-    inputs = [{"file_name": f"/data/coco/val2017/{IMAGE_ID:012d}.jpg", "image_id": IMAGE_ID, "height": H,
-               "width": W, "image": torch.zeros(3, H, W, dtype=torch.uint8)}]
+    inputs = [
+        {
+            "file_name": f"/data/coco/val2017/{IMAGE_ID:012d}.jpg",
+            "image_id": IMAGE_ID,
+            "height": H,
+            "width": W,
+            "image": torch.zeros(3, H, W, dtype=torch.uint8),
+        }
+    ]
     outputs = [{"instances": instances, "sem_seg": scores, "panoptic_seg": d2_from_canonical(_panoptic(), metadata)}]
     return inputs, outputs, metadata
 
@@ -87,13 +103,15 @@ def _mmdet_sample(detections=DETECTIONS, semantic: torch.Tensor | None = None):
     categories = panoptic_categories()
     name_of = {c["id"]: c["name"] for c in categories}
     label_of = {name: label for label, name in enumerate(classes)}
-    sample = DetDataSample(metainfo={"img_id": IMAGE_ID, "img_path": f"/elsewhere/val2017/{IMAGE_ID:012d}.jpg",
-                                     "ori_shape": (H, W)})
+    sample = DetDataSample(
+        metainfo={"img_id": IMAGE_ID, "img_path": f"/elsewhere/val2017/{IMAGE_ID:012d}.jpg", "ori_shape": (H, W)}
+    )
     sample.pred_instances = InstanceData(
         bboxes=torch.tensor([box for _, box, _ in detections], dtype=torch.float32),
         labels=torch.tensor([label_of[name_of[cat]] for cat, _, _ in detections]),
         scores=torch.tensor([score for _, _, score in detections]),
-        masks=_masks([box for _, box, _ in detections]))
+        masks=_masks([box for _, box, _ in detections]),
+    )
     ids = _semantic_ids() if semantic is None else semantic
     labels = torch.full((H, W), 255, dtype=torch.int64)
     for dataset_id in ids.unique().tolist():
@@ -128,8 +146,9 @@ def _record_mmdet(path: Path, detections=DETECTIONS, semantic: torch.Tensor | No
     sample, classes, categories = _mmdet_sample(detections, semantic)
     with Recorder(path, framework="mmdet") as recorder:
         fed = DetDataSample(metainfo=dict(sample.metainfo))
-        recorder.record("batch", to_recordable({"inputs": torch.zeros(1, 3, H, W), "data_samples": [fed]}), step=0,
-                        kind="batch")
+        recorder.record(
+            "batch", to_recordable({"inputs": torch.zeros(1, 3, H, W), "data_samples": [fed]}), step=0, kind="batch"
+        )
         recorder.record("normalized_input", torch.ones(1, 3, H, W), step=0, kind="activation")
         recorder.record("outputs", to_recordable([sample]), step=0, kind="output")
         record_canonical_outputs(recorder, [sample], classes, categories, 0)
@@ -140,8 +159,10 @@ def test_canonical_forms_of_both_frameworks_agree() -> None:
     """The same predictions in detectron2's and mmdet's structures convert to the same canonical results."""
     from bridge.outputs.instances import compare_instances
     from bridge.outputs.semantic import compare_semantic
-    from d2_side import instances as d2_instances, semantic as d2_semantic
-    from mmdet_side import instances as mm_instances, semantic as mm_semantic
+    from d2_side import instances as d2_instances
+    from d2_side import semantic as d2_semantic
+    from mmdet_side import instances as mm_instances
+    from mmdet_side import semantic as mm_semantic
 
     _, outputs, metadata = _d2_outputs()
     sample, classes, categories = _mmdet_sample()
@@ -164,7 +185,8 @@ def test_detectron2_placeholder_boxes_and_separated_things_channel() -> None:
     from detectron2.structures import Boxes, Instances
 
     from bridge.outputs.instances import compare_instances
-    from d2_side import instances as d2_instances, semantic as d2_semantic
+    from d2_side import instances as d2_instances
+    from d2_side import semantic as d2_semantic
 
     metadata = MetadataCatalog.get("coco_2017_val_panoptic_separated")
     instances = Instances((H, W))
@@ -195,7 +217,10 @@ def test_runs_differing_only_in_output_structure_pass(tmp_path: Path, capsys: py
     assert result.passed and result.first_divergence is None, (result.a_only, result.b_only)
     assert [i.key for i in result.items] == ["normalized_input"]
     assert [(p.name, p.passed) for p in result.output_pairs()] == [
-        (f"panoptic.{IMAGE_ID}", True), (f"instances.{IMAGE_ID}", True), (f"semantic.{IMAGE_ID}", True)]
+        (f"panoptic.{IMAGE_ID}", True),
+        (f"instances.{IMAGE_ID}", True),
+        (f"semantic.{IMAGE_ID}", True),
+    ]
     nature = {loc.key: loc.reason for loc in result.by_nature}
     assert nature["batch.0.file_name"] == "file path (differs by nature)"
     assert nature["batch.data_samples.0.metainfo.img_path"] == "file path (differs by nature)"
@@ -288,7 +313,9 @@ def test_model_taps_warn_about_nested_and_unmatched_globs(tmp_path: Path) -> Non
     model = nn.Module()
     model.backbone = MODELS.build(dict(type="ResNet", depth=18, init_cfg=None))
     recorder = Recorder(tmp_path / "run", framework="mmdet", lazy=True)
-    with pytest.warns(UserWarning, match=r"nested in other matches \(e.g. 'backbone.layer1.0' inside 'backbone.layer1'"):
+    with pytest.warns(
+        UserWarning, match=r"nested in other matches \(e.g. 'backbone.layer1.0' inside 'backbone.layer1'"
+    ):
         ModelTaps(model, recorder, lambda: None, activations=["backbone.layer*"]).remove()
     with pytest.warns(UserWarning, match=re.escape("match no module: backbone.bottom_up.res?")):
         ModelTaps(model, recorder, lambda: None, activations=["backbone.bottom_up.res?"]).remove()
@@ -301,24 +328,54 @@ def test_model_taps_warn_about_nested_and_unmatched_globs(tmp_path: Path) -> Non
     assert open_run(tmp_path / "run").entries()[-1].name == "backbone.layer4"
 
 
-def test_mmdet_config_records_evaluation_when_only_evaluation_is_replayed(onesample_config, tmp_path: Path,
-                                                                          capsys: pytest.CaptureFixture) -> None:
+def test_mmdet_config_records_evaluation_when_only_evaluation_is_replayed(
+    onesample_config, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from mmengine.config import Config
 
     from mmdet_side.config import main
 
-    base = ["--base", "mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py", "--task", "instances", "--coco-root",
-            str(onesample_config.coco_root), "--cache-dir", str(onesample_config.cache_dir),
-            "--replay-eval-dir", str(tmp_path / "d2_eval")]
+    base = [
+        "--base",
+        "mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py",
+        "--task",
+        "instances",
+        "--coco-root",
+        str(onesample_config.coco_root),
+        "--cache-dir",
+        str(onesample_config.cache_dir),
+        "--replay-eval-dir",
+        str(tmp_path / "d2_eval"),
+    ]
     assert main([*base, "-o", str(tmp_path / "a.py"), "--record-dir", str(tmp_path / "mm_eval")]) == 0
-    hook = next(h for h in Config.fromfile(str(tmp_path / "a.py"), import_custom_modules=False).custom_hooks
-                if h["type"] == "BridgeRecordHook")
+    hook = next(
+        h
+        for h in Config.fromfile(str(tmp_path / "a.py"), import_custom_modules=False).custom_hooks
+        if h["type"] == "BridgeRecordHook"
+    )
     assert hook["eval_run_dir"] == str(tmp_path / "mm_eval") and "run_dir" not in hook
     assert "warning: BridgeRecordHook records evaluation (val/test)" in capsys.readouterr().err
-    assert main([*base, "-o", str(tmp_path / "b.py"), "--record-eval-dir", str(tmp_path / "e"), "--record-dir",
-                 str(tmp_path / "t"), "--activations", "backbone.layer?,neck.fpn_convs.*.conv"]) == 0
-    hook = next(h for h in Config.fromfile(str(tmp_path / "b.py"), import_custom_modules=False).custom_hooks
-                if h["type"] == "BridgeRecordHook")
+    assert (
+        main(
+            [
+                *base,
+                "-o",
+                str(tmp_path / "b.py"),
+                "--record-eval-dir",
+                str(tmp_path / "e"),
+                "--record-dir",
+                str(tmp_path / "t"),
+                "--activations",
+                "backbone.layer?,neck.fpn_convs.*.conv",
+            ]
+        )
+        == 0
+    )
+    hook = next(
+        h
+        for h in Config.fromfile(str(tmp_path / "b.py"), import_custom_modules=False).custom_hooks
+        if h["type"] == "BridgeRecordHook"
+    )
     assert (hook["run_dir"], hook["eval_run_dir"]) == (str(tmp_path / "t"), str(tmp_path / "e"))
     assert hook["activations"] == ["backbone.layer?", "neck.fpn_convs.*.conv"]
     assert "warning" not in capsys.readouterr().err
@@ -338,13 +395,19 @@ def test_empty_results_and_size_mismatches() -> None:
     from bridge.outputs.instances import canonical_instances, compare_instances
     from bridge.outputs.semantic import CanonicalSemantic, compare_semantic
 
-    empty = canonical_instances(torch.zeros(0, dtype=torch.int64), torch.zeros(0), torch.zeros(0, 4),
-                                torch.zeros(0, H, W, dtype=torch.bool))
+    empty = canonical_instances(
+        torch.zeros(0, dtype=torch.int64), torch.zeros(0), torch.zeros(0, 4), torch.zeros(0, H, W, dtype=torch.bool)
+    )
     assert compare_instances(empty, empty).passed
-    one = canonical_instances(torch.tensor([1]), torch.tensor([0.5]), torch.tensor([[0.0, 0, 9, 9]]),
-                              torch.ones(1, H, W, dtype=torch.bool))
-    other = canonical_instances(torch.tensor([1]), torch.tensor([0.5]), torch.tensor([[0.0, 0, 9, 9]]),
-                                torch.ones(1, H, W + 1, dtype=torch.bool))
+    one = canonical_instances(
+        torch.tensor([1]), torch.tensor([0.5]), torch.tensor([[0.0, 0, 9, 9]]), torch.ones(1, H, W, dtype=torch.bool)
+    )
+    other = canonical_instances(
+        torch.tensor([1]),
+        torch.tensor([0.5]),
+        torch.tensor([[0.0, 0, 9, 9]]),
+        torch.ones(1, H, W + 1, dtype=torch.bool),
+    )
     comparison = compare_instances(one, other)
     assert not comparison.passed and comparison.matched_by == "box" and len(comparison.matched) == 1
     assert comparison.failures == [f"masks differ in size: A {(H, W)} vs B {(H, W + 1)}"]

@@ -1,5 +1,6 @@
 """Panoptic output parity: detectron2 and mmdet encodings of one synthetic COCO-panoptic image both
 convert to the same canonical result; perturbations are found and named; the CLI and HTML work."""
+
 from __future__ import annotations
 
 import json
@@ -12,15 +13,25 @@ import pytest
 import torch
 from PIL import Image
 
-from bridge.compare import compare_runs
-from bridge.coco.onesample import OneSampleConfig, prepare_split
-from bridge.errors import BridgeError
-from bridge.panoptic import (CanonicalPanoptic, canonical_from_panoptic_png, canonical_from_segment_map,
-                             compare_panoptic, disagreement_map, from_record, html_section, load_npz,
-                             panoptic_color_image, save_npz, to_record)
-from bridge.runs import Recorder, open_run
 from bridge.coco.coco91 import panoptic_categories
+from bridge.coco.onesample import OneSampleConfig, prepare_split
 from bridge.coco.synthetic import write_synthetic_coco
+from bridge.compare import compare_runs
+from bridge.errors import BridgeError
+from bridge.panoptic import (
+    CanonicalPanoptic,
+    canonical_from_panoptic_png,
+    canonical_from_segment_map,
+    compare_panoptic,
+    disagreement_map,
+    from_record,
+    html_section,
+    load_npz,
+    panoptic_color_image,
+    save_npz,
+    to_record,
+)
+from bridge.runs import Recorder, open_run
 from d2_side.datasets import with_sem_seg_metadata
 from d2_side.panoptic import canonical_from_d2, d2_from_canonical
 from mmdet_side.panoptic import INSTANCE_OFFSET, canonical_from_mmdet, mmdet_from_canonical
@@ -36,10 +47,15 @@ def gt(tmp_path_factory: pytest.TempPathFactory) -> dict:
     split = prepare_split(OneSampleConfig.create(root, None, tmp_path_factory.mktemp("cache")), "val")
     data = json.loads(Path(split.panoptic_json).read_bytes())
     ann = data["annotations"][0]
-    canonical = canonical_from_panoptic_png(Path(split.panoptic_root) / ann["file_name"], ann["segments_info"],
-                                            data["categories"])
-    return {"c": canonical, "categories": data["categories"], "image_id": ann["image_id"],
-            "colors": {c["id"]: c["color"] for c in data["categories"]}}
+    canonical = canonical_from_panoptic_png(
+        Path(split.panoptic_root) / ann["file_name"], ann["segments_info"], data["categories"]
+    )
+    return {
+        "c": canonical,
+        "categories": data["categories"],
+        "image_id": ann["image_id"],
+        "colors": {c["id"]: c["color"] for c in data["categories"]},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +133,9 @@ def test_split_and_merged_segments_are_named(gt: dict) -> None:
     new_id = int(ids.max()) + 1
     right = xs >= int(np.median(xs))
     ids[torch.from_numpy(ys[right]), torch.from_numpy(xs[right])] = new_id
-    infos.append({"id": new_id, "category_id": next(i["category_id"] for i in infos if i["id"] == thing["id"]),
-                  "isthing": True})
+    infos.append(
+        {"id": new_id, "category_id": next(i["category_id"] for i in infos if i["id"] == thing["id"]), "isthing": True}
+    )
     b = canonical_from_d2((ids, infos), meta)
     comparison = compare_panoptic(gt["c"], b)
     assert [(s["a_id"], len(s["b_ids"])) for s in comparison.split] == [(thing["id"], 2)]
@@ -159,8 +176,9 @@ def _relabelled(gt: dict, classes: list[str]) -> CanonicalPanoptic:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bridge.panoptic", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "bridge.panoptic", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_record_round_trip_and_cli_on_runs(gt: dict, classes: list[str], tmp_path: Path) -> None:
@@ -207,8 +225,10 @@ def test_html_section_and_colors(gt: dict, classes: list[str]) -> None:
 
 
 def test_bridge_panoptic_imports_no_framework() -> None:
-    code = ("import sys, bridge.panoptic; bad = [m for m in sys.modules if m.split('.')[0] in "
-            "('detectron2', 'mmdet', 'mmengine', 'mmcv')]; assert not bad, bad")
+    code = (
+        "import sys, bridge.panoptic; bad = [m for m in sys.modules if m.split('.')[0] in "
+        "('detectron2', 'mmdet', 'mmengine', 'mmcv')]; assert not bad, bad"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
 
@@ -229,8 +249,9 @@ def test_panoptic_fpn_output_converts() -> None:
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     with torch.no_grad():
-        output = model([{"image": torch.randint(0, 255, (3, 64, 96), dtype=torch.uint8).float(),
-                         "height": 64, "width": 96}])[0]
+        output = model(
+            [{"image": torch.randint(0, 255, (3, 64, 96), dtype=torch.uint8).float(), "height": 64, "width": 96}]
+        )[0]
     metadata = MetadataCatalog.get("coco_2017_val_panoptic_separated")
     c = canonical_from_d2(output["panoptic_seg"], metadata)
     assert c.shape == (64, 96) and len(c.segments) == len(output["panoptic_seg"][1]) > 0
@@ -245,9 +266,23 @@ def test_bridge_compare_meets_canonical_panoptic_records(gt: dict, classes: list
     for run, c in {"a": gt["c"], "relabel": _relabelled(gt, classes)}.items():
         with Recorder(tmp_path / run, framework="test") as rec:
             rec.record(name, to_record(c), step=0, kind="output")
-    result = subprocess.run([sys.executable, "-m", "bridge.compare", str(tmp_path / "a"), str(tmp_path / "relabel"),
-                             "--json", str(tmp_path / "c.json"), "--html", str(tmp_path / "c.html")],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bridge.compare",
+            str(tmp_path / "a"),
+            str(tmp_path / "relabel"),
+            "--json",
+            str(tmp_path / "c.json"),
+            "--html",
+            str(tmp_path / "c.html"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"panoptic {name} step 0 rank 0: PQ" in result.stdout and "relabelled 1" in result.stdout
     report = json.loads((tmp_path / "c.json").read_text())
@@ -266,7 +301,7 @@ def _random_pair(seed: int, shape: tuple[int, int] = (48, 64)) -> tuple[Canonica
         ids = np.zeros(shape, dtype=np.int64)
         for k in range(1, 13):
             y, x = rng.integers(0, shape[0] - 4), rng.integers(0, shape[1] - 4)
-            ids[y:y + rng.integers(4, 24), x:x + rng.integers(4, 32)] = 7 * k
+            ids[y : y + rng.integers(4, 24), x : x + rng.integers(4, 32)] = 7 * k
         cats = rng.choice([1, 3, 18, 187, 190], size=12)
         infos = [{"id": 7 * k, "category_id": int(c), "isthing": int(c < 100)} for k, c in enumerate(cats, 1)]
         out.append(canonical_from_segment_map(ids, infos))
@@ -304,7 +339,8 @@ def test_device_cuda_gives_the_cpu_results_or_is_refused(tmp_path: Path) -> None
     cpu = _cli(str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--device", "cpu", "--json", str(tmp_path / "c.json"))
     assert cpu.returncode == 1, cpu.stdout + cpu.stderr
     assert json.loads((tmp_path / "c.json").read_text())["images"]["a step 0"] == json.loads(
-        json.dumps(compare_panoptic(a, b, device="cpu").to_dict()))
+        json.dumps(compare_panoptic(a, b, device="cpu").to_dict())
+    )
     if torch.cuda.is_available():
         for seed in range(3):
             a, b = _random_pair(seed)
@@ -339,20 +375,29 @@ def _crowd_scene(two_crowds: bool) -> tuple[np.ndarray, list[dict], np.ndarray, 
     gt[:8] = 11
     gt[8:, :8] = 21
     gt[8:, 8:24] = 22
-    gt_infos = [{"id": 11, "category_id": SKY, "iscrowd": 0}, {"id": 21, "category_id": PERSON, "iscrowd": 0},
-                {"id": 22, "category_id": PERSON, "iscrowd": 1}]
+    gt_infos = [
+        {"id": 11, "category_id": SKY, "iscrowd": 0},
+        {"id": 21, "category_id": PERSON, "iscrowd": 0},
+        {"id": 22, "category_id": PERSON, "iscrowd": 1},
+    ]
     if two_crowds:
         gt[8:, 16:24] = 23
         gt_infos.append({"id": 23, "category_id": PERSON, "iscrowd": 1})
     pred = np.zeros((16, 32), dtype=np.int64)
-    pred[:8, :28] = 1      # sky, IoU 0.875
-    pred[:8, 28:] = 2      # floor on sky: a false positive
-    pred[8:, :6] = 3       # the person, IoU 0.75
-    pred[8:, 6:18] = 4     # a person, 80 of its 96 pixels on person crowd
-    pred[8:, 18:24] = 5    # a car on the person crowd region: a false positive
-    pred[8:12, 24:] = 6    # a person on void
-    pred_infos = [{"id": 1, "category_id": SKY}, {"id": 2, "category_id": FLOOR}, {"id": 3, "category_id": PERSON},
-                  {"id": 4, "category_id": PERSON}, {"id": 5, "category_id": CAR}, {"id": 6, "category_id": PERSON}]
+    pred[:8, :28] = 1  # sky, IoU 0.875
+    pred[:8, 28:] = 2  # floor on sky: a false positive
+    pred[8:, :6] = 3  # the person, IoU 0.75
+    pred[8:, 6:18] = 4  # a person, 80 of its 96 pixels on person crowd
+    pred[8:, 18:24] = 5  # a car on the person crowd region: a false positive
+    pred[8:12, 24:] = 6  # a person on void
+    pred_infos = [
+        {"id": 1, "category_id": SKY},
+        {"id": 2, "category_id": FLOOR},
+        {"id": 3, "category_id": PERSON},
+        {"id": 4, "category_id": PERSON},
+        {"id": 5, "category_id": CAR},
+        {"id": 6, "category_id": PERSON},
+    ]
     return gt, gt_infos, pred, pred_infos
 
 
@@ -366,22 +411,27 @@ def _write_coco_panoptic(folder: Path, ids: np.ndarray, infos: list[dict]) -> tu
     png_dir.mkdir(parents=True)
     Image.fromarray(id2rgb(ids)).save(png_dir / "1.png")
     segments = [dict(s, area=int((ids == s["id"]).sum())) for s in infos]
-    doc = {"images": [{"id": 1, "file_name": "1.jpg", "height": ids.shape[0], "width": ids.shape[1]}],
-           "annotations": [{"image_id": 1, "file_name": "1.png", "segments_info": segments}],
-           "categories": panoptic_categories()}
+    doc = {
+        "images": [{"id": 1, "file_name": "1.jpg", "height": ids.shape[0], "width": ids.shape[1]}],
+        "annotations": [{"image_id": 1, "file_name": "1.png", "segments_info": segments}],
+        "categories": panoptic_categories(),
+    }
     (folder / "panoptic.json").write_text(json.dumps(doc))
     return folder / "panoptic.json", png_dir, segments
 
 
-def _ours_and_panopticapi(tmp_path: Path, gt: np.ndarray, gt_infos: list[dict], pred: np.ndarray,
-                          pred_infos: list[dict]) -> tuple:
+def _ours_and_panopticapi(
+    tmp_path: Path, gt: np.ndarray, gt_infos: list[dict], pred: np.ndarray, pred_infos: list[dict]
+) -> tuple:
     """compare_panoptic on the canonical forms read back from the files, and panopticapi's pq_compute on them."""
     from panopticapi.evaluation import pq_compute
 
     gt_json, gt_dir, gt_segments = _write_coco_panoptic(tmp_path / "gt", gt, gt_infos)
     pred_json, pred_dir, pred_segments = _write_coco_panoptic(tmp_path / "pred", pred, pred_infos)
-    read = [canonical_from_panoptic_png(gt_dir / "1.png", gt_segments),
-            canonical_from_panoptic_png(pred_dir / "1.png", pred_segments)]
+    read = [
+        canonical_from_panoptic_png(gt_dir / "1.png", gt_segments),
+        canonical_from_panoptic_png(pred_dir / "1.png", pred_segments),
+    ]
     official = pq_compute(str(gt_json), str(pred_json), str(gt_dir), str(pred_dir))
     return read[0], read[1], compare_panoptic(read[0], read[1], device="cpu"), official
 

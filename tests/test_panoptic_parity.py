@@ -1,5 +1,6 @@
 """Evaluator parity: one set of canonical panoptic predictions fed to detectron2's COCOPanopticEvaluator
 and mmdet's CocoPanopticMetric on the same one-sample ground truth (real frameworks, no mocks)."""
+
 from __future__ import annotations
 
 import io
@@ -7,7 +8,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from bridge.coco.onesample import OneSampleConfig, OneSampleSplit, prepare_split
@@ -34,14 +34,20 @@ def ground_truth(split: OneSampleSplit) -> tuple[dict[int, CanonicalPanoptic], d
     truth, paths = {}, {}
     for ann in panoptic["annotations"]:
         image_id = int(ann["image_id"])
-        truth[image_id] = canonical_from_panoptic_png(split.panoptic_root / ann["file_name"], ann["segments_info"],
-                                                      panoptic["categories"])
+        truth[image_id] = canonical_from_panoptic_png(
+            split.panoptic_root / ann["file_name"], ann["segments_info"], panoptic["categories"]
+        )
         paths[image_id] = str(split.image_root / images[image_id]["file_name"])
     return truth, paths, panoptic["categories"]
 
 
-def _evaluate_both(split: OneSampleSplit, onesample_config: OneSampleConfig,
-                   predictions: dict[int, CanonicalPanoptic], paths: dict[int, str], out: Path) -> tuple[dict, dict]:
+def _evaluate_both(
+    split: OneSampleSplit,
+    onesample_config: OneSampleConfig,
+    predictions: dict[int, CanonicalPanoptic],
+    paths: dict[int, str],
+    out: Path,
+) -> tuple[dict, dict]:
     from d2_side.panoptic_eval import evaluate_d2
     from mmdet_side.config import onesample_overrides
     from mmdet_side.panoptic_eval import evaluate_mmdet
@@ -81,12 +87,14 @@ def test_ground_truth_gives_pq_100_on_both_and_parity(split, onesample_config, g
 
 
 @pytest.mark.parametrize("perturb", ["relabel", "remove"])
-def test_perturbed_prediction_gives_the_same_lower_pq(split, onesample_config, ground_truth, tmp_path,
-                                                      perturb: str) -> None:
+def test_perturbed_prediction_gives_the_same_lower_pq(
+    split, onesample_config, ground_truth, tmp_path, perturb: str
+) -> None:
     truth, paths, categories = ground_truth
     image_id = next(iter(truth))
-    changed = (_relabel_one_thing(truth[image_id], categories) if perturb == "relabel"
-               else _remove_one_thing(truth[image_id]))
+    changed = (
+        _relabel_one_thing(truth[image_id], categories) if perturb == "relabel" else _remove_one_thing(truth[image_id])
+    )
     predictions = {**truth, image_id: changed}
     d2, mm = _evaluate_both(split, onesample_config, predictions, paths, tmp_path)
     assert d2["PQ"] < 100.0 and mm["PQ"] < 100.0
@@ -103,8 +111,17 @@ def test_perturbed_prediction_gives_the_same_lower_pq(split, onesample_config, g
 def test_report_names_reasons_and_prints_when_they_differ() -> None:
     from rich.console import Console
 
-    d2 = {"PQ": 80.0, "SQ": 90.0, "RQ": 88.0, "PQ_th": 70.0, "SQ_th": 90.0, "RQ_th": 77.0,
-          "PQ_st": 100.0, "SQ_st": 100.0, "RQ_st": 100.0}
+    d2 = {
+        "PQ": 80.0,
+        "SQ": 90.0,
+        "RQ": 88.0,
+        "PQ_th": 70.0,
+        "SQ_th": 90.0,
+        "RQ_th": 77.0,
+        "PQ_st": 100.0,
+        "SQ_st": 100.0,
+        "RQ_st": 100.0,
+    }
     mm = {f"coco_panoptic/{k}": v for k, v in d2.items()} | {"coco_panoptic/PQ": 75.0, "coco_panoptic/PQ_th": 60.0}
     report = parity_report(d2, mm)
     assert not report.parity and report.differing == ["PQ", "PQ_th"]

@@ -1,4 +1,5 @@
 """examples/record_d2_eval.py: detectron2's evaluation recorded with the canonical outputs, as a user runs it."""
+
 from __future__ import annotations
 
 import subprocess
@@ -8,19 +9,32 @@ from pathlib import Path
 import torch
 
 from bridge import open_run
-from bridge.outputs.instances import from_record as instances_from_record
 from bridge.coco.onesample import OneSampleConfig
-from bridge.panoptic import from_record as panoptic_from_record
+from bridge.outputs.instances import from_record as instances_from_record
 from bridge.outputs.semantic import from_record as semantic_from_record
+from bridge.panoptic import from_record as panoptic_from_record
 from tests.conftest import REPO, bridge_env
 
 
 def test_record_d2_eval_example_writes_canonical_outputs(onesample_config: OneSampleConfig, tmp_path: Path) -> None:
     out = tmp_path / "d2_eval"
     env = bridge_env(onesample_config.coco_root, onesample_config.cache_dir)
-    result = subprocess.run([sys.executable, str(REPO / "examples" / "record_d2_eval.py"), "--out", str(out),
-                             "--size", "96", "MODEL.DEVICE", "cpu"], env=env, capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "examples" / "record_d2_eval.py"),
+            "--out",
+            str(out),
+            "--size",
+            "96",
+            "MODEL.DEVICE",
+            "cpu",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     assert "nested in other matches" not in result.stderr  # the default globs record the four stages only
     run = open_run(out)
@@ -40,10 +54,23 @@ def test_record_d2_eval_example_writes_canonical_outputs(onesample_config: OneSa
 
 
 def test_record_d2_eval_example_names_bad_input(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, str(REPO / "examples" / "record_d2_eval.py"), "--out",
-                             str(tmp_path / "run"), "--coco-root", str(tmp_path / "missing"), "MODEL.DEVICE", "cpu"],
-                            capture_output=True, text=True, timeout=300, cwd=REPO,
-                            env={**bridge_env(tmp_path, tmp_path / "cache")})
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "examples" / "record_d2_eval.py"),
+            "--out",
+            str(tmp_path / "run"),
+            "--coco-root",
+            str(tmp_path / "missing"),
+            "MODEL.DEVICE",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env={**bridge_env(tmp_path, tmp_path / "cache")},
+    )
     last = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 2 and last.startswith("error: ") and "missing" in last
     assert "Traceback" not in result.stderr

@@ -1,5 +1,6 @@
 """Recording on both sides with the real trainers: detectron2's SimpleTrainer with RecordHook, and
 mmdet's own tools/train.py + tools/test.py with BridgeRecordHook switched on from the config."""
+
 from __future__ import annotations
 
 import os
@@ -11,13 +12,14 @@ import pytest
 import torch
 
 from bridge import Recorder, open_run
-from bridge.panoptic import from_record
 from bridge.coco.onesample import OneSampleConfig
+from bridge.panoptic import from_record
 from tests.conftest import REPO, record_d2_mask_rcnn
 
 
-def test_detectron2_record_hook_records_batch_losses_activations_grads(onesample_config: OneSampleConfig,
-                                                                       tmp_path: Path) -> None:
+def test_detectron2_record_hook_records_batch_losses_activations_grads(
+    onesample_config: OneSampleConfig, tmp_path: Path
+) -> None:
     record_d2_mask_rcnn(onesample_config, tmp_path / "run")
     run = open_run(tmp_path / "run")
     assert run.steps() == [0, 1] and run.meta["framework"] == "detectron2"
@@ -42,17 +44,28 @@ def _mmdet_tool(name: str) -> str:
 def small_mmdet_config(onesample_config: OneSampleConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """mmdet's PanopticFPN config on the one-sample subset, with the record hook and small images."""
     from mmengine.config import Config
+
     from mmdet_side.config import write_config
 
     work = tmp_path_factory.mktemp("mmdet_cfg")
-    record_hook = dict(type="BridgeRecordHook", run_dir=str(work / "run_train"), iterations=[0, 1],
-                       activations=["backbone.layer1"], eval_run_dir=str(work / "run_eval"),
-                       inputs=["neck.fpn_convs.0.conv"], functions={"rpn_decode": "rpn_head.bbox_coder.decode"})
-    path = write_config("mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py", work / "base.py", onesample_config,
-                        hooks=[record_hook])
+    record_hook = dict(
+        type="BridgeRecordHook",
+        run_dir=str(work / "run_train"),
+        iterations=[0, 1],
+        activations=["backbone.layer1"],
+        eval_run_dir=str(work / "run_eval"),
+        inputs=["neck.fpn_convs.0.conv"],
+        functions={"rpn_decode": "rpn_head.bbox_coder.decode"},
+    )
+    path = write_config(
+        "mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py", work / "base.py", onesample_config, hooks=[record_hook]
+    )
     cfg = Config.fromfile(str(path))
-    for pipeline in (cfg.train_dataloader.dataset.pipeline, cfg.val_dataloader.dataset.pipeline,
-                     cfg.test_dataloader.dataset.pipeline):
+    for pipeline in (
+        cfg.train_dataloader.dataset.pipeline,
+        cfg.val_dataloader.dataset.pipeline,
+        cfg.test_dataloader.dataset.pipeline,
+    ):
         for transform in pipeline:
             if transform["type"] == "Resize":
                 transform["scale"] = (160, 96)
@@ -69,8 +82,13 @@ def small_mmdet_config(onesample_config: OneSampleConfig, tmp_path_factory: pyte
 def test_mmdet_tools_train_then_test_with_record_hook(small_mmdet_config: Path, tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     work_dir = tmp_path / "work"
-    train = subprocess.run([sys.executable, _mmdet_tool("train"), str(small_mmdet_config), "--work-dir", str(work_dir)],
-                           env=env, capture_output=True, text=True, timeout=600)
+    train = subprocess.run(
+        [sys.executable, _mmdet_tool("train"), str(small_mmdet_config), "--work-dir", str(work_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert train.returncode == 0, (train.stdout + train.stderr)[-6000:]
     run = open_run(small_mmdet_config.parent / "run_train")
     assert run.steps() == [0, 1] and run.meta["framework"] == "mmdet"
@@ -91,8 +109,20 @@ def test_mmdet_tools_train_then_test_with_record_hook(small_mmdet_config: Path, 
     trained = torch.load(work_dir / "epoch_2.pth", map_location="cpu", weights_only=False)
     checkpoint = tmp_path / "weights_only.pth"
     torch.save({"state_dict": trained["state_dict"], "meta": {}}, checkpoint)
-    test = subprocess.run([sys.executable, _mmdet_tool("test"), str(small_mmdet_config), str(checkpoint),
-                           "--work-dir", str(tmp_path / "test")], env=env, capture_output=True, text=True, timeout=600)
+    test = subprocess.run(
+        [
+            sys.executable,
+            _mmdet_tool("test"),
+            str(small_mmdet_config),
+            str(checkpoint),
+            "--work-dir",
+            str(tmp_path / "test"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     output = test.stdout + test.stderr
     assert test.returncode == 0, output[-6000:]
     assert "coco_panoptic/PQ" in output
@@ -113,9 +143,16 @@ def test_seed_modules_line_up_random_sampling_across_runs(onesample_config: OneS
     from tests.conftest import record_d2_training
 
     def losses(name: str, draws: int, seed_modules: list[str]) -> dict:
-        record_d2_training(onesample_config, tmp_path / name, "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml",
-                           "coco_2017_train_onesample", iterations=[0], seed_modules=seed_modules,
-                           extra_opts=["INPUT.RANDOM_FLIP", "none"], rng_draws_before_training=draws)
+        record_d2_training(
+            onesample_config,
+            tmp_path / name,
+            "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml",
+            "coco_2017_train_onesample",
+            iterations=[0],
+            seed_modules=seed_modules,
+            extra_opts=["INPUT.RANDOM_FLIP", "none"],
+            rng_draws_before_training=draws,
+        )
         return open_run(tmp_path / name).get("losses", step=0, kind="loss")
 
     sampled = ["proposal_generator", "roi_heads"]

@@ -1,5 +1,6 @@
 """Replay: mmdet's Runner trains Mask R-CNN on the batches detectron2 recorded (BridgeReplayHook),
 and what mmdet's model received equals detectron2's batch tensor for tensor after conversion."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,9 +18,15 @@ def test_mmdet_trains_on_detectron2_batches(onesample_config: OneSampleConfig, t
 
     record_d2_mask_rcnn(onesample_config, tmp_path / "d2")
     cfg = small_mmdet_train_config(
-        "mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py", onesample_config, epochs=2, work_dir=str(tmp_path / "work"),
-        hooks=[dict(type="BridgeReplayHook", run_dir=str(tmp_path / "d2")),
-               dict(type="BridgeRecordHook", run_dir=str(tmp_path / "mmdet"), iterations=[0, 1])])
+        "mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py",
+        onesample_config,
+        epochs=2,
+        work_dir=str(tmp_path / "work"),
+        hooks=[
+            dict(type="BridgeReplayHook", run_dir=str(tmp_path / "d2")),
+            dict(type="BridgeRecordHook", run_dir=str(tmp_path / "mmdet"), iterations=[0, 1]),
+        ],
+    )
     Runner.from_cfg(cfg).train()
 
     d2_run, mm_run = open_run(tmp_path / "d2"), open_run(tmp_path / "mmdet")
@@ -47,21 +54,33 @@ def _mmdet_sample(run, step: int) -> dict:
     return run.get("batch", step=step, kind="batch")["data_samples"][0]["data"]
 
 
-def test_mmdet_panoptic_fpn_trains_on_detectron2_panoptic_batches(onesample_config: OneSampleConfig,
-                                                                  tmp_path: Path) -> None:
+def test_mmdet_panoptic_fpn_trains_on_detectron2_panoptic_batches(
+    onesample_config: OneSampleConfig, tmp_path: Path
+) -> None:
     """detectron2's PanopticFPN batch (``_separated``: things = 0, stuff 1..53) replayed in mmdet's PanopticFPN:
     after the head merges things, mmdet's semantic targets are d2's with the things row moved last, which is
     what the d2-panoptic-fpn-to-mmdet preset does to the semantic classifier's rows."""
     from mmdet.registry import MODELS
     from mmengine.runner import Runner
 
-    record_d2_training(onesample_config, tmp_path / "d2", "COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml",
-                       "coco_2017_train_panoptic_onesample_separated", iterations=[0])
+    record_d2_training(
+        onesample_config,
+        tmp_path / "d2",
+        "COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml",
+        "coco_2017_train_panoptic_onesample_separated",
+        iterations=[0],
+    )
     cfg = small_mmdet_train_config(
-        "mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py", onesample_config, epochs=1, task="panoptic",
+        "mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py",
+        onesample_config,
+        epochs=1,
+        task="panoptic",
         work_dir=str(tmp_path / "work"),
-        hooks=[dict(type="BridgeReplayHook", run_dir=str(tmp_path / "d2"), sem_seg_label_map="panoptic_fpn"),
-               dict(type="BridgeRecordHook", run_dir=str(tmp_path / "mmdet"), iterations=[0])])
+        hooks=[
+            dict(type="BridgeReplayHook", run_dir=str(tmp_path / "d2"), sem_seg_label_map="panoptic_fpn"),
+            dict(type="BridgeRecordHook", run_dir=str(tmp_path / "mmdet"), iterations=[0]),
+        ],
+    )
     Runner.from_cfg(cfg).train()
 
     d2_item = open_run(tmp_path / "d2").get("batch", step=0, kind="batch")[0]
@@ -101,13 +120,21 @@ def _mask_dino_style_batch(onesample_config: OneSampleConfig) -> list[dict]:
     masks = BitMasks(torch.stack([torch.from_numpy(np.ascontiguousarray(pan_seg == s["id"])) for s in segments]))
     instances.gt_masks = masks.tensor
     instances.gt_boxes = masks.get_bounding_boxes()
-    return [{"file_name": record["file_name"], "image_id": record["image_id"], "height": image.shape[0],
-             "width": image.shape[1], "image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))),
-             "instances": instances}]
+    return [
+        {
+            "file_name": record["file_name"],
+            "image_id": record["image_id"],
+            "height": image.shape[0],
+            "width": image.shape[1],
+            "image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "instances": instances,
+        }
+    ]
 
 
-def test_mmdet_mask2former_trains_on_mask_dino_style_panoptic_batches(onesample_config: OneSampleConfig,
-                                                                      tmp_path: Path) -> None:
+def test_mmdet_mask2former_trains_on_mask_dino_style_panoptic_batches(
+    onesample_config: OneSampleConfig, tmp_path: Path
+) -> None:
     """Mask DINO / Mask2Former batches hold stuff segments as instances; replayed with panoptic_num_things=80,
     mmdet's Mask2Former head rebuilds exactly d2's (label, mask) targets from gt_instances + gt_sem_seg."""
     from mmdet.models.utils import preprocess_panoptic_gt
@@ -121,10 +148,16 @@ def test_mmdet_mask2former_trains_on_mask_dino_style_panoptic_batches(onesample_
     with Recorder(tmp_path / "d2", framework="detectron2") as recorder:
         recorder.record("batch", to_recordable(batch), step=0, kind="batch")
     cfg = small_mmdet_train_config(
-        "mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco-panoptic.py", onesample_config, epochs=1,
-        task="panoptic", work_dir=str(tmp_path / "work"),
-        hooks=[dict(type="BridgeReplayHook", run_dir=str(tmp_path / "d2"), panoptic_num_things=80),
-               dict(type="BridgeRecordHook", run_dir=str(tmp_path / "mmdet"), iterations=[0])])
+        "mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco-panoptic.py",
+        onesample_config,
+        epochs=1,
+        task="panoptic",
+        work_dir=str(tmp_path / "work"),
+        hooks=[
+            dict(type="BridgeReplayHook", run_dir=str(tmp_path / "d2"), panoptic_num_things=80),
+            dict(type="BridgeRecordHook", run_dir=str(tmp_path / "mmdet"), iterations=[0]),
+        ],
+    )
     cfg.model.data_preprocessor.batch_augments = None  # LSJ pads to 1024²: too slow on the CPU, not needed here
     Runner.from_cfg(cfg).train()
 
@@ -140,8 +173,10 @@ def test_mmdet_mask2former_trains_on_mask_dino_style_panoptic_batches(onesample_
     sem_seg = sample["gt_sem_seg"]["data"]["sem_seg"][:, :height, :width]
     masks = BitmapMasks(gt["masks"][:, :height, :width].numpy(), height, width)
     labels, rebuilt = preprocess_panoptic_gt(gt["labels"], masks, sem_seg, 80, 53)
-    expected = sorted((int(label), mask.numpy().tobytes()) for label, mask in zip(d2_instances.gt_classes,
-                                                                                   d2_instances.gt_masks.long()))
+    expected = sorted(
+        (int(label), mask.numpy().tobytes())
+        for label, mask in zip(d2_instances.gt_classes, d2_instances.gt_masks.long())
+    )
     assert sorted((int(label), mask.numpy().tobytes()) for label, mask in zip(labels, rebuilt.long())) == expected
     assert {"loss_cls", "loss_mask", "loss_dice"} <= set(mm_run.get("losses", step=0, kind="loss"))
 
@@ -153,10 +188,14 @@ def test_replay_conversion_names_bad_panoptic_input(onesample_config: OneSampleC
 
     image = torch.zeros(3, 8, 8, dtype=torch.uint8)
     with pytest.raises(BridgeError, match=r"batch item 0: sem_seg label 60 is not in sem_seg_label_map"):
-        d2_train_batch_to_mmdet([{"image": image, "sem_seg": torch.full((8, 8), 60)}],
-                                sem_seg_label_map=panoptic_fpn_sem_seg_label_map())
-    polygons = {"gt_classes": torch.tensor([3]), "gt_boxes": torch.zeros(1, 4),
-                "gt_masks": [[torch.tensor([0.0, 0.0, 4.0, 0.0, 4.0, 4.0])]]}
+        d2_train_batch_to_mmdet(
+            [{"image": image, "sem_seg": torch.full((8, 8), 60)}], sem_seg_label_map=panoptic_fpn_sem_seg_label_map()
+        )
+    polygons = {
+        "gt_classes": torch.tensor([3]),
+        "gt_boxes": torch.zeros(1, 4),
+        "gt_masks": [[torch.tensor([0.0, 0.0, 4.0, 0.0, 4.0, 4.0])]],
+    }
     with pytest.raises(BridgeError, match=r"batch item 0: panoptic_num_things needs .* bitmask"):
         d2_train_batch_to_mmdet([{"image": image, "instances": polygons}], panoptic_num_things=80)
 
@@ -184,20 +223,27 @@ def test_mmdet_tests_on_detectron2_inference_batches(onesample_config: OneSample
     register_onesample(onesample_config)
     d2_cfg = get_cfg()
     d2_cfg.merge_from_file(model_zoo.get_config_file("COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml"))
-    d2_cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", "96",
-                            "INPUT.MAX_SIZE_TEST", "160"])
+    d2_cfg.merge_from_list(
+        ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "160"]
+    )
     torch.manual_seed(0)
     dataset = "coco_2017_val_panoptic_onesample_separated"
     with Recorder(tmp_path / "d2_eval", framework="detectron2") as recorder, torch.no_grad():
-        record_inference(build_model(d2_cfg), build_detection_test_loader(d2_cfg, dataset), recorder,
-                         metadata=MetadataCatalog.get(dataset))
+        record_inference(
+            build_model(d2_cfg),
+            build_detection_test_loader(d2_cfg, dataset),
+            recorder,
+            metadata=MetadataCatalog.get(dataset),
+        )
 
     cfg = Config.fromstring("_base_ = 'mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py'\n", ".py")
     cfg.merge_from_dict(onesample_overrides(onesample_config, task="panoptic"))
     cfg.model.backbone.init_cfg = None
     cfg.custom_imports = dict(imports=["mmdet_side"], allow_failed_imports=False)
-    cfg.custom_hooks = [dict(type="BridgeReplayHook", eval_run_dir=str(tmp_path / "d2_eval")),
-                        dict(type="BridgeRecordHook", eval_run_dir=str(tmp_path / "mm_eval"))]
+    cfg.custom_hooks = [
+        dict(type="BridgeReplayHook", eval_run_dir=str(tmp_path / "d2_eval")),
+        dict(type="BridgeRecordHook", eval_run_dir=str(tmp_path / "mm_eval")),
+    ]
     cfg.work_dir = str(tmp_path / "work")
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
@@ -214,8 +260,9 @@ def test_mmdet_tests_on_detectron2_inference_batches(onesample_config: OneSample
     height, width = image.shape[1:]
     preprocessor = cfg.model.data_preprocessor
     mean, std = torch.tensor(preprocessor.mean).view(3, 1, 1), torch.tensor(preprocessor.std).view(3, 1, 1)
-    assert torch.equal(mm_run.get("batch", step=0, kind="batch")["inputs"][0, :, :height, :width],
-                       (image.flip(0) - mean) / std)
+    assert torch.equal(
+        mm_run.get("batch", step=0, kind="batch")["inputs"][0, :, :height, :width], (image.flip(0) - mean) / std
+    )
     panoptic_name = f"panoptic.{d2_item['image_id']}"
     d2_panoptic = d2_run.get(panoptic_name, step=0, kind="output")
     mm_panoptic = mm_run.get(panoptic_name, step=0, kind="output")

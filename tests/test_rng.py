@@ -1,6 +1,7 @@
 """The RNG tape on plain torch: every intercepted op recorded in one process and replayed bit-exactly in
 another with a different global seed; order and queue matching; mismatches, missing and left-over draws;
 bad tapes; scopes."""
+
 from __future__ import annotations
 
 import os
@@ -94,9 +95,27 @@ def test_every_intercepted_op_replays_bit_exactly_in_another_process(tmp_path: P
         if key != "generator":
             assert not torch.equal(recorded[key], plain2[key]), f"{key}: the two seeds draw the same; test cannot fail"
     ops = {draw.op for draw in load_tape(run, 0)[1]}
-    assert {"rand", "randn", "randint", "randperm", "rand_like", "randn_like", "randint_like", "bernoulli",
-            "multinomial", "normal", "poisson", "uniform_", "normal_", "bernoulli_", "random_", "exponential_",
-            "geometric_", "log_normal_", "cauchy_"} <= ops
+    assert {
+        "rand",
+        "randn",
+        "randint",
+        "randperm",
+        "rand_like",
+        "randn_like",
+        "randint_like",
+        "bernoulli",
+        "multinomial",
+        "normal",
+        "poisson",
+        "uniform_",
+        "normal_",
+        "bernoulli_",
+        "random_",
+        "exponential_",
+        "geometric_",
+        "log_normal_",
+        "cauchy_",
+    } <= ops
     draws = load_tape(run, 0)[1]
     assert all(draw.site.startswith(str(script)) for draw in draws), {d.site for d in draws}
 
@@ -175,14 +194,18 @@ def test_missing_and_left_over_draws_are_reported(tmp_path: Path) -> None:
 def test_bad_tapes_name_run_step_and_scope(tmp_path: Path) -> None:
     run = tmp_path / "run"
     _record(run, lambda: torch.rand(3), step=2)
-    with pytest.raises(RngTapeError, match=r"step 0 rank 0: no rng tape 'rng' for step 0 on rank 0 \(tapes at steps \[2\]\)"):
+    with pytest.raises(
+        RngTapeError, match=r"step 0 rank 0: no rng tape 'rng' for step 0 on rank 0 \(tapes at steps \[2\]\)"
+    ):
         with replay(run, step=0):
             pass
     with pytest.raises(RngTapeError, match=r"the run has no rank 1 \(ranks \[0\]\)"):
         with replay(run, step=2, rank=1):
             pass
     model = nn.Sequential(nn.Linear(2, 2))
-    with pytest.raises(RngTapeError, match=r"step 2 rank 0: scope '0' is not on the tape, which was recorded with scopes"):
+    with pytest.raises(
+        RngTapeError, match=r"step 2 rank 0: scope '0' is not on the tape, which was recorded with scopes"
+    ):
         with replay(run, step=2, model=model, scopes=["0"]):
             pass
     with pytest.raises(RngTapeError, match=r"cannot read the rng tape: .*does not exist"):
@@ -250,7 +273,13 @@ def test_tape_lives_in_the_run_as_kind_rng(tmp_path: Path) -> None:
     run = open_run(tmp_path / "run")
     assert run.steps() == [3] and {e.kind for e in run.entries()} == {"rng"}
     (draw,) = load_tape(tmp_path / "run", 3)[1]
-    assert (draw.op, draw.shape, draw.dtype, draw.device, draw.value.dtype) == ("bernoulli_", (2, 3), "float32", "cpu", torch.bool)
+    assert (draw.op, draw.shape, draw.dtype, draw.device, draw.value.dtype) == (
+        "bernoulli_",
+        (2, 3),
+        "float32",
+        "cpu",
+        torch.bool,
+    )
 
 
 def test_values_land_on_the_replaying_draws_own_tensor(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """The RNG tape on the real frameworks, each side in its own process with another global RNG state:
 mmdet's DINO with denoising on (and with dropout on), detectron2's Mask R-CNN ROI and RPN sampling through
 the trainer hooks; a resized draw, a draw with no recorded counterpart and left-over draws are reported."""
+
 from __future__ import annotations
 
 import json
@@ -10,11 +11,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 import torch
 
 from bridge import open_run
-from bridge.coco.onesample import OneSampleConfig
 from bridge.rng import load_tape
 from tests.conftest import REPO
 
@@ -106,8 +105,10 @@ def test_dino_denoising_and_dropout_replayed_bit_exactly_in_another_process(tmp_
     _python([str(script), "record", str(tmp_path), "1"])
     _python([str(script), "replay", str(tmp_path), "2"])
     recorded, replayed = torch.load(tmp_path / "record.pt"), torch.load(tmp_path / "replay.pt")
-    notes = {**json.loads((tmp_path / "record.json").read_text()), **{
-        f"b_{k}": v for k, v in json.loads((tmp_path / "replay.json").read_text()).items()}}
+    notes = {
+        **json.loads((tmp_path / "record.json").read_text()),
+        **{f"b_{k}": v for k, v in json.loads((tmp_path / "replay.json").read_text()).items()},
+    }
     for dropout in ("0.0", "0.1"):
         a, plain, b = recorded[f"record_{dropout}"], replayed[f"plain_{dropout}"], replayed[f"replay_{dropout}"]
         assert any(k.startswith("dn_loss") or "_dn" in k for k in a["losses"]), sorted(a["losses"])
@@ -116,7 +117,8 @@ def test_dino_denoising_and_dropout_replayed_bit_exactly_in_another_process(tmp_
         assert _equal(a["grads"], b["grads"]), f"dropout {dropout}: gradients differ with the tape"
         assert notes[f"b_summary_{dropout}"] == notes[f"summary_{dropout}"] | {
             label: {"recorded": c["recorded"], "replayed": c["recorded"], "left_over": 0}
-            for label, c in notes[f"summary_{dropout}"].items()}
+            for label, c in notes[f"summary_{dropout}"].items()
+        }
     assert notes["summary_0.0"]["model"]["recorded"] == 4  # CdnQueryGenerator: 2 for labels, 2 for boxes
     assert notes["summary_0.0"]["encoder"]["recorded"] == 0
     assert notes["summary_0.1"]["encoder"]["recorded"] > 0 and notes["summary_0.1"]["decoder"]["recorded"] > 0
@@ -144,14 +146,35 @@ D2_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _d2_step(tmp_path: Path, coco_root: Path, name: str, draws: int, replay_dir: str = "",
-             scopes: str = "proposal_generator,roi_heads", size: int = 96) -> subprocess.CompletedProcess:
+def _d2_step(
+    tmp_path: Path,
+    coco_root: Path,
+    name: str,
+    draws: int,
+    replay_dir: str = "",
+    scopes: str = "proposal_generator,roi_heads",
+    size: int = 96,
+) -> subprocess.CompletedProcess:
     script = tmp_path / "d2_step.py"
     script.write_text(D2_SCRIPT)
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    return subprocess.run([sys.executable, str(script), str(coco_root), str(tmp_path / "cache"), str(tmp_path / name),
-                           str(draws), replay_dir, scopes, str(size)], env=env, capture_output=True, text=True,
-                          timeout=900)
+    return subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(coco_root),
+            str(tmp_path / "cache"),
+            str(tmp_path / name),
+            str(draws),
+            replay_dir,
+            scopes,
+            str(size),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def test_mask_rcnn_sampling_replayed_through_the_detectron2_hooks(coco_root: Path, tmp_path: Path) -> None:
@@ -165,7 +188,9 @@ def test_mask_rcnn_sampling_replayed_through_the_detectron2_hooks(coco_root: Pat
 
     def values(run_name: str) -> tuple[dict, list]:
         run = runs[run_name]
-        return run.get("losses", step=0, kind="loss"), list(run.get("roi_heads.box_predictor", step=0, kind="activation"))
+        return run.get("losses", step=0, kind="loss"), list(
+            run.get("roi_heads.box_predictor", step=0, kind="activation")
+        )
 
     losses_a, sampled_a = values("a")
     losses_plain, sampled_plain = values("b_plain")
@@ -229,11 +254,16 @@ def test_dino_tape_through_the_mmdet_hooks_in_a_runner(coco_root: Path, tmp_path
     script = tmp_path / "runner.py"
     script.write_text(RUNNER_SCRIPT)
     for name, draws, replay_dir in (("a", 1, ""), ("b_plain", 7, ""), ("b_replay", 7, str(tmp_path / "a" / "run"))):
-        _python([str(script), str(coco_root), str(tmp_path / "cache"), str(tmp_path / name), str(draws), replay_dir],
-                cwd=tmp_path)
-    losses = {name: open_run(tmp_path / name / "run").get("losses", step=0, kind="loss")
-              for name in ("a", "b_plain", "b_replay")}
+        _python(
+            [str(script), str(coco_root), str(tmp_path / "cache"), str(tmp_path / name), str(draws), replay_dir],
+            cwd=tmp_path,
+        )
+    losses = {
+        name: open_run(tmp_path / name / "run").get("losses", step=0, kind="loss")
+        for name in ("a", "b_plain", "b_replay")
+    }
     assert any("dn_loss" in key for key in losses["a"]), sorted(losses["a"])
     assert not _equal(losses["a"], losses["b_plain"]) and _equal(losses["a"], losses["b_replay"])
     assert json.loads((tmp_path / "b_replay" / "summaries.json").read_text()) == {
-        "0": {"model": {"recorded": 4, "replayed": 4, "left_over": 0}}}
+        "0": {"model": {"recorded": 4, "replayed": 4, "left_over": 0}}
+    }

@@ -1,5 +1,6 @@
 """A finished `make setup` is recognised at once (a stamp over the pinned inputs), and any change of an input
 makes setup run again."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,8 +11,15 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-INPUTS = ["requirements/*", "scripts/setup_stack.sh", "scripts/build_detectron2.sh", "scripts/setup_compat.sh",
-          "scripts/check_stack.py", "patches/*", "pyproject.toml"]
+INPUTS = [
+    "requirements/*",
+    "scripts/setup_stack.sh",
+    "scripts/build_detectron2.sh",
+    "scripts/setup_compat.sh",
+    "scripts/check_stack.py",
+    "patches/*",
+    "pyproject.toml",
+]
 
 
 def _stamp(root: Path) -> str:
@@ -41,8 +49,9 @@ def _run(root: Path, tmp_path: Path) -> subprocess.CompletedProcess:
     wrong_python.write_text("#!/bin/sh\nexit 1\n")
     wrong_python.chmod(0o755)
     env = dict(os.environ, VENV=str(venv), VENV_COMPAT=str(compat), PYTHON=str(wrong_python))
-    return subprocess.run(["bash", str(root / "scripts" / "setup_stack.sh")], env=env, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        ["bash", str(root / "scripts" / "setup_stack.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_matching_stamp_exits_at_once(tmp_path: Path) -> None:

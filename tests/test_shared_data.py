@@ -2,6 +2,7 @@
 clone; CI always has it). Without it those checks are not collected, so this test stands for them: it fails
 with the list of what was not run (docs/INSTALL.md, "Tests and ../shared"): a missing check is a failure,
 never a skip."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,16 +22,22 @@ def test_shared_reference_data_is_present() -> None:
     missing = "\n".join(f"  {path}: {what}" for path, what in NEEDS_SHARED.items())
     if SHARED_DATA and SHARED_MANIFESTS:
         return
-    message = (f"BRIDGE_SHARED is unset (no ../shared beside the clone), so these real-data checks were not "
-               f"run:\n{missing}")
-    pytest.fail(message + "\nPut the reference data at ../shared (or set BRIDGE_SHARED=/path/to/shared).",
-                pytrace=False)
+    message = (
+        f"BRIDGE_SHARED is unset (no ../shared beside the clone), so these real-data checks were not run:\n{missing}"
+    )
+    pytest.fail(
+        message + "\nPut the reference data at ../shared (or set BRIDGE_SHARED=/path/to/shared).", pytrace=False
+    )
 
 
 def test_the_list_names_every_module_that_reads_shared() -> None:
     from pathlib import Path
 
     tests = Path(__file__).resolve().parent
-    readers = {f"tests/{path.name}" for path in tests.glob("test_*.py") if path.name != Path(__file__).name
-               and ("SHARED_DATA" in path.read_text() or "SHARED_MANIFESTS" in path.read_text())}
+    readers = {
+        f"tests/{path.name}"
+        for path in tests.glob("test_*.py")
+        if path.name != Path(__file__).name
+        and ("SHARED_DATA" in path.read_text() or "SHARED_MANIFESTS" in path.read_text())
+    }
     assert readers == set(NEEDS_SHARED)

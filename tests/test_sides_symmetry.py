@@ -1,5 +1,6 @@
 """``d2_side`` and ``mmdet_side`` mirror each other: the same modules, functions and hook arguments (names,
 kinds, defaults, annotations, order), apart from the framework-specific ones listed here with their reason."""
+
 from __future__ import annotations
 
 import importlib
@@ -15,15 +16,19 @@ from mmdet_side.replay_hook import BridgeReplayHook
 
 #: Modules one side has and the other has not, and why.
 SIDE_ONLY_MODULES = {
-    "d2_side": {"datasets": "detectron2's catalogs are filled in code; mmdet's datasets are named in a config",
-                "register": "the one import line of a detectron2 train_net.py"},
-    "mmdet_side": {"config": "mmdet is switched on from config files, which this module writes",
-                   "coco91": "91-id labels in mmdet's datasets and metrics (detectron2 maps ids in its metadata)",
-                   "coco91_config": "the config lines of coco91",
-                   "coco91_panoptic": "the panoptic datasets and metrics of coco91",
-                   "replay": "detectron2's batches converted into mmdet's (replay runs one way: d2 -> mmdet)",
-                   "save_weights": "mmengine's own checkpoints do not load with weights_only=True",
-                   "target": "mmdet as a conversion target of bridge.convert --target"},
+    "d2_side": {
+        "datasets": "detectron2's catalogs are filled in code; mmdet's datasets are named in a config",
+        "register": "the one import line of a detectron2 train_net.py",
+    },
+    "mmdet_side": {
+        "config": "mmdet is switched on from config files, which this module writes",
+        "coco91": "91-id labels in mmdet's datasets and metrics (detectron2 maps ids in its metadata)",
+        "coco91_config": "the config lines of coco91",
+        "coco91_panoptic": "the panoptic datasets and metrics of coco91",
+        "replay": "detectron2's batches converted into mmdet's (replay runs one way: d2 -> mmdet)",
+        "save_weights": "mmengine's own checkpoints do not load with weights_only=True",
+        "target": "mmdet as a conversion target of bridge.convert --target",
+    },
 }
 
 #: Public functions / classes of mirrored modules that one side has only, and why.
@@ -33,14 +38,23 @@ SIDE_ONLY_NAMES = {
     ("mmdet_side", "panoptic_eval", "normalise_mmdet_keys"): "mmdet prefixes its metric keys with coco_panoptic/",
     ("d2_side", "record_model", "load_config"): "mmdet_side.record_model uses mmdet_side.target.load_config",
     ("d2_side", "semantic", "label_lookup"): "detectron2 maps semantic channels through the stuff map; mmdet maps "
-                                             "labels by class name, as its instances (mmdet_side.instances)",
+    "labels by class name, as its instances (mmdet_side.instances)",
 }
 
 #: Hook arguments that one side has only, and why.
 RECORD_HOOK_ONLY = {"eval_run_dir": "mmdet records val/test inside its own loop; detectron2 uses record_inference"}
-REPLAY_HOOK_ONLY = {name: "mmdet is fed detectron2's batches; the detectron2 hook replays the RNG tape only"
-                    for name in ("run_dir", "name", "label_map", "sem_seg_label_map", "panoptic_num_things",
-                                 "eval_run_dir", "input_format")}
+REPLAY_HOOK_ONLY = {
+    name: "mmdet is fed detectron2's batches; the detectron2 hook replays the RNG tape only"
+    for name in (
+        "run_dir",
+        "name",
+        "label_map",
+        "sem_seg_label_map",
+        "panoptic_num_things",
+        "eval_run_dir",
+        "input_format",
+    )
+}
 
 
 def _modules(package) -> set[str]:
@@ -48,8 +62,13 @@ def _modules(package) -> set[str]:
 
 
 def _public(module) -> dict[str, object]:
-    return {name: value for name, value in vars(module).items() if not name.startswith("_")
-            and (inspect.isfunction(value) or inspect.isclass(value)) and value.__module__ == module.__name__}
+    return {
+        name: value
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and (inspect.isfunction(value) or inspect.isclass(value))
+        and value.__module__ == module.__name__
+    }
 
 
 def _neutral(name: str) -> str:
@@ -71,8 +90,10 @@ def test_both_sides_have_the_same_modules_apart_from_the_listed_ones() -> None:
 def test_mirrored_modules_define_the_same_public_names() -> None:
     for name in sorted(_modules(d2_side) & _modules(mmdet_side)):
         sides = {side: importlib.import_module(f"{side}.{name}") for side in ("d2_side", "mmdet_side")}
-        names = {side: {_neutral(n) for n in _public(module) if (side, name, n) not in SIDE_ONLY_NAMES}
-                 for side, module in sides.items()}
+        names = {
+            side: {_neutral(n) for n in _public(module) if (side, name, n) not in SIDE_ONLY_NAMES}
+            for side, module in sides.items()
+        }
         assert names["d2_side"] == names["mmdet_side"], name
 
 
@@ -114,12 +135,12 @@ def test_replay_hooks_take_the_same_rng_arguments() -> None:
 
 def test_both_sides_unwrap_their_framework_wrappers_with_one_helper() -> None:
     """DistributedDataParallel-style wrappers are unwrapped by ``hooks.unwrap`` on both sides."""
+    from mmengine.model import MMDistributedDataParallel
     from torch import nn
     from torch.nn.parallel import DataParallel
 
     from d2_side.hooks import unwrap as d2_unwrap
     from mmdet_side.hooks import unwrap as mm_unwrap
-    from mmengine.model import MMDistributedDataParallel
 
     module = nn.Linear(2, 2)
     assert d2_unwrap(DataParallel(module)) is module and d2_unwrap(module) is module
@@ -146,8 +167,9 @@ def _record_d2(run_dir, **hook_args) -> None:
             return {"loss_feature": self.conv(torch.stack([item["image"] for item in batch])).pow(2).mean()}
 
     model = Net()
-    trainer = SimpleTrainer(model, itertools.repeat([{"image": torch.ones(3, 8, 8)}]),
-                            torch.optim.SGD(model.parameters(), lr=0.1))
+    trainer = SimpleTrainer(
+        model, itertools.repeat([{"image": torch.ones(3, 8, 8)}]), torch.optim.SGD(model.parameters(), lr=0.1)
+    )
     trainer.register_hooks([RecordHook(str(run_dir), iterations=[0, 1], **hook_args)])
     trainer.train(0, 2)
 
@@ -167,14 +189,24 @@ def _record_mmdet(run_dir, work_dir, **hook_args) -> None:
         def forward(self, inputs: torch.Tensor, data_samples=None, mode: str = "loss") -> dict[str, torch.Tensor]:
             return {"loss_feature": self.conv(inputs).pow(2).mean()}
 
-    Runner(model=Net(), work_dir=str(work_dir), experiment_name=f"symmetry_{work_dir.name}",  # one per Runner
-           train_dataloader=dict(dataset=[dict(inputs=torch.ones(3, 8, 8))] * 2, batch_size=1, num_workers=0,
-                                 sampler=dict(type="DefaultSampler", shuffle=False),
-                                 collate_fn=dict(type="default_collate")),
-           train_cfg=dict(by_epoch=False, max_iters=2), optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.1)),
-           default_hooks=dict(checkpoint=None), default_scope="mmdet", log_level="WARNING",
-           custom_hooks=[dict(type="BridgeRecordHook", run_dir=str(run_dir), iterations=[0, 1], **hook_args)],
-           ).train()
+    Runner(
+        model=Net(),
+        work_dir=str(work_dir),
+        experiment_name=f"symmetry_{work_dir.name}",  # one per Runner
+        train_dataloader=dict(
+            dataset=[dict(inputs=torch.ones(3, 8, 8))] * 2,
+            batch_size=1,
+            num_workers=0,
+            sampler=dict(type="DefaultSampler", shuffle=False),
+            collate_fn=dict(type="default_collate"),
+        ),
+        train_cfg=dict(by_epoch=False, max_iters=2),
+        optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.1)),
+        default_hooks=dict(checkpoint=None),
+        default_scope="mmdet",
+        log_level="WARNING",
+        custom_hooks=[dict(type="BridgeRecordHook", run_dir=str(run_dir), iterations=[0, 1], **hook_args)],
+    ).train()
 
 
 def test_record_batch_and_record_losses_switch_the_same_records_off_on_both_sides(tmp_path) -> None:
@@ -206,8 +238,11 @@ def test_both_config_loaders_merge_overrides_in_their_framework_syntax() -> None
     assert d2.MODEL.RESNETS.DEPTH == 101
     mm = mm_load_config("mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py", ["model.backbone.depth=101"])
     assert mm.model.backbone.depth == 101
-    with pytest.raises(BridgeError, match=r"panoptic_fpn_R_50_1x\.yaml: cannot load the detectron2 config "
-                                          r"\(AssertionError: Non-existent key: MODEL\.NOPE\)"):
+    with pytest.raises(
+        BridgeError,
+        match=r"panoptic_fpn_R_50_1x\.yaml: cannot load the detectron2 config "
+        r"\(AssertionError: Non-existent key: MODEL\.NOPE\)",
+    ):
         d2_load_config("COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml", ["MODEL.NOPE", "1"])
     with pytest.raises(BridgeError, match="^options nokeyvalue: expected KEY=VALUE pairs$"):
         mm_load_config("mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py", ["nokeyvalue"])

@@ -1,5 +1,6 @@
 """The real stack that `make setup` builds: each framework imports, runs on the CPU, and the
 five breakages of detectron2 0.6 on this stack (docs/STACK.md) stay fixed."""
+
 from __future__ import annotations
 
 import ast
@@ -35,18 +36,21 @@ def test_mmcv_compiled_ops_run_on_cpu() -> None:
 
 
 def test_frameworks_import() -> None:
-    import detectron2.data  # noqa: F401
-    import mmdet.datasets  # noqa: F401
+    import detectron2
+    import detectron2.data
+    import mmcv
+    import mmdet
+    import mmdet.datasets
+    import mmengine
     import panopticapi.evaluation  # noqa: F401
     import pycocotools.coco  # noqa: F401
 
-    import detectron2
-    import mmcv
-    import mmdet
-    import mmengine
-
     assert (detectron2.__version__, mmcv.__version__, mmdet.__version__, mmengine.__version__) == (
-        "0.6", "2.1.0", "3.3.0", "0.10.7")
+        "0.6",
+        "2.1.0",
+        "3.3.0",
+        "0.10.7",
+    )
 
 
 def test_detectron2_panoptic_fpn_builds_and_runs_on_cpu() -> None:
@@ -96,11 +100,46 @@ def test_detectron2_C_stand_in_answers_collect_env_and_names_missing_ops() -> No
 
 # numpy names detectron2 0.6 could use that numpy 2 lacks or lacked (np.int, ... went in 1.24, the rest in 2.0;
 # 2.0 brought back np.bool as np.bool_, upstream detectron2 uses the builtins anyway).
-REMOVED_NUMPY_NAMES = ("int", "float", "bool", "object", "str", "long", "unicode", "complex", "float_", "complex_",
-                       "unicode_", "string_", "bool8", "object0", "int0", "uint0", "cfloat", "longfloat",
-                       "singlecomplex", "clongfloat", "longcomplex", "Inf", "Infinity", "NaN", "NAN", "infty",
-                       "PINF", "NINF", "PZERO", "NZERO", "round_", "product", "cumproduct", "alltrue", "sometrue",
-                       "asfarray", "msort", "find_common_type")
+REMOVED_NUMPY_NAMES = (
+    "int",
+    "float",
+    "bool",
+    "object",
+    "str",
+    "long",
+    "unicode",
+    "complex",
+    "float_",
+    "complex_",
+    "unicode_",
+    "string_",
+    "bool8",
+    "object0",
+    "int0",
+    "uint0",
+    "cfloat",
+    "longfloat",
+    "singlecomplex",
+    "clongfloat",
+    "longcomplex",
+    "Inf",
+    "Infinity",
+    "NaN",
+    "NAN",
+    "infty",
+    "PINF",
+    "NINF",
+    "PZERO",
+    "NZERO",
+    "round_",
+    "product",
+    "cumproduct",
+    "alltrue",
+    "sometrue",
+    "asfarray",
+    "msort",
+    "find_common_type",
+)
 REMOVED_NUMPY_USE = re.compile(r"\b(?:np|numpy)\.(?:" + "|".join(REMOVED_NUMPY_NAMES) + r")\b")
 
 
@@ -108,12 +147,15 @@ def test_installed_detectron2_uses_no_numpy_name_numpy2_removed() -> None:
     import detectron2
 
     package = Path(detectron2.__file__).parent
-    found = [f"{path.relative_to(package)}:{number}: {line.strip()}"
-             for path in sorted(package.rglob("*.py"))
-             for number, line in enumerate(path.read_text().splitlines(), start=1)
-             if REMOVED_NUMPY_USE.search(line)]
-    assert not found, "numpy names removed in numpy 2 (fix them in patches/detectron2-0.6-pure-python.patch):\n" + \
-        "\n".join(found)
+    found = [
+        f"{path.relative_to(package)}:{number}: {line.strip()}"
+        for path in sorted(package.rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if REMOVED_NUMPY_USE.search(line)
+    ]
+    assert not found, (
+        "numpy names removed in numpy 2 (fix them in patches/detectron2-0.6-pure-python.patch):\n" + "\n".join(found)
+    )
     assert REMOVED_NUMPY_USE.search("x = np.zeros(3, dtype=np.int)") and not REMOVED_NUMPY_USE.search("np.int64")
 
 
@@ -151,8 +193,9 @@ def test_detectron2_sem_seg_evaluator_scores_a_prediction(tmp_path: Path) -> Non
     truth[0, 0] = 255
     Image.fromarray(truth).save(tmp_path / "gt.png")
     name = "bridge_test_stack_sem_seg"
-    DatasetCatalog.register(name, lambda: [{"file_name": str(tmp_path / "image.jpg"),
-                                            "sem_seg_file_name": str(tmp_path / "gt.png")}])
+    DatasetCatalog.register(
+        name, lambda: [{"file_name": str(tmp_path / "image.jpg"), "sem_seg_file_name": str(tmp_path / "gt.png")}]
+    )
     MetadataCatalog.get(name).set(stuff_classes=["left", "right"], ignore_label=255)
     try:
         evaluator = SemSegEvaluator(name, distributed=False, output_dir=str(tmp_path / "eval"))
@@ -181,7 +224,8 @@ def test_detectron2_pascal_voc_loader_reads_a_split(tmp_path: Path) -> None:
         (tmp_path / "Annotations" / f"{fileid}.xml").write_text(
             "<annotation><size><width>20</width><height>10</height></size><object><name>dog</name>"
             "<difficult>0</difficult><bndbox><xmin>2</xmin><ymin>3</ymin><xmax>8</xmax><ymax>9</ymax></bndbox>"
-            "</object></annotation>")
+            "</object></annotation>"
+        )
     records = load_voc_instances(str(tmp_path), "val", ["cat", "dog"])  # np.loadtxt(dtype=np.str) before the patch
     assert [r["image_id"] for r in records] == ["000001", "000002"]
     assert records[0]["annotations"][0]["category_id"] == 1
@@ -224,10 +268,12 @@ def test_coco_evaluator_falls_back_to_pycocotools_and_says_so_once(tmp_path: Pat
 def test_coco_evaluator_keeps_the_fast_path_when_the_compiled_ops_exist(tmp_path: Path) -> None:
     """A detectron2 whose ``_C`` has the compiled COCOeval ops (here a module standing in for the compiled
     extension, put in its place before detectron2.evaluation is imported) gets no fallback and no message."""
-    compiled = ("import sys, types, detectron2\n"
-                "compiled = types.ModuleType('detectron2._C')\n"
-                "compiled.COCOevalAccumulate = compiled.COCOevalEvaluateImages = print\n"
-                "sys.modules['detectron2._C'] = detectron2._C = compiled\n")
+    compiled = (
+        "import sys, types, detectron2\n"
+        "compiled = types.ModuleType('detectron2._C')\n"
+        "compiled.COCOevalAccumulate = compiled.COCOevalEvaluateImages = print\n"
+        "sys.modules['detectron2._C'] = detectron2._C = compiled\n"
+    )
     seen = _run_in_fresh_python(compiled + COCO_EVALUATOR_TWICE, tmp_path)
     assert seen["available"] is True and seen["fast"] == [True, True]
     assert "COCOeval" not in seen["log"]
@@ -236,8 +282,8 @@ def test_coco_evaluator_keeps_the_fast_path_when_the_compiled_ops_exist(tmp_path
 def test_detectron2_projects_and_tensorboard_are_installed() -> None:
     from detectron2.config import get_cfg
     from detectron2.projects.deeplab import add_deeplab_config
-    from detectron2.projects.point_rend import add_pointrend_config  # noqa: F401
     from detectron2.projects.panoptic_deeplab import add_panoptic_deeplab_config  # noqa: F401
+    from detectron2.projects.point_rend import add_pointrend_config  # noqa: F401
     from torch.utils.tensorboard import SummaryWriter  # noqa: F401
 
     cfg = get_cfg()

@@ -77,12 +77,12 @@ def test_deterministic(tmp_path: Path) -> None:
 
 
 def test_panoptic_id_codec_round_trips_and_refuses_out_of_range_ids() -> None:
-    from bridge.errors import BridgeError
     from bridge.coco.semseg_png import id_to_rgb, rgb_to_id
+    from bridge.errors import BridgeError
 
-    ids = np.array([[0, 1, 255], [256, 65536, 256 ** 3 - 1]], dtype=np.int64)
+    ids = np.array([[0, 1, 255], [256, 65536, 256**3 - 1]], dtype=np.int64)
     rgb = id_to_rgb(ids)
     assert rgb.dtype == np.uint8 and rgb[1, 1].tolist() == [0, 0, 1]
     assert np.array_equal(rgb_to_id(rgb), ids)
     with pytest.raises(BridgeError, match=r"must lie in 0\.\.16777215, got 0\.\.16777216"):
-        id_to_rgb(np.array([[0, 256 ** 3]]))
+        id_to_rgb(np.array([[0, 256**3]]))

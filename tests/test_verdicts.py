@@ -23,25 +23,26 @@ from PIL import Image
 from bridge import Recorder
 from bridge.atomic import atomic_write_bytes
 from bridge.cli import check_outputs, guarded_main
+from bridge.coco.semseg_png import read_panoptic_rgb, write_semantic_pngs
 from bridge.compare import __main__ as compare_cli
 from bridge.compare.engine import compare_runs
 from bridge.convert import __main__ as convert_cli
 from bridge.convert.rules import load_rules
 from bridge.errors import BridgeError, ConversionError, FormatError
-from bridge.initcheck.__main__ import main as initcheck_main
 from bridge.initcheck import pair_text
+from bridge.initcheck.__main__ import main as initcheck_main
 from bridge.meta.__main__ import main as meta_main
 from bridge.panoptic import CanonicalPanoptic, canonical_from_panoptic_png, save_npz
 from bridge.panoptic.__main__ import main as panoptic_main
 from bridge.runs import KINDS
-from bridge.coco.semseg_png import read_panoptic_rgb, write_semantic_pngs
 from bridge.subset.__main__ import main as subset_main
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def call(main: Callable[[Sequence[str]], int], argv: Sequence[object],
-         capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+def call(
+    main: Callable[[Sequence[str]], int], argv: Sequence[object], capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, str]:
     """Run a CLI's main in-process: (exit status, stdout, stderr)."""
     try:
         code = main([str(a) for a in argv])
@@ -101,8 +102,9 @@ def test_nothing_compared_is_never_pass(runs, tmp_path: Path, capsys) -> None:
 # ---------------------------------------------------------------- 2. tolerances
 
 
-@pytest.mark.parametrize("option, value", [("--atol", "nan"), ("--rtol", "nan"), ("--atol", "inf"),
-                                           ("--rtol", "-1"), ("--atol", "-0.5")])
+@pytest.mark.parametrize(
+    "option, value", [("--atol", "nan"), ("--rtol", "nan"), ("--atol", "inf"), ("--rtol", "-1"), ("--atol", "-0.5")]
+)
 def test_tolerance_must_be_finite_and_non_negative(runs, option: str, value: str, capsys) -> None:
     code, out, err = call(compare_cli.main, [*runs, f"{option}={value}"], capsys)
     assert code == 2 and option in err and "PASS" not in out
@@ -122,8 +124,11 @@ def test_tol_rule_must_be_finite(runs, spec: str, capsys) -> None:
 def test_compare_outputs_refused_inside_runs(runs, tmp_path: Path, capsys) -> None:
     manifest = runs[0] / "rank0" / "manifest.json"
     before = digest(manifest)
-    for argv in ([*runs, "--json", runs[0] / "report.json"], [*runs, "--html", manifest],
-                 [*runs, "--json", tmp_path / "r.x", "--html", tmp_path / "r.x"]):
+    for argv in (
+        [*runs, "--json", runs[0] / "report.json"],
+        [*runs, "--html", manifest],
+        [*runs, "--json", tmp_path / "r.x", "--html", tmp_path / "r.x"],
+    ):
         code, _out, err = call(compare_cli.main, argv, capsys)
         assert code == 2 and one_error_line(err)
     assert digest(manifest) == before and not (runs[0] / "report.json").exists()
@@ -136,9 +141,12 @@ def test_convert_outputs_refused_onto_inputs(tmp_path: Path, capsys) -> None:
     rules = tmp_path / "r.yaml"
     rules.write_text("- {kind: rename, from: '^x$', to: 'y'}\n")
     before = digest(src), digest(rules)
-    for argv in ([src, "-o", src, "--rules", rules], [src, "-o", tmp_path / "o.pth", "--rules", rules, "--report", src],
-                 [src, "-o", tmp_path / "o.pth", "--rules", rules, "--report", rules],
-                 [src, "-o", tmp_path / "o.pth", "--rules", rules, "--report", tmp_path / "o.pth"]):
+    for argv in (
+        [src, "-o", src, "--rules", rules],
+        [src, "-o", tmp_path / "o.pth", "--rules", rules, "--report", src],
+        [src, "-o", tmp_path / "o.pth", "--rules", rules, "--report", rules],
+        [src, "-o", tmp_path / "o.pth", "--rules", rules, "--report", tmp_path / "o.pth"],
+    ):
         code, _out, err = call(convert_cli.main, argv, capsys)
         assert code == 2 and one_error_line(err, "refusing") or one_error_line(err, "same file"), err
     assert (digest(src), digest(rules)) == before and not (tmp_path / "o.pth").exists()
@@ -189,9 +197,14 @@ def test_guarded_main_turns_a_crash_into_exit_2(capsys) -> None:
     assert one_error_line(capsys.readouterr().err, "ZeroDivisionError")
 
 
-@pytest.mark.parametrize("value, needle", [
-    (2**70, "torch cannot hold"), (np.array(["a", "b"]), "not numbers"),
-    (np.array(["2020-01-01"], dtype="datetime64[D]"), "not numbers")])
+@pytest.mark.parametrize(
+    "value, needle",
+    [
+        (2**70, "torch cannot hold"),
+        (np.array(["a", "b"]), "not numbers"),
+        (np.array(["2020-01-01"], dtype="datetime64[D]"), "not numbers"),
+    ],
+)
 def test_checkpoint_values_torch_cannot_hold(tmp_path: Path, value: object, needle: str, capsys) -> None:
     src = tmp_path / "m.pkl"
     src.write_bytes(pickle.dumps({"model": {"w": np.zeros(2), "bad": value}}))
@@ -199,10 +212,14 @@ def test_checkpoint_values_torch_cannot_hold(tmp_path: Path, value: object, need
     assert code == 2 and one_error_line(err, needle) and "'bad'" in err
 
 
-@pytest.mark.parametrize("make", [
-    lambda: torch.zeros(2, dtype=torch.complex64),
-    lambda: torch.quantize_per_tensor(torch.zeros(2), 0.1, 0, torch.quint8),
-    lambda: torch.zeros(2).to(torch.float8_e4m3fnuz)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.zeros(2, dtype=torch.complex64),
+        lambda: torch.quantize_per_tensor(torch.zeros(2), 0.1, 0, torch.quint8),
+        lambda: torch.zeros(2).to(torch.float8_e4m3fnuz),
+    ],
+)
 def test_tensors_safetensors_cannot_store(tmp_path: Path, make: Callable[[], torch.Tensor], capsys) -> None:
     src = tmp_path / "m.pth"
     torch.save({"w": make()}, src)
@@ -213,17 +230,21 @@ def test_tensors_safetensors_cannot_store(tmp_path: Path, make: Callable[[], tor
     assert not list(tmp_path.glob("*o.safetensors*"))  # neither the output nor a temporary file
 
 
-@pytest.mark.parametrize("text, needle", [
-    (b"- {kind: split, from: x, to: [a, b], dim: q}\n", "'dim'"),
-    (b"- {kind: add, key: k, shape: [-3]}\n", "'shape'"),
-    (b"- {kind: class_rows, from: x, index: [true]}\n", "'index'"),
-    (b"- {kind: [1], from: x}\n", "unknown kind"),
-    (b"- {kind: rename, from: x, to: y, stage: [1]}\n", "'stage'"),
-    (b"\xff\xfe- {kind: rename}\n", "not UTF-8"),
-    (b"[" * 5000 + b"]" * 5000, "nested"),
-    (b"a: &a [x, x, x]\nb: &b [*a, *a, *a]\nrules: [*b, *b]\n", "aliases"),
-    (b"- {kind: rename, from: '(a+)+$', to: b}\n", "nests unbounded"),
-], ids=["dim", "shape", "index", "kind", "stage", "utf8", "nested", "aliases", "regex"])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        (b"- {kind: split, from: x, to: [a, b], dim: q}\n", "'dim'"),
+        (b"- {kind: add, key: k, shape: [-3]}\n", "'shape'"),
+        (b"- {kind: class_rows, from: x, index: [true]}\n", "'index'"),
+        (b"- {kind: [1], from: x}\n", "unknown kind"),
+        (b"- {kind: rename, from: x, to: y, stage: [1]}\n", "'stage'"),
+        (b"\xff\xfe- {kind: rename}\n", "not UTF-8"),
+        (b"[" * 5000 + b"]" * 5000, "nested"),
+        (b"a: &a [x, x, x]\nb: &b [*a, *a, *a]\nrules: [*b, *b]\n", "aliases"),
+        (b"- {kind: rename, from: '(a+)+$', to: b}\n", "nests unbounded"),
+    ],
+    ids=["dim", "shape", "index", "kind", "stage", "utf8", "nested", "aliases", "regex"],
+)
 def test_bad_rule_files(tmp_path: Path, text: bytes, needle: str, capsys) -> None:
     rules = tmp_path / "r.yaml"
     rules.write_bytes(text)
@@ -237,8 +258,9 @@ def test_bad_rule_files(tmp_path: Path, text: bytes, needle: str, capsys) -> Non
 
 def test_int_leaf_beyond_float_range_and_markup_keys(tmp_path: Path, capsys) -> None:
     a = record(tmp_path / "a", {"big": 10**400, "k": {"a[/x]": torch.ones(2)}, "[bold]k": torch.ones(1)}, kind="meta")
-    b = record(tmp_path / "b", {"big": 10**400 + 1, "k": {"a[/x]": torch.ones(2)}, "[bold]k": torch.ones(1)},
-               kind="meta")
+    b = record(
+        tmp_path / "b", {"big": 10**400 + 1, "k": {"a[/x]": torch.ones(2)}, "[bold]k": torch.ones(1)}, kind="meta"
+    )
     code, out, err = call(compare_cli.main, [a, b], capsys)
     assert code == 1 and "Traceback" not in err and "k.a[/x]" in out and "[bold]k" in out
     assert call(compare_cli.main, [a, a], capsys)[0] == 0
@@ -255,20 +277,34 @@ def _nested(depth: int) -> list:
 
 
 def _meta(framework: object = "detectron2", **changes: object) -> dict:
-    doc = {"framework": framework, "source": "s", "classes": ["a", "b"], "isthing": [True, False],
-           "dataset_id_to_label": {"1": 0, "2": 1}, "colors": None, "void_label": None, "ignore_label": 255,
-           "label_divisor": 1000, "evaluator": {"max_dets": [1, 10, 100]}, "raw": {}}
+    doc = {
+        "framework": framework,
+        "source": "s",
+        "classes": ["a", "b"],
+        "isthing": [True, False],
+        "dataset_id_to_label": {"1": 0, "2": 1},
+        "colors": None,
+        "void_label": None,
+        "ignore_label": 255,
+        "label_divisor": 1000,
+        "evaluator": {"max_dets": [1, 10, 100]},
+        "raw": {},
+    }
     return doc | changes
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("[" * 100000 + "]" * 100000, "nested"),
-    (json.dumps(_meta(evaluator={"x": _nested(40)})), "nested"),
-    ('{"framework": ' + "9" * 5000 + "}", "unreadable JSON"),
-    (json.dumps(_meta(dataset_id_to_label={"x": 0})), "dataset_id_to_label"),
-    (json.dumps(_meta(framework=["x"])), "'framework'"),
-    (json.dumps(_meta(isthing=["yes", "no"])), "isthing"),
-], ids=["deep", "deep-evaluator", "long-int", "id-keys", "framework", "isthing"])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("[" * 100000 + "]" * 100000, "nested"),
+        (json.dumps(_meta(evaluator={"x": _nested(40)})), "nested"),
+        ('{"framework": ' + "9" * 5000 + "}", "unreadable JSON"),
+        (json.dumps(_meta(dataset_id_to_label={"x": 0})), "dataset_id_to_label"),
+        (json.dumps(_meta(framework=["x"])), "'framework'"),
+        (json.dumps(_meta(isthing=["yes", "no"])), "isthing"),
+    ],
+    ids=["deep", "deep-evaluator", "long-int", "id-keys", "framework", "isthing"],
+)
 def test_pathological_meta_json(tmp_path: Path, text: str, needle: str, capsys) -> None:
     bad, good = tmp_path / "bad.json", tmp_path / "good.json"
     bad.write_text(text)
@@ -302,8 +338,9 @@ def test_panoptic_bad_npz_and_ids(tmp_path: Path, capsys) -> None:
     for seg_id in (2**40, -5):
         seg = np.full((4, 4), seg_id, dtype=np.int64)
         evil = tmp_path / f"ids{seg_id}.npz"
-        np.savez(evil, category=np.full((4, 4), 3), segment=seg,
-                 segments=np.array([[seg_id, 3, 1, 16, 0]], dtype=np.int64))
+        np.savez(
+            evil, category=np.full((4, 4), 3), segment=seg, segments=np.array([[seg_id, 3, 1, 16, 0]], dtype=np.int64)
+        )
         code, _out, err = call(panoptic_main, [good, evil], capsys)
         assert code == 2 and one_error_line(err, "ids must lie in")
 
@@ -343,9 +380,11 @@ def test_panoptic_png_must_be_rgb_of_the_image_size(tmp_path: Path, monkeypatch:
 
 
 def _panoptic_json(file_name: str) -> dict:
-    return {"images": [{"id": 1, "height": 4, "width": 6}],
-            "annotations": [{"image_id": 1, "file_name": file_name, "segments_info": []}],
-            "categories": [{"id": 1, "isthing": 1}]}
+    return {
+        "images": [{"id": 1, "height": 4, "width": 6}],
+        "annotations": [{"image_id": 1, "file_name": file_name, "segments_info": []}],
+        "categories": [{"id": 1, "isthing": 1}],
+    }
 
 
 def test_semantic_pngs_stay_in_the_cache(tmp_path: Path) -> None:

@@ -12,13 +12,18 @@ from bridge.cli import BAD_INPUT, guarded_main, report_bad_input
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser."""
-    p = argparse.ArgumentParser(prog="python -m bridge.align",
-                                description="Run the alignment loop a recipe describes (data, reference, convert, "
-                                            "port, compare, report) and write out/report.html.")
+    p = argparse.ArgumentParser(
+        prog="python -m bridge.align",
+        description="Run the alignment loop a recipe describes (data, reference, convert, "
+        "port, compare, report) and write out/report.html.",
+    )
     p.add_argument("recipe", help="the recipe (YAML; docs/ALIGN.md)")
     p.add_argument("--out", help="output directory (default: the recipe's out:)")
-    p.add_argument("--stages", help="comma-separated stages to run (default: the recipe's stages:, else all of "
-                                    "data, reference, convert, port, compare, report)")
+    p.add_argument(
+        "--stages",
+        help="comma-separated stages to run (default: the recipe's stages:, else all of "
+        "data, reference, convert, port, compare, report)",
+    )
     p.add_argument("--coco-root", help="a real COCO root (replaces the recipe's data:, e.g. synthetic)")
     p.add_argument("--dry-run", action="store_true", help="print the commands and run nothing")
     return p

@@ -65,8 +65,9 @@ def run_stage(stage: Stage, layout: Layout, log: list[str]) -> int:
                 _remove(path, layout.out)
             raise StageError(f"stage {stage.name}: cannot run {step.argv[0]}: {exc.strerror or exc}") from None
         name = stage.name if len(stage.steps) == 1 else f"{stage.name}.{number + 1}"
-        (logs / f"{name}.log").write_text(f"$ {line}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}",
-                                          encoding="utf-8")
+        (logs / f"{name}.log").write_text(
+            f"$ {line}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}", encoding="utf-8"
+        )
         code = result.returncode
         if stage.name in ("compare", "report"):
             sys.stdout.write(result.stdout)
@@ -76,8 +77,11 @@ def run_stage(stage: Stage, layout: Layout, log: list[str]) -> int:
             for path in stage.outputs:
                 _remove(path, layout.out)
             tail = _tail(result.stderr) or _tail(result.stdout)
-            raise StageError(f"stage {stage.name} failed (exit {code}); its command is printed above, its output "
-                             f"is in {logs / f'{name}.log'}", tail)
+            raise StageError(
+                f"stage {stage.name} failed (exit {code}); its command is printed above, its output "
+                f"is in {logs / f'{name}.log'}",
+                tail,
+            )
     return code
 
 
@@ -87,8 +91,10 @@ def claim(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise BridgeError(f"{out}: exists and is not a directory; choose another --out")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
-        raise BridgeError(f"{out}: exists and was not written by python -m bridge.align (no {MARKER} inside); "
-                          "choose a new --out or empty it")
+        raise BridgeError(
+            f"{out}: exists and was not written by python -m bridge.align (no {MARKER} inside); "
+            "choose a new --out or empty it"
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("written by python -m bridge.align; its stages replace their own outputs here\n")
 
@@ -108,12 +114,14 @@ def execute(stages: list[Stage], layout: Layout) -> int:
                 continue
             if stage.name == "report":
                 if layout.recipe.known:
-                    atomic_write_bytes(layout.known, json.dumps({"known_differences": layout.recipe.known},
-                                                                indent=1).encode())
+                    atomic_write_bytes(
+                        layout.known, json.dumps({"known_differences": layout.recipe.known}, indent=1).encode()
+                    )
                 stage = report_stage(layout)
                 if not report_pieces(layout):
-                    raise StageError("stage report: nothing to report (no conversion, metadata or compare piece "
-                                     f"under {layout.out})")
+                    raise StageError(
+                        f"stage report: nothing to report (no conversion, metadata or compare piece under {layout.out})"
+                    )
             verdicts[stage.name] = run_stage(stage, layout, log)
     finally:
         if log:

@@ -48,10 +48,14 @@ class Layout:
     def __init__(self, recipe: Recipe) -> None:
         self.recipe = recipe
         self.out = recipe.out.expanduser().resolve()
-        self.coco = Path(recipe.data["coco_root"]).expanduser().resolve() if "coco_root" in recipe.data \
-            else self.out / "coco"
-        self.cache = Path(recipe.data["cache_dir"]).expanduser().resolve() if recipe.data.get("cache_dir") \
+        self.coco = (
+            Path(recipe.data["coco_root"]).expanduser().resolve() if "coco_root" in recipe.data else self.out / "coco"
+        )
+        self.cache = (
+            Path(recipe.data["cache_dir"]).expanduser().resolve()
+            if recipe.data.get("cache_dir")
             else self.out / "cache"
+        )
         self.convert_report = self.out / "convert.json"
         self.compare_json = self.out / "compare.json"
         self.report_html = self.out / "report.html"
@@ -117,8 +121,10 @@ def _data_stage(layout: Layout) -> Stage | None:
     synthetic = layout.recipe.data.get("synthetic")
     if synthetic is None:
         return None
-    code = (f"from bridge.coco.synthetic import write_synthetic_coco; write_synthetic_coco({str(layout.coco)!r}, "
-            f"num_images={synthetic['images']}, image_size={tuple(synthetic['size'])!r})")
+    code = (
+        f"from bridge.coco.synthetic import write_synthetic_coco; write_synthetic_coco({str(layout.coco)!r}, "
+        f"num_images={synthetic['images']}, image_size={tuple(synthetic['size'])!r})"
+    )
     return Stage("data", [Step([sys.executable, "-c", code])], [layout.coco, layout.cache])
 
 
@@ -130,13 +136,39 @@ def _builder_steps(layout: Layout, side: Side) -> list[Step]:
     options = [layout.fill(option, side) for option in side.options]
     if side.framework == "mmdet":
         written = layout.side_dir(side) / "config.py"
-        steps.append(Step([side.python, "-m", "mmdet_side.config", "--base", config, "-o", str(written),
-                           "--task", side.task or "panoptic"], env, cwd))
+        steps.append(
+            Step(
+                [
+                    side.python,
+                    "-m",
+                    "mmdet_side.config",
+                    "--base",
+                    config,
+                    "-o",
+                    str(written),
+                    "--task",
+                    side.task or "panoptic",
+                ],
+                env,
+                cwd,
+            )
+        )
         config = str(written)
     elif side.dataset:
         options += ["DATASETS.TEST", f"({side.dataset!r},)"]
-    argv = [side.python, "-m", f"{package}.record_model", "--config", config, "--out", str(layout.run(side)),
-            "--seed", str(side.seed), "--meta-out", str(layout.meta(side))]
+    argv = [
+        side.python,
+        "-m",
+        f"{package}.record_model",
+        "--config",
+        config,
+        "--out",
+        str(layout.run(side)),
+        "--seed",
+        str(side.seed),
+        "--meta-out",
+        str(layout.meta(side)),
+    ]
     argv += ["--builder", side.builder] if side.builder else []
     argv += [arg for spec in side.config_setup for arg in ("--config-setup", spec)]
     argv += ["--activations", ",".join(side.record)] if side.record else []
@@ -176,8 +208,17 @@ def compare_map(recipe: Recipe) -> str | None:
 
 def _compare_stage(layout: Layout) -> Stage:
     recipe = layout.recipe
-    argv = [sys.executable, "-m", "bridge.compare", str(layout.run(recipe.reference)), str(layout.run(recipe.port)),
-            "--json", str(layout.compare_json), "--html", str(layout.out / "compare.html")]
+    argv = [
+        sys.executable,
+        "-m",
+        "bridge.compare",
+        str(layout.run(recipe.reference)),
+        str(layout.run(recipe.port)),
+        "--json",
+        str(layout.compare_json),
+        "--html",
+        str(layout.out / "compare.html"),
+    ]
     mapping = compare_map(recipe)
     argv += ["--map", layout.fill(mapping)] if mapping else []
     argv += [layout.fill(arg) for arg in recipe.compare["args"]]
@@ -198,8 +239,16 @@ def report_pieces(layout: Layout) -> list[Path]:
 
 def report_stage(layout: Layout) -> Stage:
     """The report stage over the pieces present now (call it once the earlier stages ran)."""
-    argv = [sys.executable, "-m", "bridge.report", *map(str, report_pieces(layout)), "-o", str(layout.report_html),
-            "--json", str(layout.report_json)]
+    argv = [
+        sys.executable,
+        "-m",
+        "bridge.report",
+        *map(str, report_pieces(layout)),
+        "-o",
+        str(layout.report_html),
+        "--json",
+        str(layout.report_json),
+    ]
     return Stage("report", [Step(argv)], [layout.report_html, layout.report_json], verdict_codes=(0, 1))
 
 

@@ -20,9 +20,24 @@ SIDES = ("reference", "port")
 _TOP_KEYS = {"family", "out", "data", "reference", "port", "convert", "record", "compare", "stages", "known"}
 #: The report's stages a ``known:`` entry can name (``bridge.report.stages.STAGES``).
 REPORT_STAGES = ("weights", "metadata", "inference", "losses", "gradients", "optimizer", "evaluation")
-_SIDE_KEYS = {"framework", "python", "builder", "config_setup", "command", "env", "cwd", "config", "options", "dataset",
-              "task",
-              "seed", "input_format", "run", "weights", "meta"}
+_SIDE_KEYS = {
+    "framework",
+    "python",
+    "builder",
+    "config_setup",
+    "command",
+    "env",
+    "cwd",
+    "config",
+    "options",
+    "dataset",
+    "task",
+    "seed",
+    "input_format",
+    "run",
+    "weights",
+    "meta",
+}
 
 
 class RecipeError(BridgeError):
@@ -85,8 +100,9 @@ class _Checker:
             raise self.fail(key, f"expected a mapping, got {type(value).__name__}")
         unknown = sorted(str(k) for k in value if allowed is not None and k not in allowed)
         if unknown:
-            raise self.fail(f"{key}.{unknown[0]}" if key else unknown[0],
-                            f"unknown key (known: {', '.join(sorted(allowed))})")
+            raise self.fail(
+                f"{key}.{unknown[0]}" if key else unknown[0], f"unknown key (known: {', '.join(sorted(allowed))})"
+            )
         return value
 
     def text(self, value: Any, key: str, *, required: bool = False) -> str | None:
@@ -103,12 +119,15 @@ class _Checker:
             return []
         if isinstance(value, str):
             value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) and not isinstance(v, bool)
-                                                  for v in value):
+        if not isinstance(value, list) or not all(
+            isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value
+        ):
             raise self.fail(key, "expected a list of strings")
         return [str(v) for v in value]
 
-    def choice(self, value: Any, key: str, choices: tuple[str, ...] | list[str], *, required: bool = False) -> str | None:
+    def choice(
+        self, value: Any, key: str, choices: tuple[str, ...] | list[str], *, required: bool = False
+    ) -> str | None:
         text = self.text(value, key, required=required)
         if text is not None and text not in choices:
             raise self.fail(key, f"expected one of {', '.join(choices)}, got {text!r}")
@@ -154,30 +173,45 @@ def _side(check: _Checker, raw: Any, name: str, family: str | None, record: dict
         raise check.fail(name, "config_setup belongs to a builder side (a command side sets up its own config)")
     config = check.text(raw.get("config"), f"{name}.config")
     if not commands and config is None:
-        raise check.fail(f"{name}.config", "missing (a builder side builds from a config: a detectron2 model-zoo "
-                                           "name or file, an mmdet config or mmdet::NAME)")
+        raise check.fail(
+            f"{name}.config",
+            "missing (a builder side builds from a config: a detectron2 model-zoo "
+            "name or file, an mmdet config or mmdet::NAME)",
+        )
     env = {str(k): str(v) for k, v in check.mapping(raw.get("env"), f"{name}.env").items()}
     defaults = FAMILIES[family] if family else None
     globs = record.get(name)
     side = Side(
-        name=name, framework=framework, python=check.text(raw.get("python"), f"{name}.python") or sys.executable,
-        builder=builder, config_setup=setups, commands=commands, env=env,
-        cwd=check.text(raw.get("cwd"), f"{name}.cwd"), config=config,
+        name=name,
+        framework=framework,
+        python=check.text(raw.get("python"), f"{name}.python") or sys.executable,
+        builder=builder,
+        config_setup=setups,
+        commands=commands,
+        env=env,
+        cwd=check.text(raw.get("cwd"), f"{name}.cwd"),
+        config=config,
         options=check.strings(raw.get("options"), f"{name}.options"),
         dataset=check.text(raw.get("dataset"), f"{name}.dataset") or (defaults.d2_dataset if defaults else None),
         task=check.choice(raw.get("task"), f"{name}.task", ("panoptic", "instances", "detection"))
         or (defaults.mmdet_task if defaults else "panoptic"),
         seed=check.integer(raw.get("seed"), f"{name}.seed", 0),
         input_format=check.choice(raw.get("input_format"), f"{name}.input_format", ("BGR", "RGB")) or "BGR",
-        run=check.text(raw.get("run"), f"{name}.run"), weights=check.text(raw.get("weights"), f"{name}.weights"),
+        run=check.text(raw.get("run"), f"{name}.run"),
+        weights=check.text(raw.get("weights"), f"{name}.weights"),
         meta=check.text(raw.get("meta"), f"{name}.meta"),
-        record=check.strings(globs, f"record.{name}") if globs is not None
-        else list(defaults.record[framework]) if defaults else [])
+        record=check.strings(globs, f"record.{name}")
+        if globs is not None
+        else list(defaults.record[framework])
+        if defaults
+        else [],
+    )
     return side
 
 
-def parse_recipe(data: Any, path: Path, *, out: str | None = None, stages: list[str] | None = None,
-                 coco_root: str | None = None) -> Recipe:
+def parse_recipe(
+    data: Any, path: Path, *, out: str | None = None, stages: list[str] | None = None, coco_root: str | None = None
+) -> Recipe:
     """Check the parsed YAML ``data`` of the recipe ``path``; ``out`` / ``stages`` / ``coco_root`` override the
     recipe's (a COCO root replaces ``data.synthetic``)."""
     check = _Checker(path)
@@ -204,14 +238,18 @@ def parse_recipe(data: Any, path: Path, *, out: str | None = None, stages: list[
         size = synthetic.get("size", [240, 320])
         if not (1 <= images <= 99):
             raise check.fail("data.synthetic.images", f"expected 1..99, got {images}")
-        if (not isinstance(size, list) or len(size) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) and 32 <= v <= 4096 for v in size)):
+        if (
+            not isinstance(size, list)
+            or len(size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 32 <= v <= 4096 for v in size)
+        ):
             raise check.fail("data.synthetic.size", f"expected [HEIGHT, WIDTH] in 32..4096, got {size!r}")
         data_cfg = dict(data_cfg, synthetic={"images": images, "size": size})
     for key in ("train_ids", "val_ids"):
         ids = data_cfg.get(key)
-        if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool)
-                                                                     for i in ids)):
+        if ids is not None and (
+            not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+        ):
             raise check.fail(f"data.{key}", f"expected a list of image ids, got {ids!r}")
     convert = check.mapping(top.get("convert"), "convert", {"preset", "rules", "source", "output", "target"})
     for key in ("preset", "rules", "source", "output", "target"):
@@ -230,8 +268,11 @@ def parse_recipe(data: Any, path: Path, *, out: str | None = None, stages: list[
     if "convert" in chosen and "preset" not in convert and "rules" not in convert:
         raise check.fail("convert", "missing preset or rules (or name a family:) for the convert stage")
     if "convert" in chosen and reference.commands and not (convert.get("source") or reference.weights):
-        raise check.fail("reference.weights", "missing: a command side names the checkpoint its run used, the "
-                                              "source of the convert stage (or give convert.source)")
+        raise check.fail(
+            "reference.weights",
+            "missing: a command side names the checkpoint its run used, the "
+            "source of the convert stage (or give convert.source)",
+        )
     known = top.get("known") or []
     if not isinstance(known, list):
         raise check.fail("known", "expected a list of {stage, match, note}")
@@ -243,18 +284,35 @@ def parse_recipe(data: Any, path: Path, *, out: str | None = None, stages: list[
         if entry.get("accept") not in (None, True, False):
             raise check.fail(f"known[{n}].accept", "expected true or false")
         if entry.get("accept") and stage != "metadata":
-            raise check.fail(f"known[{n}].accept", "only an evaluator-metadata difference can be accepted (stage "
-                                                   "metadata); tensors and results are judged by tolerances")
+            raise check.fail(
+                f"known[{n}].accept",
+                "only an evaluator-metadata difference can be accepted (stage "
+                "metadata); tensors and results are judged by tolerances",
+            )
     out_text = out if out is not None else check.text(top.get("out"), "out")
     if out_text is None:
         raise check.fail("out", "missing (or give --out)")
-    return Recipe(path=path, out=Path(out_text), stages=[s for s in STAGES if s in chosen], reference=reference,
-                  port=port, data=data_cfg, convert=convert, compare=compare, family=family,
-                  known=[{k: v if k == "accept" else str(v) for k, v in entry.items()} for entry in known])
+    return Recipe(
+        path=path,
+        out=Path(out_text),
+        stages=[s for s in STAGES if s in chosen],
+        reference=reference,
+        port=port,
+        data=data_cfg,
+        convert=convert,
+        compare=compare,
+        family=family,
+        known=[{k: v if k == "accept" else str(v) for k, v in entry.items()} for entry in known],
+    )
 
 
-def load_recipe(path: str | os.PathLike[str], *, out: str | None = None, stages: list[str] | None = None,
-                coco_root: str | None = None) -> Recipe:
+def load_recipe(
+    path: str | os.PathLike[str],
+    *,
+    out: str | None = None,
+    stages: list[str] | None = None,
+    coco_root: str | None = None,
+) -> Recipe:
     """Read the recipe file ``path`` (``yaml.safe_load``) and check it (overrides as :func:`parse_recipe`);
     :class:`RecipeError` names the file and key."""
     p = Path(path)

@@ -16,28 +16,48 @@ from bridge.runs import open_run
 def side_parser(prog: str, framework: str) -> argparse.ArgumentParser:
     """The parser of ``prog`` (``python -m d2_side.record_model`` / ``python -m mmdet_side.record_model``)."""
     p = argparse.ArgumentParser(
-        prog=prog, description=f"Build a {framework} model through a builder, run it on the one-sample split (or "
-                               "on a recorded run's batches) and record batches, activations and outputs.")
-    p.add_argument("--config", required=True,
-                   help="detectron2: model-zoo config name or config file; mmdet: config file (one-sample, as "
-                        "python -m mmdet_side.config writes it) or mmdet::NAME")
+        prog=prog,
+        description=f"Build a {framework} model through a builder, run it on the one-sample split (or "
+        "on a recorded run's batches) and record batches, activations and outputs.",
+    )
+    p.add_argument(
+        "--config",
+        required=True,
+        help="detectron2: model-zoo config name or config file; mmdet: config file (one-sample, as "
+        "python -m mmdet_side.config writes it) or mmdet::NAME",
+    )
     p.add_argument("--out", required=True, help="run directory to record into (must not hold a run)")
-    p.add_argument("--builder", default="",
-                   help="MODULE:FUNCTION called with the loaded config, returning the model (default: the "
-                        "framework's own model builder)")
-    p.add_argument("--config-setup", action="append", default=[], metavar="MODULE:FUNCTION",
-                   help="called with the config before the model is built (repeatable): detectron2 before the config "
-                        "file is merged (a research repo's add_*_config), mmdet after it is loaded")
+    p.add_argument(
+        "--builder",
+        default="",
+        help="MODULE:FUNCTION called with the loaded config, returning the model (default: the "
+        "framework's own model builder)",
+    )
+    p.add_argument(
+        "--config-setup",
+        action="append",
+        default=[],
+        metavar="MODULE:FUNCTION",
+        help="called with the config before the model is built (repeatable): detectron2 before the config "
+        "file is merged (a research repo's add_*_config), mmdet after it is loaded",
+    )
     p.add_argument("--weights", default="", help="checkpoint to load with strict=True (default: the builder's init)")
     p.add_argument("--save-weights", default="", help="write the model's state dict here (.pth or .safetensors)")
     p.add_argument("--replay", default="", help="feed the batches a detectron2 run recorded instead of the dataset")
-    p.add_argument("--input-format", choices=("BGR", "RGB"), default="BGR",
-                   help="detectron2's INPUT.FORMAT of the replayed batches")
+    p.add_argument(
+        "--input-format",
+        choices=("BGR", "RGB"),
+        default="BGR",
+        help="detectron2's INPUT.FORMAT of the replayed batches",
+    )
     p.add_argument("--activations", default="", help="comma-separated module globs to record, e.g. 'backbone.res?'")
     p.add_argument("--meta-out", default="", help="also write the evaluated dataset's normalized metadata here")
     p.add_argument("--seed", type=int, default=0, help="torch seed before the builder runs (default 0)")
-    p.add_argument("opts", nargs=argparse.REMAINDER,
-                   help="config options: detectron2 KEY VALUE pairs, mmdet KEY=VALUE (as --cfg-options)")
+    p.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        help="config options: detectron2 KEY VALUE pairs, mmdet KEY=VALUE (as --cfg-options)",
+    )
     return p
 
 
@@ -80,8 +100,10 @@ def load_weights(model: Any, path: str) -> None:
     result = model.load_state_dict(state, strict=False)
     missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     if missing or unexpected:
-        raise BridgeError(f"{path}: does not fit the model with strict=True: {len(missing)} missing "
-                          f"({', '.join(missing[:3])}), {len(unexpected)} unexpected ({', '.join(unexpected[:3])})")
+        raise BridgeError(
+            f"{path}: does not fit the model with strict=True: {len(missing)} missing "
+            f"({', '.join(missing[:3])}), {len(unexpected)} unexpected ({', '.join(unexpected[:3])})"
+        )
     print(f"loaded {path} with strict=True ({len(state)} tensors)")
 
 

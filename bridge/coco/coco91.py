@@ -24,21 +24,96 @@ UNUSED_SLOT = "N/A"
 
 #: 91 slot names; index = original category id, ``'N/A'`` where no category uses the id.
 COCO91_SLOT_NAMES: tuple[str, ...] = (
-    "N/A", "person", "bicycle", "car", "motorcycle", "airplane",
-    "bus", "train", "truck", "boat", "traffic light", "fire hydrant",
-    "N/A", "stop sign", "parking meter", "bench", "bird", "cat",
-    "dog", "horse", "sheep", "cow", "elephant", "bear",
-    "zebra", "giraffe", "N/A", "backpack", "umbrella", "N/A",
-    "N/A", "handbag", "tie", "suitcase", "frisbee", "skis",
-    "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard",
-    "surfboard", "tennis racket", "bottle", "N/A", "wine glass", "cup",
-    "fork", "knife", "spoon", "bowl", "banana", "apple",
-    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza",
-    "donut", "cake", "chair", "couch", "potted plant", "bed",
-    "N/A", "dining table", "N/A", "N/A", "toilet", "N/A",
-    "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
-    "microwave", "oven", "toaster", "sink", "refrigerator", "N/A",
-    "book", "clock", "vase", "scissors", "teddy bear", "hair drier",
+    "N/A",
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "airplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "N/A",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "N/A",
+    "backpack",
+    "umbrella",
+    "N/A",
+    "N/A",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports ball",
+    "kite",
+    "baseball bat",
+    "baseball glove",
+    "skateboard",
+    "surfboard",
+    "tennis racket",
+    "bottle",
+    "N/A",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "couch",
+    "potted plant",
+    "bed",
+    "N/A",
+    "dining table",
+    "N/A",
+    "N/A",
+    "toilet",
+    "N/A",
+    "tv",
+    "laptop",
+    "mouse",
+    "remote",
+    "keyboard",
+    "cell phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "N/A",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy bear",
+    "hair drier",
     "toothbrush",
 )
 
@@ -101,8 +176,10 @@ def coco_panoptic_slot_names() -> tuple[str, ...]:
     for cat in categories:
         in_thing_slots = cat["id"] < COCO_PANOPTIC_NUM_THING_SLOTS
         if bool(cat["isthing"]) != in_thing_slots or (in_thing_slots and slots[cat["id"]] != cat["name"]):
-            raise BridgeError(f"{_PANOPTIC_CATEGORIES}: category {cat['id']} {cat['name']!r} (isthing="
-                              f"{cat['isthing']}) does not fit the panoptic slot layout")
+            raise BridgeError(
+                f"{_PANOPTIC_CATEGORIES}: category {cat['id']} {cat['name']!r} (isthing="
+                f"{cat['isthing']}) does not fit the panoptic slot layout"
+            )
         slots[cat["id"]] = cat["name"]
     return tuple(slots)
 
@@ -113,17 +190,20 @@ def check_slot_layout(classes: Sequence[str], categories: Iterable[tuple[int, st
     ``where`` names the caller (a metric, a dataset's annotation file) in the message.  The usual cause, an
     80-name contiguous class list where the id slots were expected, gets its own hint.
     """
-    wrong = [(cat_id, name) for cat_id, name in categories
-             if not 0 <= cat_id < len(classes) or classes[cat_id] != name]
+    wrong = [(cat_id, name) for cat_id, name in categories if not 0 <= cat_id < len(classes) or classes[cat_id] != name]
     if not wrong:
         return
     cat_id, name = wrong[0]
     found = repr(classes[cat_id]) if 0 <= cat_id < len(classes) else f"no slot (only {len(classes)} classes)"
     hint = ""
     if UNUSED_SLOT not in classes:
-        hint = (f"; the {len(classes)} classes have no {UNUSED_SLOT!r} slot, so they look like contiguous labels "
-                "(e.g. the stock CocoDataset's): use the id-slot dataset (CocoDataset91 / CocoPanopticDataset91, "
-                "apply_coco91)")
-    raise BridgeError(f"{where}: dataset_meta['classes'] is not the id-slot layout (label = category id): "
-                      f"category {cat_id} {name!r} has {found} in slot {cat_id} ({len(wrong)} categories "
-                      f"misplaced){hint}")
+        hint = (
+            f"; the {len(classes)} classes have no {UNUSED_SLOT!r} slot, so they look like contiguous labels "
+            "(e.g. the stock CocoDataset's): use the id-slot dataset (CocoDataset91 / CocoPanopticDataset91, "
+            "apply_coco91)"
+        )
+    raise BridgeError(
+        f"{where}: dataset_meta['classes'] is not the id-slot layout (label = category id): "
+        f"category {cat_id} {name!r} has {found} in slot {cat_id} ({len(wrong)} categories "
+        f"misplaced){hint}"
+    )

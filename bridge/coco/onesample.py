@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge.errors import BridgeError
 from bridge.coco.semseg_png import write_semantic_pngs
+from bridge.errors import BridgeError
 from bridge.subset import cut_subset
 
 ROOT_VARIABLE = "BRIDGE_COCO_ROOT"
@@ -55,16 +55,21 @@ class OneSampleConfig:
         environ = os.environ if environ is None else environ
         root = environ.get(ROOT_VARIABLE, "").strip()
         if not root:
-            raise BridgeError(f"{ROOT_VARIABLE} is not set: set it to a COCO root with {{train,val}}2017/, "
-                              "panoptic_{train,val}2017/ and annotations/")
-        ids = {split: parse_image_ids(environ.get(IDS_VARIABLES[split], ""), IDS_VARIABLES[split])
-               for split in SPLITS}
+            raise BridgeError(
+                f"{ROOT_VARIABLE} is not set: set it to a COCO root with {{train,val}}2017/, "
+                "panoptic_{train,val}2017/ and annotations/"
+            )
+        ids = {split: parse_image_ids(environ.get(IDS_VARIABLES[split], ""), IDS_VARIABLES[split]) for split in SPLITS}
         cache = environ.get(CACHE_VARIABLE, "").strip()
         return cls.create(root, ids, cache or None)
 
     @classmethod
-    def create(cls, coco_root: str | os.PathLike[str], image_ids: Mapping[str, Sequence[int] | None] | None = None,
-               cache_dir: str | os.PathLike[str] | None = None) -> OneSampleConfig:
+    def create(
+        cls,
+        coco_root: str | os.PathLike[str],
+        image_ids: Mapping[str, Sequence[int] | None] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> OneSampleConfig:
         """Build a configuration from code; ``cache_dir`` defaults to a folder keyed by the root."""
         root = Path(coco_root).expanduser().resolve()
         ids = {split: (tuple(int(i) for i in (image_ids or {}).get(split) or ()) or None) for split in SPLITS}
@@ -95,8 +100,9 @@ def coco_paths(coco_root: Path, split: str) -> dict[str, Path]:
     }
     for path in paths.values():
         if not path.exists():
-            raise BridgeError(f"{path} does not exist: {ROOT_VARIABLE} must point at a standard COCO root "
-                              f"(currently {coco_root})")
+            raise BridgeError(
+                f"{path} does not exist: {ROOT_VARIABLE} must point at a standard COCO root (currently {coco_root})"
+            )
     return paths
 
 
@@ -108,14 +114,22 @@ def prepare_split(config: OneSampleConfig, split: str) -> OneSampleSplit:
     ids = config.image_ids.get(split)
     out_dir = config.cache_dir / split
     selection = {"ids": list(ids)} if ids else {"one": True}
-    panoptic_json, instances_json = cut_subset([paths["panoptic_json"], paths["instances_json"]],
-                                               out_dir=out_dir, **selection)
+    panoptic_json, instances_json = cut_subset(
+        [paths["panoptic_json"], paths["instances_json"]], out_dir=out_dir, **selection
+    )
     panoptic = json.loads(panoptic_json.read_bytes())
     chosen = tuple(int(image["id"]) for image in panoptic["images"])
     sem_seg_root = out_dir / f"panoptic_semseg_{split}2017"
     stuff_root = out_dir / f"panoptic_stuff_{split}2017"
     write_semantic_pngs(panoptic, paths["panoptic_root"], sem_seg_root, "all_classes")
     write_semantic_pngs(panoptic, paths["panoptic_root"], stuff_root, "stuff_only")
-    return OneSampleSplit(split=split, image_ids=chosen, image_root=paths["image_root"],
-                          panoptic_root=paths["panoptic_root"], panoptic_json=panoptic_json,
-                          instances_json=instances_json, sem_seg_root=sem_seg_root, stuff_sem_seg_root=stuff_root)
+    return OneSampleSplit(
+        split=split,
+        image_ids=chosen,
+        image_root=paths["image_root"],
+        panoptic_root=paths["panoptic_root"],
+        panoptic_json=panoptic_json,
+        instances_json=instances_json,
+        sem_seg_root=sem_seg_root,
+        stuff_sem_seg_root=stuff_root,
+    )

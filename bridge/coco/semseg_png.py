@@ -36,11 +36,14 @@ def read_panoptic_rgb(path: str | os.PathLike[str], size: tuple[int, int] | None
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 if image.mode not in RGB_MODES:
-                    raise BridgeError(f"{where}: a panoptic PNG must be 8-bit RGB, got PIL mode {image.mode!r} "
-                                      "(grayscale or 16-bit ids would decode wrong)")
+                    raise BridgeError(
+                        f"{where}: a panoptic PNG must be 8-bit RGB, got PIL mode {image.mode!r} "
+                        "(grayscale or 16-bit ids would decode wrong)"
+                    )
                 if size is not None and (image.height, image.width) != tuple(size):
-                    raise BridgeError(f"{where}: panoptic PNG is {image.height}x{image.width} (HxW), "
-                                      f"the image is {size[0]}x{size[1]}")
+                    raise BridgeError(
+                        f"{where}: panoptic PNG is {image.height}x{image.width} (HxW), the image is {size[0]}x{size[1]}"
+                    )
                 return np.asarray(image.convert("RGB"))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise BridgeError(f"{where}: refusing a decompression bomb: {exc}") from None
@@ -54,8 +57,13 @@ def contained_path(root: Path, file_name: object, what: str) -> Path:
     if not isinstance(file_name, str) or not file_name or "\x00" in file_name:
         raise BridgeError(f"{what}: file_name must be a non-empty string, got {file_name!r}")
     parts = PurePosixPath(file_name).parts
-    if (PurePosixPath(file_name).is_absolute() or PureWindowsPath(file_name).is_absolute()
-            or PureWindowsPath(file_name).drive or ".." in parts or ".." in PureWindowsPath(file_name).parts):
+    if (
+        PurePosixPath(file_name).is_absolute()
+        or PureWindowsPath(file_name).is_absolute()
+        or PureWindowsPath(file_name).drive
+        or ".." in parts
+        or ".." in PureWindowsPath(file_name).parts
+    ):
         raise BridgeError(f"{what}: file_name {file_name!r} leaves {root} (absolute or '..'); refusing it")
     return root / file_name
 
@@ -70,9 +78,8 @@ def id_to_rgb(ids: np.ndarray) -> np.ndarray:
     """Encode segment ids (H×W, 0..256³-1) as a COCO-panoptic RGB array (H×W×3 uint8); the inverse of
     :func:`rgb_to_id`."""
     ids = np.asarray(ids, dtype=np.int64)
-    if ids.size and (ids.min() < 0 or ids.max() >= 256 ** 3):
-        raise BridgeError(f"panoptic segment ids must lie in 0..{256 ** 3 - 1}, "
-                          f"got {int(ids.min())}..{int(ids.max())}")
+    if ids.size and (ids.min() < 0 or ids.max() >= 256**3):
+        raise BridgeError(f"panoptic segment ids must lie in 0..{256**3 - 1}, got {int(ids.min())}..{int(ids.max())}")
     return np.stack([ids % 256, (ids // 256) % 256, ids // (256 * 256)], axis=-1).astype(np.uint8)
 
 
@@ -93,8 +100,13 @@ def category_to_label(categories: Sequence[dict], mode: str) -> dict[int, int]:
     raise BridgeError(f"unknown semantic-seg mode {mode!r}; choose one of {MODES}")
 
 
-def semantic_from_panoptic(panoptic_png: Path, segments_info: Sequence[dict], labels: dict[int, int],
-                           size: tuple[int, int] | None = None, what: str = "") -> np.ndarray:
+def semantic_from_panoptic(
+    panoptic_png: Path,
+    segments_info: Sequence[dict],
+    labels: dict[int, int],
+    size: tuple[int, int] | None = None,
+    what: str = "",
+) -> np.ndarray:
     """Return the uint8 semantic map of one panoptic PNG given its ``segments_info`` and label map
     (the PNG is checked by :func:`read_panoptic_rgb`, against ``size`` (H, W) when given)."""
     ids = read_panoptic_ids(panoptic_png, size, what)
@@ -102,8 +114,10 @@ def semantic_from_panoptic(panoptic_png: Path, segments_info: Sequence[dict], la
     for segment in segments_info:
         category_id = int(segment["category_id"])
         if category_id not in labels:
-            raise BridgeError(f"{panoptic_png}: segment {segment['id']} has category {category_id}, "
-                              "which is not in the annotation file's categories")
+            raise BridgeError(
+                f"{panoptic_png}: segment {segment['id']} has category {category_id}, "
+                "which is not in the annotation file's categories"
+            )
         semantic[ids == int(segment["id"])] = labels[category_id]
     return semantic
 
@@ -116,8 +130,11 @@ def write_semantic_pngs(panoptic_json: dict, panoptic_dir: Path, out_dir: Path, 
     another size than its image (``height``/``width`` in ``images``), a grayscale or 16-bit one.
     """
     labels = category_to_label(panoptic_json["categories"], mode)
-    sizes = {image.get("id"): (image["height"], image["width"]) for image in panoptic_json.get("images", [])
-             if isinstance(image, dict) and isinstance(image.get("height"), int) and isinstance(image.get("width"), int)}
+    sizes = {
+        image.get("id"): (image["height"], image["width"])
+        for image in panoptic_json.get("images", [])
+        if isinstance(image, dict) and isinstance(image.get("height"), int) and isinstance(image.get("width"), int)
+    }
     written = []
     for annotation in panoptic_json["annotations"]:
         what = f"annotation of image {annotation.get('image_id')}"
@@ -126,8 +143,13 @@ def write_semantic_pngs(panoptic_json: dict, panoptic_dir: Path, out_dir: Path, 
             source = contained_path(panoptic_dir, annotation["file_name"], what)
             if not source.exists():
                 raise BridgeError(f"panoptic PNG {source} (image {annotation['image_id']}) does not exist")
-            semantic = semantic_from_panoptic(source, annotation["segments_info"], labels,
-                                              sizes.get(annotation.get("image_id")), f"image {annotation['image_id']}")
+            semantic = semantic_from_panoptic(
+                source,
+                annotation["segments_info"],
+                labels,
+                sizes.get(annotation.get("image_id")),
+                f"image {annotation['image_id']}",
+            )
             with atomic_path(target) as tmp:
                 Image.fromarray(semantic).save(tmp, format="PNG")
         written.append(target)

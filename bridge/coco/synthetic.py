@@ -95,7 +95,7 @@ def _draw_image(rng: np.random.Generator, image_id: int, h: int, w: int, empty: 
     stuff = rng.choice(STUFF_IDS, size=2, replace=False)
     half = h // 2
     regions = [(int(stuff[0]), slice(2, half)), (int(stuff[1]), slice(half, h - 2))]
-    for k, (cat, rows) in enumerate(regions):  # two stuff bands; 2-pixel void border top/bottom/left
+    for k, (_cat, rows) in enumerate(regions):  # two stuff bands; 2-pixel void border top/bottom/left
         id_map[rows, 2:] = seg_ids[k]
     cols = 3
     cell_w = (w - 2) // cols
@@ -109,8 +109,16 @@ def _draw_image(rng: np.random.Generator, image_id: int, h: int, w: int, empty: 
         id_map[mask] = seg_ids[2 + k]
         bbox, area = _bbox_area(mask)
         segments.append({"id": int(seg_ids[2 + k]), "category_id": cat, "iscrowd": 0, "bbox": bbox, "area": area})
-        instances.append({"image_id": image_id, "category_id": cat, "segmentation": [_polygon(box, ellipse)],
-                          "bbox": [float(v) for v in bbox], "area": float(area), "iscrowd": 0})
+        instances.append(
+            {
+                "image_id": image_id,
+                "category_id": cat,
+                "segmentation": [_polygon(box, ellipse)],
+                "bbox": [float(v) for v in bbox],
+                "area": float(area),
+                "iscrowd": 0,
+            }
+        )
     for k, (cat, _rows) in enumerate(regions):
         mask = id_map == seg_ids[k]
         bbox, area = _bbox_area(mask)
@@ -136,8 +144,9 @@ def _dump(obj: Any) -> bytes:
     return json.dumps(obj, indent=1).encode()
 
 
-def _write_split(root: Path, split: str, num_images: int, size: tuple[int, int], seed: int,
-                 empty: set[int]) -> list[int]:
+def _write_split(
+    root: Path, split: str, num_images: int, size: tuple[int, int], seed: int, empty: set[int]
+) -> list[int]:
     h, w = size
     rng = np.random.default_rng([seed, _FIRST_ID[split]])
     ids = list(range(_FIRST_ID[split], _FIRST_ID[split] + num_images))
@@ -153,15 +162,25 @@ def _write_split(root: Path, split: str, num_images: int, size: tuple[int, int],
             inst_anns.append({**ann, "id": image_id * 1000 + k})
     common = {"info": _INFO, "licenses": _LICENSES, "images": images}
     ann_dir = root / "annotations"
-    atomic_write_bytes(ann_dir / f"panoptic_{split}.json",
-                       _dump({**common, "annotations": pan_anns, "categories": panoptic_categories()}))
-    atomic_write_bytes(ann_dir / f"instances_{split}.json",
-                       _dump({**common, "annotations": inst_anns, "categories": instance_categories()}))
+    atomic_write_bytes(
+        ann_dir / f"panoptic_{split}.json",
+        _dump({**common, "annotations": pan_anns, "categories": panoptic_categories()}),
+    )
+    atomic_write_bytes(
+        ann_dir / f"instances_{split}.json",
+        _dump({**common, "annotations": inst_anns, "categories": instance_categories()}),
+    )
     return ids
 
 
-def write_synthetic_coco(root: Path, *, num_images: int = 3, image_size: tuple[int, int] = (96, 128),
-                         seed: int = 0, empty_image_ids: Sequence[int] = ()) -> SyntheticCoco:
+def write_synthetic_coco(
+    root: Path,
+    *,
+    num_images: int = 3,
+    image_size: tuple[int, int] = (96, 128),
+    seed: int = 0,
+    empty_image_ids: Sequence[int] = (),
+) -> SyntheticCoco:
     """Write a synthetic COCO tree under ``root`` and return its paths and image ids.
 
     ``num_images`` images per split (val ids 101.., train ids 201..) of ``image_size`` (height, width).

@@ -6,4 +6,13 @@ from .engine import ComparisonResult, ItemResult, Location, compare_runs
 from .report_html import build_html, write_html
 from .report_json import to_dict, write_json
 
-__all__ = ["ComparisonResult", "ItemResult", "Location", "compare_runs", "build_html", "write_html", "to_dict", "write_json"]
+__all__ = [
+    "ComparisonResult",
+    "ItemResult",
+    "Location",
+    "compare_runs",
+    "build_html",
+    "write_html",
+    "to_dict",
+    "write_json",
+]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-
 from pathlib import Path
 
 from bridge.atomic import atomic_group
@@ -19,32 +18,60 @@ PROGRESS_MIN_PAIRS = 20
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser."""
-    p = argparse.ArgumentParser(prog="python -m bridge.compare", description="Compare two recorded runs leaf by leaf.",
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=examples(
-                                    "python -m bridge.compare runs/d2 runs/mmdet --map d2-panoptic-fpn-to-mmdet "
-                                    "--json compare.json --html compare.html",
-                                    "python -m bridge.compare runs/d2 runs/mmdet --kinds loss,grad --quiet"))
+    p = argparse.ArgumentParser(
+        prog="python -m bridge.compare",
+        description="Compare two recorded runs leaf by leaf.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=examples(
+            "python -m bridge.compare runs/d2 runs/mmdet --map d2-panoptic-fpn-to-mmdet "
+            "--json compare.json --html compare.html",
+            "python -m bridge.compare runs/d2 runs/mmdet --kinds loss,grad --quiet",
+        ),
+    )
     p.add_argument("run_a")
     p.add_argument("run_b")
-    p.add_argument("--map", dest="map_file", help="converter preset name or YAML/JSON rules pairing RUN_A's keys with RUN_B's (gradients/parameters converted like the weights, losses through the preset's losses:)")
+    p.add_argument(
+        "--map",
+        dest="map_file",
+        help="converter preset name or YAML/JSON rules pairing RUN_A's keys with RUN_B's (gradients/parameters converted like the weights, losses through the preset's losses:)",
+    )
     p.add_argument("--atol", type=finite_nonnegative("--atol"), help="absolute tolerance for every float leaf")
     p.add_argument("--rtol", type=finite_nonnegative("--rtol"), help="relative tolerance for every float leaf")
-    p.add_argument("--tol", action="append", default=[], metavar="GLOB=ATOL,RTOL", help="per-key override; last match wins")
+    p.add_argument(
+        "--tol", action="append", default=[], metavar="GLOB=ATOL,RTOL", help="per-key override; last match wins"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--json", dest="json_out", help="write the JSON report here")
     p.add_argument("--html", dest="html_out", help="write the HTML report here")
     p.add_argument("--kinds", help="comma-separated kinds to compare (default: all)")
-    p.add_argument("--band", action="append", default=[], metavar="RUN",
-                   help="another recording of the reference (repeat): RUN_B's losses are judged against the "
-                        "band RUN_A and these span")
-    p.add_argument("--band-margin", type=float, default=0.0, metavar="FRAC",
-                   help="widen the noise band by FRAC times its width on each side (default 0)")
+    p.add_argument(
+        "--band",
+        action="append",
+        default=[],
+        metavar="RUN",
+        help="another recording of the reference (repeat): RUN_B's losses are judged against the "
+        "band RUN_A and these span",
+    )
+    p.add_argument(
+        "--band-margin",
+        type=float,
+        default=0.0,
+        metavar="FRAC",
+        help="widen the noise band by FRAC times its width on each side (default 0)",
+    )
     p.add_argument("--quiet", action="store_true", help="no table or progress bar; only the summary line")
-    p.add_argument("--show-raw", action="store_true",
-                   help="count unpaired raw framework structures (batch, outputs) as unpaired (docs/OUTPUTS.md)")
-    p.add_argument("--local", dest="local_run", metavar="RUN_LOCAL",
-                   help="run written by `python -m bridge.local`: show each module's end-to-end and local error "
-                        "and the origin of the divergence (docs/LAYER_LOCAL.md)")
+    p.add_argument(
+        "--show-raw",
+        action="store_true",
+        help="count unpaired raw framework structures (batch, outputs) as unpaired (docs/OUTPUTS.md)",
+    )
+    p.add_argument(
+        "--local",
+        dest="local_run",
+        metavar="RUN_LOCAL",
+        help="run written by `python -m bridge.local`: show each module's end-to-end and local error "
+        "and the origin of the divergence (docs/LAYER_LOCAL.md)",
+    )
     return p
 
 
@@ -70,8 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.kinds is not None and not kinds:
         parser.error(f"--kinds {args.kinds!r} names no kind")
     map_input = args.map_file if args.map_file and Path(args.map_file).exists() else None
-    check_outputs({"RUN_A": args.run_a, "RUN_B": args.run_b, "--map": map_input},
-                  {"--json": args.json_out, "--html": args.html_out})
+    check_outputs(
+        {"RUN_A": args.run_a, "RUN_B": args.run_b, "--map": map_input},
+        {"--json": args.json_out, "--html": args.html_out},
+    )
     show_progress = not args.quiet and sys.stdout.isatty()
     with atomic_group() as outputs:
         if show_progress:
@@ -83,13 +112,34 @@ def main(argv: Sequence[str] | None = None) -> int:
                 def tick(done: int, total: int) -> None:
                     bar.update(task, completed=done, total=total, visible=total >= PROGRESS_MIN_PAIRS)
 
-                result = compare_runs(args.run_a, args.run_b, name_map=args.map_file, atol=args.atol, rtol=args.rtol,
-                                      tolerances=args.tol, device=args.device, kinds=kinds, progress=tick,
-                                      show_raw=args.show_raw, band_runs=args.band, band_margin=args.band_margin)
+                result = compare_runs(
+                    args.run_a,
+                    args.run_b,
+                    name_map=args.map_file,
+                    atol=args.atol,
+                    rtol=args.rtol,
+                    tolerances=args.tol,
+                    device=args.device,
+                    kinds=kinds,
+                    progress=tick,
+                    show_raw=args.show_raw,
+                    band_runs=args.band,
+                    band_margin=args.band_margin,
+                )
         else:
-            result = compare_runs(args.run_a, args.run_b, name_map=args.map_file, atol=args.atol, rtol=args.rtol,
-                                  tolerances=args.tol, device=args.device, kinds=kinds, show_raw=args.show_raw,
-                                  band_runs=args.band, band_margin=args.band_margin)
+            result = compare_runs(
+                args.run_a,
+                args.run_b,
+                name_map=args.map_file,
+                atol=args.atol,
+                rtol=args.rtol,
+                tolerances=args.tol,
+                device=args.device,
+                kinds=kinds,
+                show_raw=args.show_raw,
+                band_runs=args.band,
+                band_margin=args.band_margin,
+            )
         if result.compared_nothing:
             raise _nothing_compared(kinds)
         local_json, local_sections, local_lines = local_report(args)

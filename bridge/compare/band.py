@@ -72,9 +72,11 @@ class BandResult:
 
     def lines(self) -> list[str]:
         """Human-readable findings: a verdict line, then one line per step outside the band."""
-        out = [f"noise band ({len(self.references)} reference runs, margin {self.margin:g}): "
-               f"{'PASS' if self.passed else 'FAIL'}: {len(self.series)} losses, "
-               f"{sum(len(s.outside) for s in self.series)} steps outside the band"]
+        out = [
+            f"noise band ({len(self.references)} reference runs, margin {self.margin:g}): "
+            f"{'PASS' if self.passed else 'FAIL'}: {len(self.series)} losses, "
+            f"{sum(len(s.outside) for s in self.series)} steps outside the band"
+        ]
         for s in self.series:
             for step in s.outside:
                 i = s.steps.index(step)
@@ -112,10 +114,12 @@ def band_svg(series: BandSeries, width: int = 520, height: int = 200) -> str:
     def y(v: float) -> float:
         return top + ph * (hi - v) / (hi - lo)
 
-    out = [f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">',
-           f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#999"/>',
-           f'<text x="{left - 4}" y="{top + 10}" text-anchor="end">{hi:.5g}</text>',
-           f'<text x="{left - 4}" y="{top + ph}" text-anchor="end">{lo:.5g}</text>']
+    out = [
+        f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">',
+        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#999"/>',
+        f'<text x="{left - 4}" y="{top + 10}" text-anchor="end">{hi:.5g}</text>',
+        f'<text x="{left - 4}" y="{top + ph}" text-anchor="end">{lo:.5g}</text>',
+    ]
     upper = [f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(series.high)]
     lower = [f"{x(i):.1f},{y(v):.1f}" for i, v in reversed(list(enumerate(series.low)))]
     out.append(f'<polygon points="{" ".join(upper + lower)}" fill="#bbdefb" stroke="#90caf9"/>')
@@ -126,16 +130,26 @@ def band_svg(series: BandSeries, width: int = 520, height: int = 200) -> str:
     out.append(f'<polyline points="{pts}" fill="none" stroke="#1565c0" stroke-width="2"/>')
     for i, (step, v) in enumerate(zip(series.steps, series.port)):
         color = "#d32f2f" if step in series.outside else "#1565c0"
-        out.append(f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="3" fill="{color}"><title>step {step}: '
-                   f'{v:.7g} (band {series.low[i]:.7g} .. {series.high[i]:.7g})</title></circle>')
+        out.append(
+            f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="3" fill="{color}"><title>step {step}: '
+            f"{v:.7g} (band {series.low[i]:.7g} .. {series.high[i]:.7g})</title></circle>"
+        )
         out.append(f'<text x="{x(i):.1f}" y="{height - 14}" text-anchor="middle">{step}</text>')
-    out.append(f'<text x="{left + pw / 2}" y="{height - 2}" text-anchor="middle">step; shaded: reference band, '
-               f'grey: references, blue: port (red dot: outside)</text></svg>')
+    out.append(
+        f'<text x="{left + pw / 2}" y="{height - 2}" text-anchor="middle">step; shaded: reference band, '
+        f"grey: references, blue: port (red dot: outside)</text></svg>"
+    )
     return "".join(out)
 
 
-def loss_band(references: Sequence[Run], port: Run, mapper: Callable[[str], str] | None = None, *,
-              margin: float = 0.0, rank: int = 0) -> BandResult:
+def loss_band(
+    references: Sequence[Run],
+    port: Run,
+    mapper: Callable[[str], str] | None = None,
+    *,
+    margin: float = 0.0,
+    rank: int = 0,
+) -> BandResult:
     """Judge ``port``'s scalar losses against the band the ``references`` span (keys through ``mapper``).
 
     A loss or step that some reference or the port lacks is listed in ``missing`` (and fails).

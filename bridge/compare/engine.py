@@ -13,9 +13,9 @@ from typing import Any
 import torch
 
 from bridge import Entry, Run, open_run
-from bridge.runs import KINDS
 from bridge.devices import resolve_device
 from bridge.errors import BridgeError
+from bridge.runs import KINDS
 
 from .band import BandResult, loss_band
 from .local_kinds import kept_kind
@@ -23,11 +23,10 @@ from .nature import by_nature_key, split_unpaired
 from .optim_entries import OptimComparison, compare_optim_records
 from .output_entries import CanonicalOutputs, InstancesPair, SemanticPair, canonical_form, compare_canonical_outputs
 from .pairing import Pair, load_map, name_mapper, pair_entries
-from .param_pairing import pair_with_rules
 from .panoptic_entries import PanopticPair
+from .param_pairing import pair_with_rules
 from .stats import READ_ELEMS, NumericStats, tensor_stats
-from .tolerance import (OPAQUE_DTYPES, TolerancePolicy, ToleranceRule, check_tolerance, is_exact_dtype,
-                        parse_tol_spec)
+from .tolerance import OPAQUE_DTYPES, TolerancePolicy, ToleranceRule, check_tolerance, is_exact_dtype, parse_tol_spec
 
 ProgressFn = Callable[[int, int], None]
 
@@ -114,17 +113,30 @@ class ComparisonResult:
     def compared_nothing(self) -> bool:
         """True when no leaf was paired, none is unpaired and no other view (canonical outputs, optimizer
         records, loss band) met anything: a vacuous comparison."""
-        return (not self.items and not self.a_only and not self.b_only and not self.output_pairs()
-                and not self.by_nature and not self.optim and self.band is None)
+        return (
+            not self.items
+            and not self.a_only
+            and not self.b_only
+            and not self.output_pairs()
+            and not self.by_nature
+            and not self.optim
+            and self.band is None
+        )
 
     @property
     def passed(self) -> bool:
         """True when something was compared, every pair passes, no leaf is unpaired, (unless ``--kinds``
         leaves out ``output``) every canonical output result agrees, the optimizer records agree and the
         port's losses stay inside the noise band (when one was asked for)."""
-        return (not self.compared_nothing and not self.a_only and not self.b_only and all(i.passed for i in self.items)
-                and (not self.outputs_counted or all(p.passed for p in self.output_pairs()))
-                and all(o.passed for o in self.optim) and (self.band is None or self.band.passed))
+        return (
+            not self.compared_nothing
+            and not self.a_only
+            and not self.b_only
+            and all(i.passed for i in self.items)
+            and (not self.outputs_counted or all(p.passed for p in self.output_pairs()))
+            and all(o.passed for o in self.optim)
+            and (self.band is None or self.band.passed)
+        )
 
     def output_pairs(self) -> list[PanopticPair | InstancesPair | SemanticPair]:
         """The canonical output results compared, all forms (docs/OUTPUTS.md)."""
@@ -157,8 +169,20 @@ def _rows_for(shape: Sequence[int]) -> int:
 
 
 def _fill(item: ItemResult, st: NumericStats) -> None:
-    for k in ("numel", "max_abs", "mean_abs", "max_rel", "rel_l2", "cosine", "mismatched",
-              "nan_a", "nan_b", "inf_a", "inf_b", "min_atol"):
+    for k in (
+        "numel",
+        "max_abs",
+        "mean_abs",
+        "max_rel",
+        "rel_l2",
+        "cosine",
+        "mismatched",
+        "nan_a",
+        "nan_b",
+        "inf_a",
+        "inf_b",
+        "min_atol",
+    ):
         setattr(item, k, getattr(st, k))
     item.mismatched_share = st.mismatched_share
 
@@ -195,12 +219,25 @@ def compare_pair(run_a: Run, run_b: Run, pair: Pair, policy: TolerancePolicy, de
     shape_a = pair.a_shape if pair.a_shape is not None else tuple(a.shape)
     atol, rtol = policy.resolve(pair.key, a.dtype, a.kind)
     item = ItemResult(
-        name=a.name, key=pair.key, key_a=a.key, step=a.step, rank=a.rank, kind=a.kind,
-        dtype_a=a.dtype, dtype_b=b.dtype, shape_a=list(shape_a), shape_b=list(b.shape),
-        passed=False, reason="", atol=atol, rtol=rtol,
+        name=a.name,
+        key=pair.key,
+        key_a=a.key,
+        step=a.step,
+        rank=a.rank,
+        kind=a.kind,
+        dtype_a=a.dtype,
+        dtype_b=b.dtype,
+        shape_a=list(shape_a),
+        shape_b=list(b.shape),
+        passed=False,
+        reason="",
+        atol=atol,
+        rtol=rtol,
     )
     if a.is_tensor != b.is_tensor or a.dtype != b.dtype:
-        item.reason = f"dtype mismatch: {a.dtype}{'' if a.is_tensor else ' value'} vs {b.dtype}{'' if b.is_tensor else ' value'}"
+        item.reason = (
+            f"dtype mismatch: {a.dtype}{'' if a.is_tensor else ' value'} vs {b.dtype}{'' if b.is_tensor else ' value'}"
+        )
         return item
     if tuple(shape_a) != tuple(b.shape):
         item.reason = f"shape mismatch: {list(shape_a)} vs {list(b.shape)}"
@@ -209,8 +246,14 @@ def compare_pair(run_a: Run, run_b: Run, pair: Pair, policy: TolerancePolicy, de
     if a.is_tensor:
         rows = _rows_for(b.shape)
         chunks_a = [pair.a_tensor()] if pair.a_tensor is not None else run_a.tensor_slices(a, rows)
-        st = tensor_stats(_comparable(chunks_a, a.dtype), _comparable(run_b.tensor_slices(b, rows), b.dtype),
-                          atol=atol, rtol=rtol, exact=exact, device=device)
+        st = tensor_stats(
+            _comparable(chunks_a, a.dtype),
+            _comparable(run_b.tensor_slices(b, rows), b.dtype),
+            atol=atol,
+            rtol=rtol,
+            exact=exact,
+            device=device,
+        )
         _fill(item, st)
         item.passed = st.mismatched == 0
         item.reason = "" if item.passed else _fail_reason(st, exact)
@@ -226,9 +269,13 @@ def _fits_float(value: int | float) -> bool:
 def _compare_values(item: ItemResult, va: Any, vb: Any, atol: float, rtol: float, exact: bool) -> ItemResult:
     numeric = isinstance(va, (int, float)) and isinstance(vb, (int, float)) and _fits_float(va) and _fits_float(vb)
     if numeric:
-        st = tensor_stats([torch.tensor([float(va)], dtype=torch.float64)],
-                          [torch.tensor([float(vb)], dtype=torch.float64)],
-                          atol=atol, rtol=rtol, exact=exact)
+        st = tensor_stats(
+            [torch.tensor([float(va)], dtype=torch.float64)],
+            [torch.tensor([float(vb)], dtype=torch.float64)],
+            atol=atol,
+            rtol=rtol,
+            exact=exact,
+        )
         if exact:  # ints/bools: exact, without float rounding
             st.mismatched = int(va != vb)
         _fill(item, st)
@@ -284,20 +331,36 @@ def compare_runs(
     check_tolerance("rtol", rtol)
     dev = resolve_device(device)
     run_a, run_b = _open(a), _open(b)
-    ruleset = load_map(Path(name_map) if isinstance(name_map, os.PathLike) else name_map if name_map is None or isinstance(name_map, str) else list(name_map))
-    policy = TolerancePolicy(atol, rtol, tuple(t if isinstance(t, ToleranceRule) else parse_tol_spec(t) for t in tolerances))
+    ruleset = load_map(
+        Path(name_map)
+        if isinstance(name_map, os.PathLike)
+        else name_map
+        if name_map is None or isinstance(name_map, str)
+        else list(name_map)
+    )
+    policy = TolerancePolicy(
+        atol, rtol, tuple(t if isinstance(t, ToleranceRule) else parse_tol_spec(t) for t in tolerances)
+    )
     mapper = name_mapper(ruleset)
     references = [run_a, *(_open(r) for r in band_runs)]
     leaf_kinds = {"optim"} | ({"loss"} if len(references) > 1 else set())  # judged by their own views
-    ea = [e for e in run_a.entries()
-          if kept_kind(e.kind, kind_set) and e.kind not in leaf_kinds and canonical_form(e) is None]
-    eb = [e for e in run_b.entries()
-          if kept_kind(e.kind, kind_set) and e.kind not in leaf_kinds and canonical_form(e) is None]
+    ea = [
+        e
+        for e in run_a.entries()
+        if kept_kind(e.kind, kind_set) and e.kind not in leaf_kinds and canonical_form(e) is None
+    ]
+    eb = [
+        e
+        for e in run_b.entries()
+        if kept_kind(e.kind, kind_set) and e.kind not in leaf_kinds and canonical_form(e) is None
+    ]
     pairing = pair_entries(ea, eb) if ruleset is None else pair_with_rules(ea, eb, ruleset, run_a)
     items: list[ItemResult] = []
     total = len(pairing.pairs)
     with cpu_threads(dev):
-        outputs = compare_canonical_outputs(run_a, run_b, policy, str(dev))  # a view of their own, whatever ``kinds`` keeps
+        outputs = compare_canonical_outputs(
+            run_a, run_b, policy, str(dev)
+        )  # a view of their own, whatever ``kinds`` keeps
         for n, pair in enumerate(pairing.pairs, 1):
             items.append(_classify(compare_pair(run_a, run_b, pair, policy, dev)))
             if progress is not None:
@@ -310,20 +373,33 @@ def compare_runs(
         b_only = sorted(b_only + outputs.b_only, key=lambda e: (e.step, e.rank, e.index))
     first, last_ok = _first_divergence(pairing.pairs, items, a_only, b_only, _output_events(outputs) if counted else [])
     settings = {
-        "run_a": str(run_a.path), "run_b": str(run_b.path), "device": str(dev),
+        "run_a": str(run_a.path),
+        "run_b": str(run_b.path),
+        "device": str(dev),
         "kinds": sorted(kind_set) if kind_set else None,
-        "name_map": str(name_map) if isinstance(name_map, (str, os.PathLike)) else (None if name_map is None else "<inline>"),
-        "tolerance": policy.describe(), "show_raw": show_raw,
+        "name_map": str(name_map)
+        if isinstance(name_map, (str, os.PathLike))
+        else (None if name_map is None else "<inline>"),
+        "tolerance": policy.describe(),
+        "show_raw": show_raw,
         "unpaired_by_design": [d.to_dict() for d in getattr(pairing, "by_design", ())],
-        "band_runs": [str(r.path) for r in references[1:]], "band_margin": band_margin,
+        "band_runs": [str(r.path) for r in references[1:]],
+        "band_margin": band_margin,
     }
     return ComparisonResult(
-        run_a=str(run_a.path), run_b=str(run_b.path), items=items,
+        run_a=str(run_a.path),
+        run_b=str(run_b.path),
+        items=items,
         a_only=[_loc(e, _only_reason(e, "A"), e.name if canonical_form(e) else None) for e in a_only],
         b_only=[_loc(e, _only_reason(e, "B"), e.name if canonical_form(e) else None) for e in b_only],
-        first_divergence=first, last_passing_before=last_ok, settings=settings,
-        panoptic=outputs.panoptic, instances=outputs.instances, semantic=outputs.semantic,
-        by_nature=[_loc(e, why) for e, why in a_nature + b_nature], outputs_counted=counted,
+        first_divergence=first,
+        last_passing_before=last_ok,
+        settings=settings,
+        panoptic=outputs.panoptic,
+        instances=outputs.instances,
+        semantic=outputs.semantic,
+        by_nature=[_loc(e, why) for e, why in a_nature + b_nature],
+        outputs_counted=counted,
         optim=compare_optim_records(run_a, run_b, mapper, ruleset) if kind_set is None or "optim" in kind_set else [],
         band=loss_band(references, run_b, mapper, margin=band_margin) if len(references) > 1 else None,
     )
@@ -360,15 +436,22 @@ def _output_events(outputs: CanonicalOutputs) -> list[tuple[tuple, bool, Locatio
     return events
 
 
-def _first_divergence(pairs: list[Pair], items: list[ItemResult], a_only: list[Entry], b_only: list[Entry],
-                      extra: list[tuple[tuple, bool, Location]] = ()) -> tuple[Location | None, Location | None]:
+def _first_divergence(
+    pairs: list[Pair],
+    items: list[ItemResult],
+    a_only: list[Entry],
+    b_only: list[Entry],
+    extra: list[tuple[tuple, bool, Location]] = (),
+) -> tuple[Location | None, Location | None]:
     """First failing pair, A-only leaf or ``extra`` event in A's order (step, rank, index); then the last pass
     before it."""
     events: list[tuple[tuple, bool, Location]] = list(extra)
     for pair, item in zip(pairs, items):
         events.append(((pair.a.step, pair.a.rank, pair.a.index), item.passed, _loc(pair.a, item.reason, pair.key)))
     for e in a_only:
-        events.append(((e.step, e.rank, e.index), False, _loc(e, _only_reason(e, "A"), e.name if canonical_form(e) else None)))
+        events.append(
+            ((e.step, e.rank, e.index), False, _loc(e, _only_reason(e, "A"), e.name if canonical_form(e) else None))
+        )
     events.sort(key=lambda ev: ev[0])
     last_ok = None
     for _, ok, loc in events:

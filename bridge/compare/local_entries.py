@@ -78,10 +78,16 @@ def _get(run: Run, name: str, step: int, kind: str) -> Any:
     return run.get(name, step=step, kind=kind) if (name, step, kind) in have else None
 
 
-def local_rows(run_a: Run | str | os.PathLike[str], run_b: Run | str | os.PathLike[str],
-               run_local: Run | str | os.PathLike[str], name_map: Any = None, *,
-               atol: float | None = None, rtol: float | None = None,
-               local_map: LocalMap | None = None) -> list[LocalRow]:
+def local_rows(
+    run_a: Run | str | os.PathLike[str],
+    run_b: Run | str | os.PathLike[str],
+    run_local: Run | str | os.PathLike[str],
+    name_map: Any = None,
+    *,
+    atol: float | None = None,
+    rtol: float | None = None,
+    local_map: LocalMap | None = None,
+) -> list[LocalRow]:
     """One row per module call recorded as ``input`` in run A (A's order), paired as ``bridge.local`` paired it
     (the local run's ``local_pairs`` record; else through ``name_map`` / ``local_map``), with verdicts ``origin`` (first
     local failure), ``local`` (a later local failure), ``inherited``, ``ok`` or ``unpaired``."""
@@ -100,7 +106,10 @@ def local_rows(run_a: Run | str | os.PathLike[str], run_b: Run | str | os.PathLi
         name_b = paired.get((step, name_a)) or pair_module(name_a, mapping)
         out_a = _get(a, name_a, step, "activation")
         row = LocalRow(step, name_a, name_b, None, None, None, None)
-        for field, other in (("end_to_end", _get(b, name_b, step, "activation")), ("local", _get(loc, name_b, step, "local"))):
+        for field, other in (
+            ("end_to_end", _get(b, name_b, step, "activation")),
+            ("local", _get(loc, name_b, step, "local")),
+        ):
             if out_a is not None and other is not None:
                 error, ok = value_error(out_a, other, tol_a, tol_r)
                 setattr(row, field, error)
@@ -138,35 +147,53 @@ def format_rows(rows: Sequence[LocalRow]) -> list[str]:
     """Plain text lines of the table and the origin sentence."""
     lines = [f"{'step':>4}  {'module (A -> B)':<70} {'end-to-end':>11} {'local':>11}  verdict"]
     for row in rows:
-        lines.append(f"{row.step:>4}  {row.name_a + ' -> ' + row.name_b:<70} {_fmt(row.end_to_end):>11} "
-                     f"{_fmt(row.local):>11}  {row.verdict}")
+        lines.append(
+            f"{row.step:>4}  {row.name_a + ' -> ' + row.name_b:<70} {_fmt(row.end_to_end):>11} "
+            f"{_fmt(row.local):>11}  {row.verdict}"
+        )
     return [*lines, origin_line(rows)]
 
 
 def origin_line(rows: Sequence[LocalRow]) -> str:
     """The sentence naming the origin (or saying there is none)."""
     found = origin(rows)
-    return (f"origin: {found.name_a} -> {found.name_b} (step {found.step}): local error {_fmt(found.local)}"
-            if found else "origin: none (every local error within tolerance)")
+    return (
+        f"origin: {found.name_a} -> {found.name_b} (step {found.step}): local error {_fmt(found.local)}"
+        if found
+        else "origin: none (every local error within tolerance)"
+    )
 
 
 def local_section(rows: Sequence[LocalRow], atol: float | None = None, rtol: float | None = None) -> dict[str, Any]:
     """The ``local`` section of the JSON report (docs/COMPARE_JSON.md): the tolerance, the origin row (or None)
     and every row (:meth:`LocalRow.to_dict`)."""
     found = origin(rows)
-    return {"atol": atol if atol is not None else DEFAULT_TOL[0], "rtol": rtol if rtol is not None else DEFAULT_TOL[1],
-            "origin": found.to_dict() if found else None, "rows": [row.to_dict() for row in rows]}
+    return {
+        "atol": atol if atol is not None else DEFAULT_TOL[0],
+        "rtol": rtol if rtol is not None else DEFAULT_TOL[1],
+        "origin": found.to_dict() if found else None,
+        "rows": [row.to_dict() for row in rows],
+    }
 
 
 def local_html(rows: Sequence[LocalRow]) -> str:
     """The table of the HTML report (``id="local"``; rows with local error marked), then the origin sentence."""
-    head = "".join(f'<th class="l">{c}</th>' if c in ("module A", "module B", "verdict") else f"<th>{c}</th>"
-                   for c in ("step", "module A", "module B", "end-to-end", "local", "verdict"))
+    head = "".join(
+        f'<th class="l">{c}</th>' if c in ("module A", "module B", "verdict") else f"<th>{c}</th>"
+        for c in ("step", "module A", "module B", "end-to-end", "local", "verdict")
+    )
     body = []
     for row in rows:
-        cells = [f"<td>{row.step}</td>", f'<td class="l">{html.escape(row.name_a)}</td>',
-                 f'<td class="l">{html.escape(row.name_b)}</td>', f"<td>{_fmt(row.end_to_end)}</td>",
-                 f"<td>{_fmt(row.local)}</td>", f'<td class="l">{row.verdict}</td>']
+        cells = [
+            f"<td>{row.step}</td>",
+            f'<td class="l">{html.escape(row.name_a)}</td>',
+            f'<td class="l">{html.escape(row.name_b)}</td>',
+            f"<td>{_fmt(row.end_to_end)}</td>",
+            f"<td>{_fmt(row.local)}</td>",
+            f'<td class="l">{row.verdict}</td>',
+        ]
         body.append(f'<tr class="{"bad" if row.local_ok is False else ""}">{"".join(cells)}</tr>')
-    return (f'<table id="local"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
-            f"<p>{html.escape(origin_line(rows))}</p>")
+    return (
+        f'<table id="local"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+        f"<p>{html.escape(origin_line(rows))}</p>"
+    )

@@ -58,8 +58,9 @@ def unpaired_by_nature(entry: Entry, canonical_sites: set[tuple[int, int]], show
     return None
 
 
-def split_unpaired(entries: Iterable[Entry], canonical_sites: set[tuple[int, int]],
-                   show_raw: bool) -> tuple[list[Entry], list[tuple[Entry, str]]]:
+def split_unpaired(
+    entries: Iterable[Entry], canonical_sites: set[tuple[int, int]], show_raw: bool
+) -> tuple[list[Entry], list[tuple[Entry, str]]]:
     """Split unpaired leaves into those that count as unpaired and those that are by nature (with why)."""
     counted: list[Entry] = []
     by_nature: list[tuple[Entry, str]] = []

@@ -76,12 +76,15 @@ class SettingGroup:
             count = f"{len(self.names)} of {self.of} parameters"
         example = ", ".join(self.names[:_SHOWN_NAMES]) + (", ..." if len(self.names) > _SHOWN_NAMES else "")
         where = f"iteration {self.iteration}: " if self.iteration is not None else ""
-        return (f"{where}{self.label}: {self.setting} {_fmt(self.value_a)} vs {_fmt(self.value_b)} "
-                f"({count}{', e.g. ' + example if len(self.names) > 1 else ''})")
+        return (
+            f"{where}{self.label}: {self.setting} {_fmt(self.value_a)} vs {_fmt(self.value_b)} "
+            f"({count}{', e.g. ' + example if len(self.names) > 1 else ''})"
+        )
 
 
-def _grouped(diffs: list[tuple[str, Any, Any, str, str]], all_names: list[str],
-             iteration: int | None = None) -> list[SettingGroup]:
+def _grouped(
+    diffs: list[tuple[str, Any, Any, str, str]], all_names: list[str], iteration: int | None = None
+) -> list[SettingGroup]:
     """Group (setting, a, b, name_b, name_a) rows by setting and values, then by first name component."""
     classes: dict[tuple[str, str, str], list[tuple[str, str, Any, Any]]] = {}
     for setting, va, vb, name_b, name_a in diffs:
@@ -96,8 +99,18 @@ def _grouped(diffs: list[tuple[str, Any, Any, str, str]], all_names: list[str],
             prefix = _common_prefix(names)
             label = names[0] if len(names) == 1 else (f"{prefix}.*" if prefix else "*")
             under = [n for n in all_names if not prefix or n == prefix or n.startswith(prefix + ".")]
-            out.append(SettingGroup(setting, bucket[0][2], bucket[0][3], label, names, [r[1] for r in bucket],
-                                    len(under) if len(names) > 1 else 1, iteration))
+            out.append(
+                SettingGroup(
+                    setting,
+                    bucket[0][2],
+                    bucket[0][3],
+                    label,
+                    names,
+                    [r[1] for r in bucket],
+                    len(under) if len(names) > 1 else 1,
+                    iteration,
+                )
+            )
     return out
 
 
@@ -124,18 +137,28 @@ class OptimComparison:
     @property
     def passed(self) -> bool:
         """True when type, clipping, every paired setting and the schedule agree and no parameter is unpaired."""
-        return (self.missing is None and self.type_a == self.type_b and self.clip_equal and not self.settings
-                and not self.a_only and not self.b_only and self.schedule_first_diff is None
-                and self.schedule_iterations[0] == self.schedule_iterations[1])
+        return (
+            self.missing is None
+            and self.type_a == self.type_b
+            and self.clip_equal
+            and not self.settings
+            and not self.a_only
+            and not self.b_only
+            and self.schedule_first_diff is None
+            and self.schedule_iterations[0] == self.schedule_iterations[1]
+        )
 
     def lines(self) -> list[str]:
         """Human-readable findings, one per line (the verdict line first)."""
         head = f"optimizer step {self.step} rank {self.rank}: "
         if self.missing:
             return [head + f"FAIL: recorded only in run {'B' if self.missing == 'A' else 'A'}"]
-        out = [head + ("PASS" if self.passed else "FAIL")
-               + f": {self.paired} parameters paired, {len(self.settings)} setting differences, "
-               f"{len(self.a_only)} only in A, {len(self.b_only)} only in B"]
+        out = [
+            head
+            + ("PASS" if self.passed else "FAIL")
+            + f": {self.paired} parameters paired, {len(self.settings)} setting differences, "
+            f"{len(self.a_only)} only in A, {len(self.b_only)} only in B"
+        ]
         if self.type_a != self.type_b:
             out.append(f"  type: {self.type_a} vs {self.type_b}")
         if not self.clip_equal:
@@ -180,14 +203,16 @@ def _curve(schedule: list[list[float]] | None, group: int) -> list[float]:
     return [row[group] for row in schedule]
 
 
-def compare_optim(step: int, rank: int, a: dict[str, Any], b: dict[str, Any],
-                  mapper: Callable[[str], str] | None, rtol: float = RTOL) -> OptimComparison:
+def compare_optim(
+    step: int, rank: int, a: dict[str, Any], b: dict[str, Any], mapper: Callable[[str], str] | None, rtol: float = RTOL
+) -> OptimComparison:
     """Compare two ``optimizer`` record values; run A's parameter names go through ``mapper``."""
     mapper = mapper or (lambda name: name)
     params_a = {mapper(name): (name, s) for name, s in a["params"].items()}
     params_b = b["params"]
-    result = OptimComparison(step, rank, type_a=a.get("type"), type_b=b.get("type"), clip_a=a.get("clip"),
-                             clip_b=b.get("clip"))
+    result = OptimComparison(
+        step, rank, type_a=a.get("type"), type_b=b.get("type"), clip_a=a.get("clip"), clip_b=b.get("clip")
+    )
     result.clip_equal = _same(result.clip_a, result.clip_b, rtol)
     paired = [name for name in params_b if name in params_a]
     result.paired = len(paired)
@@ -224,8 +249,9 @@ def _records(run: Run) -> set[tuple[int, int]]:
     return {(e.step, e.rank) for e in run.entries(kind=KIND) if e.name == RECORD_NAME}
 
 
-def compare_optim_records(run_a: Run, run_b: Run, mapper: Callable[[str], str] | None,
-                          ruleset: RuleSet | None = None) -> list[OptimComparison]:
+def compare_optim_records(
+    run_a: Run, run_b: Run, mapper: Callable[[str], str] | None, ruleset: RuleSet | None = None
+) -> list[OptimComparison]:
     """Compare the ``optimizer`` records of both runs at every (step, rank) either run holds. With ``ruleset``
     run A's parameter names pair as their gradients do (``param_pairing.parameter_name_mapper``: a shared
     parameter listed under an alias stands for its kept key); otherwise through ``mapper``."""

@@ -15,10 +15,10 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.outputs import instances as inst
 from bridge import panoptic as pan
-from bridge.outputs import semantic as sem
 from bridge.errors import BridgeError
+from bridge.outputs import instances as inst
+from bridge.outputs import semantic as sem
 from bridge.runs import Entry, Run
 
 from .panoptic_entries import PanopticPair, compare_panoptic_records
@@ -115,20 +115,23 @@ def _records(entries: list[Entry]) -> dict[tuple[int, int, str], Entry]:
     return first
 
 
-def _instances_pair(run_a: Run, run_b: Run, site: tuple[int, int, str], policy: TolerancePolicy,
-                    device: str) -> InstancesPair:
+def _instances_pair(
+    run_a: Run, run_b: Run, site: tuple[int, int, str], policy: TolerancePolicy, device: str
+) -> InstancesPair:
     step, rank, name = site
     a = inst.from_record(run_a.get(name, step=step, kind="output", rank=rank))
     b = inst.from_record(run_b.get(name, step=step, kind="output", rank=rank))
     scores = inst.Tolerance(*policy.resolve(f"{name}.scores", _dtype(a.scores)))
     boxes = inst.Tolerance(*policy.resolve(f"{name}.boxes", _dtype(a.boxes) if a.boxes is not None else "float32"))
-    comparison = inst.compare_instances(a, b, scores=scores, boxes=boxes,
-                                        mask_iou_loss=_rule_atol(policy, f"{name}.masks"), device=device)
+    comparison = inst.compare_instances(
+        a, b, scores=scores, boxes=boxes, mask_iou_loss=_rule_atol(policy, f"{name}.masks"), device=device
+    )
     return InstancesPair(step, rank, name, comparison)
 
 
-def _semantic_pair(run_a: Run, run_b: Run, site: tuple[int, int, str], policy: TolerancePolicy,
-                   device: str) -> SemanticPair:
+def _semantic_pair(
+    run_a: Run, run_b: Run, site: tuple[int, int, str], policy: TolerancePolicy, device: str
+) -> SemanticPair:
     step, rank, name = site
     a = sem.from_record(run_a.get(name, step=step, kind="output", rank=rank))
     b = sem.from_record(run_b.get(name, step=step, kind="output", rank=rank))
@@ -151,8 +154,10 @@ def compare_canonical_outputs(run_a: Run, run_b: Run, policy: TolerancePolicy, d
             elif form == "semantic":
                 out.semantic.append(_semantic_pair(run_a, run_b, site, policy, device))
         except BridgeError as exc:
-            raise BridgeError(f"record {site[2]!r} step {site[0]} rank {site[1]}: not a canonical {form} result "
-                              f"or not comparable ({exc})") from None
+            raise BridgeError(
+                f"record {site[2]!r} step {site[0]} rank {site[1]}: not a canonical {form} result "
+                f"or not comparable ({exc})"
+            ) from None
     out.a_only = sorted((first_a[k] for k in set(first_a) - set(first_b)), key=lambda e: (e.step, e.rank, e.index))
     out.b_only = sorted((first_b[k] for k in set(first_b) - set(first_a)), key=lambda e: (e.step, e.rank, e.index))
     return out

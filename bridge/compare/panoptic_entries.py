@@ -7,8 +7,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.errors import BridgeError
-from bridge.panoptic import (RECORD_PREFIX, CanonicalPanoptic, PanopticComparison, compare_panoptic, default_colors,
-                             from_record, html_section)
+from bridge.panoptic import (
+    RECORD_PREFIX,
+    CanonicalPanoptic,
+    PanopticComparison,
+    compare_panoptic,
+    default_colors,
+    from_record,
+    html_section,
+)
 from bridge.runs import Run
 
 
@@ -53,7 +60,9 @@ def compare_panoptic_records(run_a: Run, run_b: Run, device: str = "auto") -> li
             a = from_record(run_a.get(name, step=step, kind="output", rank=rank))
             b = from_record(run_b.get(name, step=step, kind="output", rank=rank))
         except BridgeError as exc:
-            raise BridgeError(f"record {name!r} step {step} rank {rank}: not a canonical panoptic result ({exc})") from None
+            raise BridgeError(
+                f"record {name!r} step {step} rank {rank}: not a canonical panoptic result ({exc})"
+            ) from None
         if a.shape != b.shape:
             continue
         pairs.append(PanopticPair(step, rank, name, a, b, compare_panoptic(a, b, device=device), device))

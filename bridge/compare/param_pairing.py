@@ -47,8 +47,14 @@ class ByDesign:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for the report's settings."""
-        return {"side": self.side, "step": self.entry.step, "rank": self.entry.rank, "kind": self.entry.kind,
-                "key": self.entry.key, "reason": self.reason}
+        return {
+            "side": self.side,
+            "step": self.entry.step,
+            "rank": self.entry.rank,
+            "kind": self.entry.kind,
+            "key": self.entry.key,
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True)
@@ -64,12 +70,16 @@ def pair_with_rules(a_entries: Iterable[Any], b_entries: Iterable[Any], ruleset:
     a rule cannot apply to it."""
     a_all, b_all = list(a_entries), list(b_entries)
     groups: list[RulePairing] = [
-        _pair_params([e for e in a_all if e.kind in PARAM_KINDS], [e for e in b_all if e.kind in PARAM_KINDS],
-                     ruleset, run_a),
+        _pair_params(
+            [e for e in a_all if e.kind in PARAM_KINDS], [e for e in b_all if e.kind in PARAM_KINDS], ruleset, run_a
+        ),
         _pair_losses([e for e in a_all if e.kind == LOSS_KIND], [e for e in b_all if e.kind == LOSS_KIND], ruleset),
     ]
-    other = pair_entries([e for e in a_all if e.kind not in PARAM_KINDS and e.kind != LOSS_KIND],
-                         [e for e in b_all if e.kind not in PARAM_KINDS and e.kind != LOSS_KIND], name_mapper(ruleset))
+    other = pair_entries(
+        [e for e in a_all if e.kind not in PARAM_KINDS and e.kind != LOSS_KIND],
+        [e for e in b_all if e.kind not in PARAM_KINDS and e.kind != LOSS_KIND],
+        name_mapper(ruleset),
+    )
     groups.append(RulePairing(other.pairs, other.a_only, other.b_only))
     return RulePairing(
         pairs=sorted((p for g in groups for p in g.pairs), key=lambda p: _order(p.a)),
@@ -127,11 +137,16 @@ def _pair_params(a_entries: list[Any], b_entries: list[Any], ruleset: RuleSet, r
             reason = f"{drop.rule}: alias of {drop.alias_of}" if drop.alias_of else f"dropped by {drop.rule}"
             by_design.append(ByDesign(e, "a", reason))
         for i, (new, tensor) in enumerate(mapped.tensors):
-            pieces.append(_Piece(e, _with_path(new + mark, e.path), name, i, tuple(tensor.shape),
-                                 mapped.values_changed))
+            pieces.append(
+                _Piece(e, _with_path(new + mark, e.path), name, i, tuple(tensor.shape), mapped.values_changed)
+            )
     converted = {name for mapped in cache.values() for name, _tensor in mapped.tensors}
-    added = added_names(ruleset, source=sorted({_split_mark(e.name)[0] for e in a_entries}),
-                        converted=sorted(converted), target=sorted({_split_mark(e.name)[0] for e in b_entries}))
+    added = added_names(
+        ruleset,
+        source=sorted({_split_mark(e.name)[0] for e in a_entries}),
+        converted=sorted(converted),
+        target=sorted({_split_mark(e.name)[0] for e in b_entries}),
+    )
     added -= converted  # an added key that A has too (a BatchNorm's num_batches_tracked) pairs as usual
     b_expected = [e for e in b_entries if _split_mark(e.name)[0] in added]
     b_table = _index([e for e in b_entries if _split_mark(e.name)[0] not in added], lambda e: e.key)
@@ -154,9 +169,11 @@ def _pair_params(a_entries: list[Any], b_entries: list[Any], ruleset: RuleSet, r
 
 def _loader(run_a: Any, entry: Any, piece: _Piece, ruleset: RuleSet) -> Callable[[], torch.Tensor]:
     """Load A's tensor and apply the rules to it, as the converter would transform the weight."""
+
     def load() -> torch.Tensor:
         mapped = map_named_tensor(piece.mapped_from, run_a.tensor(entry), ruleset)
         return mapped.tensors[piece.index][1]
+
     return load
 
 
@@ -182,11 +199,15 @@ def _pair_losses(a_entries: list[Any], b_entries: list[Any], ruleset: RuleSet) -
         converted.append(new)
         keys[id(e)] = _with_path(e.name, new) if e.path else new
         kept_a.append(e)
-    added = added_names(rules, source=[_loss_name(e) for e in a_entries], converted=converted,
-                        target=[_loss_name(e) for e in b_entries]) - set(converted)
+    added = added_names(
+        rules, source=[_loss_name(e) for e in a_entries], converted=converted, target=[_loss_name(e) for e in b_entries]
+    ) - set(converted)
     kept_b = [e for e in b_entries if _loss_name(e) not in added]
-    by_design.extend(ByDesign(e, "b", "created by an add rule of losses: no counterpart in A")
-                     for e in b_entries if _loss_name(e) in added)
+    by_design.extend(
+        ByDesign(e, "b", "created by an add rule of losses: no counterpart in A")
+        for e in b_entries
+        if _loss_name(e) in added
+    )
     a_table = _index(kept_a, lambda e: keys[id(e)])
     b_table = _index(kept_b, lambda e: e.key)
     pairs, a_only = [], []

@@ -61,8 +61,11 @@ def fold_rows(items: list[ItemResult]) -> list[Row]:
             rows.extend(Row(i.key, [i]) for i in group)
 
     for item in items:
-        if group and item.passed and group[-1].passed and (item.step, item.rank, item.kind) == (
-            group[-1].step, group[-1].rank, group[-1].kind
+        if (
+            group
+            and item.passed
+            and group[-1].passed
+            and (item.step, item.rank, item.kind) == (group[-1].step, group[-1].rank, group[-1].kind)
         ):
             s = _fold_slot(group[-1].key, item.key)
             if s is not None and (slot is None or s == slot) and _fold_slot(group[0].key, item.key) == s:
@@ -102,9 +105,16 @@ def build_table(result: ComparisonResult) -> Table:
         shape = "x".join(map(str, it.shape_a)) if it.shape_a == it.shape_b else f"{it.shape_a}/{it.shape_b}"
         mism = _agg(row.items, "mismatched", sum)
         table.add_row(
-            str(it.step), str(it.rank), escape(it.kind), escape(row.label), escape(dtype), shape or "()",
-            _num(_agg(row.items, "max_abs")), _num(_agg(row.items, "max_rel")),
-            _num(_agg(row.items, "cosine", min), ".6f"), "-" if mism is None else str(int(mism)),
+            str(it.step),
+            str(it.rank),
+            escape(it.kind),
+            escape(row.label),
+            escape(dtype),
+            shape or "()",
+            _num(_agg(row.items, "max_abs")),
+            _num(_agg(row.items, "max_rel")),
+            _num(_agg(row.items, "cosine", min), ".6f"),
+            "-" if mism is None else str(int(mism)),
             _verdict(row),
             style=None if row.passed else "red",
         )
@@ -120,12 +130,16 @@ def _verdict(row: Row) -> str:
 def summary_line(result: ComparisonResult) -> str:
     """One line: verdict, counts, first divergence."""
     verdict = "PASS" if result.passed else "FAIL"
-    text = (f"{verdict}: {len(result.items)} pairs, {result.n_failed} failed, "
-            f"{len(result.a_only)} only in A, {len(result.b_only)} only in B")
+    text = (
+        f"{verdict}: {len(result.items)} pairs, {result.n_failed} failed, "
+        f"{len(result.a_only)} only in A, {len(result.b_only)} only in B"
+    )
     outputs = result.output_pairs()
     if outputs:
         failed = sum(not p.passed for p in outputs)
-        text += f", {len(outputs)} canonical outputs, {failed} differ" + ("" if result.outputs_counted else " (not counted)")
+        text += f", {len(outputs)} canonical outputs, {failed} differ" + (
+            "" if result.outputs_counted else " (not counted)"
+        )
     if result.by_nature:
         text += f", {len(result.by_nature)} unpaired by nature"
     fd = result.first_divergence
@@ -147,15 +161,22 @@ def print_report(result: ComparisonResult, console: Console | None = None) -> No
     console.print(build_table(result))
     for form, pairs in (("panoptic", result.panoptic), ("instances", result.instances), ("semantic", result.semantic)):
         for pair in pairs:
-            console.print(f"{form} {pair.name} step {pair.step} rank {pair.rank}: {pair.comparison.summary()}",
-                          style="green" if pair.passed else "red", markup=False, highlight=False)
+            console.print(
+                f"{form} {pair.name} step {pair.step} rank {pair.rank}: {pair.comparison.summary()}",
+                style="green" if pair.passed else "red",
+                markup=False,
+                highlight=False,
+            )
     if result.by_nature:
         reasons: dict[str, int] = {}
         for loc in result.by_nature:
             reasons[loc.reason] = reasons.get(loc.reason, 0) + 1
-        console.print(f"{len(result.by_nature)} unpaired leaves differ by nature (not divergences; --show-raw counts "
-                      "raw structures): " + "; ".join(f"{n} {why}" for why, n in reasons.items()),
-                      markup=False, highlight=False)
+        console.print(
+            f"{len(result.by_nature)} unpaired leaves differ by nature (not divergences; --show-raw counts "
+            "raw structures): " + "; ".join(f"{n} {why}" for why, n in reasons.items()),
+            markup=False,
+            highlight=False,
+        )
     for comparison in result.optim:
         for line in comparison.lines():
             console.print(line, style="green" if comparison.passed else "red", markup=False, highlight=False)
@@ -164,7 +185,12 @@ def print_report(result: ComparisonResult, console: Console | None = None) -> No
             console.print(line, style="green" if result.band.passed else "red", markup=False, highlight=False)
     failed = [i for i in result.items if not i.passed]
     for it in failed[:20]:
-        console.print(f"FAIL step {it.step} rank {it.rank} {it.kind} {it.key}: {it.reason}", style="red", markup=False, highlight=False)
+        console.print(
+            f"FAIL step {it.step} rank {it.rank} {it.kind} {it.key}: {it.reason}",
+            style="red",
+            markup=False,
+            highlight=False,
+        )
     if len(failed) > 20:
         console.print(f"... and {len(failed) - 20} more failing pairs", style="red")
     for title, locs in (("only in run A", result.a_only), ("only in run B", result.b_only)):
@@ -172,8 +198,12 @@ def print_report(result: ComparisonResult, console: Console | None = None) -> No
             console.print(f"[red]{len(locs)} leaves {title}:[/red]")
             for loc in locs[:50]:
                 why = loc.reason.partition(": ")[2]  # canonical records say why they have no partner
-                console.print(f"  step {loc.step} rank {loc.rank} {loc.kind} {loc.key}" + (f" ({why})" if why else ""),
-                              markup=False)
+                console.print(
+                    f"  step {loc.step} rank {loc.rank} {loc.kind} {loc.key}" + (f" ({why})" if why else ""),
+                    markup=False,
+                )
             if len(locs) > 50:
                 console.print(f"  ... and {len(locs) - 50} more")
-    console.print(summary_line(result), style="bold green" if result.passed else "bold red", markup=False, highlight=False)
+    console.print(
+        summary_line(result), style="bold green" if result.passed else "bold red", markup=False, highlight=False
+    )

@@ -54,7 +54,9 @@ class NumericStats:
         return self.mismatched / self.numel if self.numel else 0.0
 
 
-def aligned_chunks(chunks_a: Iterable[torch.Tensor], chunks_b: Iterable[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def aligned_chunks(
+    chunks_a: Iterable[torch.Tensor], chunks_b: Iterable[torch.Tensor]
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield flat, equally long pieces of two element streams whose chunk boundaries may differ."""
     it_a, it_b = iter(chunks_a), iter(chunks_b)
     buf_a = buf_b = None
@@ -100,7 +102,9 @@ class _Rows(_Span):
         n = block.shape[1]
         k = n // SPAN if n and n % SPAN == 0 else 1
         self.d_spans, self.b_spans = d.view(k, -1), b.view(k, -1)
-        self.spans = [self] if k == 1 else [_Span(a[i:i + SPAN], b[i:i + SPAN], d[i:i + SPAN]) for i in range(0, n, SPAN)]
+        self.spans = (
+            [self] if k == 1 else [_Span(a[i : i + SPAN], b[i : i + SPAN], d[i : i + SPAN]) for i in range(0, n, SPAN)]
+        )
 
     def head(self, n: int) -> _Rows:
         """The same rows cut to their first ``n`` elements."""

@@ -28,14 +28,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bridge.atomic import AtomicGroup, atomic_group
+from bridge.cli import add_json_option, add_quiet_option, check_outputs, examples, guarded_main
 from bridge.convert.engine import convert_state_dict
 from bridge.convert.loading import load_checkpoint, load_target_shapes, write_checkpoint_file
 from bridge.convert.mmdet_target import is_mmdet_config, mmdet_config_shapes, mmdet_strict_check
 from bridge.convert.provenance import file_sha256, provenance
 from bridge.convert.report import compare_to_target, render_report, report_without_target
 from bridge.convert.rules import load_rules
-from bridge.cli import add_json_option, add_quiet_option, check_outputs, examples, guarded_main
-
 
 EPILOG = examples(
     "python -m bridge.convert model_final.pth -o mmdet.pth --preset d2-panoptic-fpn-to-mmdet \\\n"
@@ -49,27 +48,44 @@ EPILOG = examples(
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser of the converter."""
-    p = argparse.ArgumentParser(prog="python -m bridge.convert", description=__doc__.splitlines()[0],
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bridge.convert",
+        description=__doc__.splitlines()[0],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("src", help="source checkpoint (.pkl, .pth, .pt, .safetensors)")
-    p.add_argument("-o", "--out", "--output", dest="output", required=True,
-                   help="output checkpoint (.pth or .safetensors)")
+    p.add_argument(
+        "-o", "--out", "--output", dest="output", required=True, help="output checkpoint (.pth or .safetensors)"
+    )
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--preset", help="name of a shipped rule set")
     g.add_argument("--rules", help="YAML rule file")
-    p.add_argument("--target", help="key manifest TSV, checkpoint, or mmdet config (.py or mmdet::...) to "
-                                    "convert to; a config's model also gets the written file with strict=True")
-    p.add_argument("--reverse", action="store_true",
-                   help="run the rules backwards: SRC is the converted checkpoint, --target the original "
-                        "(checkpoint; key manifest TSV or detectron2 config for names only)")
+    p.add_argument(
+        "--target",
+        help="key manifest TSV, checkpoint, or mmdet config (.py or mmdet::...) to "
+        "convert to; a config's model also gets the written file with strict=True",
+    )
+    p.add_argument(
+        "--reverse",
+        action="store_true",
+        help="run the rules backwards: SRC is the converted checkpoint, --target the original "
+        "(checkpoint; key manifest TSV or detectron2 config for names only)",
+    )
     add_json_option(p, "write the report as JSON here")
     add_quiet_option(p, "print no tables, only warnings and the verdict line")
     p.add_argument("--names-dir", help="write source/target/converted names as sorted JSON lists here")
     p.add_argument("--unsafe-pickle", action="store_true", help="allow arbitrary pickled objects (trusted files)")
-    p.add_argument("--keep-failed", action="store_true",
-                   help="write the output checkpoint even when the conversion fails its check (exit 1)")
-    p.add_argument("--fsync", action="store_true",
-                   help="flush the output to disk before its atomic rename (survives an OS crash, costs time)")
+    p.add_argument(
+        "--keep-failed",
+        action="store_true",
+        help="write the output checkpoint even when the conversion fails its check (exit 1)",
+    )
+    p.add_argument(
+        "--fsync",
+        action="store_true",
+        help="flush the output to disk before its atomic rename (survives an OS crash, costs time)",
+    )
     return p
 
 
@@ -140,8 +156,14 @@ def main(argv: list[str] | None = None) -> int:
                 "report_ok": report.ok,
             }
             staged = outputs.path(args.output)
-            write_checkpoint_file(result.state_dict, staged, meta, fsync=args.fsync, shown_as=args.output,
-                                  as_safetensors=Path(args.output).suffix.lower() == ".safetensors")
+            write_checkpoint_file(
+                result.state_dict,
+                staged,
+                meta,
+                fsync=args.fsync,
+                shown_as=args.output,
+                as_safetensors=Path(args.output).suffix.lower() == ".safetensors",
+            )
             elapsed = time.perf_counter() - started
             if target_is_config:
                 report.strict_check = mmdet_strict_check(args.target, staged, shown_as=args.output)
@@ -149,17 +171,23 @@ def main(argv: list[str] | None = None) -> int:
             _stage_names(outputs, names, result, target)
             if args.json:
                 data = report.to_json()
-                data["meta"] = meta | {"report_ok": report.ok, "source_sha256": source_sha256.result(),
-                                       "output_written": keep_output}
+                data["meta"] = meta | {
+                    "report_ok": report.ok,
+                    "source_sha256": source_sha256.result(),
+                    "output_written": keep_output,
+                }
                 outputs.write_bytes(args.json, _json_bytes(data))
-            render_report(report, title=f"{Path(args.src).name} -> {Path(args.output).name} ({elapsed:.2f}s)",
-                          quiet=args.quiet)
+            render_report(
+                report, title=f"{Path(args.src).name} -> {Path(args.output).name} ({elapsed:.2f}s)", quiet=args.quiet
+            )
             outputs.commit(None if keep_output else [p for p in (args.json, *names.values()) if p])
     finally:
         hashing.shutdown(wait=False, cancel_futures=True)
     if not keep_output:
-        print(f"{args.output} not written: the conversion failed its check (--keep-failed writes it anyway)",
-              file=sys.stderr)
+        print(
+            f"{args.output} not written: the conversion failed its check (--keep-failed writes it anyway)",
+            file=sys.stderr,
+        )
     return report.exit_code()
 
 

@@ -63,14 +63,28 @@ def _spec(d: Draft, stage: str, name: str) -> dict[str, Any]:
 def _class_rule(keys: list[str], rows: tuple[int, int]) -> dict[str, Any]:
     src, tgt = rows
     regex = "^(?:" + "|".join(re.escape(k) for k in keys) + ")$"
-    spec: dict[str, Any] = {"stage": "draft-classes", "kind": "class_rows", "name": f"class-rows-{src}-to-{tgt}",
-                            "from": regex, "dim": 0, "background": "none"}
+    spec: dict[str, Any] = {
+        "stage": "draft-classes",
+        "kind": "class_rows",
+        "name": f"class-rows-{src}-to-{tgt}",
+        "from": regex,
+        "dim": 0,
+        "background": "none",
+    }
     if src in (91, 92) and tgt == 80:
-        spec.update(index="coco91_to_coco80", confidence=0.7, covers=len(keys),
-                    note="COCO category-id slots (91, + 1 spare) -> 80 contiguous classes; check the order")
+        spec.update(
+            index="coco91_to_coco80",
+            confidence=0.7,
+            covers=len(keys),
+            note="COCO category-id slots (91, + 1 spare) -> 80 contiguous classes; check the order",
+        )
     elif tgt < src:
-        spec.update(index=list(range(tgt)), confidence=0.3, covers=len(keys),
-                    note=f"LOW CONFIDENCE: keeps the first {tgt} of {src} rows; check which rows the target has")
+        spec.update(
+            index=list(range(tgt)),
+            confidence=0.3,
+            covers=len(keys),
+            note=f"LOW CONFIDENCE: keeps the first {tgt} of {src} rows; check which rows the target has",
+        )
     else:
         raise ConversionError(f"class rows {keys[0]!r}: {src} rows cannot become {tgt}")
     return spec
@@ -112,10 +126,19 @@ def _drop_rules(pairing: Pairing, source_keys: list[str]) -> list[dict[str, Any]
         regex = _number_regex(keys)
         if any(re.search(regex, k) for k in source_keys if k not in pairing.zero):
             regex = "^(?:" + "|".join(re.escape(k) for k in keys) + ")$"
-        out.append({"stage": "draft-drop", "kind": "drop", "name": f"zero-{n}", "from": regex, "if_zero": True,
-                    "confidence": 0.6, "covers": len(keys),
-                    "note": "all zeros and unpaired: dropped only while zero",
-                    "hint": "a non-zero tensor here needs a place in the target model"})
+        out.append(
+            {
+                "stage": "draft-drop",
+                "kind": "drop",
+                "name": f"zero-{n}",
+                "from": regex,
+                "if_zero": True,
+                "confidence": 0.6,
+                "covers": len(keys),
+                "note": "all zeros and unpaired: dropped only while zero",
+                "hint": "a non-zero tensor here needs a place in the target model",
+            }
+        )
         for key in keys:
             pairing.unpaired_source.remove(key)
     return out
@@ -135,9 +158,20 @@ def _add_rules(tgt: Side, pairing: Pairing) -> list[dict[str, Any]]:
         note, conf = "only some BatchNorms of the target count batches", 0.7
     for k in counters:
         pairing.unpaired_target.remove(k)
-    return [{"stage": "draft-buffers", "kind": "add", "name": "bn-num-batches-tracked", "key": regex,
-             "to": "{1}.num_batches_tracked", "value": 0, "dtype": "int64", "confidence": conf,
-             "covers": len(counters), "note": note}]
+    return [
+        {
+            "stage": "draft-buffers",
+            "kind": "add",
+            "name": "bn-num-batches-tracked",
+            "key": regex,
+            "to": "{1}.num_batches_tracked",
+            "value": 0,
+            "dtype": "int64",
+            "confidence": conf,
+            "covers": len(counters),
+            "note": note,
+        }
+    ]
 
 
 def _stand_in(src: Side) -> dict[str, torch.Tensor]:
@@ -157,11 +191,19 @@ def self_check(rules: list[dict[str, Any]], src: Side, tgt: Side, pairing: Pairi
     wanted = {t: s for s, t in pairing.pairs.items()}
     origin = result.origin
     disagree = sorted(t for t, s in wanted.items() if origin.get(t) != s)
-    strays = sorted({origin[k] for k in list(report.unexpected) + [k for k, *_ in report.shape_mismatch]
-                     if k in origin})
-    return {"ok": report.ok, "error": None, "missing": len(report.missing), "unexpected": len(report.unexpected),
-            "shape_mismatch": len(report.shape_mismatch), "target_keys_as_paired": len(wanted) - len(disagree),
-            "rule_overrides_pairing": disagree[:50], "stray_sources": strays}
+    strays = sorted(
+        {origin[k] for k in list(report.unexpected) + [k for k, *_ in report.shape_mismatch] if k in origin}
+    )
+    return {
+        "ok": report.ok,
+        "error": None,
+        "missing": len(report.missing),
+        "unexpected": len(report.unexpected),
+        "shape_mismatch": len(report.shape_mismatch),
+        "target_keys_as_paired": len(wanted) - len(disagree),
+        "rule_overrides_pairing": disagree[:50],
+        "stray_sources": strays,
+    }
 
 
 def _demote(rules: list[dict[str, Any]], strays: list[str]) -> None:
@@ -174,7 +216,8 @@ def _demote(rules: list[dict[str, Any]], strays: list[str]) -> None:
             continue
         spec["confidence"] = round(min(spec["confidence"], LOW_CONFIDENCE) - 0.01, 2)
         spec["note"] = f"LOW CONFIDENCE: renames {key} to a name the target lacks" + (
-            f"; {spec['note']}" if spec.get("note") else "")
+            f"; {spec['note']}" if spec.get("note") else ""
+        )
 
 
 _LITERAL_NUMBER = re.compile(r"\{[^}]*\}|(\d+)")
@@ -196,24 +239,29 @@ def _guessed_numbers(rules: list[dict[str, Any]], tgt: Side, drafts: dict[str, D
             sibling = None
             for s, t in draft.members[:3]:
                 m = re.search(spec["from"], s)
-                rendered = s[: m.start()] + probe + s[m.end():]
+                rendered = s[: m.start()] + probe + s[m.end() :]
                 pattern = re.compile("^" + re.escape(_render_fields(rendered, m)).replace("\x00", r"\d+") + "$")
-                sibling = next((k for k in tgt.shapes if k != t and pattern.match(k) and tgt.shapes[k] == tgt.shapes[t]),
-                               None)
+                sibling = next(
+                    (k for k in tgt.shapes if k != t and pattern.match(k) and tgt.shapes[k] == tgt.shapes[t]), None
+                )
                 if sibling:
                     break
             if sibling:
                 spec["confidence"] = round(min(spec["confidence"], LOW_CONFIDENCE) - 0.01, 2)
-                spec["note"] = (f"LOW CONFIDENCE: writes {spec['to'][a:b]!r} where the source name has no such number; "
-                                f"{sibling} has the same shape")
+                spec["note"] = (
+                    f"LOW CONFIDENCE: writes {spec['to'][a:b]!r} where the source name has no such number; "
+                    f"{sibling} has the same shape"
+                )
                 break
 
 
 def _render_fields(text: str, m: re.Match[str]) -> str:
     """``text`` with its ``{n}`` / ``{n+k}`` / ``{n-k}`` fields filled from ``m`` (the draft's own templates)."""
+
     def fill(f: re.Match[str]) -> str:
         value = int(m.group(int(f.group(1))))
         return str(value + int(f.group(2) or 0))
+
     return re.sub(r"\{(\d+)([+-]\d+)?\}", fill, text)
 
 
@@ -277,8 +325,15 @@ def report_json(result: DraftResult, seconds: float) -> dict[str, Any]:
         "summary": result.summary(),
         "seconds": round(seconds, 3),
         "rules": result.rules,
-        "pairs": [{"source": s, "target": t, "confidence": round(p.confidence.get(s, 0.0), 3),
-                   "class_rows": s in p.class_rows} for s, t in p.pairs.items()],
+        "pairs": [
+            {
+                "source": s,
+                "target": t,
+                "confidence": round(p.confidence.get(s, 0.0), 3),
+                "class_rows": s in p.class_rows,
+            }
+            for s, t in p.pairs.items()
+        ],
         "aliases": [{"source": s, "equals": k} for s, k in p.aliases.items()],
         "unpaired_source": {k: p.candidates.get(k, []) for k in p.unpaired_source},
         "unpaired_target": {k: p.candidates.get(k, []) for k in p.unpaired_target},

@@ -17,7 +17,13 @@ from pathlib import Path
 
 from bridge.atomic import atomic_write_bytes
 from bridge.cli import (
-    BAD_INPUT, add_json_option, add_quiet_option, check_outputs, examples, guarded_main, report_bad_input,
+    BAD_INPUT,
+    add_json_option,
+    add_quiet_option,
+    check_outputs,
+    examples,
+    guarded_main,
+    report_bad_input,
 )
 from bridge.convert.draft import draft_rules, render_yaml, report_json
 from bridge.convert.draft_pairing import Side
@@ -27,11 +33,16 @@ from bridge.convert.mmdet_target import is_mmdet_config, mmdet_config_shapes
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser of ``python -m bridge.convert draft``."""
-    p = argparse.ArgumentParser(prog="python -m bridge.convert draft", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=examples(
-                                    "python -m bridge.convert draft checkpoint0011_4scale.pth "
-                                    "--target mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py -o draft.yaml "
-                                    "--json draft.json"))
+    p = argparse.ArgumentParser(
+        prog="python -m bridge.convert draft",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=examples(
+            "python -m bridge.convert draft checkpoint0011_4scale.pth "
+            "--target mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py -o draft.yaml "
+            "--json draft.json"
+        ),
+    )
     p.add_argument("source", help="source checkpoint or key manifest TSV")
     p.add_argument("--target", required=True, help="target checkpoint, key manifest TSV, or mmdet config")
     p.add_argument("-o", "--out", "--output", dest="output", required=True, help="the drafted rule file (.yaml)")
@@ -76,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     except BAD_INPUT as exc:
         return report_bad_input(exc)
     s = result.summary()
-    print(f"draft {args.output}: {s['source_keys_paired']} keys paired, {s['aliases']} aliases, {s['rules']} rules, "
-          f"{s['low_confidence_rules']} low-confidence rules, unpaired {s['unpaired_source']} source / "
-          f"{s['unpaired_target']} target ({seconds:.2f}s)")
+    print(
+        f"draft {args.output}: {s['source_keys_paired']} keys paired, {s['aliases']} aliases, {s['rules']} rules, "
+        f"{s['low_confidence_rules']} low-confidence rules, unpaired {s['unpaired_source']} source / "
+        f"{s['unpaired_target']} target ({seconds:.2f}s)"
+    )
     return 0
-

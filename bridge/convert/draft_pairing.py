@@ -71,8 +71,13 @@ def leaf(key: str) -> str:
 
 def class_row_compatible(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
     """True when ``a`` and ``b`` differ only in a leading class-row count (e.g. 91 x 256 against 80 x 256)."""
-    return (len(a) == len(b) >= 1 and a[0] != b[0] and a[0] in CLASS_ROW_SIZES and b[0] in CLASS_ROW_SIZES
-            and a[1:] == b[1:])
+    return (
+        len(a) == len(b) >= 1
+        and a[0] != b[0]
+        and a[0] in CLASS_ROW_SIZES
+        and b[0] in CLASS_ROW_SIZES
+        and a[1:] == b[1:]
+    )
 
 
 def _features(keys: list[str], extra: dict[str, list[str]] | None) -> list[Counter[str]]:
@@ -151,8 +156,9 @@ def _align(score: np.ndarray) -> list[tuple[int, int]]:
     return pairs[::-1]
 
 
-def _scores(src: Side, tgt: Side, skeys: list[str], tkeys: list[str],
-            extra: dict[str, list[str]] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _scores(
+    src: Side, tgt: Side, skeys: list[str], tkeys: list[str], extra: dict[str, list[str]] | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(alignment score, name similarity, class-row mask) of every source x target key."""
     sim = _similarity(skeys, tkeys, extra)
     shape, rows = _compatibility(src, tgt, skeys, tkeys)
@@ -187,8 +193,9 @@ def _is_constant(t: torch.Tensor) -> bool:
     return bool((flat == flat[0]).all())
 
 
-def _equal_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], akeys: list[str],
-                   bkeys: list[str]) -> np.ndarray:
+def _equal_tensors(
+    a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], akeys: list[str], bkeys: list[str]
+) -> np.ndarray:
     """1 where the two (non-constant) tensors are equal, else 0."""
     out = np.zeros((len(akeys), len(bkeys)))
     index: dict[tuple, list[int]] = defaultdict(list)
@@ -248,8 +255,9 @@ def _learned_tokens(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
     return learned
 
 
-def _align_all(src: Side, tgt: Side, extra: dict[str, list[str]] | None, alias_of: dict[str, list[str]],
-               progress) -> tuple[dict[str, str], dict[str, float], set[str]]:
+def _align_all(
+    src: Side, tgt: Side, extra: dict[str, list[str]] | None, alias_of: dict[str, list[str]], progress
+) -> tuple[dict[str, str], dict[str, float], set[str]]:
     """Align the keys, then the keys left over, up to four rounds; a key whose equal twin is paired already
     counts less in later rounds (it is more likely an alias than the key a target is still waiting for)."""
     pairs: dict[str, str] = {}
@@ -376,8 +384,9 @@ def pair_keys(src: Side, tgt: Side, progress=lambda _msg: None) -> Pairing:
     for s in src.keys:
         if s in pairs:
             continue
-        kept = max((k for k in alias_of.get(s, ()) if k in pairs and k != s),
-                   key=lambda k: _shared_parts(s, k), default=None)
+        kept = max(
+            (k for k in alias_of.get(s, ()) if k in pairs and k != s), key=lambda k: _shared_parts(s, k), default=None
+        )
         if kept is not None:
             out.aliases[s] = kept
         elif src.tensors is not None and src.tensors[s].numel() and not bool(src.tensors[s].count_nonzero()):
@@ -403,5 +412,3 @@ def _candidates(src: Side, tgt: Side, out: Pairing, learned: dict[str, list[str]
         for j, key in enumerate(out.unpaired_target):
             order = np.argsort(-sim[:, j])[:3]
             out.candidates[key] = [(src.keys[i], round(float(sim[i, j]), 3)) for i in order]
-
-

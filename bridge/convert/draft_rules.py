@@ -172,8 +172,9 @@ def _generalise_group(group: _Group, confidence: dict[str, float]) -> list[Draft
             if len(buckets) > 1:
                 out: list[Draft] = []
                 for part in buckets.values():
-                    out.extend(_generalise_group(_Group(group.kind, group.sshape, group.tshape, group.tail, part),
-                                                 confidence))
+                    out.extend(
+                        _generalise_group(_Group(group.kind, group.sshape, group.tshape, group.tail, part), confidence)
+                    )
                 return out
         maps.append(how)
     regex, template = _render(group, members, maps)
@@ -213,7 +214,7 @@ def _lookahead(rule: Draft, foreign: list[str]) -> bool:
     rests = []
     for s, _ in rule.members:
         m = pattern.search(s)
-        rests.append(s[m.end():].split("."))
+        rests.append(s[m.end() :].split("."))
     depth = min(len(r) for r in rests)
     for n in range(1, depth + 1):
         shapes = sorted({".".join(_NUM.sub("#", p) for p in r[:n]) for r in rests})

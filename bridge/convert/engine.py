@@ -35,8 +35,13 @@ class ConversionResult:
 
     def counts(self) -> dict[str, int]:
         """Numbers of source, converted, dropped and added keys."""
-        return {"source": len(self.source_keys), "converted": len(self.converted),
-                "dropped": len(self.dropped), "added": len(self.added), "output": len(self.state_dict)}
+        return {
+            "source": len(self.source_keys),
+            "converted": len(self.converted),
+            "dropped": len(self.dropped),
+            "added": len(self.added),
+            "output": len(self.state_dict),
+        }
 
 
 def _claims(rules: list[Any], keys: list[str], stage: str) -> dict[str, tuple[Any, re.Match[str]]]:
@@ -58,15 +63,24 @@ class StageRun:
 def _put(run: StageRun, origin: dict[str, str], key: str, tensor: torch.Tensor, sources: tuple[str, ...]) -> None:
     if key in run.out:
         first = "+".join(origin.get(k, k) for k in run.sources[key])
-        raise ConversionError(f"two source keys land on {key!r}: {first!r} and "
-                              f"{'+'.join(origin.get(k, k) for k in sources)!r}")
+        raise ConversionError(
+            f"two source keys land on {key!r}: {first!r} and {'+'.join(origin.get(k, k) for k in sources)!r}"
+        )
     run.out[key] = tensor
     run.sources[key] = sources
 
 
-def run_stage(ruleset: RuleSet, stage: str, state: dict[str, torch.Tensor], *, hits: dict[str, int],
-              origin: dict[str, str] | None = None, source_names: list[str] | None = None,
-              target_names: list[str] | None = None, check: bool = True) -> StageRun:
+def run_stage(
+    ruleset: RuleSet,
+    stage: str,
+    state: dict[str, torch.Tensor],
+    *,
+    hits: dict[str, int],
+    origin: dict[str, str] | None = None,
+    source_names: list[str] | None = None,
+    target_names: list[str] | None = None,
+    check: bool = True,
+) -> StageRun:
     """Run one stage on ``state`` (not modified): value rules, then name rules, then ``add`` rules.
 
     ``hits`` counts the keys each rule matched (by label); ``origin`` names each input key's source key in
@@ -91,8 +105,9 @@ def run_stage(ruleset: RuleSet, stage: str, state: dict[str, torch.Tensor], *, h
         try:
             current[key] = rule.forward(key, current[key])
         except (RuntimeError, IndexError) as exc:  # e.g. a dim the tensor does not have
-            raise ConversionError(f"rule {rule.label}: cannot apply it to {key!r} "
-                                  f"{list(current[key].shape)}: {str(exc).splitlines()[0]}") from None
+            raise ConversionError(
+                f"rule {rule.label}: cannot apply it to {key!r} {list(current[key].shape)}: {str(exc).splitlines()[0]}"
+            ) from None
         hits[rule.label] += 1
     run = StageRun({}, {})
     for key in keys:
@@ -112,8 +127,11 @@ def run_stage(ruleset: RuleSet, stage: str, state: dict[str, torch.Tensor], *, h
         for name, tensor in pairs:
             _put(run, origin, name, tensor, tuple(rule.parts(key, m)))
     for rule in ruleset.add_rules(stage):
-        pools = {"converted": list(run.out), "source": list(source_names or []),
-                 "target": list(target_names) if target_names is not None else list(run.out)}
+        pools = {
+            "converted": list(run.out),
+            "source": list(source_names or []),
+            "target": list(target_names) if target_names is not None else list(run.out),
+        }
         for name in rule.names(pools):
             if name in run.out:
                 continue
@@ -141,13 +159,16 @@ def convert_state_dict(
     result = ConversionResult(state_dict={}, source_keys=list(state_dict), rules_source=ruleset.source)
     hits: dict[str, int] = {rule.label: 0 for rule in ruleset.rules}
     for stage in ruleset.stages:
-        run = run_stage(ruleset, stage, current, hits=hits, origin=origin, source_names=list(state_dict),
-                        target_names=target_names)
+        run = run_stage(
+            ruleset, stage, current, hits=hits, origin=origin, source_names=list(state_dict), target_names=target_names
+        )
         result.dropped.extend((origin[key], rule.label) for key, rule in run.dropped)
         made_by = {name: rule for name, rule in run.added}
         result.added.extend(made_by)
-        origin = {key: "+".join(origin[k] for k in srcs) if srcs else f"<added by {made_by[key].label}>"
-                  for key, srcs in run.sources.items()}
+        origin = {
+            key: "+".join(origin[k] for k in srcs) if srcs else f"<added by {made_by[key].label}>"
+            for key, srcs in run.sources.items()
+        }
         current = run.out
     result.state_dict = current
     result.origin = origin
@@ -218,8 +239,10 @@ def map_named_tensor(
             elif isinstance(rule, DropAlias):
                 result.dropped.append(Dropped(key, rule.label, rule.kept(key, m)))
             elif isinstance(rule, Concat):
-                raise ConversionError(f"rule {rule.label}: {key!r} is one part of a concat; "
-                                      "convert its parts together (convert_state_dict)")
+                raise ConversionError(
+                    f"rule {rule.label}: {key!r} is one part of a concat; "
+                    "convert its parts together (convert_state_dict)"
+                )
             elif isinstance(rule, Split) and not values:
                 kept.extend((new, value) for new in rule.forward_names(key, m))
             else:
@@ -229,8 +252,9 @@ def map_named_tensor(
     return result
 
 
-def added_names(rules: RuleSet | str | Path | list[dict[str, Any]], *, source: list[str],
-                converted: list[str], target: list[str]) -> set[str]:
+def added_names(
+    rules: RuleSet | str | Path | list[dict[str, Any]], *, source: list[str], converted: list[str], target: list[str]
+) -> set[str]:
     """Every key an ``add`` rule of ``rules`` would create, given the source keys, the converted keys and the
     target's keys (each rule reads the pool its ``on:`` names): keys only the target has, by design."""
     ruleset = load_rules(rules)

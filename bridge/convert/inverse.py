@@ -59,8 +59,8 @@ def _group_sources(regex: str) -> dict[int, str]:
         if char == "[":
             in_class = True
             i += 1
-            i += regex[i:i + 1] == "^"
-            i += regex[i:i + 1] == "]"
+            i += regex[i : i + 1] == "^"
+            i += regex[i : i + 1] == "]"
             continue
         if char == "(":
             if regex.startswith("(?P<", i):

@@ -28,15 +28,28 @@ import torch
 
 from bridge.convert.inverse import InverseTemplate, NotInvertible, invert_template, spell
 from bridge.convert.templates import (
-    DTYPES, MAX_DIM, MAX_ELEMENTS, Template, compile_regex, compile_template, int_field, int_list,
+    DTYPES,
+    MAX_DIM,
+    MAX_ELEMENTS,
+    Template,
+    compile_regex,
+    compile_template,
+    int_field,
+    int_list,
 )
 from bridge.errors import ConversionError
 
 #: Where a class_rows tensor keeps its background / no-object row: row 0, the last row, or nowhere.
 BACKGROUNDS = ("none", "first", "last")
 TORCH_DTYPES = {
-    "int64": torch.int64, "int32": torch.int32, "float32": torch.float32, "float16": torch.float16,
-    "bfloat16": torch.bfloat16, "float64": torch.float64, "bool": torch.bool, "uint8": torch.uint8,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+    "bool": torch.bool,
+    "uint8": torch.uint8,
 }
 
 
@@ -78,7 +91,7 @@ class Rule:
 
     def apply(self, template: Template, key: str, m: Any) -> str:
         """Replace the matched part of ``key`` with ``template`` rendered from ``m``."""
-        return key[: m.start()] + template.render(m, self.label) + key[m.end():]
+        return key[: m.start()] + template.render(m, self.label) + key[m.end() :]
 
     def match(self, key: str) -> re.Match[str] | None:
         """Return the match of this rule's regex on ``key`` (``re.search`` semantics)."""
@@ -110,8 +123,9 @@ class NameRule(Rule):
         """The stage-input keys one claim consumes: ``key`` itself (a concat also takes its other parts)."""
         return [key]
 
-    def forward(self, key: str, m: re.Match[str], current: Mapping[str, torch.Tensor],
-                check: bool = True) -> list[tuple[str, torch.Tensor]]:
+    def forward(
+        self, key: str, m: re.Match[str], current: Mapping[str, torch.Tensor], check: bool = True
+    ) -> list[tuple[str, torch.Tensor]]:
         """The (new name, tensor) pairs ``key`` becomes; none when the rule drops it."""
         raise NotImplementedError
 
@@ -143,7 +157,7 @@ class NameRule(Rule):
         except NotInvertible as exc:
             raise NotInvertible(f"rule {self.label}: cannot spell the source of {key!r}: {exc}") from None
         for text in texts:
-            source = key[: m.start()] + text + key[m.end():]
+            source = key[: m.start()] + text + key[m.end() :]
             forward = self.match(source)
             if forward is None or self.parts(source, forward)[0] != source:
                 continue
@@ -209,8 +223,15 @@ class Split(NameRule):
             raise ConversionError(f"rule {label}: 'sizes' must have one entry per target")
         if sizes is not None:
             int_list(sizes, "sizes", label, 0, MAX_ELEMENTS)
-        return cls(index, stage, pattern, dict(spec), to_list=to_list,
-                   dim=int_field(spec, "dim", 0, label, -MAX_DIM, MAX_DIM), sizes=sizes)
+        return cls(
+            index,
+            stage,
+            pattern,
+            dict(spec),
+            to_list=to_list,
+            dim=int_field(spec, "dim", 0, label, -MAX_DIM, MAX_DIM),
+            sizes=sizes,
+        )
 
     def forward_names(self, key: str, m: re.Match[str]) -> list[str]:
         return [self.apply(tmpl, key, m) for tmpl in self.to_list]
@@ -252,9 +273,15 @@ class Concat(NameRule):
         others = spec.get("with")
         if not isinstance(others, list) or not others:
             raise ConversionError(f"rule {label}: 'with' must list the other parts' templates")
-        return cls(index, stage, pattern, dict(spec),
-                   with_list=tuple(compile_template(t, pattern, label) for t in others), to=compile_template(spec.get("to"), pattern, label),
-                   dim=int_field(spec, "dim", 0, label, -MAX_DIM, MAX_DIM))
+        return cls(
+            index,
+            stage,
+            pattern,
+            dict(spec),
+            with_list=tuple(compile_template(t, pattern, label) for t in others),
+            to=compile_template(spec.get("to"), pattern, label),
+            dim=int_field(spec, "dim", 0, label, -MAX_DIM, MAX_DIM),
+        )
 
     def parts(self, key: str, m: re.Match[str]) -> list[str]:
         return [key] + [self.apply(t, key, m) for t in self.with_list]
@@ -298,8 +325,9 @@ class Drop(NameRule):
         pattern = compile_regex(spec, "from", label)
         if not isinstance(spec.get("if_zero", False), bool):
             raise ConversionError(f"rule {label}: 'if_zero' must be true or false, got {spec.get('if_zero')!r}")
-        return cls(index, stage, pattern, dict(spec), if_zero=spec.get("if_zero", False),
-                   hint=str(spec.get("hint", "")))
+        return cls(
+            index, stage, pattern, dict(spec), if_zero=spec.get("if_zero", False), hint=str(spec.get("hint", ""))
+        )
 
     def forward_names(self, key: str, m: re.Match[str]) -> list[str]:
         return []
@@ -315,7 +343,8 @@ class Drop(NameRule):
             raise ConversionError(
                 f"rule {self.label}: {key!r} is not zero (max abs "
                 f"{tensor.abs().max().item():.4g}); dropping it would change the model"
-                + (f". {self.hint}" if self.hint else ""))
+                + (f". {self.hint}" if self.hint else "")
+            )
 
 
 def same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -402,8 +431,9 @@ class ClassRows(ValueRule):
             if rows not in INDEX_LISTS:
                 raise ConversionError(f"rule {label}: unknown index list {rows!r} (known: {', '.join(INDEX_LISTS)})")
             rows = list(INDEX_LISTS[rows])
-        if not isinstance(rows, list) or not all(isinstance(i, int) and not isinstance(i, bool) and
-                                                 0 <= i < MAX_ELEMENTS for i in rows):
+        if not isinstance(rows, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < MAX_ELEMENTS for i in rows
+        ):
             raise ConversionError(f"rule {label}: 'index' must be a list of ints >= 0 or a known list name")
         background = spec.get("background", "none")
         if background not in BACKGROUNDS:
@@ -411,9 +441,16 @@ class ClassRows(ValueRule):
         keep_trailing = int_field(spec, "keep_trailing", 0, label, 0, MAX_ELEMENTS)
         if keep_trailing and background != "none":
             raise ConversionError(f"rule {label}: give 'background' or 'keep_trailing', not both")
-        return cls(index, stage, pattern, dict(spec), index_list=tuple(rows),
-                   dim=int_field(spec, "dim", 0, label, -MAX_DIM, MAX_DIM), keep_trailing=keep_trailing,
-                   background=background)
+        return cls(
+            index,
+            stage,
+            pattern,
+            dict(spec),
+            index_list=tuple(rows),
+            dim=int_field(spec, "dim", 0, label, -MAX_DIM, MAX_DIM),
+            keep_trailing=keep_trailing,
+            background=background,
+        )
 
     @property
     def _lead_trail(self) -> tuple[int, int]:
@@ -440,17 +477,20 @@ class ClassRows(ValueRule):
         lead, trail = self._lead_trail
         rows = len(self.index_list)
         if tensor.dim() <= self.dim or tensor.shape[self.dim] != lead + rows + trail:
-            raise NotInvertible(f"rule {self.label}: {key!r} has {list(tensor.shape)}, not {lead + rows + trail} "
-                                f"rows along dim {self.dim}")
+            raise NotInvertible(
+                f"rule {self.label}: {key!r} has {list(tensor.shape)}, not {lead + rows + trail} "
+                f"rows along dim {self.dim}"
+            )
         permutation = sorted(self.index_list) == list(range(rows))
         if original is None and not permutation:
-            raise NotInvertible(f"rule {self.label}: {key!r} lost the class rows its index leaves out; "
-                                "give the original checkpoint as --target to restore them")
+            raise NotInvertible(
+                f"rule {self.label}: {key!r} lost the class rows its index leaves out; "
+                "give the original checkpoint as --target to restore them"
+            )
         n = lead + rows + trail if original is None else original.shape[self.dim]
         if original is not None and (max(self.index_list, default=-1) + lead >= n - trail):
             raise NotInvertible(f"rule {self.label}: the original {key!r} has {n} rows, too few for the index")
-        out = (original.to(tensor.dtype).clone() if original is not None
-               else torch.empty_like(tensor))
+        out = original.to(tensor.dtype).clone() if original is not None else torch.empty_like(tensor)
         places = list(range(lead)) + [i + lead for i in self.index_list] + list(range(n - trail, n))
         out = out.movedim(self.dim, 0)
         out[torch.tensor(places, dtype=torch.long)] = tensor.movedim(self.dim, 0)
@@ -478,8 +518,9 @@ class Reshape(ValueRule):
 
     def reverse(self, key: str, tensor: torch.Tensor, original: torch.Tensor | None) -> torch.Tensor:
         if original is None:
-            raise NotInvertible(f"rule {self.label}: the shape of {key!r} before the reshape is unknown; "
-                                "give the original as --target")
+            raise NotInvertible(
+                f"rule {self.label}: the shape of {key!r} before the reshape is unknown; give the original as --target"
+            )
         return tensor.reshape(original.shape)
 
 
@@ -540,7 +581,7 @@ class Add(Rule):
         if on not in ("converted", "target", "source"):
             raise ConversionError(f"rule {label}: 'on' must be converted, target or source")
         value = spec.get("value", 0)
-        if not isinstance(value, (int, float)) or (isinstance(value, int) and not -2**63 <= value < 2**64):
+        if not isinstance(value, (int, float)) or (isinstance(value, int) and not -(2**63) <= value < 2**64):
             raise ConversionError(f"rule {label}: 'value' must be a number, got {value!r}")
         shape = int_list(spec.get("shape", []), "shape", label, 0, MAX_ELEMENTS)
         if len(shape) > MAX_DIM or math.prod(shape) > MAX_ELEMENTS:
@@ -562,9 +603,13 @@ class Add(Rule):
 
     def made(self, tensor: torch.Tensor) -> bool:
         """True when ``tensor`` is exactly what the rule creates (so removing it loses nothing)."""
-        return (tuple(tensor.shape) == self.shape and tensor.dtype == TORCH_DTYPES[self.dtype]
-                and bool((tensor == self.value).all()))
+        return (
+            tuple(tensor.shape) == self.shape
+            and tensor.dtype == TORCH_DTYPES[self.dtype]
+            and bool((tensor == self.value).all())
+        )
 
 
-KINDS: dict[str, type[Rule]] = {cls.kind: cls for cls in (Rename, Drop, DropAlias, Split, Concat, ClassRows, Reshape,
-                                                           Transpose, Add)}
+KINDS: dict[str, type[Rule]] = {
+    cls.kind: cls for cls in (Rename, Drop, DropAlias, Split, Concat, ClassRows, Reshape, Transpose, Add)
+}

@@ -30,8 +30,10 @@ def _to_tensor(key: str, value: Any, where: str) -> torch.Tensor | None:
         if isinstance(value, (np.generic, int, float, bool)):
             return torch.as_tensor(np.asarray(value))
     except (TypeError, ValueError, OverflowError, RuntimeError) as exc:
-        raise ConversionError(f"{where}: key {key!r}: torch cannot hold {_short_repr(value)} "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise ConversionError(
+            f"{where}: key {key!r}: torch cannot hold {_short_repr(value)} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
     return None
 
 
@@ -65,7 +67,7 @@ def unwrap_state_dict(obj: Any, where: str = "<checkpoint>") -> dict[str, torch.
             raise ConversionError(f"{where}: key {key!r} holds {type(value).__name__}, not a tensor")
         out[key] = tensor
     if out and all(k.startswith("module.") for k in out):
-        out = {k[len("module."):]: v for k, v in out.items()}
+        out = {k[len("module.") :]: v for k, v in out.items()}
     return out
 
 
@@ -113,7 +115,7 @@ def load_raw(path: str | Path, *, unsafe_pickle: bool = False) -> Any:
         raise ConversionError(f"{path}: not a torch checkpoint (zip or legacy pickle)")
     try:
         return _torch_load(path, weights_only=not unsafe_pickle)
-    except Exception as exc:  # noqa: BLE001 - every failure is reported as bad input
+    except Exception as exc:  # every failure is reported as bad input
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             raise ConversionError(
@@ -200,9 +202,16 @@ def _safetensors_refusal(key: str, tensor: torch.Tensor) -> str | None:
     return None
 
 
-def write_checkpoint_file(state_dict: dict[str, torch.Tensor], dest: str | Path, meta: dict[str, Any], *,
-                          as_safetensors: bool, fsync: bool = False, shown_as: str | Path | None = None,
-                          container: str = "state_dict") -> None:
+def write_checkpoint_file(
+    state_dict: dict[str, torch.Tensor],
+    dest: str | Path,
+    meta: dict[str, Any],
+    *,
+    as_safetensors: bool,
+    fsync: bool = False,
+    shown_as: str | Path | None = None,
+    container: str = "state_dict",
+) -> None:
     """Write ``{'state_dict', 'meta'}`` with torch.save (or a .safetensors file when ``as_safetensors``) to
     ``dest`` directly; errors name ``shown_as`` (the path the user gave) instead of ``dest``.
     ``container="model"`` writes ``{'model', 'meta'}``, as detectron2's checkpointer reads it. Raises
@@ -240,12 +249,14 @@ def write_checkpoint_file(state_dict: dict[str, torch.Tensor], dest: str | Path,
                 os.fsync(handle.fileno())
 
 
-def save_checkpoint(state_dict: dict[str, torch.Tensor], path: str | Path, meta: dict[str, Any], *,
-                    fsync: bool = False) -> None:
+def save_checkpoint(
+    state_dict: dict[str, torch.Tensor], path: str | Path, meta: dict[str, Any], *, fsync: bool = False
+) -> None:
     """Write ``{'state_dict', 'meta'}`` with torch.save, or a .safetensors file, atomically (temporary file
     renamed over ``path``): a process that dies leaves the old file or the whole new one. ``fsync=True`` also
     flushes the temporary file to disk before the rename, so that an OS crash or power loss does too."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        write_checkpoint_file(state_dict, tmp, meta, as_safetensors=path.suffix.lower() == ".safetensors",
-                              fsync=fsync, shown_as=path)
+        write_checkpoint_file(
+            state_dict, tmp, meta, as_safetensors=path.suffix.lower() == ".safetensors", fsync=fsync, shown_as=path
+        )

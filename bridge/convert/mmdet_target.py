@@ -25,8 +25,11 @@ def mmdet_config_shapes(config: str) -> dict[str, tuple[int, ...]]:
     """``{key: shape}`` of the state dict of the model that the mmdet ``config`` builds."""
     with tempfile.TemporaryDirectory(prefix="bridge_target_") as tmp:
         manifest = Path(tmp) / "target.tsv"
-        run_side_module("mmdet_side.target", [config, "--manifest", str(manifest)],
-                        what=f"target {config}: building the mmdet model")
+        run_side_module(
+            "mmdet_side.target",
+            [config, "--manifest", str(manifest)],
+            what=f"target {config}: building the mmdet model",
+        )
         return load_manifest(manifest)
 
 
@@ -41,8 +44,12 @@ def mmdet_strict_check(config: str, checkpoint: str | Path, shown_as: str | Path
     with tempfile.TemporaryDirectory(prefix="bridge_check_") as tmp:
         out = Path(tmp) / "check.json"
         try:
-            run_side_module("mmdet_side.target", [config, "--check", str(checkpoint), "--json", str(out), "--quiet"],
-                            what=what, ok_codes=(0, 1))
+            run_side_module(
+                "mmdet_side.target",
+                [config, "--check", str(checkpoint), "--json", str(out), "--quiet"],
+                what=what,
+                ok_codes=(0, 1),
+            )
         except FrameworkError as exc:
             raise FrameworkError(str(exc).replace(str(checkpoint), shown)) from None
         if not out.is_file():

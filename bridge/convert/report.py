@@ -9,8 +9,16 @@ from typing import Any
 from bridge.convert.engine import ConversionResult
 from bridge.folding import fold_keys, matches_folded
 
-__all__ = ["Report", "compare_to_target", "fold_keys", "fold_shape_mismatch", "matches_folded", "render_report",
-           "report_without_target", "suggest_counterparts"]
+__all__ = [
+    "Report",
+    "compare_to_target",
+    "fold_keys",
+    "fold_shape_mismatch",
+    "matches_folded",
+    "render_report",
+    "report_without_target",
+    "suggest_counterparts",
+]
 
 
 @dataclass
@@ -44,8 +52,10 @@ class Report:
         return {
             "ok": self.ok,
             "has_target": self.has_target,
-            "counts": {k: len(getattr(self, k)) for k in
-                       ("converted", "dropped", "added", "missing", "unexpected", "shape_mismatch")},
+            "counts": {
+                k: len(getattr(self, k))
+                for k in ("converted", "dropped", "added", "missing", "unexpected", "shape_mismatch")
+            },
             "converted": [{"source": s, "target": t} for s, t in self.converted],
             "dropped": [{"key": k, "rule": r} for k, r in self.dropped],
             "added": self.added,
@@ -72,8 +82,13 @@ def _literal(key: str) -> str:
 
 
 def suggest_counterparts(
-    key: str, shape: tuple[int, ...] | None, candidates: dict[str, tuple[int, ...] | None],
-    *, key_is_source: bool = True, position: float | None = None, positions: dict[str, float] | None = None,
+    key: str,
+    shape: tuple[int, ...] | None,
+    candidates: dict[str, tuple[int, ...] | None],
+    *,
+    key_is_source: bool = True,
+    position: float | None = None,
+    positions: dict[str, float] | None = None,
     top: int = 3,
 ) -> list[dict[str, Any]]:
     """Rank ``candidates`` as counterparts of ``key``: same shape, shared name tokens, similar position.
@@ -100,8 +115,13 @@ def suggest_counterparts(
     suggestions = []
     for score, cand in scored[:top]:
         source, target = (key, cand) if key_is_source else (cand, key)
-        suggestions.append({"key": cand, "score": round(score, 3),
-                            "rule": {"kind": "rename", "from": "^" + re.escape(source) + "$", "to": _literal(target)}})
+        suggestions.append(
+            {
+                "key": cand,
+                "score": round(score, 3),
+                "rule": {"kind": "rename", "from": "^" + re.escape(source) + "$", "to": _literal(target)},
+            }
+        )
     return suggestions
 
 
@@ -122,20 +142,26 @@ def compare_to_target(result: ConversionResult, target_shapes: dict[str, tuple[i
     unexp_c = {k: got[k] for k in report.unexpected}
     if missing_c:
         for key in report.unexpected:
-            report.suggestions[key] = suggest_counterparts(key, got[key], missing_c, key_is_source=True,
-                                                           position=got_pos[key], positions=tgt_pos)
+            report.suggestions[key] = suggest_counterparts(
+                key, got[key], missing_c, key_is_source=True, position=got_pos[key], positions=tgt_pos
+            )
     if unexp_c:
         for key in report.missing:
-            report.suggestions[key] = suggest_counterparts(key, target[key], unexp_c, key_is_source=False,
-                                                           position=tgt_pos[key], positions=got_pos)
+            report.suggestions[key] = suggest_counterparts(
+                key, target[key], unexp_c, key_is_source=False, position=tgt_pos[key], positions=got_pos
+            )
     return report
 
 
 def report_without_target(result: ConversionResult) -> Report:
     """A report of a conversion that has no target to compare to."""
-    return Report(converted=sorted(result.converted, key=lambda x: x[1]), dropped=sorted(result.dropped),
-                  added=sorted(result.added), rule_hits=dict(result.rule_hits),
-                  unused_rules=list(result.unused_rules))
+    return Report(
+        converted=sorted(result.converted, key=lambda x: x[1]),
+        dropped=sorted(result.dropped),
+        added=sorted(result.added),
+        rule_hits=dict(result.rule_hits),
+        unused_rules=list(result.unused_rules),
+    )
 
 
 def fold_shape_mismatch(rows: list[tuple[str, list[int], list[int]]]) -> list[tuple[str, list[int], list[int]]]:
@@ -161,15 +187,20 @@ def render_report(report: Report, console: Any = None, *, title: str = "conversi
 
     console = console or Console(width=max(160, Console().width))
     if quiet:
-        counts = ", ".join(f"{len(getattr(report, name))} {name}" for name in
-                           ("converted", "dropped", "added", "missing", "unexpected", "shape_mismatch"))
+        counts = ", ".join(
+            f"{len(getattr(report, name))} {name}"
+            for name in ("converted", "dropped", "added", "missing", "unexpected", "shape_mismatch")
+        )
         verdict = ("fully matched" if report.ok else "NOT matched") if report.has_target else "no target given"
         console.print(f"{title}: {verdict} ({counts})", markup=False)
         for label in report.unused_rules:
             console.print(f"warning: rule {label} matched no key", markup=False)
         return
-    summary = Table(title=f"{title}: {'fully matched' if report.ok else 'NOT matched'}"
-                    if report.has_target else f"{title} (no target given)")
+    summary = Table(
+        title=f"{title}: {'fully matched' if report.ok else 'NOT matched'}"
+        if report.has_target
+        else f"{title} (no target given)"
+    )
     summary.add_column("category")
     summary.add_column("count", justify="right")
     for name in ("converted", "dropped", "added", "missing", "unexpected", "shape_mismatch"):
@@ -186,8 +217,9 @@ def render_report(report: Report, console: Any = None, *, title: str = "conversi
         for folded in fold_keys(keys):
             first = next((k for k in keys if matches_folded(k, folded)), None)
             sug = report.suggestions.get(first or "", [])
-            table.add_row(escape(folded), escape(sug[0]["key"]) if sug else "",
-                          escape(_rule_text(sug[0]["rule"])) if sug else "")
+            table.add_row(
+                escape(folded), escape(sug[0]["key"]) if sug else "", escape(_rule_text(sug[0]["rule"])) if sug else ""
+            )
         console.print(table)
     if report.shape_mismatch:
         table = Table(title="shape_mismatch")
@@ -201,9 +233,12 @@ def render_report(report: Report, console: Any = None, *, title: str = "conversi
         if check.get("ok"):
             console.print("strict load into the target model: ok")
         else:
-            console.print(f"strict load into the target model: FAILED ({len(check.get('missing', []))} missing, "
-                          f"{len(check.get('unexpected', []))} unexpected, "
-                          f"{len(check.get('size_mismatch', []))} size mismatch)", markup=False)
+            console.print(
+                f"strict load into the target model: FAILED ({len(check.get('missing', []))} missing, "
+                f"{len(check.get('unexpected', []))} unexpected, "
+                f"{len(check.get('size_mismatch', []))} size mismatch)",
+                markup=False,
+            )
             for key in ("missing", "unexpected"):
                 if check.get(key):
                     console.print(f"  {key}: {', '.join(fold_keys(check[key]))}", markup=False)

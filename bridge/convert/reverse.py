@@ -34,7 +34,6 @@ from bridge.convert.kinds import Drop, DropAlias, Inversion, NameRule
 from bridge.convert.rules import RuleSet, claim, load_rules
 from bridge.errors import ConversionError
 
-
 #: The origin of a key whose value the original gave (not the mmdet checkpoint).
 FROM_ORIGINAL = "<original>"
 
@@ -72,20 +71,29 @@ class ReverseResult:
 
     def counts(self) -> dict[str, int]:
         """Numbers of input keys, restored, removed, taken from the original, ambiguous, not restored, output."""
-        return {"source": len(self.source_keys), "restored": len(self.restored), "removed": len(self.removed),
-                "from_original": len(self.from_original), "ambiguous": len(self.ambiguous),
-                "not_restored": len(self.not_restored), "mismatched": len(self.mismatched),
-                "output": len(self.state_dict)}
+        return {
+            "source": len(self.source_keys),
+            "restored": len(self.restored),
+            "removed": len(self.removed),
+            "from_original": len(self.from_original),
+            "ambiguous": len(self.ambiguous),
+            "not_restored": len(self.not_restored),
+            "mismatched": len(self.mismatched),
+            "output": len(self.state_dict),
+        }
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict of the result (without tensors)."""
         return {
-            "ok": self.ok, "verified": self.verified, "counts": self.counts(),
+            "ok": self.ok,
+            "verified": self.verified,
+            "counts": self.counts(),
             "restored": [{"source": s, "target": t} for s, t in self.restored],
             "removed": [{"key": k, "rule": r} for k, r in self.removed],
             "from_original": [{"key": k, "rule": r} for k, r in self.from_original],
-            "ambiguous": [{"key": a.key, "chosen": a.chosen, "others": a.others, "rule": a.rule}
-                          for a in self.ambiguous],
+            "ambiguous": [
+                {"key": a.key, "chosen": a.chosen, "others": a.others, "rule": a.rule} for a in self.ambiguous
+            ],
             "not_restored": [{"key": k, "why": w} for k, w in self.not_restored],
             "mismatched": self.mismatched,
         }
@@ -119,8 +127,9 @@ def _trace(ruleset: RuleSet, original: dict[str, torch.Tensor], target_names: li
     hits = {rule.label: 0 for rule in ruleset.rules}
     current, out = dict(original), []
     for stage in ruleset.stages:
-        run = run_stage(ruleset, stage, current, hits=hits, source_names=list(original), target_names=target_names,
-                        check=check)
+        run = run_stage(
+            ruleset, stage, current, hits=hits, source_names=list(original), target_names=target_names, check=check
+        )
         out.append(_Traced(current, run))
         current = run.out
     return out
@@ -132,8 +141,12 @@ def _made_by(traced: _Traced, key: str, ruleset: RuleSet, stage: str) -> NameRul
     return found[0] if found else None
 
 
-def _symbolic(ruleset: RuleSet, stage: str, key: str, present: dict[str, torch.Tensor],
-              ) -> tuple[list[Inversion], list[str]]:
+def _symbolic(
+    ruleset: RuleSet,
+    stage: str,
+    key: str,
+    present: dict[str, torch.Tensor],
+) -> tuple[list[Inversion], list[str]]:
     """The ways ``key`` can come from the stage's name rules, checked forwards, most specific first; and why
     a rule whose template matches ``key`` could not name its source."""
     found: list[Inversion] = []
@@ -150,7 +163,7 @@ def _symbolic(ruleset: RuleSet, stage: str, key: str, present: dict[str, torch.T
                 continue
             try:
                 if (claim(rules, inv.sources[0], stage) or (None,))[0] is inv.rule:  # a concat's other parts
-                    found.append(inv)                                                 # are its members
+                    found.append(inv)  # are its members
             except ConversionError:  # two rules of the stage would claim the source
                 continue
     order = {id(r): i for i, r in enumerate(rules)}
@@ -160,8 +173,15 @@ def _symbolic(ruleset: RuleSet, stage: str, key: str, present: dict[str, torch.T
 _Plan = tuple[str, NameRule | None, tuple[str, ...], tuple[str, ...]]  # key, rule, source keys, output keys
 
 
-def _remove_added(ruleset: RuleSet, stage: str, current: dict[str, torch.Tensor], origin: dict[str, str],
-                  traced: _Traced | None, pools: dict[str, list[str]], result: ReverseResult) -> None:
+def _remove_added(
+    ruleset: RuleSet,
+    stage: str,
+    current: dict[str, torch.Tensor],
+    origin: dict[str, str],
+    traced: _Traced | None,
+    pools: dict[str, list[str]],
+    result: ReverseResult,
+) -> None:
     """Remove the keys the stage's ``add`` rules created: those the original's trace added, or (without it)
     those that still hold exactly the added value."""
     created = {name for name, _r in traced.run.added} if traced else None
@@ -172,8 +192,9 @@ def _remove_added(ruleset: RuleSet, stage: str, current: dict[str, torch.Tensor]
                 result.removed.append((origin.pop(name), rule.label))
 
 
-def _plan(ruleset: RuleSet, stage: str, current: dict[str, torch.Tensor], traced: _Traced | None,
-          result: ReverseResult) -> list[_Plan]:
+def _plan(
+    ruleset: RuleSet, stage: str, current: dict[str, torch.Tensor], traced: _Traced | None, result: ReverseResult
+) -> list[_Plan]:
     """For each key: the name rule it came from (None: passed through), its source keys and the output keys
     the inversion takes (a split's pieces); from the trace when it has the key, else from the templates."""
     plans: list[_Plan] = []
@@ -199,9 +220,15 @@ def _plan(ruleset: RuleSet, stage: str, current: dict[str, torch.Tensor], traced
     return plans
 
 
-def _reverse_stage(ruleset: RuleSet, stage: str, current: dict[str, torch.Tensor], origin: dict[str, str],
-                   traced: _Traced | None, pools: dict[str, list[str]], result: ReverseResult,
-                   ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _reverse_stage(
+    ruleset: RuleSet,
+    stage: str,
+    current: dict[str, torch.Tensor],
+    origin: dict[str, str],
+    traced: _Traced | None,
+    pools: dict[str, list[str]],
+    result: ReverseResult,
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Undo one stage: the stage's output dict (and each key's mmdet origin) back to the stage's input."""
     current, origin = dict(current), dict(origin)
     _remove_added(ruleset, stage, current, origin, traced, pools, result)
@@ -250,13 +277,25 @@ def _reverse_stage(ruleset: RuleSet, stage: str, current: dict[str, torch.Tensor
     return new, new_origin
 
 
-def _restore_dropped(ruleset: RuleSet, stage: str, new: dict[str, torch.Tensor], new_origin: dict[str, str],
-                     traced: _Traced | None, result: ReverseResult) -> None:
+def _restore_dropped(
+    ruleset: RuleSet,
+    stage: str,
+    new: dict[str, torch.Tensor],
+    new_origin: dict[str, str],
+    traced: _Traced | None,
+    result: ReverseResult,
+) -> None:
     """Keys a ``drop`` rule dropped, from the original; without it, reported once per rule."""
     drops = [r for r in ruleset.name_rules(stage) if isinstance(r, Drop)]
     if traced is None:
-        result.not_restored.extend((rule.label, "the keys this drop rule dropped are not in the mmdet checkpoint; "
-                                    "give the original as --target to restore them") for rule in drops)
+        result.not_restored.extend(
+            (
+                rule.label,
+                "the keys this drop rule dropped are not in the mmdet checkpoint; "
+                "give the original as --target to restore them",
+            )
+            for rule in drops
+        )
         return
     for key, rule in traced.run.dropped:
         if not isinstance(rule, Drop) or key in new:
@@ -272,8 +311,14 @@ def _restore_dropped(ruleset: RuleSet, stage: str, new: dict[str, torch.Tensor],
         result.from_original.append((key, rule.label))
 
 
-def _restore_aliases(ruleset: RuleSet, stage: str, new: dict[str, torch.Tensor], new_origin: dict[str, str],
-                     traced: _Traced | None, result: ReverseResult) -> None:
+def _restore_aliases(
+    ruleset: RuleSet,
+    stage: str,
+    new: dict[str, torch.Tensor],
+    new_origin: dict[str, str],
+    traced: _Traced | None,
+    result: ReverseResult,
+) -> None:
     """Aliases a ``drop_alias`` rule dropped, recreated as their kept key's very tensor."""
     aliases = [r for r in ruleset.name_rules(stage) if isinstance(r, DropAlias)]
     if not aliases:
@@ -334,7 +379,8 @@ def _verify(result: ReverseResult, ruleset: RuleSet, expected: dict[str, torch.T
         return
     result.mismatched = sorted(
         {k for k in set(again) ^ set(expected)}
-        | {k for k in set(again) & set(expected) if not _identical(again[k], expected[k])})
+        | {k for k in set(again) & set(expected) if not _identical(again[k], expected[k])}
+    )
     result.verified = True
 
 
@@ -345,4 +391,3 @@ def _identical(a: torch.Tensor, b: torch.Tensor) -> bool:
     if a.is_floating_point() or a.is_complex():
         a, b = a.contiguous().reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8)
     return bool(torch.equal(a, b))
-

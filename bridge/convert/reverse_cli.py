@@ -28,8 +28,10 @@ def load_original(path: str, *, unsafe_pickle: bool = False) -> dict[str, torch.
     """The original of a reverse conversion: a checkpoint's tensors, or meta tensors (names and shapes only) of
     a key manifest or of the model a detectron2 config builds (``python -m d2_side.init_state``, a subprocess)."""
     if is_mmdet_config(path):
-        raise ConversionError(f"--target {path}: with --reverse, --target is the original the rules were written "
-                              "for (checkpoint, key manifest TSV or detectron2 config), not an mmdet config")
+        raise ConversionError(
+            f"--target {path}: with --reverse, --target is the original the rules were written "
+            "for (checkpoint, key manifest TSV or detectron2 config), not an mmdet config"
+        )
     if Path(path).suffix.lower() in (".tsv", ".txt"):
         return {k: torch.empty(shape, device="meta") for k, shape in load_manifest(path).items()}
     if Path(path).suffix.lower() in (".yaml", ".yml"):
@@ -48,8 +50,10 @@ def render(result: ReverseResult, title: str, *, quiet: bool = False) -> None:
     for item in result.ambiguous:
         by_rule.setdefault(item.rule, []).append(item)
     for rule, items in by_rule.items():
-        print(f"warning: rule {rule}: {len(items)} keys could come from more than one name (e.g. chose "
-              f"{items[0].chosen!r} over {items[0].others[0]!r}); give the original as --target to decide")
+        print(
+            f"warning: rule {rule}: {len(items)} keys could come from more than one name (e.g. chose "
+            f"{items[0].chosen!r} over {items[0].others[0]!r}); give the original as --target to decide"
+        )
     for key, why in result.not_restored:
         print(f"not restored: {key}: {why}")
     if result.mismatched:
@@ -70,20 +74,37 @@ def run_reverse(args: argparse.Namespace) -> int:
         original = load_original(args.target, unsafe_pickle=args.unsafe_pickle) if args.target else None
         started = time.perf_counter()
         result = reverse_state_dict(state, rules, original=original)
-        meta = {"converted_by": "bridge.convert --reverse", **provenance(args.src, rules),
-                "target": str(args.target) if args.target else None, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "counts": result.counts(), "report_ok": result.ok}
+        meta = {
+            "converted_by": "bridge.convert --reverse",
+            **provenance(args.src, rules),
+            "target": str(args.target) if args.target else None,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "counts": result.counts(),
+            "report_ok": result.ok,
+        }
         keep_output = result.ok or args.keep_failed
         staged = outputs.path(args.output)
-        write_checkpoint_file(result.state_dict, staged, meta, fsync=args.fsync, shown_as=args.output,
-                              as_safetensors=Path(args.output).suffix.lower() == ".safetensors", container="model")
+        write_checkpoint_file(
+            result.state_dict,
+            staged,
+            meta,
+            fsync=args.fsync,
+            shown_as=args.output,
+            as_safetensors=Path(args.output).suffix.lower() == ".safetensors",
+            container="model",
+        )
         if args.json:
             data = result.to_json() | {"meta": meta | {"output_written": keep_output}}
             outputs.write_bytes(args.json, (json.dumps(data, indent=1) + "\n").encode())
-        render(result, f"{Path(args.src).name} -> {Path(args.output).name} reversed "
-                       f"({time.perf_counter() - started:.2f}s)", quiet=args.quiet)
+        render(
+            result,
+            f"{Path(args.src).name} -> {Path(args.output).name} reversed ({time.perf_counter() - started:.2f}s)",
+            quiet=args.quiet,
+        )
         outputs.commit(None if keep_output else [args.json] if args.json else [])
     if not keep_output:
-        print(f"{args.output} not written: the reverse conversion is incomplete (--keep-failed writes it anyway)",
-              file=sys.stderr)
+        print(
+            f"{args.output} not written: the reverse conversion is incomplete (--keep-failed writes it anyway)",
+            file=sys.stderr,
+        )
     return 0 if result.ok else 1

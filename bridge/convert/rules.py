@@ -44,9 +44,24 @@ ALL_KINDS = tuple(KINDS)
 #: Kinds a preset's ``losses:`` section may use.
 LOSS_KINDS = ("rename", "drop", "add")
 
-__all__ = ["ALL_KINDS", "LOSS_KINDS", "PRESET_DIR", "Rule", "RuleSet", "Template", "claim", "claimed_twice",
-           "compile_rule", "compile_rules", "compile_template", "list_presets", "load_rules", "normalise_rules",
-           "read_rule_file", "translate_name"]
+__all__ = [
+    "ALL_KINDS",
+    "LOSS_KINDS",
+    "PRESET_DIR",
+    "Rule",
+    "RuleSet",
+    "Template",
+    "claim",
+    "claimed_twice",
+    "compile_rule",
+    "compile_rules",
+    "compile_template",
+    "list_presets",
+    "load_rules",
+    "normalise_rules",
+    "read_rule_file",
+    "translate_name",
+]
 
 
 def compile_rule(index: int, spec: dict[str, Any]) -> Rule:
@@ -160,7 +175,7 @@ def read_rule_file(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
         if path.suffix.lower() == ".json":
             return json.loads(text)
-        return yaml.load(text, Loader=_RuleLoader)  # noqa: S506 - a safe loader (subclass of SafeLoader)
+        return yaml.load(text, Loader=_RuleLoader)  # a safe loader (subclass of SafeLoader)
     except FileNotFoundError:
         raise ConversionError(f"rules file not found: {path}") from None
     except IsADirectoryError:
@@ -172,15 +187,20 @@ def read_rule_file(path: Path) -> Any:
     except json.JSONDecodeError as exc:
         raise ConversionError(f"bad JSON in {path}: {exc}") from None
     except (yaml.YAMLError, RecursionError, ValueError, OverflowError) as exc:
-        raise ConversionError(f"bad YAML in {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise ConversionError(
+            f"bad YAML in {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
 
 
 def normalise_rules(items: list[Any]) -> list[Any]:
     """Rule items in the one dialect the compiler reads: the short form ``{rename: {from, to}}`` (the name-map
     files of ``bridge.compare --map``) becomes ``{kind: rename, from, to}``; other items are left as they are."""
-    return [{"kind": "rename", **it["rename"]}
-            if isinstance(it, dict) and set(it) == {"rename"} and isinstance(it["rename"], dict) else it
-            for it in items]
+    return [
+        {"kind": "rename", **it["rename"]}
+        if isinstance(it, dict) and set(it) == {"rename"} and isinstance(it["rename"], dict)
+        else it
+        for it in items
+    ]
 
 
 def _expand(data: Any, where: str, seen: tuple[str, ...]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -209,8 +229,9 @@ def _expand(data: Any, where: str, seen: tuple[str, ...]) -> tuple[list[dict[str
     return out + normalise_rules(rules), losses + normalise_rules(own_losses)
 
 
-def compile_rules(specs: list[dict[str, Any]], source: str = "<inline>",
-                  losses: list[dict[str, Any]] | None = None) -> RuleSet:
+def compile_rules(
+    specs: list[dict[str, Any]], source: str = "<inline>", losses: list[dict[str, Any]] | None = None
+) -> RuleSet:
     """Compile a list of rule dicts (already expanded), and optional loss-name rules, into a RuleSet."""
     if not isinstance(specs, list):
         raise ConversionError(f"{source}: rules must be a list")

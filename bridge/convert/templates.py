@@ -109,8 +109,10 @@ def compile_regex(spec: dict[str, Any], field_name: str, label: str) -> re.Patte
         from re import _parser  # type: ignore[attr-defined]
 
         if _nested_repeat(_parser.parse(raw)):
-            raise ConversionError(f"rule {label}: regex {raw!r} nests unbounded repetitions (like '(a+)+'), "
-                                  "whose matching time can explode; rewrite it without the nesting")
+            raise ConversionError(
+                f"rule {label}: regex {raw!r} nests unbounded repetitions (like '(a+)+'), "
+                "whose matching time can explode; rewrite it without the nesting"
+            )
         return re.compile(raw)
     except (re.error, RecursionError, OverflowError) as exc:
         raise ConversionError(f"rule {label}: bad regex {raw!r}: {exc}") from None
@@ -134,8 +136,9 @@ def int_field(spec: dict[str, Any], name: str, default: int, label: str, lo: int
 
 def int_list(value: Any, name: str, label: str, lo: int, hi: int) -> list[int]:
     """``value`` checked to be a list of integers in ``lo..hi``."""
-    if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi
-                                          for v in value):
+    if not isinstance(value, list) or any(
+        isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi for v in value
+    ):
         raise ConversionError(f"rule {label}: {name!r} must be a list of integers in {lo}..{hi}, got {value!r}")
     return value
 
@@ -189,5 +192,3 @@ def _nested_repeat(parsed: Any) -> bool:
         elif op in (c.ASSERT, c.ASSERT_NOT) and _nested_repeat(arg[1]):
             return True
     return False
-
-

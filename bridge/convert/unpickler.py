@@ -40,8 +40,9 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         """Resolve ``module.name`` only when it is on the allow list; otherwise refuse."""
-        if (module, name) in _ALLOWED or (module.startswith("numpy") and name.endswith("DType")
-                                           and module in ("numpy.dtypes",)):
+        if (module, name) in _ALLOWED or (
+            module.startswith("numpy") and name.endswith("DType") and module in ("numpy.dtypes",)
+        ):
             return super().find_class(module, name)
         raise ConversionError(
             f"pickle wants {module}.{name}, which the safe loader refuses; "
@@ -56,7 +57,7 @@ def restricted_load(path: str | Path) -> Any:
             return RestrictedUnpickler(handle, encoding="latin1").load()
     except ConversionError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a corrupt file
+    except Exception as exc:  # any unpickling failure is a corrupt file
         raise ConversionError(f"cannot unpickle {path}: {type(exc).__name__}: {exc}") from None
 
 
@@ -65,5 +66,5 @@ def unsafe_load(path: str | Path) -> Any:
     with open(path, "rb") as handle:
         try:
             return pickle.load(handle, encoding="latin1")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ConversionError(f"cannot unpickle {path}: {type(exc).__name__}: {exc}") from None

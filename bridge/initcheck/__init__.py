@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 
-
 OK_VERDICTS = ("equal", "same-distribution")
 KS_C_ALPHA = 1.949  # c(alpha) for alpha = 0.001
 SAMPLE = 4096
@@ -45,8 +44,13 @@ class ParamStats:
         t = tensor.detach().reshape(-1).to(torch.float64)
         if t.numel() == 0:
             return cls(0.0, 0.0, 0.0, 0.0, 0.0)
-        return cls(t.mean().item(), t.std(unbiased=False).item(), t.min().item(), t.max().item(),
-                   (t == 0).to(torch.float64).mean().item())
+        return cls(
+            t.mean().item(),
+            t.std(unbiased=False).item(),
+            t.min().item(),
+            t.max().item(),
+            (t == 0).to(torch.float64).mean().item(),
+        )
 
 
 def _subsample(t: torch.Tensor, seed: int) -> torch.Tensor:
@@ -86,8 +90,9 @@ def verdict(a: torch.Tensor, b: torch.Tensor) -> tuple[str, float]:
     return ("same-distribution" if d <= critical else "different-distribution"), d
 
 
-def compare_state_dicts(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
-                        progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+def compare_state_dicts(
+    a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], progress: Callable[[int, int], None] | None = None
+) -> list[dict[str, Any]]:
     """Per-key rows: statistics of both sides and the verdict, sorted by key; ``progress(done, total)`` is called
     after each key."""
     rows: list[dict[str, Any]] = []
@@ -159,8 +164,16 @@ def render(rows: list[dict[str, Any]], added: list[str], ok: bool, *, show_all: 
     shown = [r for r in rows if show_all or r["verdict"] not in OK_VERDICTS]
     if shown:
         table = Table(title="parameters" if show_all else "differences")
-        for col in ("verdict", "key (folded)", "KS D/critical", "mean a/b", "std a/b", "min a/b", "max a/b",
-                    "zeros a/b"):
+        for col in (
+            "verdict",
+            "key (folded)",
+            "KS D/critical",
+            "mean a/b",
+            "std a/b",
+            "min a/b",
+            "max a/b",
+            "zeros a/b",
+        ):
             table.add_column(col, overflow="fold")
         for name, folded, first in fold_rows(shown):
             ks = f"{first['ks']:.4g}/{first['ks_critical']:.4g}" if "ks_critical" in first else ""
@@ -195,8 +208,13 @@ def stages(quiet: bool) -> Iterator[Callable[[str], Callable[[int, int], None]]]
     if quiet or not console.is_terminal:
         yield lambda _description: lambda _done, _total: None
         return
-    columns = (SpinnerColumn(finished_text="done"), TextColumn("{task.description}"), BarColumn(),
-               MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(finished_text="done"),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console) as bar:
         current: list[Any] = []
 

@@ -26,14 +26,20 @@ def _what(spec: str) -> str:
 @guarded_main
 def main(argv: list[str] | None = None) -> int:
     """Run the initialisation check; return the exit status."""
-    p = argparse.ArgumentParser(prog="python -m bridge.initcheck", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=examples(
-                                    "python -m bridge.initcheck COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml "
-                                    "mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py \\\n"
-                                    "      --preset d2-panoptic-fpn-to-mmdet --seed 0 --json init.json",
-                                    "python -m bridge.initcheck a.pth b.pth --all"))
-    p.add_argument("a", help="state-dict file, detectron2 config (.yaml or model-zoo path) or mmdet config "
-                             "(.py or mmdet::...)")
+    p = argparse.ArgumentParser(
+        prog="python -m bridge.initcheck",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=examples(
+            "python -m bridge.initcheck COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml "
+            "mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py \\\n"
+            "      --preset d2-panoptic-fpn-to-mmdet --seed 0 --json init.json",
+            "python -m bridge.initcheck a.pth b.pth --all",
+        ),
+    )
+    p.add_argument(
+        "a", help="state-dict file, detectron2 config (.yaml or model-zoo path) or mmdet config (.py or mmdet::...)"
+    )
     p.add_argument("b", help="the same kinds as A")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--preset", help="rule set that maps A's names to B's")
@@ -47,9 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     from bridge.convert import convert_state_dict
     from bridge.initcheck.sources import load_initial_state
 
-    check_outputs({"A": args.a if Path(args.a).exists() else None, "B": args.b if Path(args.b).exists() else None,
-                   "--rules": args.rules if args.rules and Path(args.rules).exists() else None},
-                  {"--json": args.json})
+    check_outputs(
+        {
+            "A": args.a if Path(args.a).exists() else None,
+            "B": args.b if Path(args.b).exists() else None,
+            "--rules": args.rules if args.rules and Path(args.rules).exists() else None,
+        },
+        {"--json": args.json},
+    )
     what_a, what_b = _what(args.a), _what(args.b)  # a bad source is refused before anything is built
     with tempfile.TemporaryDirectory(prefix="bridge_initcheck_") as tmp, stages(args.quiet) as start:
         start(f"A: {what_a}")
@@ -62,8 +73,11 @@ def main(argv: list[str] | None = None) -> int:
             converted = convert_state_dict(sa, args.preset or args.rules, target_names=list(sb))
             sa, added = converted.state_dict, sorted(converted.added)
         skip = set(added)
-        rows = compare_state_dicts({k: v for k, v in sa.items() if k not in skip},
-                                   {k: v for k, v in sb.items() if k not in skip}, start("comparing"))
+        rows = compare_state_dicts(
+            {k: v for k, v in sa.items() if k not in skip},
+            {k: v for k, v in sb.items() if k not in skip},
+            start("comparing"),
+        )
     ok = all(r["verdict"] in OK_VERDICTS for r in rows)
     if args.quiet:
         print(summary_line(rows, added, ok))

@@ -28,12 +28,15 @@ def source_kind(spec: str) -> str:
         return "detectron2"
     if Path(spec).suffix.lower() in STATE_SUFFIXES or Path(spec).is_file():
         return "file"
-    raise BridgeError(f"{spec}: neither a state-dict file ({', '.join(STATE_SUFFIXES)}), a detectron2 config "
-                      "(.yaml or model-zoo path) nor an mmdet config (.py or mmdet::...)")
+    raise BridgeError(
+        f"{spec}: neither a state-dict file ({', '.join(STATE_SUFFIXES)}), a detectron2 config "
+        "(.yaml or model-zoo path) nor an mmdet config (.py or mmdet::...)"
+    )
 
 
-def load_initial_state(spec: str, *, seed: int, workdir: str | Path, unsafe_pickle: bool = False,
-                       name: str = "state") -> dict[str, torch.Tensor]:
+def load_initial_state(
+    spec: str, *, seed: int, workdir: str | Path, unsafe_pickle: bool = False, name: str = "state"
+) -> dict[str, torch.Tensor]:
     """The state dict that ``spec`` gives: the file's, or the model's that its config builds with ``seed``.
 
     Built models are written as ``<workdir>/<name>.safetensors`` by the framework side's ``init_state``.
@@ -43,6 +46,7 @@ def load_initial_state(spec: str, *, seed: int, workdir: str | Path, unsafe_pick
         return load_checkpoint(spec, unsafe_pickle=unsafe_pickle)
     out = Path(workdir) / f"{name}.safetensors"
     module = "mmdet_side.init_state" if kind == "mmdet" else "d2_side.init_state"
-    run_side_module(module, [spec, "--seed", str(seed), "-o", str(out)],
-                    what=f"{spec}: building the {kind} model with seed {seed}")
+    run_side_module(
+        module, [spec, "--seed", str(seed), "-o", str(out)], what=f"{spec}: building the {kind} model with seed {seed}"
+    )
     return load_checkpoint(out)

@@ -29,16 +29,30 @@ SIDE_MODULES = {"mmdet": "mmdet_side.local", "detectron2": "d2_side.local"}
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser."""
-    p = argparse.ArgumentParser(prog="python -m bridge.local", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=examples(
-                                    "python -m bridge.local runs/d2 --model-side mmdet "
-                                    "mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py mmdet.pth \\\n"
-                                    "      --map d2-panoptic-fpn-to-mmdet -o runs/local"))
+    p = argparse.ArgumentParser(
+        prog="python -m bridge.local",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=examples(
+            "python -m bridge.local runs/d2 --model-side mmdet "
+            "mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py mmdet.pth \\\n"
+            "      --map d2-panoptic-fpn-to-mmdet -o runs/local"
+        ),
+    )
     p.add_argument("run_a", help="run holding module inputs (kind input)")
-    p.add_argument("--model-side", nargs=3, required=True, metavar=("SIDE", "CONFIG", "CHECKPOINT"),
-                   help="mmdet or detectron2, its config, and the checkpoint of side B (e.g. the converted one)")
-    p.add_argument("--map", action="append", default=[], help="preset or rule file (modules:/arguments:/functions: "
-                                                              "sections allowed); repeatable")
+    p.add_argument(
+        "--model-side",
+        nargs=3,
+        required=True,
+        metavar=("SIDE", "CONFIG", "CHECKPOINT"),
+        help="mmdet or detectron2, its config, and the checkpoint of side B (e.g. the converted one)",
+    )
+    p.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        help="preset or rule file (modules:/arguments:/functions: sections allowed); repeatable",
+    )
     p.add_argument("--opts", nargs="*", default=[], help="detectron2 config overrides KEY VALUE ...")
     p.add_argument("--device", default="cpu")
     p.add_argument("-o", "--out", required=True, help="run directory to write")
@@ -46,8 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def run_local(run_a: str, side: str, config: str, checkpoint: str, maps: Sequence[str], out: str,
-              opts: Sequence[str] = (), device: str = "cpu") -> list[dict]:
+def run_local(
+    run_a: str,
+    side: str,
+    config: str,
+    checkpoint: str,
+    maps: Sequence[str],
+    out: str,
+    opts: Sequence[str] = (),
+    device: str = "cpu",
+) -> list[dict]:
     """Replay RUN_A's recorded inputs in side B's model into ``out``; the status of every call."""
     if side not in SIDE_MODULES:
         raise BridgeError(f"--model-side {side!r}: one of {', '.join(SIDE_MODULES)}")
@@ -59,11 +81,25 @@ def run_local(run_a: str, side: str, config: str, checkpoint: str, maps: Sequenc
     if not records:
         raise BridgeError(f"{run_a}: no module inputs recorded (record with inputs=[globs], docs/LAYER_LOCAL.md)")
     tasks = plan_pairs(records, load_local_map(maps))
-    with tempfile.TemporaryDirectory(prefix="bridge_local_", dir=target.parent if target.parent.exists() else None) as tmp:
+    with tempfile.TemporaryDirectory(
+        prefix="bridge_local_", dir=target.parent if target.parent.exists() else None
+    ) as tmp:
         tasks_file, statuses_file, staged = Path(tmp) / "tasks.json", Path(tmp) / "statuses.json", Path(tmp) / "run"
         tasks_file.write_text(json.dumps(tasks), encoding="utf-8")
-        args = [config, checkpoint, "--run-a", str(run_a), "--tasks", str(tasks_file), "-o", str(staged),
-                "--statuses", str(statuses_file), "--device", device]
+        args = [
+            config,
+            checkpoint,
+            "--run-a",
+            str(run_a),
+            "--tasks",
+            str(tasks_file),
+            "-o",
+            str(staged),
+            "--statuses",
+            str(statuses_file),
+            "--device",
+            device,
+        ]
         if opts:
             args += ["--opts", *opts]
         run_side_module(SIDE_MODULES[side], args, what=f"layer-local replay in {side} ({config})")

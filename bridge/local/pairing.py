@@ -69,15 +69,23 @@ def _add_sections(result: LocalMap, data: dict[str, Any], source: str) -> None:
         except re.error as exc:
             raise FormatError(f"--map {source}: modules: bad regex {item['from']!r} ({exc})") from None
     for item in data.get("arguments") or []:
-        if not isinstance(item, dict) or not isinstance(item.get("module"), str) or not isinstance(item.get("rename"), dict):
-            raise FormatError(f"--map {source}: arguments: each item needs 'module' (glob) and 'rename' (mapping), "
-                              f"got {item!r}")
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("module"), str)
+            or not isinstance(item.get("rename"), dict)
+        ):
+            raise FormatError(
+                f"--map {source}: arguments: each item needs 'module' (glob) and 'rename' (mapping), got {item!r}"
+            )
         result.arguments.append((item["module"], {str(k): str(v) for k, v in item["rename"].items()}))
     functions = data.get("functions") or {}
-    if not isinstance(functions, dict) or not all(isinstance(k, str) and isinstance(v, str) and v
-                                                  for k, v in functions.items()):
-        raise FormatError(f"--map {source}: functions: a mapping record name -> B's attribute path "
-                          f"(e.g. rpn_decode: rpn_head.bbox_coder.decode), got {functions!r}")
+    if not isinstance(functions, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in functions.items()
+    ):
+        raise FormatError(
+            f"--map {source}: functions: a mapping record name -> B's attribute path "
+            f"(e.g. rpn_decode: rpn_head.bbox_coder.decode), got {functions!r}"
+        )
     result.functions.update(functions)
 
 
@@ -111,8 +119,12 @@ def plan_pairs(input_records: Iterable[tuple[str, int]], local_map: LocalMap) ->
     ``"function"`` (B's attribute path) for a function record of ``functions:``."""
     tasks = []
     for name, step in input_records:
-        task: dict[str, Any] = {"step": step, "name_a": name, "name_b": pair_module(name, local_map),
-                                "renames": argument_renames(name, local_map)}
+        task: dict[str, Any] = {
+            "step": step,
+            "name_a": name,
+            "name_b": pair_module(name, local_map),
+            "renames": argument_renames(name, local_map),
+        }
         if name.split("#", 1)[0] in local_map.functions:
             task["function"] = local_map.functions[name.split("#", 1)[0]]
         tasks.append(task)

@@ -48,8 +48,9 @@ def apply_renames(args: list[Any], kwargs: dict[str, Any], renames: dict[str, st
     return kept, {**{renames.get(k, k): v for k, v in kwargs.items()}, **moved}
 
 
-def replay_call(model: nn.Module, module: nn.Module, recorded: dict[str, Any], renames: dict[str, str],
-                device: torch.device) -> Any:
+def replay_call(
+    model: nn.Module, module: nn.Module, recorded: dict[str, Any], renames: dict[str, str], device: torch.device
+) -> Any:
     """``module``'s output on one recorded call, without gradients, with ``model`` (its root) switched to the
     recorded train/eval mode as a whole, so that a parent's ``train()`` override applies (mmdet's ResNet keeps
     its BatchNorms in eval mode under ``norm_eval``); every module's mode and ``module``'s buffers (BatchNorm
@@ -88,8 +89,9 @@ def _target(model: nn.Module, modules: dict[str, nn.Module], task: dict[str, Any
     return (modules[base], "ok") if base in modules else (None, "no module")
 
 
-def replay_pairs(model: nn.Module, run_a: Run, tasks: Sequence[dict[str, Any]], recorder: Recorder,
-                 device: torch.device) -> list[dict[str, Any]]:
+def replay_pairs(
+    model: nn.Module, run_a: Run, tasks: Sequence[dict[str, Any]], recorder: Recorder, device: torch.device
+) -> list[dict[str, Any]]:
     """Replay every task (``bridge.local.pairing.plan_pairs``) and record B's output as kind ``local`` under
     ``name_b``; one status per task: ``ok``, ``no module`` (B has no module of that name), ``no function
     (...)`` (a function task whose attribute path B lacks), ``function record without a path`` (A recorded a

@@ -17,8 +17,9 @@ from bridge.local.replay import PAIRS_RECORD, replay_pairs
 from bridge.runs import Recorder, open_run
 
 
-def side_main(prog: str, framework: str, build: Callable[[str, str, list[str]], nn.Module],
-              argv: Sequence[str] | None = None) -> int:
+def side_main(
+    prog: str, framework: str, build: Callable[[str, str, list[str]], nn.Module], argv: Sequence[str] | None = None
+) -> int:
     """Parse ``CONFIG CHECKPOINT --run-a RUN --tasks JSON -o OUT --statuses JSON [--device D] [--opts ...]``,
     build the model with ``build(config, checkpoint, opts)`` and replay; exit 2 with one ``error:`` line."""
     parser = argparse.ArgumentParser(prog=prog, description="Run this side's modules on run A's recorded inputs.")
@@ -41,8 +42,12 @@ def side_main(prog: str, framework: str, build: Callable[[str, str, list[str]], 
         run_a = open_run(args.run_a)
         with Recorder(args.out, framework=framework) as recorder:
             statuses = replay_pairs(model, run_a, tasks, recorder, device)
-            recorder.record(PAIRS_RECORD, [{k: s[k] for k in ("step", "name_a", "name_b", "status")} for s in statuses],
-                            step=0, kind="meta")
+            recorder.record(
+                PAIRS_RECORD,
+                [{k: s[k] for k in ("step", "name_a", "name_b", "status")} for s in statuses],
+                step=0,
+                kind="meta",
+            )
         atomic_write_bytes(args.statuses, json.dumps(statuses).encode())
         return 0
     except BAD_INPUT as error:

@@ -44,11 +44,21 @@ from pathlib import Path
 from typing import Any
 
 from bridge.atomic import atomic_open
-from bridge.cli import examples
 from bridge.errors import BridgeError
 
-REQUIRED_KEYS = ("framework", "source", "classes", "isthing", "dataset_id_to_label", "colors", "void_label",
-                 "ignore_label", "label_divisor", "evaluator", "raw")
+REQUIRED_KEYS = (
+    "framework",
+    "source",
+    "classes",
+    "isthing",
+    "dataset_id_to_label",
+    "colors",
+    "void_label",
+    "ignore_label",
+    "label_divisor",
+    "evaluator",
+    "raw",
+)
 INFORMATIVE_EVALUATOR_KEYS = ("type",)
 INFORMATIVE_PREFIXES = ("void_panoptic",)
 #: Deepest nesting of lists and objects a metadata file may have.
@@ -69,18 +79,29 @@ class Difference:
     sentence: str
 
 
-def make_metadata(*, framework: str, source: str, classes: Sequence[str], isthing: Sequence[bool],
-                  dataset_id_to_label: Mapping[Any, int], colors: Sequence[Sequence[int]] | None,
-                  void_label: int | None, ignore_label: int | None, label_divisor: int | None,
-                  evaluator: Mapping[str, Any], raw: Mapping[str, Any]) -> dict[str, Any]:
+def make_metadata(
+    *,
+    framework: str,
+    source: str,
+    classes: Sequence[str],
+    isthing: Sequence[bool],
+    dataset_id_to_label: Mapping[Any, int],
+    colors: Sequence[Sequence[int]] | None,
+    void_label: int | None,
+    ignore_label: int | None,
+    label_divisor: int | None,
+    evaluator: Mapping[str, Any],
+    raw: Mapping[str, Any],
+) -> dict[str, Any]:
     """Build a normalized metadata dict (plain JSON types, keys as strings) and validate it."""
     doc = {
         "framework": str(framework),
         "source": str(source),
         "classes": [str(name) for name in classes],
         "isthing": [bool(flag) for flag in isthing],
-        "dataset_id_to_label": {str(int(k)): int(v) for k, v in sorted(dataset_id_to_label.items(),
-                                                                       key=lambda kv: int(kv[0]))},
+        "dataset_id_to_label": {
+            str(int(k)): int(v) for k, v in sorted(dataset_id_to_label.items(), key=lambda kv: int(kv[0]))
+        },
         "colors": None if colors is None else [[int(c) for c in color] for color in colors],
         "void_label": None if void_label is None else int(void_label),
         "ignore_label": None if ignore_label is None else int(ignore_label),
@@ -142,8 +163,10 @@ def validate_metadata(doc: Any, source: str = "metadata") -> dict[str, Any]:
         raise MetadataError(f"{source}: 'dataset_id_to_label' must be an object")
     for key, value in doc["dataset_id_to_label"].items():
         if not _is_int_text(key) or isinstance(value, bool) or not isinstance(value, int):
-            raise MetadataError(f"{source}: 'dataset_id_to_label' must map integer ids to integer labels, "
-                                f"got {_short(key, 40)}: {_short(value, 40)}")
+            raise MetadataError(
+                f"{source}: 'dataset_id_to_label' must map integer ids to integer labels, "
+                f"got {_short(key, 40)}: {_short(value, 40)}"
+            )
     for key in ("evaluator", "raw"):
         if not isinstance(doc[key], dict):
             raise MetadataError(f"{source}: {key!r} must be an object")
@@ -187,7 +210,7 @@ def _short(value: Any, limit: int = 80) -> str:
         text = json.dumps(value)
     except (TypeError, ValueError, RecursionError):
         text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _split_names(doc: Mapping[str, Any]) -> tuple[list[str], list[str]]:
@@ -207,37 +230,66 @@ def diff_metadata(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[Difference
 
     ca, cb = a["classes"], b["classes"]
     if len(ca) != len(cb):
-        out.append(Difference("classes.length", len(ca), len(cb),
-                              f"classes: {na} has {len(ca)} labels where {nb} has {len(cb)}"))
+        out.append(
+            Difference(
+                "classes.length", len(ca), len(cb), f"classes: {na} has {len(ca)} labels where {nb} has {len(cb)}"
+            )
+        )
     if set(ca) != set(cb):
         only_a, only_b = sorted(set(ca) - set(cb)), sorted(set(cb) - set(ca))
-        out.append(Difference("classes.names", only_a, only_b,
-                              f"class names: only in {na}: {_short(only_a)}; only in {nb}: {_short(only_b)}"))
+        out.append(
+            Difference(
+                "classes.names",
+                only_a,
+                only_b,
+                f"class names: only in {na}: {_short(only_a)}; only in {nb}: {_short(only_b)}",
+            )
+        )
     elif ca != cb:
         first = next(i for i, (x, y) in enumerate(zip(ca, cb)) if x != y)
-        out.append(Difference("classes.order", ca[first], cb[first],
-                              f"class order: label {first} is {ca[first]!r} in {na} but {cb[first]!r} in {nb}"))
+        out.append(
+            Difference(
+                "classes.order",
+                ca[first],
+                cb[first],
+                f"class order: label {first} is {ca[first]!r} in {na} but {cb[first]!r} in {nb}",
+            )
+        )
 
     ta, sa = _split_names(a)
     tb, sb = _split_names(b)
     if ta != tb or sa != sb:
         moved = sorted((set(ta) & set(sb)) | (set(sa) & set(tb)))
-        out.append(Difference("isthing", [len(ta), len(sa)], [len(tb), len(sb)],
-                              f"thing/stuff split: {na} has {len(ta)} things + {len(sa)} stuff, {nb} has "
-                              f"{len(tb)} + {len(sb)}" + (f"; classes switching side: {_short(moved)}"
-                                                          if moved else "")))
+        out.append(
+            Difference(
+                "isthing",
+                [len(ta), len(sa)],
+                [len(tb), len(sb)],
+                f"thing/stuff split: {na} has {len(ta)} things + {len(sa)} stuff, {nb} has "
+                f"{len(tb)} + {len(sb)}" + (f"; classes switching side: {_short(moved)}" if moved else ""),
+            )
+        )
 
     ma, mb = a["dataset_id_to_label"], b["dataset_id_to_label"]
     if ma != mb:
         keys = sorted(set(ma) | set(mb), key=int)
         changed = [k for k in keys if ma.get(k) != mb.get(k)]
         examples = ", ".join(f"{k}: {ma.get(k)} vs {mb.get(k)}" for k in changed[:3])
-        out.append(Difference("dataset_id_to_label", len(ma), len(mb),
-                              f"dataset id -> label maps: {len(changed)} of {len(keys)} ids differ "
-                              f"({na} maps {len(ma)} ids, {nb} {len(mb)}; e.g. {examples})"))
+        out.append(
+            Difference(
+                "dataset_id_to_label",
+                len(ma),
+                len(mb),
+                f"dataset id -> label maps: {len(changed)} of {len(keys)} ids differ "
+                f"({na} maps {len(ma)} ids, {nb} {len(mb)}; e.g. {examples})",
+            )
+        )
 
-    for key, what in (("void_label", "void label"), ("ignore_label", "ignore label"),
-                      ("label_divisor", "label divisor")):
+    for key, what in (
+        ("void_label", "void label"),
+        ("ignore_label", "ignore label"),
+        ("label_divisor", "label divisor"),
+    ):
         if a[key] != b[key]:
             va = "none" if a[key] is None else a[key]
             vb = "none" if b[key] is None else b[key]
@@ -249,10 +301,14 @@ def diff_metadata(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[Difference
             continue
         if ea.get(key) != eb.get(key):
             if key == "drops_zero_area_segments":
+
                 def says(flag: Any) -> str:
                     return {True: "drops", False: "keeps"}.get(flag, "does not say whether it drops")
-                sentence = (f"zero-area segments: {na} {says(ea.get(key))} ground-truth segments of area 0, "
-                            f"{nb} {says(eb.get(key))} them")
+
+                sentence = (
+                    f"zero-area segments: {na} {says(ea.get(key))} ground-truth segments of area 0, "
+                    f"{nb} {says(eb.get(key))} them"
+                )
             else:
                 sentence = f"evaluator {key}: {na} uses {_short(ea.get(key))} where {nb} uses {_short(eb.get(key))}"
             out.append(Difference(f"evaluator.{key}", ea.get(key), eb.get(key), sentence))
@@ -260,18 +316,22 @@ def diff_metadata(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[Difference
     ra, rb = a["raw"], b["raw"]
     for key, what in (("num_thing_classes", "thing classes"), ("num_stuff_classes", "stuff classes")):
         if key in ra and key in rb and ra[key] != rb[key]:
-            out.append(Difference(f"raw.{key}", ra[key], rb[key],
-                                  f"{what}: {na} has {ra[key]} names where {nb} has {rb[key]}"))
+            out.append(
+                Difference(f"raw.{key}", ra[key], rb[key], f"{what}: {na} has {ra[key]} names where {nb} has {rb[key]}")
+            )
     return out
-
-
 
 
 def write_differences(diffs: Sequence[Difference], a: str, b: str, out: str | os.PathLike[str]) -> Path:
     """Write ``{"a", "b", "equivalent", "differences": [{field, a_value, b_value, sentence}]}`` atomically."""
-    doc = {"a": str(a), "b": str(b), "equivalent": not diffs,
-           "differences": [{"field": d.field, "a_value": d.a_value, "b_value": d.b_value, "sentence": d.sentence}
-                           for d in diffs]}
+    doc = {
+        "a": str(a),
+        "b": str(b),
+        "equivalent": not diffs,
+        "differences": [
+            {"field": d.field, "a_value": d.a_value, "b_value": d.b_value, "sentence": d.sentence} for d in diffs
+        ],
+    }
     with atomic_open(out, "w") as handle:
         json.dump(doc, handle, indent=1)
     return Path(out)

@@ -28,18 +28,24 @@ def _print_differences(diffs: Sequence[Difference], a_name: str, b_name: str) ->
     table.add_column(escape(str(b_name)))
     table.add_column("meaning")
     for diff in diffs:
-        table.add_row(escape(diff.field), escape(_short(diff.a_value, 40)), escape(_short(diff.b_value, 40)),
-                      escape(diff.sentence))
+        table.add_row(
+            escape(diff.field),
+            escape(_short(diff.a_value, 40)),
+            escape(_short(diff.b_value, 40)),
+            escape(diff.sentence),
+        )
     Console(width=200).print(table)
 
 
 @guarded_main
 def main(argv: list[str] | None = None) -> int:
     """CLI: compare two normalized metadata files; exit 0 equivalent, 1 different, 2 bad input."""
-    parser = argparse.ArgumentParser(prog="python -m bridge.meta",
-                                     description="Compare two normalized evaluator-metadata JSON files.",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=examples(
-                                         "python -m bridge.meta d2_meta.json mmdet_meta.json --json meta_diff.json"))
+    parser = argparse.ArgumentParser(
+        prog="python -m bridge.meta",
+        description="Compare two normalized evaluator-metadata JSON files.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=examples("python -m bridge.meta d2_meta.json mmdet_meta.json --json meta_diff.json"),
+    )
     parser.add_argument("a", help="first metadata JSON (e.g. from python -m d2_side.meta)")
     parser.add_argument("b", help="second metadata JSON (e.g. from python -m mmdet_side.meta)")
     parser.add_argument("--plain", action="store_true", help="plain lines instead of a table")

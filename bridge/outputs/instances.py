@@ -48,18 +48,21 @@ class CanonicalInstances:
         self.scores = torch.as_tensor(self.scores).detach().cpu().reshape(-1)
         n = len(self.category_id)
         if len(self.scores) != n or not self.scores.is_floating_point():
-            raise BridgeError(f"instances: scores must be {n} floats, got {self.scores.dtype} of shape "
-                              f"{tuple(self.scores.shape)}")
+            raise BridgeError(
+                f"instances: scores must be {n} floats, got {self.scores.dtype} of shape {tuple(self.scores.shape)}"
+            )
         if self.boxes is not None:
             self.boxes = torch.as_tensor(self.boxes).detach().cpu()
             if tuple(self.boxes.shape) != (n, 4) or not self.boxes.is_floating_point():
-                raise BridgeError(f"instances: boxes must be {n}×4 floats, got {self.boxes.dtype} of shape "
-                                  f"{tuple(self.boxes.shape)}")
+                raise BridgeError(
+                    f"instances: boxes must be {n}×4 floats, got {self.boxes.dtype} of shape {tuple(self.boxes.shape)}"
+                )
         if self.masks is not None:
             self.masks = torch.as_tensor(self.masks).detach().cpu()
             if self.masks.ndim != 3 or self.masks.shape[0] != n or self.masks.dtype != torch.bool:
-                raise BridgeError(f"instances: masks must be {n}×H×W bool, got {self.masks.dtype} of shape "
-                                  f"{tuple(self.masks.shape)}")
+                raise BridgeError(
+                    f"instances: masks must be {n}×H×W bool, got {self.masks.dtype} of shape {tuple(self.masks.shape)}"
+                )
 
     def __len__(self) -> int:
         return len(self.category_id)
@@ -101,10 +104,15 @@ def record_canonical_instances(recorder: Recorder, image_id: object, c: Canonica
 
 def from_record(d: Any) -> CanonicalInstances:
     """Rebuild a canonical result from :func:`to_record`'s value (as read back by ``Run.get``)."""
-    if not isinstance(d, dict) or not {"category_id", "scores"} <= set(d) or set(d) - {"category_id", "scores",
-                                                                                       "boxes", "masks"}:
-        raise BridgeError("instances record must be a dict with 'category_id', 'scores' and optionally 'boxes', "
-                          f"'masks'; got keys {sorted(d) if isinstance(d, dict) else type(d).__name__}")
+    if (
+        not isinstance(d, dict)
+        or not {"category_id", "scores"} <= set(d)
+        or set(d) - {"category_id", "scores", "boxes", "masks"}
+    ):
+        raise BridgeError(
+            "instances record must be a dict with 'category_id', 'scores' and optionally 'boxes', "
+            f"'masks'; got keys {sorted(d) if isinstance(d, dict) else type(d).__name__}"
+        )
     return CanonicalInstances(d["category_id"], d["scores"], d.get("boxes"), d.get("masks"))
 
 
@@ -151,23 +159,38 @@ class InstancesComparison:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (matched pairs counted, not listed; at most :data:`LISTED` of each other list)."""
-        return {"n_a": self.n_a, "n_b": self.n_b, "matched_by": self.matched_by, "matched": len(self.matched),
-                "relabelled": self.relabelled[:LISTED], "unmatched_a": self.unmatched_a[:LISTED],
-                "unmatched_b": self.unmatched_b[:LISTED], "n_relabelled": len(self.relabelled),
-                "n_unmatched_a": len(self.unmatched_a), "n_unmatched_b": len(self.unmatched_b),
-                "max_score_diff": self.max_score_diff, "max_box_diff": self.max_box_diff,
-                "min_mask_iou": self.min_mask_iou, "boxes": self.boxes, "masks": self.masks,
-                "passed": self.passed, "failures": self.failures}
+        return {
+            "n_a": self.n_a,
+            "n_b": self.n_b,
+            "matched_by": self.matched_by,
+            "matched": len(self.matched),
+            "relabelled": self.relabelled[:LISTED],
+            "unmatched_a": self.unmatched_a[:LISTED],
+            "unmatched_b": self.unmatched_b[:LISTED],
+            "n_relabelled": len(self.relabelled),
+            "n_unmatched_a": len(self.unmatched_a),
+            "n_unmatched_b": len(self.unmatched_b),
+            "max_score_diff": self.max_score_diff,
+            "max_box_diff": self.max_box_diff,
+            "min_mask_iou": self.min_mask_iou,
+            "boxes": self.boxes,
+            "masks": self.masks,
+            "passed": self.passed,
+            "failures": self.failures,
+        }
 
     def summary(self) -> str:
         """One line: counts, the largest differences and, when it fails, why."""
+
         def num(v: float | None) -> str:
             return "-" if v is None else f"{v:.3g}"
 
-        text = (f"{self.n_a}/{self.n_b} detections (A/B), matched {len(self.matched)} by {self.matched_by} IoU, "
-                f"relabelled {len(self.relabelled)}, unmatched A/B {len(self.unmatched_a)}/{len(self.unmatched_b)}, "
-                f"max score diff {num(self.max_score_diff)}, max box diff {num(self.max_box_diff)}, "
-                f"min mask IoU {num(self.min_mask_iou)}")
+        text = (
+            f"{self.n_a}/{self.n_b} detections (A/B), matched {len(self.matched)} by {self.matched_by} IoU, "
+            f"relabelled {len(self.relabelled)}, unmatched A/B {len(self.unmatched_a)}/{len(self.unmatched_b)}, "
+            f"max score diff {num(self.max_score_diff)}, max box diff {num(self.max_box_diff)}, "
+            f"min mask IoU {num(self.min_mask_iou)}"
+        )
         for what, where in (("boxes", self.boxes), ("masks", self.masks)):
             if where in ("a", "b"):
                 text += f", {what} in {where.upper()} only"
@@ -197,7 +220,9 @@ def mask_iou(a: torch.Tensor, b: torch.Tensor, device: torch.device | str = "cpu
     return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter)).cpu()
 
 
-def _greedy(iou: torch.Tensor, allowed: torch.Tensor, used_a: set[int], used_b: set[int]) -> list[tuple[int, int, float]]:
+def _greedy(
+    iou: torch.Tensor, allowed: torch.Tensor, used_a: set[int], used_b: set[int]
+) -> list[tuple[int, int, float]]:
     """Pairs (i, j, iou) above :data:`MATCH_IOU` among ``allowed``, best IoU first (ties: lower i, then j)."""
     candidates = torch.nonzero((iou > MATCH_IOU) & allowed).tolist()
     candidates.sort(key=lambda ij: (-float(iou[ij[0], ij[1]]), ij[0], ij[1]))
@@ -222,9 +247,15 @@ def _detection(c: CanonicalInstances, i: int) -> dict[str, Any]:
     return out
 
 
-def compare_instances(a: CanonicalInstances, b: CanonicalInstances, *, scores: Tolerance = Tolerance(),
-                      boxes: Tolerance = Tolerance(), mask_iou_loss: float = 0.0,
-                      device: torch.device | str = "cpu") -> InstancesComparison:
+def compare_instances(
+    a: CanonicalInstances,
+    b: CanonicalInstances,
+    *,
+    scores: Tolerance = Tolerance(),
+    boxes: Tolerance = Tolerance(),
+    mask_iou_loss: float = 0.0,
+    device: torch.device | str = "cpu",
+) -> InstancesComparison:
     """Match B's detections to the reference A's and say whether they agree.
 
     ``scores`` / ``boxes``: tolerances on matched pairs' scores and box coordinates (pixels);
@@ -249,9 +280,18 @@ def compare_instances(a: CanonicalInstances, b: CanonicalInstances, *, scores: T
     matched_pairs = _greedy(iou, same, used_a, used_b)
     relabelled_pairs = _greedy(iou, ~same, used_a, used_b)
     matched = [{"a": i, "b": j, "category_id": int(a.category_id[i]), "iou": v} for i, j, v in matched_pairs]
-    relabelled = [{"a": i, "b": j, "a_category": int(a.category_id[i]), "b_category": int(b.category_id[j]),
-                   "iou": v, "a_score": float(a.scores[i]), "b_score": float(b.scores[j])}
-                  for i, j, v in relabelled_pairs]
+    relabelled = [
+        {
+            "a": i,
+            "b": j,
+            "a_category": int(a.category_id[i]),
+            "b_category": int(b.category_id[j]),
+            "iou": v,
+            "a_score": float(a.scores[i]),
+            "b_score": float(b.scores[j]),
+        }
+        for i, j, v in relabelled_pairs
+    ]
     unmatched_a = [_detection(a, i) for i in range(len(a)) if i not in used_a]
     unmatched_b = [_detection(b, j) for j in range(len(b)) if j not in used_b]
     ia = torch.tensor([m["a"] for m in matched], dtype=torch.int64)
@@ -267,20 +307,35 @@ def compare_instances(a: CanonicalInstances, b: CanonicalInstances, *, scores: T
         sa, sb = a.scores[ia], b.scores[ib]
         max_score = float((sa.to(torch.float64) - sb.to(torch.float64)).abs().max())
         if scores.excess(sa, sb) > 0:
-            failures.append(f"scores out of tolerance (max diff {max_score:.3g}, atol {scores.atol:g}, "
-                            f"rtol {scores.rtol:g})")
+            failures.append(
+                f"scores out of tolerance (max diff {max_score:.3g}, atol {scores.atol:g}, rtol {scores.rtol:g})"
+            )
         if both_boxes:
             ba, bb = a.boxes[ia], b.boxes[ib]
             max_box = float((ba.to(torch.float64) - bb.to(torch.float64)).abs().max())
             if boxes.excess(ba, bb) > 0:
-                failures.append(f"boxes out of tolerance (max diff {max_box:.3g} px, atol {boxes.atol:g}, "
-                                f"rtol {boxes.rtol:g})")
+                failures.append(
+                    f"boxes out of tolerance (max diff {max_box:.3g} px, atol {boxes.atol:g}, rtol {boxes.rtol:g})"
+                )
         if both_masks:
             min_iou = min(m["iou"] for m in matched)
             if 1.0 - min_iou > mask_iou_loss:
                 failures.append(f"masks differ (min IoU {min_iou:.6g}, allowed 1 - IoU <= {mask_iou_loss:g})")
-    return InstancesComparison(len(a), len(b), by, matched, relabelled, unmatched_a, unmatched_b, max_score,
-                               max_box, min_iou, _where(a.boxes, b.boxes), _where(a.masks, b.masks), failures)
+    return InstancesComparison(
+        len(a),
+        len(b),
+        by,
+        matched,
+        relabelled,
+        unmatched_a,
+        unmatched_b,
+        max_score,
+        max_box,
+        min_iou,
+        _where(a.boxes, b.boxes),
+        _where(a.masks, b.masks),
+        failures,
+    )
 
 
 def dataset_ids(table: Sequence[int | None]) -> torch.Tensor:

@@ -43,8 +43,9 @@ def canonical_from_scores(scores: Any, lookup: torch.Tensor) -> CanonicalSemanti
     (class index → dataset id, 0 for none; see ``bridge.outputs.instances.dataset_ids``)."""
     scores = torch.as_tensor(scores).detach().cpu()
     if scores.ndim != 3 or scores.shape[0] != len(lookup):
-        raise BridgeError(f"semantic scores must be C×H×W with C = {len(lookup)} classes, got shape "
-                          f"{tuple(scores.shape)}")
+        raise BridgeError(
+            f"semantic scores must be C×H×W with C = {len(lookup)} classes, got shape {tuple(scores.shape)}"
+        )
     return CanonicalSemantic(lookup[scores.argmax(0)])
 
 
@@ -98,9 +99,15 @@ class SemanticComparison:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
-        return {"pixels": self.pixels, "differing": self.differing, "agreement": self.agreement,
-                "allowed_share": self.allowed_share, "confusions": self.confusions, "size_mismatch": self.size_mismatch,
-                "passed": self.passed}
+        return {
+            "pixels": self.pixels,
+            "differing": self.differing,
+            "agreement": self.agreement,
+            "allowed_share": self.allowed_share,
+            "confusions": self.confusions,
+            "size_mismatch": self.size_mismatch,
+            "passed": self.passed,
+        }
 
     def summary(self) -> str:
         """One line: agreement, differing pixels and the largest confusion."""
@@ -113,16 +120,24 @@ class SemanticComparison:
         return text + ("" if self.passed else f"; FAIL (allowed share {self.allowed_share:g})")
 
 
-def compare_semantic(a: CanonicalSemantic, b: CanonicalSemantic, *, allowed_share: float = 0.0,
-                     device: torch.device | str = "cpu") -> SemanticComparison:
+def compare_semantic(
+    a: CanonicalSemantic, b: CanonicalSemantic, *, allowed_share: float = 0.0, device: torch.device | str = "cpu"
+) -> SemanticComparison:
     """Compare two maps pixel by pixel on ``device``; maps of different sizes fail (every pixel of A counted)."""
     if a.category.shape != b.category.shape:
-        return SemanticComparison(int(a.category.numel()), int(a.category.numel()), [], float(allowed_share),
-                                  f"maps differ in size: A {tuple(a.category.shape)} vs B {tuple(b.category.shape)}")
+        return SemanticComparison(
+            int(a.category.numel()),
+            int(a.category.numel()),
+            [],
+            float(allowed_share),
+            f"maps differ in size: A {tuple(a.category.shape)} vs B {tuple(b.category.shape)}",
+        )
     ca, cb = a.category.to(device).reshape(-1), b.category.to(device).reshape(-1)
     diff = ca != cb
     pairs, counts = torch.unique(torch.stack([ca[diff], cb[diff]]), dim=1, return_counts=True)
     order = counts.argsort(descending=True, stable=True)[:LISTED]
-    confusions = [{"a_category": int(pairs[0, k]), "b_category": int(pairs[1, k]), "pixels": int(counts[k])}
-                  for k in order.tolist()]
+    confusions = [
+        {"a_category": int(pairs[0, k]), "b_category": int(pairs[1, k]), "pixels": int(counts[k])}
+        for k in order.tolist()
+    ]
     return SemanticComparison(int(ca.numel()), int(diff.sum()), confusions, float(allowed_share))

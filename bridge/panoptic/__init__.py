@@ -28,10 +28,10 @@ from PIL import Image
 
 from bridge.atomic import atomic_open
 from bridge.coco.coco91 import panoptic_categories
+from bridge.coco.semseg_png import read_panoptic_ids
 from bridge.devices import resolve_device
 from bridge.errors import BridgeError
 from bridge.runs import Recorder
-from bridge.coco.semseg_png import read_panoptic_ids
 
 RECORD_PREFIX = "panoptic."
 MATCH_IOU = 0.5
@@ -63,14 +63,19 @@ class CanonicalPanoptic:
         self.segment = np.asarray(self.segment, dtype=np.int64)
         self.segments = [dict(s, iscrowd=int(bool(s.get("iscrowd", 0)))) for s in self.segments]
         if self.category.ndim != 2 or self.category.shape != self.segment.shape:
-            raise BridgeError(f"panoptic maps must be two H×W arrays of one shape, got {self.category.shape} "
-                              f"and {self.segment.shape}")
-        for what, values in (("category", self.category), ("segment", self.segment),
-                             ("segments", [int(s.get(k, 0)) for s in self.segments for k in ("id", "category_id")])):
+            raise BridgeError(
+                f"panoptic maps must be two H×W arrays of one shape, got {self.category.shape} and {self.segment.shape}"
+            )
+        for what, values in (
+            ("category", self.category),
+            ("segment", self.segment),
+            ("segments", [int(s.get(k, 0)) for s in self.segments for k in ("id", "category_id")]),
+        ):
             values = np.asarray(values, dtype=np.int64)
             if values.size and (values.min() < 0 or values.max() > MAX_ID):
-                raise BridgeError(f"panoptic {what} ids must lie in 0..{MAX_ID}, got {int(values.min())}.."
-                                  f"{int(values.max())}")
+                raise BridgeError(
+                    f"panoptic {what} ids must lie in 0..{MAX_ID}, got {int(values.min())}..{int(values.max())}"
+                )
         listed = {int(s["id"]) for s in self.segments}
         if 0 in listed or len(listed) != len(self.segments):
             raise BridgeError("panoptic segments must have unique non-zero ids")
@@ -90,8 +95,9 @@ class CanonicalPanoptic:
         return {int(s["id"]): s for s in self.segments}
 
 
-def canonical_from_segment_map(ids: np.ndarray, segments_info: Sequence[dict[str, Any]],
-                               void_ids: Sequence[int] = (0,)) -> CanonicalPanoptic:
+def canonical_from_segment_map(
+    ids: np.ndarray, segments_info: Sequence[dict[str, Any]], void_ids: Sequence[int] = (0,)
+) -> CanonicalPanoptic:
     """Build a canonical result from a segment-id map and segments carrying *dataset* category ids.
 
     Segment ids are renumbered 1..N in the order of ``segments_info``; pixels whose id is in ``void_ids``
@@ -119,14 +125,24 @@ def canonical_from_segment_map(ids: np.ndarray, segments_info: Sequence[dict[str
         new_id = len(segments) + 1
         segment[mask] = new_id
         category[mask] = category_id
-        segments.append({"id": new_id, "category_id": category_id, "isthing": int(bool(info["isthing"])),
-                         "area": area, "iscrowd": int(bool(info.get("iscrowd", 0)))})
+        segments.append(
+            {
+                "id": new_id,
+                "category_id": category_id,
+                "isthing": int(bool(info["isthing"])),
+                "area": area,
+                "iscrowd": int(bool(info.get("iscrowd", 0))),
+            }
+        )
     return CanonicalPanoptic(category, segment, segments)
 
 
-def canonical_from_panoptic_png(png_path: str | os.PathLike[str], segments_info: Sequence[dict[str, Any]],
-                                categories: Sequence[dict[str, Any]] | None = None,
-                                size: tuple[int, int] | None = None) -> CanonicalPanoptic:
+def canonical_from_panoptic_png(
+    png_path: str | os.PathLike[str],
+    segments_info: Sequence[dict[str, Any]],
+    categories: Sequence[dict[str, Any]] | None = None,
+    size: tuple[int, int] | None = None,
+) -> CanonicalPanoptic:
     """Ground truth from a COCO-panoptic RGB id PNG and its ``segments_info`` (dataset category ids).
 
     ``isthing`` comes from the segment, else from ``categories`` (the annotation file's list; default:
@@ -141,8 +157,14 @@ def canonical_from_panoptic_png(png_path: str | os.PathLike[str], segments_info:
         cat = int(info["category_id"])
         if "isthing" not in info and cat not in isthing:
             raise BridgeError(f"{png_path}: segment {info['id']} has category {cat}, not in the categories")
-        infos.append({"id": int(info["id"]), "category_id": cat, "isthing": info.get("isthing", isthing.get(cat)),
-                      "iscrowd": info.get("iscrowd", 0)})
+        infos.append(
+            {
+                "id": int(info["id"]),
+                "category_id": cat,
+                "isthing": info.get("isthing", isthing.get(cat)),
+                "iscrowd": info.get("iscrowd", 0),
+            }
+        )
     return canonical_from_segment_map(read_panoptic_ids(png_path, size), infos)
 
 
@@ -151,15 +173,18 @@ def canonical_from_panoptic_png(png_path: str | os.PathLike[str], segments_info:
 
 def _segment_table(c: CanonicalPanoptic) -> np.ndarray:
     """The segments as an N×5 int64 table, one column per :data:`SEGMENT_COLUMNS`."""
-    return np.array([[s[k] for k in SEGMENT_COLUMNS] for s in c.segments],
-                    dtype=np.int64).reshape(-1, len(SEGMENT_COLUMNS))
+    return np.array([[s[k] for k in SEGMENT_COLUMNS] for s in c.segments], dtype=np.int64).reshape(
+        -1, len(SEGMENT_COLUMNS)
+    )
 
 
 def to_record(c: CanonicalPanoptic) -> dict[str, Any]:
     """A value for ``bridge.Recorder.record``: the two maps and an N×5 (:data:`SEGMENT_COLUMNS`) table."""
-    return {"category": torch.from_numpy(np.ascontiguousarray(c.category)),
-            "segment": torch.from_numpy(np.ascontiguousarray(c.segment)),
-            "segments": torch.from_numpy(_segment_table(c))}
+    return {
+        "category": torch.from_numpy(np.ascontiguousarray(c.category)),
+        "segment": torch.from_numpy(np.ascontiguousarray(c.segment)),
+        "segments": torch.from_numpy(_segment_table(c)),
+    }
 
 
 def record_canonical_panoptic(recorder: Recorder, image_id: object, c: CanonicalPanoptic, *, step: int) -> None:
@@ -186,8 +211,9 @@ def from_record(d: Any) -> CanonicalPanoptic:
         raise BridgeError("panoptic record must be a dict with 'category', 'segment' and 'segments'")
     table = _as_numpy(d["segments"], "segments")
     if table.ndim != 2 or table.shape[1] not in (4, len(SEGMENT_COLUMNS)):
-        raise BridgeError(f"panoptic record: segments must be an N×{len(SEGMENT_COLUMNS)} (or N×4) table, "
-                          f"got shape {table.shape}")
+        raise BridgeError(
+            f"panoptic record: segments must be an N×{len(SEGMENT_COLUMNS)} (or N×4) table, got shape {table.shape}"
+        )
     segments = [dict(zip(SEGMENT_COLUMNS, (int(v) for v in row))) for row in table]
     return CanonicalPanoptic(_as_numpy(d["category"], "category"), _as_numpy(d["segment"], "segment"), segments)
 
@@ -203,7 +229,7 @@ def load_npz(path: str | os.PathLike[str]) -> CanonicalPanoptic:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except Exception as exc:  # noqa: BLE001 - a truncated zip raises BadZipFile, EOFError, zlib.error, ...
+    except Exception as exc:  # a truncated zip raises BadZipFile, EOFError, zlib.error, ...
         raise BridgeError(f"{path}: cannot read panoptic .npz: {type(exc).__name__}: {exc}") from None
     try:
         return from_record(arrays)
@@ -256,10 +282,12 @@ class PanopticComparison:
     def summary(self) -> str:
         """One line: PQ, agreement and the counts of differences (and of ignored crowd segments, if any)."""
         crowd = f", crowd ignored {len(self.crowd_a)}" if self.crowd_a else ""
-        return (f"PQ {self.pq:.2f} SQ {self.sq:.2f} RQ {self.rq:.2f}, category agreement "
-                f"{self.category_agreement:.4f}, void agreement {self.void_agreement:.4f}, unmatched A/B "
-                f"{len(self.unmatched_a)}/{len(self.unmatched_b)}, relabelled {len(self.relabelled)}, "
-                f"split {len(self.split)}, merged {len(self.merged)}{crowd}")
+        return (
+            f"PQ {self.pq:.2f} SQ {self.sq:.2f} RQ {self.rq:.2f}, category agreement "
+            f"{self.category_agreement:.4f}, void agreement {self.void_agreement:.4f}, unmatched A/B "
+            f"{len(self.unmatched_a)}/{len(self.unmatched_b)}, relabelled {len(self.relabelled)}, "
+            f"split {len(self.split)}, merged {len(self.merged)}{crowd}"
+        )
 
 
 def _check_pair(a: CanonicalPanoptic, b: CanonicalPanoptic) -> None:
@@ -287,13 +315,24 @@ def _joint_histogram(seg_a: torch.Tensor, seg_b: torch.Tensor) -> dict[tuple[int
     return {(i, j): n for i, j, n in zip(*rows)}
 
 
-def _pixel_counts(cat_a: torch.Tensor, cat_b: torch.Tensor, seg_a: torch.Tensor,
-                  seg_b: torch.Tensor) -> dict[str, int]:
+def _pixel_counts(cat_a: torch.Tensor, cat_b: torch.Tensor, seg_a: torch.Tensor, seg_b: torch.Tensor) -> dict[str, int]:
     """Pixels of equal category, of equal void-ness, void in A / in B, void only in B / only in A."""
     void_a, void_b = seg_a == 0, seg_b == 0
     names = ("same_category", "same_void", "void_a", "void_b", "void_grown", "void_shrunk")
-    counts = torch.stack([(cat_a == cat_b).sum(), (void_a == void_b).sum(), void_a.sum(), void_b.sum(),
-                          (~void_a & void_b).sum(), (void_a & ~void_b).sum()]).cpu().tolist()
+    counts = (
+        torch.stack(
+            [
+                (cat_a == cat_b).sum(),
+                (void_a == void_b).sum(),
+                void_a.sum(),
+                void_b.sum(),
+                (~void_a & void_b).sum(),
+                (void_a & ~void_b).sum(),
+            ]
+        )
+        .cpu()
+        .tolist()
+    )
     return dict(zip(names, counts))
 
 
@@ -338,8 +377,7 @@ class _Overlap:
     def same_partition(self) -> bool:
         """True when every A segment lies on exactly one B segment and back, and void on void."""
         used = [k for k in self.pairs if k != (0, 0)]
-        return (all(i and j for i, j in used)
-                and len({i for i, _ in used}) == len({j for _, j in used}) == len(used))
+        return all(i and j for i, j in used) and len({i for i, _ in used}) == len({j for _, j in used}) == len(used)
 
 
 def _match(ov: _Overlap) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[int, tuple[int, float]]]:
@@ -364,8 +402,9 @@ def _match(ov: _Overlap) -> tuple[list[dict[str, Any]], list[dict[str, Any]], di
         if same:
             matches.append({"a_id": i, "b_id": j, "category_id": sa["category_id"], "iou": iou})
         else:
-            relabelled.append({"a_id": i, "b_id": j, "a_category": sa["category_id"],
-                               "b_category": sb["category_id"], "iou": iou})
+            relabelled.append(
+                {"a_id": i, "b_id": j, "a_category": sa["category_id"], "b_category": sb["category_id"], "iou": iou}
+            )
     return matches, relabelled, best
 
 
@@ -389,17 +428,28 @@ def _unmatched_b(ov: _Overlap, matched: set[int], crowd: dict[int, int]) -> list
         sb = ov.segs_b[j]
         in_void = ov.pairs.get((0, j), 0)
         on_crowd = ov.pairs.get((crowd[sb["category_id"]], j), 0) if sb["category_id"] in crowd else 0
-        out.append(dict(sb, void_in_a=_share(in_void, ov.area_b[j]), crowd_in_a=_share(on_crowd, ov.area_b[j]),
-                        counted_fp=_share(in_void + on_crowd, ov.area_b[j]) <= IGNORED_SHARE))
+        out.append(
+            dict(
+                sb,
+                void_in_a=_share(in_void, ov.area_b[j]),
+                crowd_in_a=_share(on_crowd, ov.area_b[j]),
+                counted_fp=_share(in_void + on_crowd, ov.area_b[j]) <= IGNORED_SHARE,
+            )
+        )
     return out
 
 
 def _split_merged(ov: _Overlap) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """A segments covered by several B segments of their category (split) and B segments covering
     several A segments of theirs (merged); a part counts from :data:`SPLIT_MIN_SHARE` of the A segment."""
+
     def big(i: int, j: int, n: int) -> bool:
-        return (i != 0 and j != 0 and ov.segs_a[i]["category_id"] == ov.segs_b[j]["category_id"]
-                and n >= SPLIT_MIN_SHARE * ov.area_a[i])
+        return (
+            i != 0
+            and j != 0
+            and ov.segs_a[i]["category_id"] == ov.segs_b[j]["category_id"]
+            and n >= SPLIT_MIN_SHARE * ov.area_a[i]
+        )
 
     split, merged = [], []
     for i, sa in ov.segs_a.items():
@@ -413,9 +463,14 @@ def _split_merged(ov: _Overlap) -> tuple[list[dict[str, Any]], list[dict[str, An
     return split, merged
 
 
-def _category_rows(ov: _Overlap, matches: list[dict[str, Any]], unmatched_a: list[dict[str, Any]],
-                   unmatched_b: list[dict[str, Any]], pixels_a: dict[int, int],
-                   pixels_b: dict[int, int]) -> list[dict[str, Any]]:
+def _category_rows(
+    ov: _Overlap,
+    matches: list[dict[str, Any]],
+    unmatched_a: list[dict[str, Any]],
+    unmatched_b: list[dict[str, Any]],
+    pixels_a: dict[int, int],
+    pixels_b: dict[int, int],
+) -> list[dict[str, Any]]:
     """TP/FP/FN, PQ/SQ/RQ (percent) and pixel counts per category of either side."""
     isthing = {s["category_id"]: s["isthing"] for s in list(ov.segs_b.values()) + list(ov.segs_a.values())}
     rows: list[dict[str, Any]] = []
@@ -425,11 +480,20 @@ def _category_rows(ov: _Overlap, matches: list[dict[str, Any]], unmatched_a: lis
         fn = sum(1 for s in unmatched_a if s["category_id"] == cat)
         fp = sum(1 for s in unmatched_b if s["category_id"] == cat and s["counted_fp"])
         denom = tp + 0.5 * fp + 0.5 * fn
-        rows.append({"category_id": cat, "isthing": isthing[cat], "tp": tp, "fp": fp, "fn": fn,
-                     "pq": 100.0 * sum(tp_ious) / denom if denom else 0.0,
-                     "sq": 100.0 * sum(tp_ious) / tp if tp else 0.0,
-                     "rq": 100.0 * tp / denom if denom else 0.0,
-                     "a_pixels": pixels_a.get(cat, 0), "b_pixels": pixels_b.get(cat, 0)})
+        rows.append(
+            {
+                "category_id": cat,
+                "isthing": isthing[cat],
+                "tp": tp,
+                "fp": fp,
+                "fn": fn,
+                "pq": 100.0 * sum(tp_ious) / denom if denom else 0.0,
+                "sq": 100.0 * sum(tp_ious) / tp if tp else 0.0,
+                "rq": 100.0 * tp / denom if denom else 0.0,
+                "a_pixels": pixels_a.get(cat, 0),
+                "b_pixels": pixels_b.get(cat, 0),
+            }
+        )
     return rows
 
 
@@ -457,28 +521,53 @@ def compare_panoptic(a: CanonicalPanoptic, b: CanonicalPanoptic, device: str = "
     ov = _Overlap.build(_joint_histogram(seg_a, seg_b), a, b)
     matches, relabelled, best = _match(ov)
     matched_a, matched_b = {m["a_id"] for m in matches}, {m["b_id"] for m in matches}
-    unmatched_a = [dict(s, best_b_id=best.get(i, (0, 0.0))[0], best_iou=best.get(i, (0, 0.0))[1],
-                        void_in_b=_share(ov.pairs.get((i, 0), 0), ov.area_a[i]))
-                   for i, s in sorted(ov.segs_a.items()) if i not in matched_a and not s["iscrowd"]]
-    crowd_a = [dict(s, best_b_id=best.get(i, (0, 0.0))[0], best_iou=best.get(i, (0, 0.0))[1])
-               for i, s in sorted(ov.segs_a.items()) if s["iscrowd"]]
+    unmatched_a = [
+        dict(
+            s,
+            best_b_id=best.get(i, (0, 0.0))[0],
+            best_iou=best.get(i, (0, 0.0))[1],
+            void_in_b=_share(ov.pairs.get((i, 0), 0), ov.area_a[i]),
+        )
+        for i, s in sorted(ov.segs_a.items())
+        if i not in matched_a and not s["iscrowd"]
+    ]
+    crowd_a = [
+        dict(s, best_b_id=best.get(i, (0, 0.0))[0], best_iou=best.get(i, (0, 0.0))[1])
+        for i, s in sorted(ov.segs_a.items())
+        if s["iscrowd"]
+    ]
     unmatched_b = _unmatched_b(ov, matched_b, _crowd_regions(a))
     split, merged = _split_merged(ov)
     rows = _category_rows(ov, matches, unmatched_a, unmatched_b, _category_pixels(cat_a), _category_pixels(cat_b))
     overall = _scores(rows) or {"pq": 100.0, "sq": 100.0, "rq": 100.0}
     n_pix = a.segment.size
     return PanopticComparison(
-        category_agreement=pixels["same_category"] / n_pix, void_agreement=pixels["same_void"] / n_pix,
-        void_share_a=pixels["void_a"] / n_pix, void_share_b=pixels["void_b"] / n_pix,
-        void_grown=pixels["void_grown"], void_shrunk=pixels["void_shrunk"], same_partition=ov.same_partition(),
-        pq=overall["pq"], sq=overall["sq"], rq=overall["rq"],
-        things=_scores([r for r in rows if r["isthing"]]), stuff=_scores([r for r in rows if not r["isthing"]]),
-        per_category=rows, matches=matches, unmatched_a=unmatched_a, unmatched_b=unmatched_b, crowd_a=crowd_a,
-        relabelled=relabelled, split=split, merged=merged)
+        category_agreement=pixels["same_category"] / n_pix,
+        void_agreement=pixels["same_void"] / n_pix,
+        void_share_a=pixels["void_a"] / n_pix,
+        void_share_b=pixels["void_b"] / n_pix,
+        void_grown=pixels["void_grown"],
+        void_shrunk=pixels["void_shrunk"],
+        same_partition=ov.same_partition(),
+        pq=overall["pq"],
+        sq=overall["sq"],
+        rq=overall["rq"],
+        things=_scores([r for r in rows if r["isthing"]]),
+        stuff=_scores([r for r in rows if not r["isthing"]]),
+        per_category=rows,
+        matches=matches,
+        unmatched_a=unmatched_a,
+        unmatched_b=unmatched_b,
+        crowd_a=crowd_a,
+        relabelled=relabelled,
+        split=split,
+        merged=merged,
+    )
 
 
-def _disagreement(a: CanonicalPanoptic, b: CanonicalPanoptic, comparison: PanopticComparison,
-                  device: str) -> np.ndarray:
+def _disagreement(
+    a: CanonicalPanoptic, b: CanonicalPanoptic, comparison: PanopticComparison, device: str
+) -> np.ndarray:
     """Bool H×W from an existing comparison: pixels whose category differs or whose A segment is not paired
     with their B segment (by a match, or a crowd segment's same-category IoU > 0.5 partner)."""
     dev = resolve_device(device)
@@ -530,13 +619,21 @@ def _png_data_uri(array: np.ndarray) -> str:
 def _img(array: np.ndarray, caption: str) -> str:
     h, w = array.shape[:2]
     scale = max(1, 256 // max(w, 1))
-    return (f'<figure style="display:inline-block;margin:4px"><img src="{_png_data_uri(array)}" '
-            f'width="{w * scale}" height="{h * scale}" style="image-rendering:pixelated" alt="{html.escape(caption)}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return (
+        f'<figure style="display:inline-block;margin:4px"><img src="{_png_data_uri(array)}" '
+        f'width="{w * scale}" height="{h * scale}" style="image-rendering:pixelated" alt="{html.escape(caption)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
-def html_section(a: CanonicalPanoptic, b: CanonicalPanoptic, comparison: PanopticComparison,
-                 colors: dict[int, Sequence[int]], title: str = "", device: str = "auto") -> str:
+def html_section(
+    a: CanonicalPanoptic,
+    b: CanonicalPanoptic,
+    comparison: PanopticComparison,
+    colors: dict[int, Sequence[int]],
+    title: str = "",
+    device: str = "auto",
+) -> str:
     """HTML fragment: A and B maps side by side, the disagreement map (red), a summary and per-category table.
 
     ``comparison`` is ``compare_panoptic(a, b)``; the disagreement map is computed on ``device``.
@@ -550,17 +647,18 @@ def html_section(a: CanonicalPanoptic, b: CanonicalPanoptic, comparison: Panopti
     table = "".join(
         f"<tr><td>{r['category_id']}</td><td>{'thing' if r['isthing'] else 'stuff'}</td><td>{r['tp']}</td>"
         f"<td>{r['fp']}</td><td>{r['fn']}</td><td>{r['pq']:.1f}</td><td>{r['a_pixels']}</td><td>{r['b_pixels']}</td></tr>"
-        for r in comparison.per_category)
-    return (f'<div class="panoptic">{head}<p>{html.escape(comparison.summary())}</p><div>'
-            f"{_img(panoptic_color_image(a, colors), 'A')}{_img(panoptic_color_image(b, colors), 'B')}"
-            f"{_img(diff_rgb, 'disagreement')}</div>"
-            "<table><tr><th>category</th><th>kind</th><th>TP</th><th>FP</th><th>FN</th><th>PQ</th>"
-            f"<th>A px</th><th>B px</th></tr>{table}</table></div>")
+        for r in comparison.per_category
+    )
+    return (
+        f'<div class="panoptic">{head}<p>{html.escape(comparison.summary())}</p><div>'
+        f"{_img(panoptic_color_image(a, colors), 'A')}{_img(panoptic_color_image(b, colors), 'B')}"
+        f"{_img(diff_rgb, 'disagreement')}</div>"
+        "<table><tr><th>category</th><th>kind</th><th>TP</th><th>FP</th><th>FN</th><th>PQ</th>"
+        f"<th>A px</th><th>B px</th></tr>{table}</table></div>"
+    )
 
 
 # ---------------------------------------------------------------- CLI
-
-
 
 
 def default_colors() -> dict[int, Sequence[int]]:
@@ -568,8 +666,18 @@ def default_colors() -> dict[int, Sequence[int]]:
     return {int(c["id"]): c["color"] for c in panoptic_categories() if "color" in c}
 
 
-
-
-__all__ = ["CanonicalPanoptic", "PanopticComparison", "canonical_from_segment_map", "canonical_from_panoptic_png",
-           "to_record", "from_record", "record_canonical_panoptic", "save_npz", "load_npz", "compare_panoptic",
-           "disagreement_map", "panoptic_color_image", "html_section"]
+__all__ = [
+    "CanonicalPanoptic",
+    "PanopticComparison",
+    "canonical_from_segment_map",
+    "canonical_from_panoptic_png",
+    "to_record",
+    "from_record",
+    "record_canonical_panoptic",
+    "save_npz",
+    "load_npz",
+    "compare_panoptic",
+    "disagreement_map",
+    "panoptic_color_image",
+    "html_section",
+]

@@ -16,8 +16,15 @@ from bridge.atomic import atomic_group
 from bridge.cli import add_quiet_option, check_outputs, examples, finite_nonnegative, guarded_main
 from bridge.devices import resolve_device
 from bridge.errors import BridgeError
-from bridge.panoptic import (RECORD_PREFIX, CanonicalPanoptic, compare_panoptic, default_colors, from_record,
-                             html_section, load_npz)
+from bridge.panoptic import (
+    RECORD_PREFIX,
+    CanonicalPanoptic,
+    compare_panoptic,
+    default_colors,
+    from_record,
+    html_section,
+    load_npz,
+)
 
 
 def _load_side(path: Path) -> dict[tuple[str, int], CanonicalPanoptic]:
@@ -30,8 +37,10 @@ def _load_side(path: Path) -> dict[tuple[str, int], CanonicalPanoptic]:
     from bridge.runs import open_run
 
     run = open_run(path)
-    keys = sorted({(e.name, e.step) for e in run.entries(rank=0, kind="output") if e.name.startswith(RECORD_PREFIX)},
-                  key=lambda k: (k[1], k[0]))
+    keys = sorted(
+        {(e.name, e.step) for e in run.entries(rank=0, kind="output") if e.name.startswith(RECORD_PREFIX)},
+        key=lambda k: (k[1], k[0]),
+    )
     if not keys:
         raise BridgeError(f"{path}: no output record named '{RECORD_PREFIX}*'")
     out = {}
@@ -47,15 +56,23 @@ def _load_side(path: Path) -> dict[tuple[str, int], CanonicalPanoptic]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 identical / PQ ok, 1 differ, 2 bad input).
     Results of different sizes fail their image (exit 1), they do not stop the comparison."""
-    parser = argparse.ArgumentParser(prog="python -m bridge.panoptic", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=examples(
-                                         "python -m bridge.panoptic runs/d2 runs/mmdet --min-pq 99 --json pq.json "
-                                         "--html pq.html",
-                                         "python -m bridge.panoptic a.npz b.npz"))
+    parser = argparse.ArgumentParser(
+        prog="python -m bridge.panoptic",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=examples(
+            "python -m bridge.panoptic runs/d2 runs/mmdet --min-pq 99 --json pq.json --html pq.html",
+            "python -m bridge.panoptic a.npz b.npz",
+        ),
+    )
     parser.add_argument("a", type=Path, help="reference: run directory or canonical .npz")
     parser.add_argument("b", type=Path, help="candidate: run directory or canonical .npz")
-    parser.add_argument("--min-pq", type=finite_nonnegative("--min-pq"), default=None,
-                        help="pass when every image's PQ is at least this")
+    parser.add_argument(
+        "--min-pq",
+        type=finite_nonnegative("--min-pq"),
+        default=None,
+        help="pass when every image's PQ is at least this",
+    )
     parser.add_argument("--html", type=Path, default=None, help="write an HTML report here")
     parser.add_argument("--json", type=Path, default=None, help="write a JSON summary here")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (auto: CUDA when available)")
@@ -79,8 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         if side_a[key].shape != side_b[key].shape:
             print(f"{label}: DIFFERS: size A {side_a[key].shape} vs B {side_b[key].shape} (HxW)")
-            results[label] = {"identical": False, "size_a": list(side_a[key].shape),
-                              "size_b": list(side_b[key].shape)}
+            results[label] = {"identical": False, "size_a": list(side_a[key].shape), "size_b": list(side_b[key].shape)}
             ok = False
             continue
         comp = compare_panoptic(side_a[key], side_b[key], device)
@@ -95,9 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json:
             outputs.write_bytes(args.json, json.dumps({"passed": ok, "images": results}, indent=1).encode())
         if args.html:
-            page = ("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>panoptic</title></head><body>"
-                    f"<h1>{'PASS' if ok else 'FAIL'} {html.escape(str(args.a))} vs {html.escape(str(args.b))}</h1>"
-                    f"{''.join(sections)}</body></html>")
+            page = (
+                '<!DOCTYPE html><html><head><meta charset="utf-8"><title>panoptic</title></head><body>'
+                f"<h1>{'PASS' if ok else 'FAIL'} {html.escape(str(args.a))} vs {html.escape(str(args.b))}</h1>"
+                f"{''.join(sections)}</body></html>"
+            )
             outputs.write_bytes(args.html, page.encode())
         outputs.commit()
     if args.quiet:

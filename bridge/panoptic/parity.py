@@ -19,17 +19,27 @@ METRICS = ("PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st
 #: What mmdet's ``CocoPanopticMetric`` puts before each metric name.
 MMDET_PREFIX = "coco_panoptic/"
 
-REASON_ZERO_AREA = ("mmdet's CocoPanopticDataset.parse_data_info drops ground-truth segments of zero area "
-                    "(and boxes under one pixel); detectron2 keeps every segment of the annotation file")
-REASON_SKIPPED = ("categories with neither ground truth nor prediction are skipped by both evaluators, so a "
-                  "category present on one side only (e.g. after a mapping difference) changes the averages")
-REASON_MAPPING = ("detectron2 maps contiguous ids to dataset ids with the dataset metadata "
-                  "(thing_/stuff_dataset_id_to_contiguous_id); mmdet maps labels to dataset ids by the "
-                  "annotation file's category names (coco.get_cat_ids(cat_names=classes))")
-REASON_THINGS = ("only thing metrics differ: thing instances are encoded differently (detectron2 segment ids "
-                 "vs mmdet label + k * 1000); check instance counts and the isthing flags")
-REASON_STUFF = ("only stuff metrics differ: stuff categories are resolved differently (detectron2's stuff map "
-                "vs mmdet's class names); check merged stuff classes")
+REASON_ZERO_AREA = (
+    "mmdet's CocoPanopticDataset.parse_data_info drops ground-truth segments of zero area "
+    "(and boxes under one pixel); detectron2 keeps every segment of the annotation file"
+)
+REASON_SKIPPED = (
+    "categories with neither ground truth nor prediction are skipped by both evaluators, so a "
+    "category present on one side only (e.g. after a mapping difference) changes the averages"
+)
+REASON_MAPPING = (
+    "detectron2 maps contiguous ids to dataset ids with the dataset metadata "
+    "(thing_/stuff_dataset_id_to_contiguous_id); mmdet maps labels to dataset ids by the "
+    "annotation file's category names (coco.get_cat_ids(cat_names=classes))"
+)
+REASON_THINGS = (
+    "only thing metrics differ: thing instances are encoded differently (detectron2 segment ids "
+    "vs mmdet label + k * 1000); check instance counts and the isthing flags"
+)
+REASON_STUFF = (
+    "only stuff metrics differ: stuff categories are resolved differently (detectron2's stuff map "
+    "vs mmdet's class names); check merged stuff classes"
+)
 REASON_MISSING = "a metric is reported by one evaluator only"
 
 
@@ -44,8 +54,12 @@ class ParityRow:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of the row."""
-        return {"metric": self.metric, "detectron2": self.detectron2, "mmdet": self.mmdet,
-                "difference": self.difference}
+        return {
+            "metric": self.metric,
+            "detectron2": self.detectron2,
+            "mmdet": self.mmdet,
+            "difference": self.difference,
+        }
 
 
 @dataclass
@@ -68,8 +82,13 @@ class ParityReport:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: rows, tolerance, parity, differing metrics and reasons."""
-        return {"rows": [r.to_dict() for r in self.rows], "tolerance": self.tolerance, "parity": self.parity,
-                "differing": self.differing, "reasons": list(self.reasons)}
+        return {
+            "rows": [r.to_dict() for r in self.rows],
+            "tolerance": self.tolerance,
+            "parity": self.parity,
+            "differing": self.differing,
+            "reasons": list(self.reasons),
+        }
 
     def table(self) -> Any:
         """A ``rich.table.Table`` of the rows (differing rows in red)."""
@@ -83,8 +102,13 @@ class ParityReport:
             table.add_column(name, justify="left" if name == "metric" else "right")
         bad = set(self.differing)
         for row in self.rows:
-            table.add_row(row.metric, fmt(row.detectron2), fmt(row.mmdet), fmt(row.difference),
-                          style="red" if row.metric in bad else None)
+            table.add_row(
+                row.metric,
+                fmt(row.detectron2),
+                fmt(row.mmdet),
+                fmt(row.difference),
+                style="red" if row.metric in bad else None,
+            )
         return table
 
     def print(self, console: Any | None = None) -> None:
@@ -100,14 +124,15 @@ class ParityReport:
 def _normalise(result: Mapping[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
     for key, value in result.items():
-        name = key[len(MMDET_PREFIX):] if key.startswith(MMDET_PREFIX) else key
+        name = key[len(MMDET_PREFIX) :] if key.startswith(MMDET_PREFIX) else key
         if name in METRICS and value is not None:
             out[name] = float(value)
     return out
 
 
-def parity_report(d2_result: Mapping[str, Any], mmdet_result: Mapping[str, Any], *,
-                  tolerance: float = 1e-6) -> ParityReport:
+def parity_report(
+    d2_result: Mapping[str, Any], mmdet_result: Mapping[str, Any], *, tolerance: float = 1e-6
+) -> ParityReport:
     """Line up detectron2's and mmdet's PQ/SQ/RQ results and name the known reasons for any difference.
 
     Both dicts may use either naming (``PQ`` or ``coco_panoptic/PQ``); other keys are ignored. A NaN on

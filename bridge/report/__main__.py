@@ -14,18 +14,29 @@ from bridge.errors import BridgeError
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser."""
-    p = argparse.ArgumentParser(prog="python -m bridge.report",
-                                description="One alignment report (HTML, JSON) from the pieces a port produced.",
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=examples(
-                                    "python -m bridge.report convert.json init.json compare.json -o report.html "
-                                    "--json report.json"))
-    p.add_argument("pieces", nargs="+", help="conversion / initcheck / compare / parity JSON reports, metadata "
-                                             "documents or their diff (type told from the content)")
+    p = argparse.ArgumentParser(
+        prog="python -m bridge.report",
+        description="One alignment report (HTML, JSON) from the pieces a port produced.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=examples(
+            "python -m bridge.report convert.json init.json compare.json -o report.html --json report.json"
+        ),
+    )
+    p.add_argument(
+        "pieces",
+        nargs="+",
+        help="conversion / initcheck / compare / parity JSON reports, metadata "
+        "documents or their diff (type told from the content)",
+    )
     p.add_argument("-o", "--out", "--output", dest="output", required=True, help="the HTML page to write")
     p.add_argument("--json", dest="json_out", help="also write the report as JSON here")
-    p.add_argument("--runs", nargs=2, metavar=("RUN_A", "RUN_B"),
-                   help="the compared runs, to picture the first divergent tensor (default: the compare "
-                        "report's settings run_a / run_b when they exist)")
+    p.add_argument(
+        "--runs",
+        nargs=2,
+        metavar=("RUN_A", "RUN_B"),
+        help="the compared runs, to picture the first divergent tensor (default: the compare "
+        "report's settings run_a / run_b when they exist)",
+    )
     p.add_argument("--map", dest="map_file", help="the --map the compare used (default: the compare report's)")
     return p
 
@@ -56,13 +67,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         page = render_html(report)
         if args.json_out:
             data = {k: v for k, v in report.items() if k != "entries"}
-            atomic_write_bytes(args.json_out, orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+            atomic_write_bytes(
+                args.json_out, orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+            )
         atomic_write_bytes(args.output, page.encode("utf-8"))
     except BAD_INPUT as exc:
         return report_bad_input(exc)
     first = report["first_failing_stage"]
-    print(("PASS: every stage passes" if first is None else f"FAIL: first failing stage: {first}")
-          + f" ({args.output})")
+    print(
+        ("PASS: every stage passes" if first is None else f"FAIL: first failing stage: {first}") + f" ({args.output})"
+    )
     return 0 if first is None else 1
 
 

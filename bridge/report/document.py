@@ -13,8 +13,9 @@ from .tensors import picture
 SCHEMA_VERSION = 1
 
 
-def build_report(paths: Sequence[str | os.PathLike[str]], *, runs: Sequence[str] | None = None,
-                 name_map: str | None = None) -> dict[str, Any]:
+def build_report(
+    paths: Sequence[str | os.PathLike[str]], *, runs: Sequence[str] | None = None, name_map: str | None = None
+) -> dict[str, Any]:
     """Read the pieces, judge the stages and, for the first compare report with a failing tensor pair, picture
     it from ``runs`` (RUN_A, RUN_B) or from the runs that report names in its settings (when they exist).
     Raises BridgeError on bad input."""

@@ -76,20 +76,27 @@ def _status_class(status: str) -> str:
 
 
 def _stages(report: dict[str, Any]) -> list[str]:
-    out = ['<h2>Stages (in the order porters align)</h2><table id="stages"><tr><th>stage</th><th>verdict</th>'
-           '<th>from</th><th>findings</th></tr>']
+    out = [
+        '<h2>Stages (in the order porters align)</h2><table id="stages"><tr><th>stage</th><th>verdict</th>'
+        "<th>from</th><th>findings</th></tr>"
+    ]
     for s in report["stages"]:
         cls = _status_class(s["status"])
-        out.append(f'<tr class="{cls if cls == "fail" else ""}" data-stage="{_e(s["name"])}"><td>{_e(s["name"])}</td>'
-                   f'<td class="{cls}">{_e(s["status"])}</td><td>{_e(", ".join(s["sources"]))}</td>'
-                   f'<td>{len(s["findings"])}</td></tr>')
+        out.append(
+            f'<tr class="{cls if cls == "fail" else ""}" data-stage="{_e(s["name"])}"><td>{_e(s["name"])}</td>'
+            f'<td class="{cls}">{_e(s["status"])}</td><td>{_e(", ".join(s["sources"]))}</td>'
+            f"<td>{len(s['findings'])}</td></tr>"
+        )
     out.append("</table>")
     for s in report["stages"]:
         if s["status"] == "not run":
             continue
-        out.append(f'<h3 id="stage-{_e(s["name"])}">{_e(s["name"])}: <span class="{_status_class(s["status"])}">'
-                   f'{_e(s["status"])}</span></h3><ul class="findings">'
-                   + "".join(f"<li>{_e(f)}</li>" for f in s["findings"]) + "</ul>")
+        out.append(
+            f'<h3 id="stage-{_e(s["name"])}">{_e(s["name"])}: <span class="{_status_class(s["status"])}">'
+            f'{_e(s["status"])}</span></h3><ul class="findings">'
+            + "".join(f"<li>{_e(f)}</li>" for f in s["findings"])
+            + "</ul>"
+        )
         if s["tolerances"]:
             out.append('<p class="muted">tolerances: ' + "; ".join(_e(t) for t in s["tolerances"]) + "</p>")
     return out
@@ -100,16 +107,20 @@ def _histogram_svg(hist: dict[str, Any], atol: float | None) -> str:
     counts = hist["counts"]
     bars = [("exact 0", hist["zeros"])] if hist["zeros"] else []
     top = max(counts + [1]) if counts else max(hist["zeros"], 1)  # the exact-zero bar is clipped, its count written
-    parts = [f'<svg id="error-histogram" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
-             f'role="img" aria-label="histogram of |a-b|">',
-             f'<line x1="{left}" y1="{h - bottom}" x2="{w - 10}" y2="{h - bottom}" stroke="#444"/>']
+    parts = [
+        f'<svg id="error-histogram" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+        f'role="img" aria-label="histogram of |a-b|">',
+        f'<line x1="{left}" y1="{h - bottom}" x2="{w - 10}" y2="{h - bottom}" stroke="#444"/>',
+    ]
     x0 = left
     if bars:
         bh = (h - bottom - 10) * min(1.0, hist["zeros"] / top)
-        parts.append(f'<rect class="zeros" x="{x0}" y="{h - bottom - bh:.1f}" width="24" height="{bh:.1f}" fill="#999">'
-                     f'<title>{hist["zeros"]} elements exactly equal</title></rect>'
-                     f'<text x="{x0}" y="{h - bottom + 14}">0</text>'
-                     f'<text x="{x0}" y="{h - bottom - bh - 2:.1f}">{hist["zeros"]}</text>')
+        parts.append(
+            f'<rect class="zeros" x="{x0}" y="{h - bottom - bh:.1f}" width="24" height="{bh:.1f}" fill="#999">'
+            f"<title>{hist['zeros']} elements exactly equal</title></rect>"
+            f'<text x="{x0}" y="{h - bottom + 14}">0</text>'
+            f'<text x="{x0}" y="{h - bottom - bh - 2:.1f}">{hist["zeros"]}</text>'
+        )
         x0 += 34
     if counts:
         lo, hi = hist["lo"], hist["hi"]
@@ -117,17 +128,23 @@ def _histogram_svg(hist: dict[str, Any], atol: float | None) -> str:
         for i, c in enumerate(counts):
             bh = (h - bottom - 10) * c / top
             a, b = lo + (hi - lo) * i / len(counts), lo + (hi - lo) * (i + 1) / len(counts)
-            parts.append(f'<rect class="bin" x="{x0 + i * bw:.1f}" y="{h - bottom - bh:.1f}" width="{max(bw - 1, 1):.1f}" '
-                         f'height="{bh:.1f}" fill="#6a9fd4"><title>{c} elements with |a-b| in '
-                         f'[{10 ** a:.3g}, {10 ** b:.3g})</title></rect>')
+            parts.append(
+                f'<rect class="bin" x="{x0 + i * bw:.1f}" y="{h - bottom - bh:.1f}" width="{max(bw - 1, 1):.1f}" '
+                f'height="{bh:.1f}" fill="#6a9fd4"><title>{c} elements with |a-b| in '
+                f"[{10**a:.3g}, {10**b:.3g})</title></rect>"
+            )
         for frac in (0, 0.5, 1):
             val = lo + (hi - lo) * frac
-            parts.append(f'<text x="{x0 + (w - 10 - x0) * frac - (30 if frac == 1 else 0):.1f}" y="{h - bottom + 14}">'
-                         f'{10 ** val:.2g}</text>')
+            parts.append(
+                f'<text x="{x0 + (w - 10 - x0) * frac - (30 if frac == 1 else 0):.1f}" y="{h - bottom + 14}">'
+                f"{10**val:.2g}</text>"
+            )
         if atol and atol > 0 and lo <= math.log10(atol) <= hi:
             ax = x0 + (w - 10 - x0) * (math.log10(atol) - lo) / (hi - lo)
-            parts.append(f'<line class="atol" x1="{ax:.1f}" y1="5" x2="{ax:.1f}" y2="{h - bottom}" stroke="#c62828" '
-                         f'stroke-dasharray="4 3"/><text x="{ax + 3:.1f}" y="14" fill="#c62828">atol</text>')
+            parts.append(
+                f'<line class="atol" x1="{ax:.1f}" y1="5" x2="{ax:.1f}" y2="{h - bottom}" stroke="#c62828" '
+                f'stroke-dasharray="4 3"/><text x="{ax + 3:.1f}" y="14" fill="#c62828">atol</text>'
+            )
     parts.append(f'<text x="{left}" y="{h - 4}">|a - b| (log scale); bar height = elements</text></svg>')
     return "".join(parts)
 
@@ -135,34 +152,40 @@ def _histogram_svg(hist: dict[str, Any], atol: float | None) -> str:
 def _sample_note(hist: dict[str, Any]) -> str:
     if hist.get("every", 1) <= 1:
         return ""
-    return f'of {hist["sampled"]} elements sampled (one chunk in {hist["every"]}): '
+    return f"of {hist['sampled']} elements sampled (one chunk in {hist['every']}): "
 
 
 def _picture(t: dict[str, Any] | None) -> list[str]:
     if t is None:
-        return ['<h2>First divergent tensor</h2><p class="muted" id="no-picture">No failing tensor pair to picture '
-                '(every pair passes, or no runs were given: --runs RUN_A RUN_B).</p>']
+        return [
+            '<h2>First divergent tensor</h2><p class="muted" id="no-picture">No failing tensor pair to picture '
+            "(every pair passes, or no runs were given: --runs RUN_A RUN_B).</p>"
+        ]
     hm = t["heatmap"]
     names = _e(t["key"]) + ("" if not t.get("key_a") or t["key_a"] == t["key"] else f" (run A: {_e(t['key_a'])})")
     data = json.dumps({"cells": hm["cells"]}).replace("</", "<\\/")
-    return [f'<h2>First divergent tensor</h2><p><b>{names}</b> {_e(t["kind"])} step {t["step"]} rank {t["rank"]}, '
-            f'shape {t["shape"]}: {_e(t["reason"])}<br><span class="muted">from {_e(t.get("source", ""))}; '
-            f'tolerance atol {_num(t.get("atol"))}, rtol {_num(t.get("rtol"))}</span></p>',
-            f'<h3>Where the error lives</h3><p class="muted">|a - b|: {_e(hm["how"])} ({hm["rows"]} x {hm["cols"]}'
-            f'{"" if len(hm["cells"]) == hm["rows"] and len(hm["cells"][0]) == hm["cols"] else ", cells summed block by block"}'
-            f'); dark = 0, bright = the largest cell (<span id="heatmap-max"></span>)</p>',
-            f'<canvas id="heatmap" width="10" height="10" style="image-rendering:pixelated;border:1px solid #ccc">'
-            f'</canvas><script type="application/json" id="heatmap-data">{data}</script>',
-            f'<h3>Error histogram</h3><p class="muted">{_sample_note(t["histogram"])}{t["histogram"]["zeros"]} elements exactly equal'
-            f'{", " + str(t["histogram"]["nonfinite"]) + " non-finite" if t["histogram"]["nonfinite"] else ""}</p>',
-            _histogram_svg(t["histogram"], t.get("atol"))]
+    return [
+        f"<h2>First divergent tensor</h2><p><b>{names}</b> {_e(t['kind'])} step {t['step']} rank {t['rank']}, "
+        f'shape {t["shape"]}: {_e(t["reason"])}<br><span class="muted">from {_e(t.get("source", ""))}; '
+        f"tolerance atol {_num(t.get('atol'))}, rtol {_num(t.get('rtol'))}</span></p>",
+        f'<h3>Where the error lives</h3><p class="muted">|a - b|: {_e(hm["how"])} ({hm["rows"]} x {hm["cols"]}'
+        f"{'' if len(hm['cells']) == hm['rows'] and len(hm['cells'][0]) == hm['cols'] else ', cells summed block by block'}"
+        f'); dark = 0, bright = the largest cell (<span id="heatmap-max"></span>)</p>',
+        f'<canvas id="heatmap" width="10" height="10" style="image-rendering:pixelated;border:1px solid #ccc">'
+        f'</canvas><script type="application/json" id="heatmap-data">{data}</script>',
+        f'<h3>Error histogram</h3><p class="muted">{_sample_note(t["histogram"])}{t["histogram"]["zeros"]} elements exactly equal'
+        f"{', ' + str(t['histogram']['nonfinite']) + ' non-finite' if t['histogram']['nonfinite'] else ''}</p>",
+        _histogram_svg(t["histogram"], t.get("atol")),
+    ]
 
 
 def _tree(items: list[dict[str, Any]]) -> dict[str, Any]:
     root: dict[str, Any] = {"children": {}, "rows": []}
     for order, item in enumerate(items):
         parts = str(item.get("key", "")).split(".")
-        node = root["children"].setdefault(f"step {item.get('step')} rank {item.get('rank')}", {"children": {}, "rows": []})
+        node = root["children"].setdefault(
+            f"step {item.get('step')} rank {item.get('rank')}", {"children": {}, "rows": []}
+        )
         for part in parts[:-1]:
             node = node["children"].setdefault(part, {"children": {}, "rows": []})
         node["rows"].append((order, item))
@@ -171,7 +194,7 @@ def _tree(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _fold(name: str, node: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     while not node["rows"] and len(node["children"]) == 1:
-        (child, sub), = node["children"].items()
+        ((child, sub),) = node["children"].items()
         name, node = f"{name}.{child}", sub
     return name, node
 
@@ -197,13 +220,19 @@ def _row(order: int, item: dict[str, Any]) -> str:
     name = _e(item.get("key"))
     if item.get("key_a") and item["key_a"] != item.get("key"):
         name += f' <span class="muted">(A: {_e(item["key_a"])})</span>'
-    shape = item.get("shape_a") if item.get("shape_a") == item.get("shape_b") else f"{item.get('shape_a')} vs {item.get('shape_b')}"
-    return (f'<div class="row {"fail" if status == "fail" else ""}" data-order="{order}" data-kind="{_e(item.get("kind"))}" '
-            f'data-status="{_e(status)}" data-err="{err:.6g}" data-key="{_e(item.get("key"))}">'
-            f'<span>{name}</span><span>{_e(shape)}</span><span>{_e(status)}</span>'
-            f'<span title="rel_l2 (else max_abs), log scale 1e-12..1e2"><span class="bar" style="width:{width:.0f}%"></span> '
-            f'{"0" if err == 0 else f"{err:.2g}"}</span><span>max {_num(item.get("max_abs"))}</span>'
-            f'<span>{_e(item.get("kind"))}</span><span>{_e(item.get("reason") or "")}</span></div>')
+    shape = (
+        item.get("shape_a")
+        if item.get("shape_a") == item.get("shape_b")
+        else f"{item.get('shape_a')} vs {item.get('shape_b')}"
+    )
+    return (
+        f'<div class="row {"fail" if status == "fail" else ""}" data-order="{order}" data-kind="{_e(item.get("kind"))}" '
+        f'data-status="{_e(status)}" data-err="{err:.6g}" data-key="{_e(item.get("key"))}">'
+        f"<span>{name}</span><span>{_e(shape)}</span><span>{_e(status)}</span>"
+        f'<span title="rel_l2 (else max_abs), log scale 1e-12..1e2"><span class="bar" style="width:{width:.0f}%"></span> '
+        f"{'0' if err == 0 else f'{err:.2g}'}</span><span>max {_num(item.get('max_abs'))}</span>"
+        f"<span>{_e(item.get('kind'))}</span><span>{_e(item.get('reason') or '')}</span></div>"
+    )
 
 
 def _group(name: str, node: dict[str, Any], out: list[str]) -> None:
@@ -211,9 +240,11 @@ def _group(name: str, node: dict[str, Any], out: list[str]) -> None:
     rows = _all_rows(node)
     bad = sum(1 for i in rows if (i.get("status") or ("pass" if i.get("passed") else "fail")) == "fail")
     worst = max((_err(i) for i in rows), default=0.0)
-    out.append(f'<details class="group"{" open" if bad else ""}><summary>{_e(name)} '
-               f'<span class="{"fail" if bad else "pass"}">{len(rows) - bad}/{len(rows)} pass</span> '
-               f'<span class="muted">worst {worst:.2g}</span></summary>')
+    out.append(
+        f'<details class="group"{" open" if bad else ""}><summary>{_e(name)} '
+        f'<span class="{"fail" if bad else "pass"}">{len(rows) - bad}/{len(rows)} pass</span> '
+        f'<span class="muted">worst {worst:.2g}</span></summary>'
+    )
     if node["rows"]:
         out.append('<div class="rows">' + "".join(_row(o, i) for o, i in node["rows"]) + "</div>")
     for child, sub in node["children"].items():
@@ -227,18 +258,21 @@ def _entries(report: dict[str, Any]) -> list[str]:
         return []
     kinds = sorted({i.get("kind") for b in blocks for i in b["items"]})
     total = sum(len(b["items"]) for b in blocks)
-    out = ['<h2>Per-entry errors, grouped by module</h2><p class="muted">Groups with a failing entry are open; '
-           'passing groups are folded (click to expand). Bar: rel_l2 (else max_abs) on a log scale; an exact 0 has '
-           'no bar.</p><div class="controls">'
-           '<label>kind <select id="f-kind"><option value="">all</option>'
-           + "".join(f'<option value="{_e(k)}">{_e(k)}</option>' for k in kinds) + '</select></label>'
-           '<label>status <select id="f-status"><option value="">all</option><option value="fail">fail</option>'
-           '<option value="pass">pass</option><option value="by-nature">by-nature</option></select></label>'
-           '<label>key <input id="f-text" type="search" placeholder="filter"></label>'
-           '<label>sort <select id="f-sort"><option value="order">recording order</option><option value="error">'
-           'error</option><option value="status">status</option><option value="kind">kind</option></select></label>'
-           '<span class="muted">(also from the address: #status=fail&amp;kind=grad&amp;key=res2&amp;sort=error)</span>'
-           f'<span><span id="shown-count">{total}</span> of {total} shown</span></div><div id="entry-plot">']
+    out = [
+        '<h2>Per-entry errors, grouped by module</h2><p class="muted">Groups with a failing entry are open; '
+        "passing groups are folded (click to expand). Bar: rel_l2 (else max_abs) on a log scale; an exact 0 has "
+        'no bar.</p><div class="controls">'
+        '<label>kind <select id="f-kind"><option value="">all</option>'
+        + "".join(f'<option value="{_e(k)}">{_e(k)}</option>' for k in kinds)
+        + "</select></label>"
+        '<label>status <select id="f-status"><option value="">all</option><option value="fail">fail</option>'
+        '<option value="pass">pass</option><option value="by-nature">by-nature</option></select></label>'
+        '<label>key <input id="f-text" type="search" placeholder="filter"></label>'
+        '<label>sort <select id="f-sort"><option value="order">recording order</option><option value="error">'
+        'error</option><option value="status">status</option><option value="kind">kind</option></select></label>'
+        '<span class="muted">(also from the address: #status=fail&amp;kind=grad&amp;key=res2&amp;sort=error)</span>'
+        f'<span><span id="shown-count">{total}</span> of {total} shown</span></div><div id="entry-plot">'
+    ]
     for block in blocks:
         out.append(f'<h3 class="muted">{_e(block["source"])}</h3>')
         for name, node in _tree(block["items"])["children"].items():
@@ -251,18 +285,31 @@ def render_html(report: dict[str, Any]) -> str:
     """The whole page for a report document (:func:`bridge.report.build_report`)."""
     first = report["first_failing_stage"]
     verdict = "PASS: every stage passes" if first is None else f"FAIL: first failing stage: {first}"
-    body = [f'<h1>d2-mmdet-bridge alignment report</h1><p id="verdict" class="{"pass" if first is None else "fail"}">'
-            f'{_e(verdict)}</p>']
+    body = [
+        f'<h1>d2-mmdet-bridge alignment report</h1><p id="verdict" class="{"pass" if first is None else "fail"}">'
+        f"{_e(verdict)}</p>"
+    ]
     if first is not None:
         stage = next(s for s in report["stages"] if s["name"] == first)
-        body.append(f'<div class="first" id="first-failing"><h2>First failing stage: {_e(first)}</h2><ul class="findings">'
-                    + "".join(f"<li>{_e(f)}</li>" for f in stage["findings"]) + "</ul></div>")
+        body.append(
+            f'<div class="first" id="first-failing"><h2>First failing stage: {_e(first)}</h2><ul class="findings">'
+            + "".join(f"<li>{_e(f)}</li>" for f in stage["findings"])
+            + "</ul></div>"
+        )
     body += _stages(report)
     body += _picture(report.get("first_divergent_tensor"))
     body += _entries(report)
-    body.append('<h2>Pieces</h2><table id="pieces"><tr><th>file</th><th>type</th><th>written by</th></tr>'
-                + "".join(f'<tr><td>{_e(p["path"])}</td><td>{_e(p["type"])}</td><td>{_e(p["written_by"])}</td></tr>'
-                          for p in report["pieces"]) + "</table>")
-    return ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>alignment report: '
-            f'{_e(verdict)}</title><style>{_CSS}</style></head><body>' + "".join(body)
-            + f"<script>{_JS}</script></body></html>\n")
+    body.append(
+        '<h2>Pieces</h2><table id="pieces"><tr><th>file</th><th>type</th><th>written by</th></tr>'
+        + "".join(
+            f"<tr><td>{_e(p['path'])}</td><td>{_e(p['type'])}</td><td>{_e(p['written_by'])}</td></tr>"
+            for p in report["pieces"]
+        )
+        + "</table>"
+    )
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>alignment report: '
+        f"{_e(verdict)}</title><style>{_CSS}</style></head><body>"
+        + "".join(body)
+        + f"<script>{_JS}</script></body></html>\n"
+    )

@@ -23,14 +23,24 @@ MAX_CELLS = 96
 def pick_item(compare: dict[str, Any]) -> dict[str, Any] | None:
     """The compare item to picture: the first divergence when it is a failing pair of same-shaped numeric
     tensors, else the first such failing item; None when there is none."""
+
     def drawable(item: dict[str, Any]) -> bool:
-        return (item.get("status") == "fail" and item.get("max_abs") is not None and bool(item.get("shape_a"))
-                and item.get("shape_a") == item.get("shape_b"))
+        return (
+            item.get("status") == "fail"
+            and item.get("max_abs") is not None
+            and bool(item.get("shape_a"))
+            and item.get("shape_a") == item.get("shape_b")
+        )
 
     first = compare.get("first_divergence") or {}
     for item in compare["items"]:
-        if (drawable(item) and item.get("key") == first.get("key") and item.get("step") == first.get("step")
-                and item.get("rank") == first.get("rank") and item.get("kind") == first.get("kind")):
+        if (
+            drawable(item)
+            and item.get("key") == first.get("key")
+            and item.get("step") == first.get("step")
+            and item.get("rank") == first.get("rank")
+            and item.get("kind") == first.get("kind")
+        ):
             return item
     return next((i for i in compare["items"] if drawable(i)), None)
 
@@ -38,9 +48,11 @@ def pick_item(compare: dict[str, Any]) -> dict[str, Any] | None:
 def find_pair(run_a: Run, run_b: Run, item: dict[str, Any], name_map: str | None) -> Pair | None:
     """Pair the item's step/rank/kind leaves as ``bridge.compare`` does (same ``--map``) and return the pair
     whose shared key is the item's, or None."""
+
     def keep(e: Any) -> bool:
-        return (e.step == item["step"] and e.rank == item["rank"] and e.kind == item["kind"]
-                and canonical_form(e) is None)
+        return (
+            e.step == item["step"] and e.rank == item["rank"] and e.kind == item["kind"] and canonical_form(e) is None
+        )
 
     ea = [e for e in run_a.entries() if keep(e)]
     eb = [e for e in run_b.entries() if keep(e)]
@@ -91,7 +103,7 @@ class _Histogram:
         nonfinite = flat.numel() - int(torch.isfinite(flat).sum())
         self.zeros += zeros
         self.nonfinite += nonfinite
-        tiny = 10.0 ** _LOW_DECADE
+        tiny = 10.0**_LOW_DECADE
         logs = torch.nan_to_num(flat, nan=0.0, posinf=0.0).clamp_(min=tiny).log10_()
         idx = logs.mul_(BINS_PER_DECADE).floor_().sub_(_LOW_DECADE * BINS_PER_DECADE).clamp_(0, self.counts.numel() - 1)
         self.counts += torch.bincount(idx.long(), minlength=self.counts.numel())
@@ -100,12 +112,22 @@ class _Histogram:
     def to_dict(self) -> dict[str, Any]:
         """The occupied bins (one empty bin either side): ``counts``, ``lo`` / ``hi`` (log10 of the edges)."""
         used = torch.nonzero(self.counts).reshape(-1)
-        out: dict[str, Any] = {"zeros": self.zeros, "nonfinite": self.nonfinite, "counts": [], "lo": None, "hi": None,
-                               "sampled": self.sampled, "every": self.every}
+        out: dict[str, Any] = {
+            "zeros": self.zeros,
+            "nonfinite": self.nonfinite,
+            "counts": [],
+            "lo": None,
+            "hi": None,
+            "sampled": self.sampled,
+            "every": self.every,
+        }
         if used.numel():
             first, last = max(int(used[0]) - 1, 0), min(int(used[-1]) + 1, self.counts.numel() - 1)
-            out.update(counts=[int(c) for c in self.counts[first:last + 1]],
-                       lo=first / BINS_PER_DECADE + _LOW_DECADE, hi=(last + 1) / BINS_PER_DECADE + _LOW_DECADE)
+            out.update(
+                counts=[int(c) for c in self.counts[first : last + 1]],
+                lo=first / BINS_PER_DECADE + _LOW_DECADE,
+                hi=(last + 1) / BINS_PER_DECADE + _LOW_DECADE,
+            )
         return out
 
 
@@ -116,8 +138,11 @@ def _work_dtype(t: torch.Tensor) -> torch.dtype:
 def _slices(run_a: Run, run_b: Run, pair: Pair, rows: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """A's and B's tensors in slices of ``rows`` along dim 0 (complex ones as their real and imaginary parts)."""
     a_full = pair.a_tensor() if pair.a_tensor is not None else None
-    slices_a = a_full.split(rows) if a_full is not None and a_full.dim() else (
-        [a_full] if a_full is not None else run_a.tensor_slices(pair.a, rows))
+    slices_a = (
+        a_full.split(rows)
+        if a_full is not None and a_full.dim()
+        else ([a_full] if a_full is not None else run_a.tensor_slices(pair.a, rows))
+    )
     for sa, sb in zip(slices_a, run_b.tensor_slices(pair.b, rows)):
         if sa.is_complex():
             sa, sb = torch.view_as_real(sa), torch.view_as_real(sb)
@@ -132,7 +157,7 @@ def _accumulate(xa: torch.Tensor, xb: torch.Tensor, hist: _Histogram, channel_su
     step = max(1, CHUNK_ELEMS // row)
     parts, acc, total = [], None, 0.0
     for start in range(0, max(xa.shape[0], 1), step):
-        d = (xa[start:start + step].to(dtype) - xb[start:start + step].to(dtype)).abs_()
+        d = (xa[start : start + step].to(dtype) - xb[start : start + step].to(dtype)).abs_()
         hist.add(d)
         total += float(torch.nansum(d))
         if channel_sum:
@@ -153,7 +178,7 @@ def error_map(run_a: Run, run_b: Run, pair: Pair, shape: list[int]) -> tuple[tor
     numel = math.prod(shape)
     hist = _Histogram(max(1, math.ceil(numel / HIST_SAMPLE_ELEMS)))
     if len(shape) <= 2:
-        (xa, xb), = list(_slices(run_a, run_b, pair, max(1, shape[0] if shape else 1)))
+        ((xa, xb),) = list(_slices(run_a, run_b, pair, max(1, shape[0] if shape else 1)))
         view = [1, 1] if not shape else [shape[0], 1] if len(shape) == 1 else shape
         m, _ = _accumulate(xa.reshape(view), xb.reshape(view), hist, channel_sum=False)
         if not shape:
@@ -175,8 +200,9 @@ def error_map(run_a: Run, run_b: Run, pair: Pair, shape: list[int]) -> tuple[tor
     return best, f"spatial map (H x W) summed over {shape[1]} channels, batch element {worst}", worst, hist
 
 
-def picture(runs: tuple[str | os.PathLike[str], str | os.PathLike[str]], compare: dict[str, Any],
-            name_map: str | None) -> dict[str, Any] | None:
+def picture(
+    runs: tuple[str | os.PathLike[str], str | os.PathLike[str]], compare: dict[str, Any], name_map: str | None
+) -> dict[str, Any] | None:
     """The first divergent tensor of ``compare`` pictured from the two runs: heatmap cells (rows of floats),
     how they were made, the histogram, and the item; None when no failing tensor pair can be drawn.
     Raises BridgeError when a run cannot be read or the pair is not in the runs."""
@@ -187,17 +213,33 @@ def picture(runs: tuple[str | os.PathLike[str], str | os.PathLike[str]], compare
     pair = find_pair(run_a, run_b, item, name_map)
     if pair is None:
         from bridge.errors import BridgeError
-        raise BridgeError(f"{runs[0]} / {runs[1]}: no pair {item['kind']} {item['key']} at step {item['step']} "
-                          f"rank {item['rank']} (give the --map the compare used)")
+
+        raise BridgeError(
+            f"{runs[0]} / {runs[1]}: no pair {item['kind']} {item['key']} at step {item['step']} "
+            f"rank {item['rank']} (give the --map the compare used)"
+        )
     shape = list(pair.a_shape if pair.a_shape is not None else pair.a.shape)
     if shape != list(pair.b.shape):
         return None
     with cpu_threads(torch.device("cpu")):  # cache-sized chunks: OpenMP threads only cost (as in bridge.compare)
         m, how, worst, hist = error_map(run_a, run_b, pair, shape)
         cells = _block_sum(torch.nan_to_num(m.double(), nan=0.0, posinf=0.0))
-    return {"key": item["key"], "key_a": item.get("key_a"), "kind": item["kind"], "step": item["step"],
-            "rank": item["rank"], "shape": shape, "reason": item.get("reason"), "atol": item.get("atol"),
-            "rtol": item.get("rtol"), "heatmap": {"how": how, "batch_element": worst, "rows": list(m.shape)[0],
-                                                   "cols": list(m.shape)[1],
-                                                   "cells": [[float(v) for v in row] for row in cells.tolist()]},
-            "histogram": hist.to_dict()}
+    return {
+        "key": item["key"],
+        "key_a": item.get("key_a"),
+        "kind": item["kind"],
+        "step": item["step"],
+        "rank": item["rank"],
+        "shape": shape,
+        "reason": item.get("reason"),
+        "atol": item.get("atol"),
+        "rtol": item.get("rtol"),
+        "heatmap": {
+            "how": how,
+            "batch_element": worst,
+            "rows": list(m.shape)[0],
+            "cols": list(m.shape)[1],
+            "cells": [[float(v) for v in row] for row in cells.tolist()],
+        },
+        "histogram": hist.to_dict(),
+    }

@@ -24,13 +24,36 @@ from bridge.atomic import atomic_path, atomic_write_bytes
 from bridge.errors import BridgeError, FormatError
 from bridge.runs.journal import append_line, read_lines
 from bridge.runs.tree import (
-    BYTES_DTYPES, CODE_DTYPES, STORAGE_BYTES, STORAGE_NATIVE, TENSOR_DTYPES, StoredTensor, decode_scalar,
-    encode_scalar, flatten, restore_tensor, scalar_dtype, stored_layout, unflatten,
+    BYTES_DTYPES,
+    CODE_DTYPES,
+    STORAGE_BYTES,
+    STORAGE_NATIVE,
+    TENSOR_DTYPES,
+    StoredTensor,
+    decode_scalar,
+    encode_scalar,
+    flatten,
+    restore_tensor,
+    scalar_dtype,
+    stored_layout,
+    unflatten,
 )
 
 FORMAT_VERSION = 1
-KINDS: tuple[str, ...] = ("batch", "output", "loss", "activation", "grad", "param", "meta", "matching", "optim",
-                          "input", "local", "rng")
+KINDS: tuple[str, ...] = (
+    "batch",
+    "output",
+    "loss",
+    "activation",
+    "grad",
+    "param",
+    "meta",
+    "matching",
+    "optim",
+    "input",
+    "local",
+    "rng",
+)
 MANIFEST = "manifest.json"
 JOURNAL = "journal.jsonl"
 _ABORT_MESSAGE_CHARS = 2000
@@ -74,8 +97,15 @@ def _now() -> str:
 class Recorder:
     """Write values of one rank into ``run_dir/rank{R}/``; use as a context manager or call close()."""
 
-    def __init__(self, run_dir: str | os.PathLike[str], framework: str | None = None, rank: int | None = None,
-                 *, lazy: bool = False, fsync: bool = False) -> None:
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str],
+        framework: str | None = None,
+        rank: int | None = None,
+        *,
+        lazy: bool = False,
+        fsync: bool = False,
+    ) -> None:
         """Start a recording for ``rank`` (default: the torch.distributed rank, else 0) in ``run_dir``.
 
         With ``lazy=True`` nothing is created until the first ``record()`` (hooks that may record nothing).
@@ -144,7 +174,9 @@ class Recorder:
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise FormatError(f"{self.rank_dir}: record {name!r}: step must be an int >= 0, got {step!r}")
         if (name, step, kind) in self._seen:
-            raise FormatError(f"{self.rank_dir}: record {name!r} step {step} kind {kind!r} was already recorded on rank {self.rank}")
+            raise FormatError(
+                f"{self.rank_dir}: record {name!r} step {step} kind {kind!r} was already recorded on rank {self.rank}"
+            )
         structure, leaves = flatten(name, value)
         if not self._started:
             self._start()
@@ -164,8 +196,14 @@ class Recorder:
             else:
                 row.update(dtype=scalar_dtype(leaf.value), shape=[], value=encode_scalar(leaf.value))
             leaf_rows.append(row)
-        rec = {"name": name, "step": step, "kind": kind, "file": rel_file if tensors else "",
-               "structure": structure, "leaves": leaf_rows}
+        rec = {
+            "name": name,
+            "step": step,
+            "kind": kind,
+            "file": rel_file if tensors else "",
+            "structure": structure,
+            "leaves": leaf_rows,
+        }
         try:
             line = orjson.dumps({"n": number, "record": rec})
         except (TypeError, orjson.JSONEncodeError) as exc:
@@ -247,7 +285,7 @@ def _merge_journal(manifest: Path, records: list[Any], journal: Path) -> list[tu
     for line_number, line in enumerate(read_lines(journal), start=1):
         number, rec = line.get("n"), line.get("record")
         if type(number) is not int or not isinstance(rec, dict):
-            raise FormatError(f"{journal}: line {line_number} is not {{\"n\": int, \"record\": object}}")
+            raise FormatError(f'{journal}: line {line_number} is not {{"n": int, "record": object}}')
         if number < len(records):
             continue  # already compacted into the manifest (a crash between compaction and removal)
         if number != len(merged):
@@ -270,7 +308,9 @@ def _check_file(run_dir: Path, manifest: Path, rel: Any, what: str) -> str:
     return rel
 
 
-def _parse_records(run_dir: Path, sourced: list[tuple[Path, Any]], rank: int) -> tuple[list[dict[str, Any]], list[Entry]]:
+def _parse_records(
+    run_dir: Path, sourced: list[tuple[Path, Any]], rank: int
+) -> tuple[list[dict[str, Any]], list[Entry]]:
     records: list[dict[str, Any]] = []
     entries: list[Entry] = []
     for number, (manifest, rec) in enumerate(sourced):
@@ -289,13 +329,23 @@ def _parse_records(run_dir: Path, sourced: list[tuple[Path, Any]], rank: int) ->
                 dtype, storage = str(row["dtype"]), row.get("storage", STORAGE_NATIVE)
                 if storage not in (STORAGE_NATIVE, STORAGE_BYTES) or (storage == STORAGE_BYTES and not is_tensor):
                     raise FormatError(f"{manifest}: {what}: leaf {row['path']!r} has unknown storage {storage!r}")
-                rec_entries.append(Entry(
-                    index=int(row["index"]), step=step, rank=rank, kind=kind, name=name, path=str(row["path"]),
-                    dtype=dtype, shape=tuple(int(d) for d in row["shape"]), file=rel if is_tensor else "",
-                    is_tensor=is_tensor, value=None if is_tensor else decode_scalar(dtype, row["value"]),
-                    storage=storage,
-                ))
-            rec["structure"]  # noqa: B018 - must exist
+                rec_entries.append(
+                    Entry(
+                        index=int(row["index"]),
+                        step=step,
+                        rank=rank,
+                        kind=kind,
+                        name=name,
+                        path=str(row["path"]),
+                        dtype=dtype,
+                        shape=tuple(int(d) for d in row["shape"]),
+                        file=rel if is_tensor else "",
+                        is_tensor=is_tensor,
+                        value=None if is_tensor else decode_scalar(dtype, row["value"]),
+                        storage=storage,
+                    )
+                )
+            rec["structure"]
         except FormatError:
             raise
         except (KeyError, TypeError, ValueError) as exc:
@@ -314,7 +364,8 @@ class Run:
         if not self.path.is_dir():
             raise FormatError(f"{self.path}: run dir does not exist")
         rank_dirs = sorted(
-            (int(m.group(1)), child) for child in self.path.iterdir()
+            (int(m.group(1)), child)
+            for child in self.path.iterdir()
             if child.is_dir() and (m := _RANK_DIR.match(child.name))
         )
         self._manifests: dict[int, dict[str, Any]] = {}
@@ -345,8 +396,11 @@ class Run:
     def entries(self, *, rank: int | None = None, step: int | None = None, kind: str | None = None) -> list[Entry]:
         """List leaf entries in recording order (by rank, then index), optionally filtered; loads no tensors."""
         return [
-            e for e in self._entries
-            if (rank is None or e.rank == rank) and (step is None or e.step == step) and (kind is None or e.kind == kind)
+            e
+            for e in self._entries
+            if (rank is None or e.rank == rank)
+            and (step is None or e.step == step)
+            and (kind is None or e.kind == kind)
         ]
 
     def header(self, rank: int = 0) -> dict[str, Any]:
@@ -375,10 +429,14 @@ class Run:
     def _open(self, entry: Entry) -> tuple[Any, Path]:
         """Open the entry's file and check its key, dtype and shape; return (slice, file path)."""
         if not entry.is_tensor:
-            raise FormatError(f"{self.path}: entry {entry.key!r} (rank {entry.rank}, step {entry.step}) is not a tensor")
+            raise FormatError(
+                f"{self.path}: entry {entry.key!r} (rank {entry.rank}, step {entry.step}) is not a tensor"
+            )
         file = self.path / _check_file(self.path, self.path / f"rank{entry.rank}" / MANIFEST, entry.file, entry.key)
         if not file.is_file():
-            raise FormatError(f"{file}: tensor file for entry {entry.key!r} (rank {entry.rank}, step {entry.step}) is missing")
+            raise FormatError(
+                f"{file}: tensor file for entry {entry.key!r} (rank {entry.rank}, step {entry.step}) is missing"
+            )
         try:
             handle = safe_open(str(file), framework="pt", device="cpu")
             keys = set(handle.keys())
@@ -389,13 +447,19 @@ class Run:
         except FormatError:
             raise
         except Exception as exc:  # SafetensorError, OSError, ... on truncated/corrupt files
-            raise FormatError(f"{file}: cannot read tensor {entry.key!r}: corrupt or truncated safetensors file ({exc})") from exc
+            raise FormatError(
+                f"{file}: cannot read tensor {entry.key!r}: corrupt or truncated safetensors file ({exc})"
+            ) from exc
         dtype = CODE_DTYPES.get(code, code)
         if entry.storage == STORAGE_BYTES and entry.dtype not in BYTES_DTYPES:
-            raise FormatError(f"{file}: tensor {entry.key!r} is stored as bytes of dtype {entry.dtype!r}, which is "
-                              f"not one of this format's byte-stored dtypes")
+            raise FormatError(
+                f"{file}: tensor {entry.key!r} is stored as bytes of dtype {entry.dtype!r}, which is "
+                f"not one of this format's byte-stored dtypes"
+            )
         if entry.dtype not in TENSOR_DTYPES:
-            raise FormatError(f"{file}: tensor {entry.key!r} has dtype {entry.dtype!r}, unknown to torch {torch.__version__}")
+            raise FormatError(
+                f"{file}: tensor {entry.key!r} has dtype {entry.dtype!r}, unknown to torch {torch.__version__}"
+            )
         want_dtype, want_shape = stored_layout(entry.dtype, entry.shape, entry.storage)
         if dtype != want_dtype or shape != want_shape:
             stored = "" if entry.storage != STORAGE_BYTES else f" (stored as bytes: {want_dtype}{list(want_shape)})"
@@ -423,7 +487,7 @@ class Run:
             return
         for start in range(0, entry.shape[0], rows):
             try:
-                chunk = sl[start:start + rows]
+                chunk = sl[start : start + rows]
             except Exception as exc:
                 raise FormatError(f"{file}: cannot read rows {start}: of tensor {entry.key!r}: {exc}") from exc
             yield restore_tensor(chunk, entry.dtype, entry.storage)
@@ -442,7 +506,9 @@ class Run:
     def get(self, name: str, *, step: int, kind: str = "output", rank: int = 0) -> Any:
         """Rebuild the value recorded as (name, step, kind) on ``rank``, tensors loaded on CPU."""
         rec = self._find(name, step, kind, rank)
-        by_path = {e.path: e for e in self._entries if e.rank == rank and e.name == name and e.step == step and e.kind == kind}
+        by_path = {
+            e.path: e for e in self._entries if e.rank == rank and e.name == name and e.step == step and e.kind == kind
+        }
         where = f"{self.path}: record {name!r} step {step} kind {kind!r} rank {rank}"
 
         def load_leaf(path: str) -> Any:

@@ -30,7 +30,7 @@ def append_line(path: Path, encoded: bytes, *, fsync: bool = False) -> None:
         try:
             view = memoryview(line)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             if fsync:
                 os.fsync(fd)
         except BaseException:

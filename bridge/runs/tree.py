@@ -44,11 +44,32 @@ CODE_DTYPES: dict[str, str] = {code: name for name, code in DTYPE_CODES.items()}
 #: ``shape + [itemsize]``). float4_e2m1fn_x2 is here too: safetensors writes it as ``F4`` with a shape
 #: counted in 4-bit values and cannot slice it.
 BYTES_DTYPES: tuple[str, ...] = (
-    "complex32", "complex64", "complex128", "bcomplex32",
-    "float8_e4m3fnuz", "float8_e5m2fnuz", "float4_e2m1fn_x2",
-    "bits1x8", "bits2x4", "bits4x2", "bits8", "bits16",
-    "int1", "int2", "int3", "int4", "int5", "int6", "int7",
-    "uint1", "uint2", "uint3", "uint4", "uint5", "uint6", "uint7",
+    "complex32",
+    "complex64",
+    "complex128",
+    "bcomplex32",
+    "float8_e4m3fnuz",
+    "float8_e5m2fnuz",
+    "float4_e2m1fn_x2",
+    "bits1x8",
+    "bits2x4",
+    "bits4x2",
+    "bits8",
+    "bits16",
+    "int1",
+    "int2",
+    "int3",
+    "int4",
+    "int5",
+    "int6",
+    "int7",
+    "uint1",
+    "uint2",
+    "uint3",
+    "uint4",
+    "uint5",
+    "uint6",
+    "uint7",
 )
 #: Quantized dtypes: refused, since their scale and zero point live outside the tensor data.
 QUANTIZED_DTYPES: tuple[str, ...] = ("qint8", "qint32", "quint8", "quint4x2", "quint2x4")
@@ -140,8 +161,12 @@ def _raw_bytes(tensor: torch.Tensor) -> torch.Tensor:
     tensor = tensor.resolve_conj().resolve_neg()
     size = tensor.dtype.itemsize
     data = torch.empty(0, dtype=torch.uint8, device=tensor.device)
-    data.set_(tensor.untyped_storage(), tensor.storage_offset() * size, (*tensor.shape, size),
-              (*(stride * size for stride in tensor.stride()), 1))
+    data.set_(
+        tensor.untyped_storage(),
+        tensor.storage_offset() * size,
+        (*tensor.shape, size),
+        (*(stride * size for stride in tensor.stride()), 1),
+    )
     return data.to("cpu").clone(memory_format=torch.contiguous_format)
 
 
@@ -157,14 +182,18 @@ def prepare_tensor(tensor: torch.Tensor, where: str) -> StoredTensor:
         raise FormatError(f"{where}: cannot record a tensor with layout {tensor.layout}; densify it first")
     name = dtype_name(tensor.dtype)
     if tensor.is_quantized or name in QUANTIZED_DTYPES:
-        raise FormatError(f"{where}: quantized dtype {name} cannot be stored; record tensor.dequantize() "
-                          "(and its q_scale()/q_zero_point()) instead")
+        raise FormatError(
+            f"{where}: quantized dtype {name} cannot be stored; record tensor.dequantize() "
+            "(and its q_scale()/q_zero_point()) instead"
+        )
     if name not in TENSOR_DTYPES:
         raise FormatError(f"{where}: dtype {name} cannot be stored (supported: {', '.join(TENSOR_DTYPES)})")
     detached = tensor.detach()
     if type(detached) is not torch.Tensor:
-        raise FormatError(f"{where}: cannot record a tensor subclass {type(tensor).__qualname__}; "
-                          "record a plain tensor (e.g. tensor.as_subclass(torch.Tensor) or DTensor.full_tensor())")
+        raise FormatError(
+            f"{where}: cannot record a tensor subclass {type(tensor).__qualname__}; "
+            "record a plain tensor (e.g. tensor.as_subclass(torch.Tensor) or DTensor.full_tensor())"
+        )
     try:
         if name in DTYPE_CODES:
             # clone() always gives fresh, contiguous storage: breaks sharing with views of the same storage.
@@ -205,8 +234,10 @@ def numpy_to_scalar(value: np.generic, where: str) -> Any:
     """Return the Python scalar equal to a numpy scalar; raises FormatError when there is none (complex, datetime, ...)."""
     scalar = value.item()
     if scalar_dtype(scalar) is None:
-        raise FormatError(f"{where}: cannot record a numpy scalar of type {type(value).__name__} "
-                          f"(it is a {type(scalar).__name__} in Python, not an int, float, str, bool or None)")
+        raise FormatError(
+            f"{where}: cannot record a numpy scalar of type {type(value).__name__} "
+            f"(it is a {type(scalar).__name__} in Python, not an int, float, str, bool or None)"
+        )
     return scalar
 
 
@@ -268,12 +299,17 @@ def flatten(name: str, value: Any) -> tuple[dict[str, Any], list[Leaf]]:
                 for key in keys:
                     if not isinstance(key, str):
                         raise FormatError(f"{where(path)}: dict key {key!r} is not a str")
-                node = {"type": "dict", "keys": keys,
-                        "items": [visit(container[k], child(path, k), depth + 1) for k in keys]}
+                node = {
+                    "type": "dict",
+                    "keys": keys,
+                    "items": [visit(container[k], child(path, k), depth + 1) for k in keys],
+                }
             else:
                 kind = "tuple" if isinstance(container, tuple) else "list"
-                node = {"type": kind,
-                        "items": [visit(v, child(path, str(i)), depth + 1) for i, v in enumerate(container)]}
+                node = {
+                    "type": kind,
+                    "items": [visit(v, child(path, str(i)), depth + 1) for i, v in enumerate(container)],
+                }
         finally:
             stack.discard(id(obj))
         if origin is not None:

@@ -103,12 +103,12 @@ def _candidates(chunk: np.ndarray, scratch: np.ndarray) -> np.ndarray:
     ``scratch`` (``_CHUNK + 2 * _SUB`` bytes) holds the marks and two work buffers, so that nothing
     chunk-sized is allocated; the marks are computed ``_SUB`` bytes at a time, in the CPU cache.
     """
-    marks = scratch[:chunk.size].view(np.bool_)
+    marks = scratch[: chunk.size].view(np.bool_)
     for lo in range(0, chunk.size, _SUB):
-        part = chunk[lo:lo + _SUB]
-        folded = scratch[_CHUNK:_CHUNK + part.size]
-        other = scratch[_CHUNK + _SUB:_CHUNK + _SUB + part.size].view(np.bool_)
-        out = marks[lo:lo + part.size]
+        part = chunk[lo : lo + _SUB]
+        folded = scratch[_CHUNK : _CHUNK + part.size]
+        other = scratch[_CHUNK + _SUB : _CHUNK + _SUB + part.size].view(np.bool_)
+        out = marks[lo : lo + part.size]
         np.bitwise_or(part, 0x20, out=folded)  # [ ] -> { }
         np.equal(folded, 0x7B, out=out)
         np.equal(folded, 0x7D, out=other)
@@ -136,11 +136,13 @@ def _brackets_outside(is_quote: np.ndarray, quotes: np.ndarray, in_string: int) 
     Usually no string holds a bracket: each opening quote is then followed by its closing one.
     """
     brackets = np.flatnonzero(~is_quote)
-    opening, closing = quotes[in_string::2], quotes[1 + in_string::2]
+    opening, closing = quotes[in_string::2], quotes[1 + in_string :: 2]
     n = is_quote.size
-    if ((not in_string or (quotes[0] if quotes.size else n) == 0)
-            and (opening.size == closing.size or opening[-1] == n - 1)
-            and not np.any(closing - opening[:closing.size] > 1)):
+    if (
+        (not in_string or (quotes[0] if quotes.size else n) == 0)
+        and (opening.size == closing.size or opening[-1] == n - 1)
+        and not np.any(closing - opening[: closing.size] > 1)
+    ):
         return brackets
     bounds = np.concatenate([[-1], quotes, [n]]) if in_string else np.append(quotes, n)
     inside = np.zeros(n + 1, dtype=np.int8)
@@ -175,7 +177,7 @@ class _Scanner:
 
     def feed(self, start: int) -> None:
         """Scan the chunk at ``start``; raise SubsetError if the brackets go below depth 0."""
-        chunk = self.arr[start:start + _CHUNK]
+        chunk = self.arr[start : start + _CHUNK]
         where = _candidates(chunk, self.scratch)
         byte = chunk.take(where)
         is_quote = byte == 0x22
@@ -200,8 +202,9 @@ class _Scanner:
         depth += self.depth
         return depth
 
-    def _keep_brackets(self, where: np.ndarray, start: int, brackets: np.ndarray, sign: np.ndarray,
-                       depth: np.ndarray) -> None:
+    def _keep_brackets(
+        self, where: np.ndarray, start: int, brackets: np.ndarray, sign: np.ndarray, depth: np.ndarray
+    ) -> None:
         """Keep the brackets down to depth 3 (``where``: offsets of the chunk's marks, which begins at ``start``)."""
         level = depth[1:] - np.minimum(sign, 0)  # 1 = the top-level object
         keep = np.flatnonzero(level <= 3)
@@ -210,10 +213,11 @@ class _Scanner:
         self.kept_pos.append(where.take(brackets.take(keep)) + start)
         self.kept_level.append((level.take(keep) * sign.take(keep)).astype(np.int8))
 
-    def _keep_keys(self, where: np.ndarray, start: int, quotes: np.ndarray, brackets: np.ndarray,
-                   depth: np.ndarray) -> None:
+    def _keep_keys(
+        self, where: np.ndarray, start: int, quotes: np.ndarray, brackets: np.ndarray, depth: np.ndarray
+    ) -> None:
         """Record the depth-3 strings opened in the chunk that are one of ``_KEYS``."""
-        opening = quotes[self.in_string::2]
+        opening = quotes[self.in_string :: 2]
         if brackets.size == where.size - quotes.size:  # every bracket counts: those before = marks - quotes
             before = opening - np.arange(self.in_string, quotes.size, 2)
         else:
@@ -226,8 +230,11 @@ class _Scanner:
             raise SubsetError("malformed JSON (unterminated string)")
         if self.depth or self.braces:
             raise SubsetError(f"malformed JSON ({'unbalanced' if self.depth else 'mismatched'} brackets)")
-        return _Scan(np.concatenate(self.kept_pos), np.concatenate(self.kept_level),
-                     {key: np.concatenate(hits) for key, hits in self.found.items()})
+        return _Scan(
+            np.concatenate(self.kept_pos),
+            np.concatenate(self.kept_level),
+            {key: np.concatenate(hits) for key, hits in self.found.items()},
+        )
 
 
 def _scan(arr: np.ndarray, raw: Raw) -> _Scan:
@@ -297,16 +304,18 @@ def _keys_in(scan: _Scan, key: bytes, span: tuple[int, int]) -> np.ndarray:
     return hits[lo:hi]
 
 
-def _objects(path: Path, raw: Raw, arr: np.ndarray, scan: _Scan, span: tuple[int, int], key: bytes,
-             name: str) -> _Objects:
+def _objects(
+    path: Path, raw: Raw, arr: np.ndarray, scan: _Scan, span: tuple[int, int], key: bytes, name: str
+) -> _Objects:
     """The objects of the top-level list ``name`` at ``span``, and the integer ``key`` of each."""
     starts, ends = _object_spans(path, arr, scan, span, name)
     ids = _object_ids(path, raw, arr, starts, ends, _keys_in(scan, key, span), key[1:-1].decode(), name[:-1])
     return _Objects(starts, ends, ids)
 
 
-def _object_spans(path: Path, arr: np.ndarray, scan: _Scan, span: tuple[int, int],
-                  name: str) -> tuple[np.ndarray, np.ndarray]:
+def _object_spans(
+    path: Path, arr: np.ndarray, scan: _Scan, span: tuple[int, int], name: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Starts and ends of the elements of the top-level list at ``span``; all must be objects."""
     lo, hi = np.searchsorted(scan.pos, span)
     pos, level = scan.pos[lo:hi], scan.level[lo:hi]
@@ -317,8 +326,12 @@ def _object_spans(path: Path, arr: np.ndarray, scan: _Scan, span: tuple[int, int
         ok = _skip_ws(arr, ends[-1:])[0] == close and _byte_at(arr, starts[-1:])[0] == 0x7B
     for b in _blocks(starts.size - 1):  # every element but the last: "{...}" "," "{"
         comma = _skip_ws(arr, ends[b])
-        ok = (ok and not np.any(_byte_at(arr, comma) != 0x2C) and not np.any(_byte_at(arr, starts[b]) != 0x7B)
-              and np.array_equal(_skip_ws(arr, comma + 1), starts[1:][b]))
+        ok = (
+            ok
+            and not np.any(_byte_at(arr, comma) != 0x2C)
+            and not np.any(_byte_at(arr, starts[b]) != 0x7B)
+            and np.array_equal(_skip_ws(arr, comma + 1), starts[1:][b])
+        )
     if not ok:
         raise SubsetError(f"{path}: not a COCO file ({name!r} must hold only objects)")
     return starts, ends
@@ -358,8 +371,9 @@ def _int_values_block(arr: np.ndarray, keys: np.ndarray, key_len: int) -> tuple[
     return np.where(negative, -value, value), ok
 
 
-def _object_ids(path: Path, raw: Raw, arr: np.ndarray, starts: np.ndarray, ends: np.ndarray, keys: np.ndarray,
-                name: str, what: str) -> np.ndarray:
+def _object_ids(
+    path: Path, raw: Raw, arr: np.ndarray, starts: np.ndarray, ends: np.ndarray, keys: np.ndarray, name: str, what: str
+) -> np.ndarray:
     """The integer key ``name`` of every object (``what``: "image" or "annotation", for errors).
 
     ``keys`` are the positions of that key at depth 3; objects where it is not found exactly once as a
@@ -375,10 +389,10 @@ def _object_ids(path: Path, raw: Raw, arr: np.ndarray, starts: np.ndarray, ends:
     ids[owner] = values
     for k in np.flatnonzero(counts != 1).tolist():
         try:
-            value = orjson.loads(raw[starts[k]:ends[k]]).get(name)
+            value = orjson.loads(raw[starts[k] : ends[k]]).get(name)
         except orjson.JSONDecodeError as exc:
             raise SubsetError(f"{path}: malformed JSON in {what} #{k} ({exc})") from None
-        if isinstance(value, bool) or not isinstance(value, int) or not -2**63 <= value < 2**63:
+        if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) <= value < 2**63:
             raise SubsetError(f"{path}: not a COCO file ({what} #{k} has no integer {name!r})")
         ids[k] = value
     return ids
@@ -414,13 +428,21 @@ def load_coco(path: Path) -> CocoFile:
     ids = coco.images.ids
     if np.unique(ids).size != ids.size:
         values, counts = np.unique(ids, return_counts=True)
-        raise SubsetError(f"{path}: image id {int(values[counts > 1][0])} appears {int(counts[counts > 1][0])} times "
-                          "in 'images'; image ids must be unique")
+        raise SubsetError(
+            f"{path}: image id {int(values[counts > 1][0])} appears {int(counts[counts > 1][0])} times "
+            "in 'images'; image ids must be unique"
+        )
     return coco
 
 
-def select_image_ids(coco: CocoFile, *, one: int | bool | None = None, ids: Sequence[int] | None = None,
-                     first: int | None = None, only: Only = None) -> list[int]:
+def select_image_ids(
+    coco: CocoFile,
+    *,
+    one: int | bool | None = None,
+    ids: Sequence[int] | None = None,
+    first: int | None = None,
+    only: Only = None,
+) -> list[int]:
     """Choose image ids from ``coco`` (file order). Exactly one of ``one``/``ids``/``first`` is given.
 
     ``one=True`` takes the first image with objects (with ``only='empty'``: the first empty one);
@@ -431,8 +453,9 @@ def select_image_ids(coco: CocoFile, *, one: int | bool | None = None, ids: Sequ
         raise SubsetError("give exactly one of --one, --ids, --first")
     if only not in (None, "empty", "nonempty"):
         raise SubsetError(f"unknown filter {only!r}")
-    if ids is not None and (not len(ids) or any(isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer))
-                                                for i in ids)):
+    if ids is not None and (
+        not len(ids) or any(isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)) for i in ids)
+    ):
         raise SubsetError(f"--ids must name at least one integer image id, got {list(ids)!r}")
     needs_objects = one is True or only is not None
     with_objects = coco.images_with_objects() if needs_objects else set()
@@ -490,7 +513,7 @@ def cut_bytes(coco: CocoFile, image_ids: Sequence[int]) -> bytes:
         elif key == "annotations":
             body = anns
         elif isinstance(value, tuple):
-            body = raw[value[0]:value[1]]
+            body = raw[value[0] : value[1]]
         else:
             body = orjson.dumps(value)
         parts.append(orjson.dumps(key) + b":" + body)
@@ -502,8 +525,14 @@ def cut_bytes(coco: CocoFile, image_ids: Sequence[int]) -> bytes:
     return out
 
 
-def subset_tag(*, one: int | bool | None = None, ids: Sequence[int] | None = None, first: int | None = None,
-               only: Only = None, chosen: Sequence[int] = ()) -> str:
+def subset_tag(
+    *,
+    one: int | bool | None = None,
+    ids: Sequence[int] | None = None,
+    first: int | None = None,
+    only: Only = None,
+    chosen: Sequence[int] = (),
+) -> str:
     """File-name tag: ``onesample_<id>``, ``subset_ids_1-2-3`` or ``subset_first_5`` (+ ``_empty``/``_nonempty``)."""
     if one is not None and one is not False:
         return f"onesample_{chosen[0]}"
@@ -527,8 +556,15 @@ def write_subset(outputs: dict[Path, bytes]) -> list[Path]:
     return list(outputs)
 
 
-def cut_subset(ann_paths: Sequence[Path], *, one: int | bool | None = None, ids: Sequence[int] | None = None,
-               first: int | None = None, only: Only = None, out_dir: Path | None = None) -> list[Path]:
+def cut_subset(
+    ann_paths: Sequence[Path],
+    *,
+    one: int | bool | None = None,
+    ids: Sequence[int] | None = None,
+    first: int | None = None,
+    only: Only = None,
+    out_dir: Path | None = None,
+) -> list[Path]:
     """Cut the same images out of every file in ``ann_paths``; return the written paths.
 
     Ids are chosen from the first file (see :func:`select_image_ids`); each later file must hold them
@@ -548,6 +584,5 @@ def cut_subset(ann_paths: Sequence[Path], *, one: int | bool | None = None, ids:
             raise SubsetError(f"{path}: output {target} would collide with another file")
         outputs[target] = cut_bytes(coco, chosen)
         del coco
-    check_outputs({f"input {p}": p for p in map(Path, ann_paths)},
-                  {f"output {t}": t for t in outputs})
+    check_outputs({f"input {p}": p for p in map(Path, ann_paths)}, {f"output {t}": t for t in outputs})
     return write_subset(outputs)

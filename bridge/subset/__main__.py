@@ -26,11 +26,16 @@ def _parse_ids(text: str) -> list[int]:
 @guarded_main
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 ok, 2 bad input)."""
-    parser = argparse.ArgumentParser(prog="python -m bridge.subset", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=examples(
-                                         "python -m bridge.subset instances_val2017.json panoptic_val2017.json "
-                                         "--first 8 --only-nonempty --out-dir subsets/",
-                                         "python -m bridge.subset instances_val2017.json --one 139"))
+    parser = argparse.ArgumentParser(
+        prog="python -m bridge.subset",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=examples(
+            "python -m bridge.subset instances_val2017.json panoptic_val2017.json "
+            "--first 8 --only-nonempty --out-dir subsets/",
+            "python -m bridge.subset instances_val2017.json --one 139",
+        ),
+    )
     parser.add_argument("ann", nargs="+", type=Path, help="COCO instances or panoptic JSON files")
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--one", nargs="?", type=int, const=True, default=None, metavar="IMAGE_ID")
