@@ -430,9 +430,8 @@ def test_fold_keys() -> None:
 
 
 def test_package_hygiene() -> None:
-    files = list((BRIDGE / "convert").rglob("*.py")) + [
-        BRIDGE / name for name in ("initcheck.py", "init_sources.py", "frameworks.py", "coco91.py")
-    ]
+    files = [*(BRIDGE / "convert").rglob("*.py"), *(BRIDGE / "initcheck").rglob("*.py")]
+    files += [BRIDGE / "frameworks.py", BRIDGE / "coco" / "coco91.py"]
     for f in files:
         text = f.read_text()
         assert not re.search(r"^\s*(import|from)\s+(detectron2|mmdet|mmengine|mmcv)\b", text, re.M), f
