@@ -134,6 +134,10 @@ class Tolerance:
         return float(((a64 - b64).abs() - self.rtol * b64.abs() - self.atol).max())
 
 
+#: No tolerance: equal values only.
+EXACT = Tolerance()
+
+
 @dataclass
 class InstancesComparison:
     """How B's detections differ from the reference A's (indices are positions in each side's lists)."""
@@ -251,8 +255,8 @@ def compare_instances(
     a: CanonicalInstances,
     b: CanonicalInstances,
     *,
-    scores: Tolerance = Tolerance(),
-    boxes: Tolerance = Tolerance(),
+    scores: Tolerance = EXACT,
+    boxes: Tolerance = EXACT,
     mask_iou_loss: float = 0.0,
     device: torch.device | str = "cpu",
 ) -> InstancesComparison:
