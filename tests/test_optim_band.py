@@ -14,6 +14,7 @@ from torch import nn
 from bridge import Recorder, open_run, record_optimizer
 from bridge.compare import compare_runs
 from bridge.compare.__main__ import main as compare_main
+from bridge.compare.report_terminal import summary_line
 from bridge.errors import BridgeError
 from bridge.optim import clip_spec, lr_schedule
 
@@ -180,8 +181,13 @@ def test_optimizer_records_pair_a_shared_parameter_listed_under_its_alias(tmp_pa
         optimizer = torch.optim.AdamW([{"params": norm, "weight_decay": norm_decay}, {"params": rest}], lr=1e-4)
         with Recorder(tmp_path / run) as recorder:
             record_optimizer(recorder, optimizer, net, 0)
-    [same] = compare_runs(tmp_path / "a", tmp_path / "b", name_map=rules).optim
+    result = compare_runs(tmp_path / "a", tmp_path / "b", name_map=rules)
+    [same] = result.optim
     assert same.passed and same.paired == 4 and same.a_only == [] and same.b_only == []
+    assert (
+        summary_line(result)
+        == "PASS: 0 pairs, 0 failed, 0 only in A, 0 only in B, 1 optimizer record (4 parameters paired)"
+    )
     [other] = compare_runs(tmp_path / "a", tmp_path / "c", name_map=rules).optim
     assert not other.passed and other.a_only == [] and other.b_only == []
     assert any("decoder.norm.*: weight_decay 0 vs 0.05 (2 parameters" in line for line in other.lines()), other.lines()

@@ -142,6 +142,9 @@ def summary_line(result: ComparisonResult) -> str:
         )
     if result.by_nature:
         text += f", {len(result.by_nature)} unpaired by nature"
+    if result.optim:
+        records = len(result.optim)
+        text += f", {records} optimizer record{'s' if records != 1 else ''} ({sum(o.paired for o in result.optim)} parameters paired)"
     fd = result.first_divergence
     if fd is not None:
         text += f"; first divergence: step {fd.step} rank {fd.rank} {fd.kind} {fd.key} ({fd.reason})"
