@@ -104,8 +104,8 @@ def phase(name: str, workdir: Path, device: str) -> dict[str, float]:
     elif name in ("baseline", "baseline_1thread"):
         if name == "baseline_1thread":
             torch.set_num_threads(1)
-        da = torch.load(workdir / "a.pt")
-        db = torch.load(workdir / "b.pt")
+        da = torch.load(workdir / "a.pt", weights_only=True)
+        db = torch.load(workdir / "b.pt", weights_only=True)
         ok = True
         for k, ta in da.items():
             tb = db[k]

@@ -86,8 +86,14 @@ def test_every_intercepted_op_replays_bit_exactly_in_another_process(tmp_path: P
     _run(str(script), "replay", str(run), "2", str(tmp_path / "replayed.pt"))
     _run(str(script), "plain", str(run), "2", str(tmp_path / "plain_seed2.pt"))
     _run(str(script), "plain", str(run), "1", str(tmp_path / "plain_seed1.pt"))
-    recorded, replayed = torch.load(tmp_path / "recorded.pt"), torch.load(tmp_path / "replayed.pt")
-    plain2, plain1 = torch.load(tmp_path / "plain_seed2.pt"), torch.load(tmp_path / "plain_seed1.pt")
+    recorded, replayed = (
+        torch.load(tmp_path / "recorded.pt", weights_only=True),
+        torch.load(tmp_path / "replayed.pt", weights_only=True),
+    )
+    plain2, plain1 = (
+        torch.load(tmp_path / "plain_seed2.pt", weights_only=True),
+        torch.load(tmp_path / "plain_seed1.pt", weights_only=True),
+    )
     for key in recorded:
         assert recorded[key].dtype == replayed[key].dtype, key
         assert torch.equal(recorded[key], replayed[key]), key

@@ -104,7 +104,10 @@ def test_dino_denoising_and_dropout_replayed_bit_exactly_in_another_process(tmp_
     script.write_text(DINO_SCRIPT)
     _python([str(script), "record", str(tmp_path), "1"])
     _python([str(script), "replay", str(tmp_path), "2"])
-    recorded, replayed = torch.load(tmp_path / "record.pt"), torch.load(tmp_path / "replay.pt")
+    recorded, replayed = (
+        torch.load(tmp_path / "record.pt", weights_only=True),
+        torch.load(tmp_path / "replay.pt", weights_only=True),
+    )
     notes = {
         **json.loads((tmp_path / "record.json").read_text()),
         **{f"b_{k}": v for k, v in json.loads((tmp_path / "replay.json").read_text()).items()},
