@@ -8,8 +8,7 @@ import sys
 from torch import nn
 
 from bridge.cli import guarded_main
-from bridge.convert import load_checkpoint
-from bridge.errors import BridgeError
+from bridge.convert import load_strict
 from bridge.local.side import side_main
 from d2_side.record_model import load_config
 
@@ -21,13 +20,7 @@ def build(config: str, checkpoint: str, opts: list[str]) -> nn.Module:
 
     cfg = load_config(config, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *opts])
     model = build_model(cfg)
-    state = load_checkpoint(checkpoint)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise BridgeError(
-            f"{checkpoint}: does not load into {config} with strict=True ({str(exc).splitlines()[0]})"
-        ) from None
+    load_strict(model, checkpoint)
     return model.eval()
 
 

@@ -9,8 +9,7 @@ import sys
 from torch import nn
 
 from bridge.cli import guarded_main
-from bridge.convert import load_checkpoint
-from bridge.errors import BridgeError
+from bridge.convert import load_strict
 from bridge.local.side import side_main
 from mmdet_side.target import build_model
 
@@ -19,13 +18,7 @@ def build(config: str, checkpoint: str, opts: list[str]) -> nn.Module:
     """The model of the mmdet ``config`` (file or ``mmdet::``) with ``opts`` merged (``KEY=VALUE`` pairs) and
     ``checkpoint`` loaded strictly, on the CPU, in eval mode."""
     model = build_model(config, opts)
-    state = load_checkpoint(checkpoint)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise BridgeError(
-            f"{checkpoint}: does not load into {config} with strict=True ({str(exc).splitlines()[0]})"
-        ) from None
+    load_strict(model, checkpoint)
     return model.eval()
 
 

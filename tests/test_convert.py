@@ -465,3 +465,19 @@ def test_main_in_process_checkpoint_target_and_bad_rules(tmp_path: Path, capsys:
     assert main([str(tmp_path / "s.pth"), "-o", str(tmp_path / "o2.pth"), "--rules", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "bad regex" in err and not (tmp_path / "o2.pth").exists()
+
+
+def test_load_strict_names_the_file_and_the_keys(tmp_path: Path) -> None:
+    from bridge.convert import load_strict
+    from bridge.errors import BridgeError
+
+    model = torch.nn.Linear(2, 3)
+    good, missing, shaped = tmp_path / "good.pth", tmp_path / "missing.pth", tmp_path / "shaped.pth"
+    torch.save(model.state_dict(), good)
+    torch.save({"weight": model.weight.detach()}, missing)
+    torch.save({"weight": torch.zeros(2, 2), "bias": torch.zeros(3)}, shaped)
+    assert load_strict(torch.nn.Linear(2, 3), good) == 2
+    with pytest.raises(BridgeError, match=rf"^{re.escape(str(missing))}: .* 1 missing \(bias\), 0 unexpected"):
+        load_strict(torch.nn.Linear(2, 3), missing)
+    with pytest.raises(BridgeError, match=rf"^{re.escape(str(shaped))}: does not fit the model .*size mismatch"):
+        load_strict(torch.nn.Linear(2, 3), shaped)

@@ -92,19 +92,10 @@ def globs(text: str) -> list[str]:
 
 
 def load_weights(model: Any, path: str) -> None:
-    """Load the checkpoint ``path`` (read safely: weights only, or safetensors) into ``model`` with strict=True;
-    :class:`BridgeError` naming the file and the missing / unexpected keys when they do not fit."""
-    from bridge.convert import load_checkpoint
+    """Load the checkpoint ``path`` into ``model`` with strict=True (:func:`bridge.convert.load_strict`) and say so."""
+    from bridge.convert import load_strict
 
-    state = load_checkpoint(path)
-    result = model.load_state_dict(state, strict=False)
-    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
-    if missing or unexpected:
-        raise BridgeError(
-            f"{path}: does not fit the model with strict=True: {len(missing)} missing "
-            f"({', '.join(missing[:3])}), {len(unexpected)} unexpected ({', '.join(unexpected[:3])})"
-        )
-    print(f"loaded {path} with strict=True ({len(state)} tensors)")
+    print(f"loaded {path} with strict=True ({load_strict(model, path)} tensors)")
 
 
 def save_weights(model: Any, path: str, framework: str) -> None:

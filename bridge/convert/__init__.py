@@ -16,7 +16,7 @@ from bridge.convert.engine import (
     convert_state_dict,
     map_named_tensor,
 )
-from bridge.convert.loading import load_checkpoint, load_manifest, load_target_shapes, save_checkpoint
+from bridge.convert.loading import load_checkpoint, load_manifest, load_strict, load_target_shapes, save_checkpoint
 from bridge.convert.report import Report, compare_to_target, fold_keys
 from bridge.convert.reverse import ReverseResult, reverse_state_dict
 from bridge.convert.rules import RuleSet, list_presets, load_rules, translate_name
@@ -36,6 +36,7 @@ __all__ = [
     "reverse_state_dict",
     "list_presets",
     "load_checkpoint",
+    "load_strict",
     "load_manifest",
     "load_rules",
     "load_target_shapes",

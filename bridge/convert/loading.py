@@ -14,7 +14,7 @@ import torch
 
 from bridge.atomic import atomic_path
 from bridge.convert.unpickler import restricted_load, unsafe_load
-from bridge.errors import ConversionError
+from bridge.errors import BridgeError, ConversionError
 
 _WRAPPERS = ("state_dict", "model", "module")
 
@@ -260,3 +260,23 @@ def save_checkpoint(
         write_checkpoint_file(
             state_dict, tmp, meta, as_safetensors=path.suffix.lower() == ".safetensors", fsync=fsync, shown_as=path
         )
+
+
+def load_strict(model: torch.nn.Module, path: str | Path) -> int:
+    """Load the checkpoint ``path`` (read safely, :func:`load_checkpoint`) into ``model`` with strict=True and
+    return how many tensors it held; :class:`~bridge.errors.BridgeError` naming the file and the missing,
+    unexpected or mis-shaped keys when they do not fit."""
+    state = load_checkpoint(path)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes that do not fit; torch's first line only names the model class
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else str(exc)
+        raise BridgeError(f"{path}: does not fit the model with strict=True ({detail})") from None
+    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    if missing or unexpected:
+        raise BridgeError(
+            f"{path}: does not fit the model with strict=True: {len(missing)} missing "
+            f"({', '.join(missing[:3])}), {len(unexpected)} unexpected ({', '.join(unexpected[:3])})"
+        )
+    return len(state)
